@@ -1,0 +1,20 @@
+//! Every `BOT_BOTTLE_*` environment variable the tools read, in one place.
+
+/// Home root override (default `~/.bot-bottle`).
+pub const HOME: &str = "BOT_BOTTLE_HOME";
+/// `1` makes `start` behave as `start --dry-run`.
+pub const DRY_RUN: &str = "BOT_BOTTLE_DRY_RUN";
+/// Pins the agent container name (error if taken).
+pub const CONTAINER: &str = "BOT_BOTTLE_CONTAINER";
+/// Overrides the agent image.
+pub const IMAGE: &str = "BOT_BOTTLE_IMAGE";
+/// Extra CA certificates (PEM file or directory) for image builds and egress upstream trust.
+pub const EXTRA_CA_CERTS: &str = "BOT_BOTTLE_EXTRA_CA_CERTS";
+/// Daemons the sidecar init starts (comma separated).
+pub const SIDECAR_DAEMONS: &str = "BOT_BOTTLE_SIDECAR_DAEMONS";
+/// A published sidecar image to use instead of building one.
+pub const SIDECAR_IMAGE: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
+/// Backend selection (`docker` or `smolmachines`).
+pub const BACKEND: &str = "BOT_BOTTLE_BACKEND";
+/// Enables engine tests (`1`).
+pub const ENGINE_TESTS: &str = "BOT_BOTTLE_ENGINE_TESTS";

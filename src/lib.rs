@@ -1,0 +1,13 @@
+//! bot-bottle: run AI coding agents inside sandboxes that hold only what the operator granted.
+//!
+//! Data flows one way: manifest files → [`manifest`] (typed, validated) → [`plan`] (pure,
+//! printable) → backend → runner (the only place a process is spawned).
+
+pub mod cli;
+pub mod envvars;
+pub mod manifest;
+pub mod plan;
+pub mod scan;
+pub mod secret;
+pub mod sidecar;
+pub mod yaml;

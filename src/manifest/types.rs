@@ -1,0 +1,173 @@
+//! Typed, validated manifest entities: what the loader produces and `plan` consumes.
+//!
+//! Every value here has passed validation; `extends` chains are already resolved, so a
+//! `Bottle` is the effective bottle. Paths are kept as written (`~` not yet expanded):
+//! resolving them against the host is the plan's job.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything loaded from the home root (bottles, agents) and the cwd (agents only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The home root the bottles and home agents came from.
+    pub root: PathBuf,
+    /// Effective bottles by name (`extends` applied).
+    pub bottles: BTreeMap<String, Bottle>,
+    /// Agents by name (a cwd agent replaces a home agent of the same name).
+    pub agents: BTreeMap<String, Agent>,
+    /// Non-fatal findings (ignored cwd `bottles/`, badly named files) for the CLI to print.
+    pub warnings: Vec<String>,
+}
+
+/// One bottle: the credentials, routes and remotes an agent runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bottle {
+    pub name: String,
+    /// The file this bottle was declared in.
+    pub path: PathBuf,
+    pub env: BTreeMap<String, EnvValue>,
+    pub agent_provider: AgentProvider,
+    pub git_gate: GitGate,
+    pub egress: Egress,
+    pub supervise: bool,
+}
+
+/// A bottle `env` entry, classified at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// A plain value; may be written to a mode-0600 env file.
+    Literal(String),
+    /// `"?message"`: asked on the terminal at launch without echo; holds the message.
+    Prompt(String),
+    /// A value containing `${HOST_VAR}` references, interpolated from the host environment
+    /// at plan time. Holds the raw template; its references were checked to be well formed.
+    Interpolate(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum ProviderKind {
+    #[default]
+    Claude,
+    Codex,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Claude => "claude",
+            ProviderKind::Codex => "codex",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentProvider {
+    pub template: ProviderKind,
+    /// Custom Dockerfile path as written (relative to cwd, `~` allowed).
+    pub dockerfile: Option<String>,
+    /// Host env var holding the Claude OAuth token (claude only).
+    pub auth_token: Option<String>,
+    /// Forward the host's Codex login (codex only).
+    pub forward_host_credentials: bool,
+}
+
+/// Git identity fields; either may be absent (an agent overlays a bottle per field).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitUser {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitGate {
+    pub user: GitUser,
+    /// Declared upstreams by repo name (`[A-Za-z0-9._-]+`).
+    pub repos: BTreeMap<String, GitRepo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRepo {
+    /// `ssh://user@host[:port]/path`, validated for that shape.
+    pub url: String,
+    /// Path of the private key file as written (`~` allowed).
+    pub identity: String,
+    /// Optional known-hosts line to pin the upstream's host key.
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Egress {
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Host name, lower-cased; unique within a bottle.
+    pub host: String,
+    /// Path prefixes (each starts with `/`); empty means every path.
+    pub path_allowlist: Vec<String>,
+    pub auth: Option<RouteAuth>,
+    pub pipelock: PipelockOpts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthScheme {
+    Bearer,
+    Token,
+}
+
+impl AuthScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Bearer => "Bearer",
+            AuthScheme::Token => "token",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuth {
+    pub scheme: AuthScheme,
+    /// Name of the host env var whose value egress injects.
+    pub token_ref: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PipelockOpts {
+    pub tls_passthrough: bool,
+    /// Validated `ip` or `ip/prefix` strings.
+    pub ssrf_ip_allowlist: Vec<ipnet::IpNet>,
+}
+
+/// Where an agent file was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSource {
+    Home,
+    Cwd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub name: String,
+    pub path: PathBuf,
+    pub source: AgentSource,
+    /// Name of the bottle this agent runs in (checked to exist).
+    pub bottle: String,
+    pub skills: Vec<String>,
+    /// Per-field overlay on the bottle's `git-gate.user`.
+    pub git_user: GitUser,
+    /// The Markdown body, trimmed: the agent's system prompt.
+    pub prompt: String,
+    /// Optional Claude Code subagent `description` (shown by `info`).
+    pub description: Option<String>,
+}
+
+impl Manifest {
+    /// The agent and its effective bottle, if the agent exists.
+    pub fn agent_and_bottle(&self, agent: &str) -> Option<(&Agent, &Bottle)> {
+        let a = self.agents.get(agent)?;
+        let b = self.bottles.get(&a.bottle)?;
+        Some((a, b))
+    }
+}

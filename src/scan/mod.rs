@@ -1,0 +1,1 @@
+//! Secret scanner shared by the egress proxy and the git-gate.

@@ -1,0 +1,1 @@
+//! The egress proxy: the agent's only way out.

@@ -1,0 +1,3 @@
+//! Daemons that run in the sidecar bundle; `src/bin/` holds their thin mains.
+
+pub mod egress;

@@ -1,0 +1,1 @@
+//! The one place YAML is parsed or written.
