@@ -220,8 +220,13 @@ async fn audit_lines_carry_the_decision_and_no_secret() {
         )
         .await;
     assert_eq!(r.status, 200);
-    // The upstream echoes the credential back; that must not land in the audit log.
-    assert!(r.headers.contains("x-echo-authorization"));
+    // The upstream echoes the credential back: the agent sees it masked, the audit log never.
+    assert!(
+        r.headers.contains("x-echo-authorization: Bearer *"),
+        "{}",
+        r.headers
+    );
+    assert!(!r.headers.contains(TOKEN));
     let _ = h.curl("https://evil.test/", &[]).await;
     let text = h.audit_text();
     assert!(

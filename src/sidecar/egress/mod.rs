@@ -11,6 +11,7 @@ pub mod inject;
 pub mod inspect;
 pub mod limits;
 pub mod proxy;
+pub mod redact;
 pub mod refuse;
 pub mod reload;
 pub mod routes;

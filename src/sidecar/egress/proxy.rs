@@ -32,6 +32,7 @@ use super::config::{EgressConfig, ListenAddr, parse_routes};
 use super::inject::{inject_credential, strip_agent_credentials, strip_hop_by_hop};
 use super::inspect::{collect_body, scan_body, scan_headers, scan_target};
 use super::limits::{IdleIo, Limits};
+use super::redact::{RedactBody, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
 use super::reload::{Policy, PolicyHandle, content_hash, read_routes_file, spawn_watcher};
 use super::routes::{Route, RouteTable};
@@ -693,6 +694,13 @@ async fn handle_request(
     }
     // 5. Inject and forward.
     let injected = inject_credential(&mut parts.headers, &route);
+    if injected.is_some() {
+        // Uncompressed answers, so an echoed credential can be masked (see `redact`).
+        parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     let authority = match &target {
         Target::Tunnel(_) => host.to_string(),
         _ => req_authority(host, None),
@@ -818,7 +826,6 @@ fn finish_response(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     route: Arc<Route>,
 ) -> Response<RespBody> {
-    let _ = &route;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
             let (mut parts, body) = resp.into_parts();
@@ -845,5 +852,15 @@ fn finish_response(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.headers.remove(REFUSAL_HEADER);
-    Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    let body = match &route.auth {
+        Some(auth) => {
+            let needle: Arc<[u8]> = Arc::from(auth.value.expose().as_bytes());
+            mask_headers(&mut parts.headers, &needle);
+            RedactBody::new(body, needle)
+                .map_err(|e| Box::new(e) as BoxError)
+                .boxed()
+        }
+        None => body.map_err(|e| Box::new(e) as BoxError).boxed(),
+    };
+    Response::from_parts(parts, body)
 }
