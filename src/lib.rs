@@ -7,6 +7,7 @@ pub mod cli;
 pub mod envvars;
 pub mod manifest;
 pub mod plan;
+pub mod runner;
 pub mod scan;
 pub mod secret;
 pub mod sidecar;
