@@ -11,4 +11,5 @@ pub mod runner;
 pub mod scan;
 pub mod secret;
 pub mod sidecar;
+pub mod state;
 pub mod yaml;
