@@ -7,6 +7,10 @@ use super::codex_auth::CodexAuthError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    #[error(
+        "unknown backend `{0}`; use `docker` or `smolmachines` (`--backend` or BOT_BOTTLE_BACKEND)"
+    )]
+    UnknownBackend(String),
     #[error("unknown agent `{0}`; run `bot-bottle list available` to see the agents")]
     UnknownAgent(String),
     #[error(

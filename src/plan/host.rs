@@ -12,7 +12,8 @@ use rand::RngExt as _;
 pub const SUFFIX_LEN: usize = 6;
 const SUFFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` lists variable names only: the environment holds the operator's secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HostEnv {
     /// The process environment (only entries whose name and value are UTF-8).
     pub vars: BTreeMap<String, String>,
@@ -23,6 +24,18 @@ pub struct HostEnv {
     pub now_unix: u64,
     /// [`SUFFIX_LEN`] chars of `[a-z0-9]`, the random part of a fresh identity.
     pub random_suffix: String,
+}
+
+impl std::fmt::Debug for HostEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostEnv")
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .field("home", &self.home)
+            .field("cwd", &self.cwd)
+            .field("now_unix", &self.now_unix)
+            .field("random_suffix", &self.random_suffix)
+            .finish()
+    }
 }
 
 impl HostEnv {
@@ -148,6 +161,17 @@ mod tests {
             Err(crate::plan::PlanError::NoHome)
         ));
         assert!(h.resolve_path("/abs").is_ok());
+    }
+
+    #[test]
+    fn debug_shows_variable_names_but_not_values() {
+        let mut h = host();
+        h.vars.insert("GH_PAT".into(), "ghp_SECRETvalue".into());
+        let d = format!("{h:?}");
+        assert!(
+            d.contains("GH_PAT") && !d.contains("ghp_SECRETvalue"),
+            "{d}"
+        );
     }
 
     #[test]

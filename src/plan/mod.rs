@@ -54,6 +54,23 @@ impl BackendKind {
             BackendKind::Smolmachines => "smolmachines",
         }
     }
+
+    pub fn parse(name: &str) -> Result<BackendKind, PlanError> {
+        match name {
+            "docker" => Ok(BackendKind::Docker),
+            "smolmachines" => Ok(BackendKind::Smolmachines),
+            other => Err(PlanError::UnknownBackend(other.to_string())),
+        }
+    }
+
+    /// The `--backend` flag if given, else `BOT_BOTTLE_BACKEND` (non-empty), else Docker.
+    pub fn select(flag: Option<BackendKind>, host: &HostEnv) -> Result<BackendKind, PlanError> {
+        match (flag, host.var_nonempty(envvars::BACKEND)) {
+            (Some(b), _) => Ok(b),
+            (None, Some(name)) => BackendKind::parse(name),
+            (None, None) => Ok(BackendKind::Docker),
+        }
+    }
 }
 
 /// The container runtime the agent runs under.

@@ -487,3 +487,26 @@ fn copy_cwd_is_recorded_and_shown() {
     assert_eq!(plan.cwd, host().cwd);
     assert!(format!("{plan}").contains("/nonexistent-cwd (copied in)"));
 }
+
+#[test]
+fn backend_selection_flag_then_env_then_docker() {
+    let mut h = host();
+    assert_eq!(BackendKind::select(None, &h).unwrap(), BackendKind::Docker);
+    h.vars
+        .insert("BOT_BOTTLE_BACKEND".into(), "smolmachines".into());
+    assert_eq!(
+        BackendKind::select(None, &h).unwrap(),
+        BackendKind::Smolmachines
+    );
+    assert_eq!(
+        BackendKind::select(Some(BackendKind::Docker), &h).unwrap(),
+        BackendKind::Docker
+    );
+    h.vars.insert("BOT_BOTTLE_BACKEND".into(), "podman".into());
+    let err = BackendKind::select(None, &h).unwrap_err();
+    assert!(matches!(&err, PlanError::UnknownBackend(b) if b == "podman"));
+    assert!(err.to_string().contains("docker"));
+    for b in [BackendKind::Docker, BackendKind::Smolmachines] {
+        assert_eq!(BackendKind::parse(b.as_str()).unwrap(), b);
+    }
+}
