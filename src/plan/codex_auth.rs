@@ -545,4 +545,20 @@ pub(crate) mod tests {
         std::fs::write(&path, text).unwrap();
         assert!(read_host_auth(&path, NOW).is_ok());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(t in ".{0,200}") {
+            let _ = forward_from_json(&t, p(), NOW);
+            let _ = jwt_exp(&t);
+        }
+
+        #[test]
+        fn arbitrary_json_auth_never_panics(
+            v in proptest::collection::btree_map("[a-z_]{1,8}", proptest::prelude::any::<i32>(), 0..5)
+        ) {
+            let text = json!({"tokens": v, "auth_mode": "chatgpt"}).to_string();
+            let _ = forward_from_json(&text, p(), NOW);
+        }
+    }
 }

@@ -8,12 +8,24 @@ use super::{HostEnv, PlanError};
 use crate::manifest::EnvValue;
 use crate::secret::Secret;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` shows names only: a literal may still be something the operator would not want in
+/// a log.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct EnvPlan {
     pub literal: BTreeMap<String, String>,
     pub forwarded: BTreeMap<String, Secret>,
     /// Still to be asked at launch: name → message shown to the operator.
     pub prompted: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for EnvPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvPlan")
+            .field("literal", &self.literal.keys().collect::<Vec<_>>())
+            .field("forwarded", &self.forwarded.keys().collect::<Vec<_>>())
+            .field("prompted", &self.prompted.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl EnvPlan {
@@ -124,6 +136,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_names_only() {
+        let env = BTreeMap::from([
+            ("LIT".to_string(), EnvValue::Literal("lit-VALUE".into())),
+            ("FWD".to_string(), EnvValue::Interpolate("${GH}".into())),
+        ]);
+        let p = resolve_env(&env, &host(&[("GH", "fwd-VALUE")])).unwrap();
+        let d = format!("{p:?}");
+        assert!(d.contains("LIT") && d.contains("FWD"), "{d}");
+        assert!(!d.contains("VALUE"), "{d}");
+    }
+
+    #[test]
     fn interpolates_several_references_and_keeps_other_text() {
         let h = host(&[("USER", "ann"), ("TOK", "t0k")]);
         assert_eq!(
@@ -161,6 +185,14 @@ mod tests {
                 ),
                 "{t}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn interpolate_never_panics(t in ".{0,64}") {
+            let h = host(&[("A", "1")]);
+            let _ = interpolate("N", &t, &h);
         }
     }
 }

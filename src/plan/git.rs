@@ -259,4 +259,13 @@ mod tests {
         assert!(matches!(err, PlanError::GitUrl { .. }));
         assert!(err.to_string().contains("r1"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_ssh_url_never_panics(u in "(ssh://)?[a-z@:/0-9.]{0,40}") {
+            if let Ok((user, host, port, path)) = parse_ssh_url(&u) {
+                proptest::prop_assert!(!user.is_empty() && !host.is_empty() && !path.is_empty() && port > 0);
+            }
+        }
+    }
 }

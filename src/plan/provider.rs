@@ -194,6 +194,8 @@ pub fn resolve_provider(
                     host.vars.get("CODEX_HOME").map(String::as_str),
                     host.home.as_deref(),
                 )?;
+                // A relative $CODEX_HOME is taken against the host cwd, not the process cwd.
+                let path = host.cwd.join(path);
                 let fwd = codex_auth::read_host_auth(&path, host.now_unix)?;
                 plan.env
                     .insert("CODEX_HOME".into(), CODEX_GUEST_HOME.into());

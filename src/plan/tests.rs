@@ -270,8 +270,8 @@ fn no_secret_in_summary_debug_or_provider_files() {
             "provider env leaks {s}"
         );
     }
-    // Literal values are not printed either: the summary shows names only.
-    assert!(!shown.contains("not-secret"));
+    // Literal values are not printed either: summary and debug show names only.
+    assert!(!shown.contains("not-secret") && !debug.contains("not-secret"));
 }
 
 #[test]
@@ -407,29 +407,71 @@ fn validation_errors_stop_resolution() {
 }
 
 #[test]
-fn every_error_message_is_one_line() {
+fn every_error_message_is_one_line_with_a_way_out() {
+    use super::codex_auth::CodexAuthError as C;
+    let p = || PathBuf::from("/p");
+    let s = || "x".to_string();
     let errs = [
-        PlanError::UnknownAgent("a".into()),
+        PlanError::UnknownBackend(s()),
+        PlanError::UnknownAgent(s()),
+        PlanError::UnknownBottle {
+            agent: s(),
+            bottle: s(),
+        },
+        PlanError::InvalidIdentity(s()),
         PlanError::NoHome,
         PlanError::MissingHostVar {
-            name: "A".into(),
-            var: "B".into(),
+            name: s(),
+            var: s(),
         },
-        PlanError::BadInterpolation { name: "A".into() },
+        PlanError::BadInterpolation { name: s() },
         PlanError::MissingTokenRef {
-            host: "h".into(),
-            var: "V".into(),
+            host: s(),
+            var: s(),
         },
+        PlanError::MissingAuthToken { var: s() },
+        PlanError::AuthTokenNotClaude { bottle: s() },
+        PlanError::ForwardCredentialsNotCodex { bottle: s() },
         PlanError::RemoteControlUnsupported { provider: "codex" },
+        PlanError::SkillMissing {
+            name: s(),
+            path: p(),
+        },
+        PlanError::BadSkillName(s()),
+        PlanError::GitIdentityMissing {
+            repo: s(),
+            path: p(),
+        },
+        PlanError::GitUrl {
+            repo: s(),
+            url: s(),
+            reason: "path is missing",
+        },
+        PlanError::DockerfileMissing {
+            bottle: s(),
+            path: p(),
+        },
+        PlanError::BadPinnedContainer(s()),
         PlanError::Prompt {
-            name: "P".into(),
+            name: s(),
             reason: "eof".into(),
         },
-        PlanError::CodexAuth(codex_auth::CodexAuthError::NoLocation),
+        PlanError::CodexAuth(C::NoLocation),
+        PlanError::CodexAuth(C::Missing(p())),
+        PlanError::CodexAuth(C::Read {
+            path: p(),
+            reason: "denied".into(),
+        }),
+        PlanError::CodexAuth(C::NotJson(p())),
+        PlanError::CodexAuth(C::ApiKeyOnly(p())),
+        PlanError::CodexAuth(C::NoAccessToken(p())),
+        PlanError::CodexAuth(C::NotJwt(p())),
+        PlanError::CodexAuth(C::Expired(p())),
     ];
     for e in errs {
         let m = e.to_string();
-        assert!(!m.contains('\n') && m.contains(';'), "{m}");
+        assert!(!m.contains('\n') && m.contains("; "), "{m}");
+        assert!(!m.ends_with('.'), "{m}");
     }
 }
 
