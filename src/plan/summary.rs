@@ -117,7 +117,7 @@ impl fmt::Display for BottlePlan {
         list(f, "egress", &routes)?;
         line(f, "supervise", if self.supervise { "on" } else { "off" })?;
         if self.remote_control {
-            line(f, "remote", "remote control on")?;
+            line(f, "remote", "on (--remote-control)")?;
         }
         if self.resume {
             line(f, "resume", "continuing the last session")?;

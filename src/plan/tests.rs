@@ -552,3 +552,37 @@ fn backend_selection_flag_then_env_then_docker() {
         assert_eq!(BackendKind::parse(b.as_str()).unwrap(), b);
     }
 }
+
+#[test]
+fn summary_snapshot_claude() {
+    let (m, h, _) = secretful();
+    let o = StartOptions {
+        remote_control: true,
+        ..opts()
+    };
+    let plan = resolve(&m, "reviewer", &o, &h).unwrap();
+    insta::assert_snapshot!("summary_claude", plan.to_string());
+}
+
+#[test]
+fn summary_snapshot_codex_resume_engine_down() {
+    let mut b = bottle("work");
+    b.agent_provider.template = ProviderKind::Codex;
+    b.git_gate.user = GitUser {
+        name: Some("ann".into()),
+        email: None,
+    };
+    b.egress.routes = vec![Route {
+        path_allowlist: vec!["/api/accounts/deviceauth/".into()],
+        ..route("auth.openai.com", None)
+    }];
+    let m = manifest(vec![b], vec![agent("coder", "work")]);
+    let o = StartOptions {
+        identity: Some("coder-abc123".into()),
+        resume: true,
+        gvisor: None,
+        ..opts()
+    };
+    let plan = resolve(&m, "coder", &o, &host()).unwrap();
+    insta::assert_snapshot!("summary_codex_resume", plan.to_string());
+}
