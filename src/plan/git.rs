@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{HostEnv, PlanError};
 use crate::manifest::{GitRepo, GitUser};
@@ -106,8 +106,11 @@ pub fn parse_ssh_url(url: &str) -> Result<(String, String, u16, String), &'stati
     Ok((user.to_string(), host.to_string(), port, path.to_string()))
 }
 
+/// Key paths: `~` expanded; a relative path is taken against `base` (the directory of the
+/// bottle file), so where `start` runs, or what the repo there holds, never picks the key.
 pub fn resolve_upstreams(
     repos: &BTreeMap<String, GitRepo>,
+    base: &Path,
     host: &HostEnv,
 ) -> Result<Vec<GitUpstream>, PlanError> {
     let mut out = Vec::with_capacity(repos.len());
@@ -118,7 +121,7 @@ pub fn resolve_upstreams(
                 url: repo.url.clone(),
                 reason,
             })?;
-        let identity = host.resolve_path(&repo.identity)?;
+        let identity = host.resolve_path_from(&repo.identity, base)?;
         if !identity.is_file() {
             return Err(PlanError::GitIdentityMissing {
                 repo: name.clone(),
@@ -225,7 +228,7 @@ mod tests {
                 host_key: Some("h.example ssh-ed25519 AAAA".into()),
             },
         )]);
-        let ups = resolve_upstreams(&repos, &h).unwrap();
+        let ups = resolve_upstreams(&repos, Path::new("/nonexistent"), &h).unwrap();
         assert_eq!(ups[0].identity, dir.path().join(".ssh/id_gate"));
         assert_eq!((ups[0].host.as_str(), ups[0].port), ("h.example", 2200));
         assert_eq!(
@@ -235,14 +238,38 @@ mod tests {
 
         let mut missing = repos.clone();
         missing.get_mut("proj").unwrap().identity = "~/.ssh/nope".into();
-        let err = resolve_upstreams(&missing, &h).unwrap_err();
+        let err = resolve_upstreams(&missing, Path::new("/nonexistent"), &h).unwrap_err();
         assert!(matches!(&err, PlanError::GitIdentityMissing { repo, .. } if repo == "proj"));
         assert!(err.to_string().contains("nope"));
 
         // A directory is not a key file.
         let mut dir_key = repos.clone();
         dir_key.get_mut("proj").unwrap().identity = "~/.ssh".into();
-        assert!(resolve_upstreams(&dir_key, &h).is_err());
+        assert!(resolve_upstreams(&dir_key, Path::new("/nonexistent"), &h).is_err());
+    }
+
+    #[test]
+    fn relative_identity_is_taken_against_the_bottle_dir_not_the_cwd() {
+        let bottles = tempfile::tempdir().unwrap();
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::write(cwd.path().join("key"), "planted").unwrap();
+        let mut h = host();
+        h.cwd = cwd.path().to_path_buf();
+        let repos = BTreeMap::from([(
+            "p".to_string(),
+            GitRepo {
+                url: "ssh://git@h/x.git".into(),
+                identity: "key".into(),
+                host_key: None,
+            },
+        )]);
+        assert!(matches!(
+            resolve_upstreams(&repos, bottles.path(), &h),
+            Err(PlanError::GitIdentityMissing { .. })
+        ));
+        std::fs::write(bottles.path().join("key"), "k").unwrap();
+        let ups = resolve_upstreams(&repos, bottles.path(), &h).unwrap();
+        assert_eq!(ups[0].identity, bottles.path().join("key"));
     }
 
     #[test]
@@ -255,7 +282,7 @@ mod tests {
                 host_key: None,
             },
         )]);
-        let err = resolve_upstreams(&repos, &host()).unwrap_err();
+        let err = resolve_upstreams(&repos, Path::new("/nonexistent"), &host()).unwrap_err();
         assert!(matches!(err, PlanError::GitUrl { .. }));
         assert!(err.to_string().contains("r1"));
     }

@@ -75,6 +75,15 @@ impl HostEnv {
 
     /// Expand a leading `~` / `~/` against `home`; a relative result is taken against `cwd`.
     pub fn resolve_path(&self, written: &str) -> Result<PathBuf, super::PlanError> {
+        self.resolve_path_from(written, &self.cwd)
+    }
+
+    /// Like [`HostEnv::resolve_path`], with relative paths taken against `base`.
+    pub fn resolve_path_from(
+        &self,
+        written: &str,
+        base: &Path,
+    ) -> Result<PathBuf, super::PlanError> {
         let expanded = if written == "~" {
             self.home.clone().ok_or(super::PlanError::NoHome)?
         } else if let Some(rest) = written.strip_prefix("~/") {
@@ -88,7 +97,7 @@ impl HostEnv {
         Ok(if expanded.is_absolute() {
             expanded
         } else {
-            self.cwd.join(expanded)
+            base.join(expanded)
         })
     }
 

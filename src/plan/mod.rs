@@ -211,7 +211,8 @@ pub fn resolve(
     let image = image::resolve_image(b, &identity, &state_dir, host)?;
     let skills = skills::resolve_skills(&a.skills, host)?;
     let git_user = GitIdentity::overlay(&a.git_user, &b.git_gate.user);
-    let git_upstreams = git::resolve_upstreams(&b.git_gate.repos, host)?;
+    let bottle_dir = b.path.parent().unwrap_or(&m.root);
+    let git_upstreams = git::resolve_upstreams(&b.git_gate.repos, bottle_dir, host)?;
 
     Ok(BottlePlan {
         identity,
