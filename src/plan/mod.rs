@@ -31,9 +31,9 @@ pub use error::PlanError;
 pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
 pub use host::HostEnv;
 pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE};
-pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, mint_identity, slug};
+pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
 pub use provider::{ProviderPlan, ProvisionFile};
-pub use routes::{EgressRoute, RouteAuthPlan, TOKEN_SLOT_PREFIX};
+pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};
 pub use skills::Skill;
 
 use crate::envvars;
