@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod envvars;
+pub mod images;
 pub mod manifest;
 pub mod plan;
 pub mod runner;
