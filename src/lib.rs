@@ -3,7 +3,9 @@
 //! Data flows one way: manifest files → [`manifest`] (typed, validated) → [`plan`] (pure,
 //! printable) → backend → runner (the only place a process is spawned).
 
+pub mod backend;
 pub mod cli;
+pub mod engine_probe;
 pub mod envvars;
 pub mod images;
 pub mod manifest;
