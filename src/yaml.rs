@@ -132,7 +132,13 @@ impl Builder {
         let mut parser = Parser::new_from_str(text);
         loop {
             let (event, mark) = parser.next_token().map_err(|e| {
-                YamlError::at(YamlErrorKind::Syntax(e.info().to_owned()), *e.marker())
+                // The scanner bounds flow nesting itself; report it like our own bound.
+                let kind = if e.info().contains("recursion limit") {
+                    YamlErrorKind::TooDeep
+                } else {
+                    YamlErrorKind::Syntax(e.info().to_owned())
+                };
+                YamlError::at(kind, *e.marker())
             })?;
             match event {
                 Event::StreamEnd => break,
