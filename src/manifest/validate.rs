@@ -68,24 +68,10 @@ pub fn is_env_name(s: &str) -> bool {
 
 /// Checks the `${NAME}` references of an env value; returns whether it has any.
 pub fn check_template(s: &str) -> Result<bool, String> {
-    let mut rest = s;
-    let mut found = false;
-    while let Some(i) = rest.find("${") {
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("has `${` without a closing `}`; write `${NAME}`".into());
-        };
-        let name = &after[..end];
-        if !is_env_name(name) {
-            return Err(format!(
-                "`${{{}}}` is not a valid reference; use `${{NAME}}` with NAME like [A-Za-z_][A-Za-z0-9_]*",
-                clip(name)
-            ));
-        }
-        found = true;
-        rest = &after[end + 1..];
-    }
-    Ok(found)
+    let parts = super::template::parse(s)?;
+    Ok(parts
+        .iter()
+        .any(|p| matches!(p, super::template::Part::Var(_))))
 }
 
 /// Quotes a user value for an error message, shortened and on one line.
