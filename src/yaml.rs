@@ -77,6 +77,16 @@ impl YamlError {
     }
 }
 
+/// Shortens user text quoted in an error so a hostile file cannot produce a huge message.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
 /// Replaces control characters so any text fits on one line.
 pub(crate) fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -225,7 +235,10 @@ impl Builder {
                         return Err(YamlError::at(YamlErrorKind::NonStringKey, mark));
                     };
                     if map.contains_key(&k) {
-                        return Err(YamlError::at(YamlErrorKind::DuplicateKey(k), mark));
+                        return Err(YamlError::at(
+                            YamlErrorKind::DuplicateKey(clip(&k, 80)),
+                            mark,
+                        ));
                     }
                     *key = Some(k);
                 }
@@ -243,7 +256,7 @@ fn resolve_plain(s: &str, mark: Marker) -> Result<Value, YamlError> {
         "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
         _ => {}
     }
-    let bad = || YamlError::at(YamlErrorKind::BadNumber(s.to_owned()), mark);
+    let bad = || YamlError::at(YamlErrorKind::BadNumber(clip(s, 80)), mark);
     if let Some(hex) = s.strip_prefix("0x") {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return u64::from_str_radix(hex, 16)

@@ -867,3 +867,20 @@ fn fifo_is_skipped_not_read() {
     assert!(m.agents.is_empty());
     assert!(m.warnings.iter().any(|w| w.contains("pipe.md")));
 }
+
+#[test]
+fn hostile_keys_are_clipped_in_errors() {
+    let long = "k".repeat(10_000);
+    let s = parse_bottle_file(Path::new(BOTTLE), &format!("---\n? {long}\n: 1\n---\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(s.len() < 1_000, "{} bytes", s.len());
+    assert!(s.contains("unknown key"), "{s}");
+    let s = parse_bottle_file(
+        Path::new(BOTTLE),
+        &format!("---\nenv:\n  ? {long}\n  : a\n  ? {long}\n  : b\n---\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(s.len() < 1_000 && s.contains("duplicate key"), "{s}");
+}
