@@ -430,9 +430,29 @@ fn quote_if_needed(s: &str) -> String {
     if plain_ok {
         s.to_owned()
     } else {
-        // A JSON string literal is a valid YAML double-quoted scalar.
-        Value::String(s.to_owned()).to_string()
+        double_quoted(s)
     }
+}
+
+/// A YAML double-quoted scalar; every character a reader might treat as a break, a BOM or
+/// a non-printable is escaped.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -549,7 +569,7 @@ mod tests {
             "services": {"a": {"ports": ["8080:80"], "environment": ["A=1"], "init": true,
                 "command": ["sleep", "infinity"], "empty": {}, "none": [], "n": null}},
             "odd": ["yes", "no", "On", "", " lead", "x: y", "# c", "-", "1.5", "0x10", "~",
-                    "multi\nline", "quote\"s", "tab\t", "ünï", "null", "[a]"],
+                    "multi\nline", "quote\"s", "tab\t", "del\u{7f}", "nel\u{85}", "ls\u{2028}", "\u{feff}bom", "back\\slash", "ünï", "null", "[a]"],
             "nested": [[1, [2]], {"k": [{"j": 1, "l": 2}]}],
             "007": 7
         });

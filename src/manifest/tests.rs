@@ -308,6 +308,10 @@ fn repo_names_and_fields() {
     bottle_err(&repo("bad/name", good), "git-gate.repos.bad/name");
     bottle_err(&repo("a b", good), "git-gate.repos.a b");
     bottle_err(&repo("..", good), "git-gate.repos...");
+    bottle_err(
+        "git-gate:\n  repos:\n    Repo: {url: ssh://git@h/a, identity: k}\n    repo: {url: ssh://git@h/b, identity: k}\n",
+        "git-gate.repos.Repo",
+    );
     bottle_err(&repo("r", "      identity: k\n"), "git-gate.repos.r.url");
     bottle_err(
         &repo("r", "      url: ssh://git@h/p\n"),

@@ -425,6 +425,20 @@ fn repos(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, GitRepo>, ManifestErro
                 "invalid repo name; use only letters, digits, `.`, `_` and `-`",
             ));
         }
+        // Bare repos are directories named after the key; keep them distinct on
+        // case-insensitive file systems too.
+        if let Some(other) = m
+            .keys()
+            .find(|o| *o != name && o.eq_ignore_ascii_case(name))
+        {
+            return Err(v.err(
+                &key,
+                format!(
+                    "differs from repo `{}` only in letter case; rename one",
+                    clip(other)
+                ),
+            ));
+        }
         let e = v.map(entry, &key)?;
         v.keys(e, &key, REPO_KEYS)?;
         let url_key = join(&key, "url");
