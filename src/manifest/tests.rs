@@ -500,6 +500,7 @@ fn agent_rules() {
     agent_err("bottle: dev\nskills: [../../.ssh]\n", "skills[0]");
     agent_err("bottle: dev\nskills: [a/b]\n", "skills[0]");
     agent_err("bottle: dev\ndescription: [x]\n", "description");
+    agent_err("bottle: dev\ndescription: \"\\e[2Jgone\"\n", "description");
     let s = agent_err("bottle: dev\nbotle: x\n", "botle");
     assert!(s.contains("did you mean `bottle`?"), "{s}");
     agent_err("bottle: dev\ntools: [Read]\n", "tools");

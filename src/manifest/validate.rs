@@ -786,7 +786,14 @@ pub fn agent(
     }
     let description = m
         .get("description")
-        .map(|d| v.string(d, "description").map(str::to_owned))
+        .map(|d| {
+            let s = v.string(d, "description")?;
+            // Shown by `info`: a repo-shipped agent must not smuggle terminal escapes.
+            if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                return Err(v.err("description", "must not contain control characters"));
+            }
+            Ok(s.to_owned())
+        })
         .transpose()?;
     Ok(Agent {
         name: name.to_owned(),
