@@ -77,6 +77,16 @@ impl YamlError {
     }
 }
 
+/// Shortens user text quoted in an error so a hostile file cannot produce a huge message.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max).collect();
+    out.push('…');
+    out
+}
+
 /// Replaces control characters so any text fits on one line.
 pub(crate) fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -132,7 +142,13 @@ impl Builder {
         let mut parser = Parser::new_from_str(text);
         loop {
             let (event, mark) = parser.next_token().map_err(|e| {
-                YamlError::at(YamlErrorKind::Syntax(e.info().to_owned()), *e.marker())
+                // The scanner bounds flow nesting itself; report it like our own bound.
+                let kind = if e.info().contains("recursion limit") {
+                    YamlErrorKind::TooDeep
+                } else {
+                    YamlErrorKind::Syntax(e.info().to_owned())
+                };
+                YamlError::at(kind, *e.marker())
             })?;
             match event {
                 Event::StreamEnd => break,
@@ -219,7 +235,10 @@ impl Builder {
                         return Err(YamlError::at(YamlErrorKind::NonStringKey, mark));
                     };
                     if map.contains_key(&k) {
-                        return Err(YamlError::at(YamlErrorKind::DuplicateKey(k), mark));
+                        return Err(YamlError::at(
+                            YamlErrorKind::DuplicateKey(clip(&k, 80)),
+                            mark,
+                        ));
                     }
                     *key = Some(k);
                 }
@@ -237,7 +256,7 @@ fn resolve_plain(s: &str, mark: Marker) -> Result<Value, YamlError> {
         "false" | "False" | "FALSE" => return Ok(Value::Bool(false)),
         _ => {}
     }
-    let bad = || YamlError::at(YamlErrorKind::BadNumber(s.to_owned()), mark);
+    let bad = || YamlError::at(YamlErrorKind::BadNumber(clip(s, 80)), mark);
     if let Some(hex) = s.strip_prefix("0x") {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return u64::from_str_radix(hex, 16)
@@ -411,9 +430,29 @@ fn quote_if_needed(s: &str) -> String {
     if plain_ok {
         s.to_owned()
     } else {
-        // A JSON string literal is a valid YAML double-quoted scalar.
-        Value::String(s.to_owned()).to_string()
+        double_quoted(s)
     }
+}
+
+/// A YAML double-quoted scalar; every character a reader might treat as a break, a BOM or
+/// a non-printable is escaped.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -530,7 +569,7 @@ mod tests {
             "services": {"a": {"ports": ["8080:80"], "environment": ["A=1"], "init": true,
                 "command": ["sleep", "infinity"], "empty": {}, "none": [], "n": null}},
             "odd": ["yes", "no", "On", "", " lead", "x: y", "# c", "-", "1.5", "0x10", "~",
-                    "multi\nline", "quote\"s", "tab\t", "ünï", "null", "[a]"],
+                    "multi\nline", "quote\"s", "tab\t", "del\u{7f}", "nel\u{85}", "ls\u{2028}", "\u{feff}bom", "back\\slash", "ünï", "null", "[a]"],
             "nested": [[1, [2]], {"k": [{"j": 1, "l": 2}]}],
             "007": 7
         });

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::yaml::one_line;
+use crate::yaml::{clip, one_line};
 
 /// Why the manifest tree could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ impl ManifestError {
     pub(crate) fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
         ManifestError::Invalid {
             path: path.to_path_buf(),
-            key: key.into(),
+            key: clip(&key.into(), 200),
             message: message.into(),
         }
     }

@@ -81,8 +81,8 @@ pub fn load(opts: &LoadOptions) -> Result<Manifest, ManifestError> {
         if ignored.exists() {
             warnings.push(format!(
                 "ignoring {}: bottles are read only from {} (a project may ship agents, never bottles)",
-                ignored.display(),
-                root.join("bottles").display()
+                shown(&ignored),
+                shown(&root.join("bottles"))
             ));
         }
         load_agents(
@@ -107,7 +107,7 @@ pub fn load(opts: &LoadOptions) -> Result<Manifest, ManifestError> {
                 format!(
                     "no bottle named `{}` in {}; available: {available}",
                     agent.bottle,
-                    root.join("bottles").display()
+                    shown(&root.join("bottles"))
                 ),
             ));
         }
@@ -145,7 +145,7 @@ fn list_md(
 ) -> Result<Vec<(String, PathBuf)>, ManifestError> {
     if !dir.is_dir() {
         if dir.exists() {
-            warnings.push(format!("ignoring {}: not a directory", dir.display()));
+            warnings.push(format!("ignoring {}: not a directory", shown(dir)));
         }
         return Ok(Vec::new());
     }
@@ -162,10 +162,7 @@ fn list_md(
         let path = entry.path();
         let file_name = entry.file_name();
         let Some(fname) = file_name.to_str() else {
-            warnings.push(format!(
-                "skipping {}: file name is not UTF-8",
-                path.display()
-            ));
+            warnings.push(format!("skipping {}: file name is not UTF-8", shown(&path)));
             continue;
         };
         // Hidden files (editor swap/lock files) and non-Markdown files are not manifests.
@@ -178,13 +175,13 @@ fn list_md(
         if !is_valid_entity_name(stem) {
             warnings.push(format!(
                 "skipping {}: file names must match [a-z][a-z0-9-]*.md",
-                path.display()
+                shown(&path)
             ));
             continue;
         }
         // Follows symlinks; refuses FIFOs and devices, which could block a read forever.
         if !path.metadata().is_ok_and(|m| m.is_file()) {
-            warnings.push(format!("skipping {}: not a regular file", path.display()));
+            warnings.push(format!("skipping {}: not a regular file", shown(&path)));
             continue;
         }
         out.push((stem.to_owned(), path));
@@ -219,6 +216,11 @@ pub fn read_capped(path: &Path) -> Result<String, ManifestError> {
     String::from_utf8(buf).map_err(|_| {
         ManifestError::invalid(path, "", "not valid UTF-8 text; save the file as UTF-8")
     })
+}
+
+/// A path for a warning or message, on one line.
+fn shown(p: &Path) -> String {
+    crate::yaml::one_line(&p.display().to_string())
 }
 
 fn entity_name(path: &Path) -> String {

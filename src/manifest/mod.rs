@@ -8,6 +8,7 @@ pub mod error;
 pub mod extends;
 pub mod frontmatter;
 pub mod loader;
+pub mod template;
 pub mod types;
 pub mod validate;
 

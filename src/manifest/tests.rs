@@ -308,6 +308,10 @@ fn repo_names_and_fields() {
     bottle_err(&repo("bad/name", good), "git-gate.repos.bad/name");
     bottle_err(&repo("a b", good), "git-gate.repos.a b");
     bottle_err(&repo("..", good), "git-gate.repos...");
+    bottle_err(
+        "git-gate:\n  repos:\n    Repo: {url: ssh://git@h/a, identity: k}\n    repo: {url: ssh://git@h/b, identity: k}\n",
+        "git-gate.repos.Repo",
+    );
     bottle_err(&repo("r", "      identity: k\n"), "git-gate.repos.r.url");
     bottle_err(
         &repo("r", "      url: ssh://git@h/p\n"),
@@ -496,6 +500,7 @@ fn agent_rules() {
     agent_err("bottle: dev\nskills: [../../.ssh]\n", "skills[0]");
     agent_err("bottle: dev\nskills: [a/b]\n", "skills[0]");
     agent_err("bottle: dev\ndescription: [x]\n", "description");
+    agent_err("bottle: dev\ndescription: \"\\e[2Jgone\"\n", "description");
     let s = agent_err("bottle: dev\nbotle: x\n", "botle");
     assert!(s.contains("did you mean `bottle`?"), "{s}");
     agent_err("bottle: dev\ntools: [Read]\n", "tools");
@@ -866,4 +871,21 @@ fn fifo_is_skipped_not_read() {
     let m = t.load().unwrap();
     assert!(m.agents.is_empty());
     assert!(m.warnings.iter().any(|w| w.contains("pipe.md")));
+}
+
+#[test]
+fn hostile_keys_are_clipped_in_errors() {
+    let long = "k".repeat(10_000);
+    let s = parse_bottle_file(Path::new(BOTTLE), &format!("---\n? {long}\n: 1\n---\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(s.len() < 1_000, "{} bytes", s.len());
+    assert!(s.contains("unknown key"), "{s}");
+    let s = parse_bottle_file(
+        Path::new(BOTTLE),
+        &format!("---\nenv:\n  ? {long}\n  : a\n  ? {long}\n  : b\n---\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(s.len() < 1_000 && s.contains("duplicate key"), "{s}");
 }

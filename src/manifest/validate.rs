@@ -68,24 +68,10 @@ pub fn is_env_name(s: &str) -> bool {
 
 /// Checks the `${NAME}` references of an env value; returns whether it has any.
 pub fn check_template(s: &str) -> Result<bool, String> {
-    let mut rest = s;
-    let mut found = false;
-    while let Some(i) = rest.find("${") {
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            return Err("has `${` without a closing `}`; write `${NAME}`".into());
-        };
-        let name = &after[..end];
-        if !is_env_name(name) {
-            return Err(format!(
-                "`${{{}}}` is not a valid reference; use `${{NAME}}` with NAME like [A-Za-z_][A-Za-z0-9_]*",
-                clip(name)
-            ));
-        }
-        found = true;
-        rest = &after[end + 1..];
-    }
-    Ok(found)
+    let parts = super::template::parse(s)?;
+    Ok(parts
+        .iter()
+        .any(|p| matches!(p, super::template::Part::Var(_))))
 }
 
 /// Quotes a user value for an error message, shortened and on one line.
@@ -439,6 +425,20 @@ fn repos(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, GitRepo>, ManifestErro
                 "invalid repo name; use only letters, digits, `.`, `_` and `-`",
             ));
         }
+        // Bare repos are directories named after the key; keep them distinct on
+        // case-insensitive file systems too.
+        if let Some(other) = m
+            .keys()
+            .find(|o| *o != name && o.eq_ignore_ascii_case(name))
+        {
+            return Err(v.err(
+                &key,
+                format!(
+                    "differs from repo `{}` only in letter case; rename one",
+                    clip(other)
+                ),
+            ));
+        }
         let e = v.map(entry, &key)?;
         v.keys(e, &key, REPO_KEYS)?;
         let url_key = join(&key, "url");
@@ -786,7 +786,14 @@ pub fn agent(
     }
     let description = m
         .get("description")
-        .map(|d| v.string(d, "description").map(str::to_owned))
+        .map(|d| {
+            let s = v.string(d, "description")?;
+            // Shown by `info`: a repo-shipped agent must not smuggle terminal escapes.
+            if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                return Err(v.err("description", "must not contain control characters"));
+            }
+            Ok(s.to_owned())
+        })
         .transpose()?;
     Ok(Agent {
         name: name.to_owned(),
