@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "engine-test-token-7f3a9c2e51";
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
-fn enabled(test: &str) -> bool {
-    if std::env::var("BOT_BOTTLE_ENGINE_TESTS").as_deref() == Ok("1") {
-        true
-    } else {
-        eprintln!(
-            "SKIPPED {test}: engine tests need BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
-        );
-        false
-    }
-}
-
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
 }
