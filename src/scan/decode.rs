@@ -35,23 +35,47 @@ impl Budget {
     }
 }
 
-/// All one-level decodings of `data` worth scanning, within `budget`.
+/// What produced a decoded buffer; decides which layers apply to it next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Percent and JSON escapes resolved; its base64/hex runs were decoded at the same level.
+    Unescaped,
+    /// Text recovered from base64/hex runs.
+    Runs,
+}
+
+/// One decoded view of a scan window.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub bytes: Vec<u8>,
+    pub kind: Kind,
+}
+
+/// One level of decodings of `data` (produced as `kind`, or the raw input when `None`).
 ///
-/// Percent-decoding and JSON unescaping yield a full copy each (only when the input holds an
-/// escape). Base64 and hex runs are decoded at every alignment, because a run often starts
-/// with bytes that are not part of the encoded value (`/upload/QUtJ...`), and the results are
-/// joined by NUL bytes into one buffer so one scan covers them all.
-pub(crate) fn decodings(data: &[u8], budget: &mut Budget) -> Vec<Vec<u8>> {
+/// Percent and JSON escapes are resolved in one pass into one copy (only when the input holds
+/// an escape). Base64 and hex runs of that copy (or of the input when nothing was escaped) are
+/// decoded at every alignment, because a run often starts with bytes that are not part of the
+/// encoded value (`/upload/QUtJ...`); the printable results share one NUL-separated buffer so
+/// one scan covers them all. An `Unescaped` buffer only gets unescaped again next level (for
+/// double encoding): its runs were already decoded.
+pub(crate) fn decodings(data: &[u8], kind: Option<Kind>, budget: &mut Budget) -> Vec<Layer> {
     let mut out = Vec::new();
-    if has_percent_escape(data) && budget.take(data.len()) {
-        out.push(percent_decode(data));
+    let unescaped = (has_escape(data) && budget.take(data.len())).then(|| unescape(data));
+    if kind != Some(Kind::Unescaped) {
+        let runs = encoded_runs(unescaped.as_deref().unwrap_or(data), budget);
+        if !runs.is_empty() {
+            out.push(Layer {
+                bytes: runs,
+                kind: Kind::Runs,
+            });
+        }
     }
-    if has_json_escape(data) && budget.take(data.len()) {
-        out.push(json_unescape(data));
-    }
-    let runs = encoded_runs(data, budget);
-    if !runs.is_empty() {
-        out.push(runs);
+    if let Some(bytes) = unescaped {
+        out.push(Layer {
+            bytes,
+            kind: Kind::Unescaped,
+        });
     }
     out
 }
@@ -69,32 +93,16 @@ fn hex_val(b: u8) -> u8 {
     }
 }
 
-fn has_percent_escape(data: &[u8]) -> bool {
-    data.windows(3)
-        .any(|w| w[0] == b'%' && is_hex(w[1]) && is_hex(w[2]))
+fn is_percent_escape(data: &[u8], i: usize) -> bool {
+    data[i] == b'%' && data.len() > i + 2 && is_hex(data[i + 1]) && is_hex(data[i + 2])
 }
 
-/// `%XX` → byte. `+` is left alone: form encoding sends a literal `+` as `%2B`, and keeping
-/// `+` keeps base64 values intact.
-pub(crate) fn percent_decode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while i < data.len() {
-        let b = data[i];
-        if b == b'%' && i + 2 < data.len() && is_hex(data[i + 1]) && is_hex(data[i + 2]) {
-            out.push(hex_val(data[i + 1]) << 4 | hex_val(data[i + 2]));
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    out
+fn is_json_escape(data: &[u8], i: usize) -> bool {
+    data[i] == b'\\' && matches!(data.get(i + 1), Some(b'u' | b'/' | b'"' | b'\\'))
 }
 
-fn has_json_escape(data: &[u8]) -> bool {
-    data.windows(2)
-        .any(|w| w[0] == b'\\' && matches!(w[1], b'u' | b'/' | b'"' | b'\\'))
+fn has_escape(data: &[u8]) -> bool {
+    (0..data.len()).any(|i| is_percent_escape(data, i) || is_json_escape(data, i))
 }
 
 fn hex4(data: &[u8], at: usize) -> Option<u32> {
@@ -109,54 +117,67 @@ fn hex4(data: &[u8], at: usize) -> Option<u32> {
     )
 }
 
-/// JSON string escapes → bytes (`\u0041`, surrogate pairs, `\/`, `\n`, ...). Bytes outside
-/// escapes pass through, so a whole JSON document can be unescaped in one pass.
-pub(crate) fn json_unescape(data: &[u8]) -> Vec<u8> {
+/// Resolve `%XX` (URL, query, form) and JSON string escapes (`\u0041`, surrogate pairs, `\/`,
+/// `\n`, ...) in one pass; other bytes pass through, so a whole body is unescaped at once.
+/// `+` is left alone: form encoding sends a literal `+` as `%2B`, and keeping `+` keeps
+/// base64 values intact.
+pub(crate) fn unescape(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     let mut i = 0;
     while i < data.len() {
-        if data[i] != b'\\' || i + 1 >= data.len() {
+        if is_percent_escape(data, i) {
+            out.push(hex_val(data[i + 1]) << 4 | hex_val(data[i + 2]));
+            i += 3;
+        } else if data[i] == b'\\' && i + 1 < data.len() {
+            i += json_escape(data, i, &mut out);
+        } else {
             out.push(data[i]);
             i += 1;
-            continue;
         }
-        let simple = match data[i + 1] {
-            b'/' => Some(b'/'),
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            b'n' => Some(b'\n'),
-            b'r' => Some(b'\r'),
-            b't' => Some(b'\t'),
-            b'b' => Some(0x08),
-            b'f' => Some(0x0c),
-            _ => None,
-        };
-        if let Some(b) = simple {
-            out.push(b);
-            i += 2;
-            continue;
-        }
-        let Some(unit) = (data[i + 1] == b'u').then(|| hex4(data, i + 2)).flatten() else {
-            out.push(data[i]);
-            i += 1;
-            continue;
-        };
-        i += 6;
-        let mut code = unit;
-        let low = (data.get(i) == Some(&b'\\') && data.get(i + 1) == Some(&b'u'))
-            .then(|| hex4(data, i + 2))
-            .flatten();
-        if let Some(low) = low {
-            if (0xD800..0xDC00).contains(&unit) && (0xDC00..0xE000).contains(&low) {
-                code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
-                i += 6;
-            }
-        }
-        let ch = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
-        let mut buf = [0u8; 4];
-        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
     }
     out
+}
+
+/// Decode the JSON escape at `data[i]` (a backslash) into `out`; returns bytes consumed.
+fn json_escape(data: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
+    let simple = match data.get(i + 1) {
+        Some(b'/') => Some(b'/'),
+        Some(b'"') => Some(b'"'),
+        Some(b'\\') => Some(b'\\'),
+        Some(b'n') => Some(b'\n'),
+        Some(b'r') => Some(b'\r'),
+        Some(b't') => Some(b'\t'),
+        Some(b'b') => Some(0x08),
+        Some(b'f') => Some(0x0c),
+        _ => None,
+    };
+    if let Some(b) = simple {
+        out.push(b);
+        return 2;
+    }
+    let Some(unit) = (data.get(i + 1) == Some(&b'u'))
+        .then(|| hex4(data, i + 2))
+        .flatten()
+    else {
+        out.push(data[i]);
+        return 1;
+    };
+    let mut used = 6;
+    let mut code = unit;
+    let j = i + 6;
+    let low = (data.get(j) == Some(&b'\\') && data.get(j + 1) == Some(&b'u'))
+        .then(|| hex4(data, j + 2))
+        .flatten();
+    if let Some(low) = low {
+        if (0xD800..0xDC00).contains(&unit) && (0xDC00..0xE000).contains(&low) {
+            code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+            used += 6;
+        }
+    }
+    let ch = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+    let mut buf = [0u8; 4];
+    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    used
 }
 
 /// 6-bit value of a base64 character, accepting both the standard and the URL-safe alphabet.
@@ -199,9 +220,30 @@ fn hex_into(data: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Decode every long base64/hex run at every alignment; NUL-separated in one buffer.
+/// Shortest stretch of text kept from a decoded run; every rule needs more than this.
+const MIN_TEXT: usize = 16;
+
+fn is_text(b: u8) -> bool {
+    matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r')
+}
+
+/// Append the printable-ASCII stretches of `decoded` (each followed by a NUL) to `out`.
+/// Every credential shape is printable ASCII, and a wrong alignment or a binary payload decodes
+/// to noise in which such stretches are rare, so this drops nearly all of the noise before it
+/// is scanned or decoded again.
+fn keep_text(decoded: &[u8], out: &mut Vec<u8>) {
+    for stretch in decoded.split(|&b| !is_text(b)) {
+        if stretch.len() >= MIN_TEXT {
+            out.extend_from_slice(stretch);
+            out.push(0);
+        }
+    }
+}
+
+/// Decode every long base64/hex run at every alignment; keep the text, NUL-separated.
 fn encoded_runs(data: &[u8], budget: &mut Budget) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut scratch = Vec::new();
     let mut i = 0;
     while i < data.len() {
         if b64_val(data[i]).is_none() {
@@ -221,8 +263,9 @@ fn encoded_runs(data: &[u8], budget: &mut Budget) -> Vec<u8> {
             break;
         }
         for align in 0..4 {
-            base64_into(&run[align..], &mut out);
-            out.push(0);
+            scratch.clear();
+            base64_into(&run[align..], &mut scratch);
+            keep_text(&scratch, &mut out);
         }
         // Hex sub-runs inside the base64 run (hex digits are a subset of its alphabet).
         let mut j = 0;
@@ -238,8 +281,9 @@ fn encoded_runs(data: &[u8], budget: &mut Budget) -> Vec<u8> {
             let hexrun = &run[hs..j];
             if hexrun.len() >= MIN_HEX_RUN && budget.take(hexrun.len() + 4) {
                 for align in 0..2 {
-                    hex_into(&hexrun[align..], &mut out);
-                    out.push(0);
+                    scratch.clear();
+                    hex_into(&hexrun[align..], &mut scratch);
+                    keep_text(&scratch, &mut out);
                 }
             }
         }
@@ -253,12 +297,12 @@ mod tests {
 
     #[test]
     fn percent_decodes_escapes_and_keeps_plus() {
-        assert_eq!(percent_decode(b"a%3Db+c%2f%zz%4"), b"a=b+c/%zz%4");
+        assert_eq!(unescape(b"a%3Db+c%2f%zz%4"), b"a=b+c/%zz%4");
     }
 
     #[test]
     fn json_unescapes_units_pairs_and_simple_escapes() {
-        let got = json_unescape(br#"\u0041\/\"x\n\ud83d\ude00\q\u12"#);
+        let got = unescape(br#"\u0041\/\"x\n\ud83d\ude00\q\u12"#);
         assert_eq!(got, "A/\"x\n\u{1F600}\\q\\u12".as_bytes());
     }
 

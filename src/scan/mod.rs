@@ -24,7 +24,7 @@ use rules::{COMPILED, Compiled, RULES};
 pub const DECODE_BUDGET: usize = 4 << 20;
 /// One-shot scans of larger inputs are cut into windows of this size (with overlap) so each
 /// window gets its own decode budget and memory stays bounded.
-pub const SCAN_WINDOW: usize = 1 << 20;
+pub const SCAN_WINDOW: usize = 256 << 10;
 /// Decoding layers stack at most this deep (e.g. base64 of a percent-encoded value).
 const MAX_DEPTH: usize = 2;
 
@@ -115,17 +115,17 @@ impl Scanner {
             return Some(f);
         }
         let mut budget = Budget::new(DECODE_BUDGET);
-        let mut level = decode::decodings(hay, &mut budget);
+        let mut level = decode::decodings(hay, None, &mut budget);
         for depth in 1..=MAX_DEPTH {
-            if let Some(f) = level.iter().find_map(|buf| self.raw(buf, 0)) {
+            if let Some(f) = level.iter().find_map(|l| self.raw(&l.bytes, 0)) {
                 return Some(f);
             }
             if depth == MAX_DEPTH || budget.exhausted() {
                 break;
             }
             let mut next = Vec::new();
-            for buf in &level {
-                next.extend(decode::decodings(buf, &mut budget));
+            for l in &level {
+                next.extend(decode::decodings(&l.bytes, Some(l.kind), &mut budget));
             }
             level = next;
         }
