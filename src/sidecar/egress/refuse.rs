@@ -1,0 +1,195 @@
+//! Refusals that explain themselves in-band.
+//!
+//! Every refused request gets a short text body and an `X-Bot-Bottle-Refusal` header naming
+//! the layer, the rule and what the agent can do, so the agent and the operator (who reads the
+//! audit log) see the same reason.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+/// Response header carrying the refusal in one line.
+pub const REFUSAL_HEADER: &str = "x-bot-bottle-refusal";
+
+/// Which check refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Host not in the route table, or on a port other than 443/80.
+    Allowlist,
+    /// Path outside the route's `path_allowlist`.
+    Path,
+    /// SNI or Host header differs from the CONNECT target.
+    HostMismatch,
+    /// Destination resolves to an internal address.
+    Ssrf,
+    /// A credential-shaped value in the URL, headers or body.
+    SecretScan,
+    /// Malformed or ambiguous request framing.
+    Protocol,
+    /// A limit was exceeded.
+    Limit,
+    /// The upstream could not be reached.
+    Upstream,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Allowlist => "allowlist",
+            Layer::Path => "path-allowlist",
+            Layer::HostMismatch => "host-mismatch",
+            Layer::Ssrf => "ssrf",
+            Layer::SecretScan => "secret-scan",
+            Layer::Protocol => "protocol",
+            Layer::Limit => "limit",
+            Layer::Upstream => "upstream",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            Layer::Allowlist => {
+                "this host is not in the bottle's egress routes; ask the operator to add it through the supervise tool `propose-egress-route`"
+            }
+            Layer::Path => {
+                "this path is outside the route's path allowlist; ask the operator to widen it through the supervise tool `propose-egress-route`"
+            }
+            Layer::HostMismatch => {
+                "send requests only to the host named in CONNECT; open a new connection for another host"
+            }
+            Layer::Ssrf => {
+                "internal, loopback and metadata addresses are blocked; if this destination is legitimate ask the operator to allow it through the supervise tool `propose-egress-route`"
+            }
+            Layer::SecretScan => {
+                "the request carries a credential-shaped value; remove it (egress injects the route's credential itself) or ask the operator"
+            }
+            Layer::Protocol => {
+                "send a well-formed HTTP/1.1 request with either Content-Length or chunked Transfer-Encoding"
+            }
+            Layer::Limit => "send a smaller request; the operator can raise the egress limits",
+            Layer::Upstream => {
+                "the upstream could not be reached; retry later or tell the operator"
+            }
+        }
+    }
+}
+
+/// One refusal: status, layer and rule (no secret values, ever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub layer: Layer,
+    pub rule: String,
+    /// Extra, non-secret detail (the host, the address class).
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(
+        status: StatusCode,
+        layer: Layer,
+        rule: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Refusal {
+            status,
+            layer,
+            rule: rule.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn forbidden(layer: Layer, rule: impl Into<String>, detail: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::FORBIDDEN, layer, rule, detail)
+    }
+
+    /// The header value: `layer=…; rule=…; hint=…` (ASCII, one line).
+    pub fn header_value(&self) -> HeaderValue {
+        let text = format!(
+            "layer={}; rule={}; hint={}",
+            self.layer.as_str(),
+            sanitize(&self.rule),
+            self.layer.hint()
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("layer=unknown"))
+    }
+
+    /// The text body.
+    pub fn body(&self) -> String {
+        let detail = if self.detail.is_empty() {
+            String::new()
+        } else {
+            format!("detail: {}\n", sanitize(&self.detail))
+        };
+        format!(
+            "bot-bottle egress refused this request\nlayer: {}\nrule: {}\n{detail}what to do: {}\n",
+            self.layer.as_str(),
+            sanitize(&self.rule),
+            self.layer.hint()
+        )
+    }
+
+    /// A complete response; `close` asks the client to drop the connection.
+    pub fn response<B: From<Bytes>>(&self, close: bool) -> Response<B> {
+        let mut resp = Response::new(B::from(Bytes::from(self.body())));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(REFUSAL_HEADER, self.header_value());
+        if close {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// Printable ASCII only, bounded: details come from agent input.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    #[test]
+    fn refusal_names_layer_rule_and_remedy() {
+        let r = Refusal::forbidden(
+            Layer::Allowlist,
+            "host-not-in-routes",
+            "evil.example\r\nX-Injected: 1",
+        );
+        let resp: Response<Full<Bytes>> = r.response(false);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let h = resp
+            .headers()
+            .get(REFUSAL_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            h.contains("layer=allowlist")
+                && h.contains("rule=host-not-in-routes")
+                && h.contains("propose-egress-route"),
+            "{h}"
+        );
+        let body = r.body();
+        assert!(body.contains("propose-egress-route"));
+        assert!(
+            !body.contains("\r\nX-Injected"),
+            "control characters are neutralised"
+        );
+    }
+}

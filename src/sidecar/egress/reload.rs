@@ -1,0 +1,124 @@
+//! Live reload of the routes file.
+//!
+//! The file is polled (every ~500 ms): when its content hash changes it is parsed and a new
+//! [`Policy`] is swapped in as a whole. A request takes one snapshot and keeps it, so during a
+//! reload each request sees either the old or the new policy, never a mix. A file that fails to
+//! parse leaves the current policy in place (and says so in the log).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::EgressError;
+use super::routes::RouteTable;
+use super::upstream::UpstreamClient;
+
+/// Routes file size accepted (the CLI renders a few kilobytes).
+pub const MAX_ROUTES_FILE: u64 = 1 << 20;
+
+/// One immutable policy generation: route table and the upstream pool that goes with it.
+pub struct Policy {
+    pub generation: u64,
+    pub routes: Arc<RouteTable>,
+    pub client: UpstreamClient,
+}
+
+/// Holder of the current policy; readers clone the `Arc`.
+pub struct PolicyHandle {
+    current: RwLock<Arc<Policy>>,
+}
+
+impl PolicyHandle {
+    pub fn new(p: Policy) -> Self {
+        PolicyHandle {
+            current: RwLock::new(Arc::new(p)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn swap(&self, p: Policy) {
+        let p = Arc::new(p);
+        match self.current.write() {
+            Ok(mut g) => *g = p,
+            Err(poisoned) => *poisoned.into_inner() = p,
+        }
+    }
+}
+
+/// Read the routes file with a size bound.
+pub fn read_routes_file(path: &Path) -> Result<String, EgressError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|source| EgressError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut text = String::new();
+    f.take(MAX_ROUTES_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| EgressError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if text.len() as u64 > MAX_ROUTES_FILE {
+        return Err(EgressError::Routes {
+            path: path.to_path_buf(),
+            message: "larger than 1 MiB".into(),
+        });
+    }
+    Ok(text)
+}
+
+pub fn content_hash(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Poll `path` every `interval`; on a content change call `build` and swap the result in.
+pub fn spawn_watcher<F>(
+    path: PathBuf,
+    interval: Duration,
+    initial_hash: u64,
+    handle: Arc<PolicyHandle>,
+    build: F,
+) where
+    F: Fn(&str, u64) -> Result<Policy, EgressError> + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
+        let mut last_hash = initial_hash;
+        let mut generation = handle.current().generation;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let text = match read_routes_file(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("routes reload skipped: {e}");
+                    continue;
+                }
+            };
+            let hash = content_hash(&text);
+            if hash == last_hash {
+                continue;
+            }
+            last_hash = hash;
+            match build(&text, generation + 1) {
+                Ok(policy) => {
+                    generation += 1;
+                    tracing::info!(generation, routes = policy.routes.len(), "routes reloaded");
+                    handle.swap(policy);
+                }
+                Err(e) => tracing::error!("routes reload refused, keeping the current routes: {e}"),
+            }
+        }
+    });
+}

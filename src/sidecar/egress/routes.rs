@@ -1,0 +1,299 @@
+//! The route table: which hosts the agent may reach, on which paths, with which credential.
+//!
+//! Matching is on the exact host after lower-casing; a trailing dot or any character outside a
+//! host name is refused, so look-alike spellings never match a route that carries a credential.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::secret::Secret;
+
+/// How the credential is written: `Authorization: <scheme> <value>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    Bearer,
+    Token,
+}
+
+impl AuthScheme {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Bearer" => Some(AuthScheme::Bearer),
+            "token" => Some(AuthScheme::Token),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::Bearer => "Bearer",
+            AuthScheme::Token => "token",
+        }
+    }
+}
+
+/// A route as written in the routes file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRoute {
+    pub host: String,
+    pub path_allowlist: Vec<String>,
+    pub auth_scheme: Option<AuthScheme>,
+    pub token_env: Option<String>,
+    pub tls_passthrough: bool,
+    pub ssrf_ip_allowlist: Vec<IpNet>,
+}
+
+/// The credential a route injects; the value comes from the daemon's environment.
+#[derive(Debug, Clone)]
+pub struct RouteAuth {
+    pub scheme: AuthScheme,
+    pub token_env: String,
+    pub value: Secret,
+}
+
+/// One resolved route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: String,
+    pub path_allowlist: Vec<String>,
+    pub auth: Option<RouteAuth>,
+    pub tls_passthrough: bool,
+    pub ssrf_ip_allowlist: Vec<IpNet>,
+}
+
+impl Route {
+    /// Is `path` (without query) inside the allowlist? An empty allowlist allows every path.
+    /// A prefix matches at a segment boundary; dot segments and encoded separators are refused
+    /// because the upstream could normalise them out of the allowed prefix.
+    pub fn path_allowed(&self, path: &str) -> bool {
+        if self.path_allowlist.is_empty() {
+            return true;
+        }
+        if !path.starts_with('/') || path_is_ambiguous(path) {
+            return false;
+        }
+        self.path_allowlist.iter().any(|prefix| {
+            path == prefix
+                || (path.starts_with(prefix.as_str())
+                    && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
+        })
+    }
+}
+
+fn path_is_ambiguous(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+    {
+        return true;
+    }
+    path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// The live route table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_host: HashMap<String, Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Resolve raw routes, reading token values through `env` (the daemon's environment).
+    pub fn build(raw: Vec<RawRoute>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut by_host = HashMap::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let host = normalize_route_host(&r.host)
+                .ok_or_else(|| format!("`routes[{i}].host`: `{}` is not a host name", r.host))?;
+            for p in &r.path_allowlist {
+                if !p.starts_with('/') {
+                    return Err(format!(
+                        "`routes[{i}].path_allowlist`: `{p}` must start with `/`"
+                    ));
+                }
+            }
+            let auth = match (r.auth_scheme, r.token_env) {
+                (None, None) => None,
+                (Some(scheme), Some(token_env)) => {
+                    let value = env(&token_env).filter(|v| !v.is_empty()).ok_or_else(|| {
+                        format!("`routes[{i}]` ({host}): environment variable `{token_env}` is not set; pass it to the egress daemon")
+                    })?;
+                    if value.contains(['\r', '\n', '\0']) {
+                        return Err(format!(
+                            "`routes[{i}]` ({host}): the value of `{token_env}` contains a line break"
+                        ));
+                    }
+                    Some(RouteAuth {
+                        scheme,
+                        token_env,
+                        value: Secret::new(value),
+                    })
+                }
+                _ => {
+                    return Err(format!(
+                        "`routes[{i}]` ({host}): `auth_scheme` and `token_env` go together"
+                    ));
+                }
+            };
+            if r.tls_passthrough && auth.is_some() {
+                return Err(format!(
+                    "`routes[{i}]` ({host}): a `tls_passthrough` route cannot inject a credential"
+                ));
+            }
+            let route = Route {
+                host: host.clone(),
+                path_allowlist: r.path_allowlist,
+                auth,
+                tls_passthrough: r.tls_passthrough,
+                ssrf_ip_allowlist: r.ssrf_ip_allowlist,
+            };
+            if by_host.insert(host.clone(), Arc::new(route)).is_some() {
+                return Err(format!("`routes[{i}]`: host `{host}` appears twice"));
+            }
+        }
+        Ok(RouteTable { by_host })
+    }
+
+    /// The route for a request host (as the agent wrote it), if any.
+    pub fn lookup(&self, request_host: &str) -> Option<&Arc<Route>> {
+        let host = normalize_request_host(request_host)?;
+        self.by_host.get(host.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.by_host.keys().map(String::as_str)
+    }
+}
+
+fn valid_host_chars(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b == b':')
+        && !h.starts_with('.')
+        && !h.contains("..")
+}
+
+/// Normalise a host from the routes file: lower-case, a trailing dot dropped, IPv6 brackets
+/// removed. `None` when it is not a host name or address.
+pub fn normalize_route_host(host: &str) -> Option<String> {
+    let h = host.trim();
+    let h = h.strip_suffix('.').unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    let h = h.to_ascii_lowercase();
+    valid_host_chars(&h).then_some(h)
+}
+
+/// Normalise a host the agent sent: lower-case only. A trailing dot, brackets around
+/// something that is not IPv6, or odd characters mean no match.
+pub fn normalize_request_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let h = match host.strip_prefix('[') {
+        Some(inner) => {
+            let inner = inner.strip_suffix(']')?;
+            inner.parse::<std::net::Ipv6Addr>().ok()?;
+            inner
+        }
+        None => host,
+    };
+    if h.ends_with('.') || !valid_host_chars(h) {
+        return None;
+    }
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(std::borrow::Cow::Owned(h.to_ascii_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(host: &str) -> RawRoute {
+        RawRoute {
+            host: host.into(),
+            path_allowlist: vec![],
+            auth_scheme: None,
+            token_env: None,
+            tls_passthrough: false,
+            ssrf_ip_allowlist: vec![],
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn exact_host_match_only() {
+        let t = RouteTable::build(vec![raw("API.Example.com.")], &no_env).unwrap();
+        assert!(t.lookup("api.example.com").is_some());
+        assert!(t.lookup("API.EXAMPLE.COM").is_some());
+        assert!(t.lookup("api.example.com.").is_none());
+        assert!(t.lookup("evil-api.example.com").is_none());
+        assert!(t.lookup("example.com").is_none());
+        assert!(t.lookup("x.api.example.com").is_none());
+        assert!(t.lookup("api.example.com\0").is_none());
+        assert!(t.lookup("api.example.com@evil").is_none());
+    }
+
+    #[test]
+    fn token_comes_from_env_and_must_exist() {
+        let mut r = raw("a.test");
+        r.auth_scheme = Some(AuthScheme::Bearer);
+        r.token_env = Some("EGRESS_TOKEN_0".into());
+        let err = RouteTable::build(vec![r.clone()], &no_env).unwrap_err();
+        assert!(err.contains("EGRESS_TOKEN_0"), "{err}");
+        let t = RouteTable::build(vec![r], &|k| {
+            (k == "EGRESS_TOKEN_0").then(|| "tok-value".to_string())
+        })
+        .unwrap();
+        let auth = t.lookup("a.test").unwrap().auth.clone().unwrap();
+        assert_eq!(auth.value.expose(), "tok-value");
+        assert!(!format!("{auth:?}").contains("tok-value"));
+    }
+
+    #[test]
+    fn duplicate_hosts_and_half_auth_refused() {
+        assert!(RouteTable::build(vec![raw("a.test"), raw("A.test")], &no_env).is_err());
+        let mut r = raw("a.test");
+        r.auth_scheme = Some(AuthScheme::Token);
+        assert!(RouteTable::build(vec![r], &no_env).is_err());
+    }
+
+    #[test]
+    fn path_allowlist_is_segment_aware() {
+        let mut r = raw("a.test");
+        r.path_allowlist = vec!["/v1".into(), "/repos/".into()];
+        let t = RouteTable::build(vec![r], &no_env).unwrap();
+        let route = t.lookup("a.test").unwrap();
+        assert!(route.path_allowed("/v1"));
+        assert!(route.path_allowed("/v1/messages"));
+        assert!(route.path_allowed("/repos/x"));
+        assert!(!route.path_allowed("/v1evil"));
+        assert!(!route.path_allowed("/admin"));
+        assert!(!route.path_allowed("/v1/../admin"));
+        assert!(!route.path_allowed("/v1/%2e%2e/admin"));
+        assert!(!route.path_allowed("/v1%2f..%2fadmin"));
+        assert!(!route.path_allowed("/repos"));
+    }
+
+    #[test]
+    fn empty_allowlist_allows_all_paths() {
+        let t = RouteTable::build(vec![raw("a.test")], &no_env).unwrap();
+        assert!(t.lookup("a.test").unwrap().path_allowed("/anything/at/all"));
+    }
+}
