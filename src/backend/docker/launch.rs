@@ -259,7 +259,7 @@ impl Launcher<'_> {
             .map_err(|e| DockerError::Other(e.to_string()))?;
         self.check_interrupt()?;
 
-        let (ca_cert, ca_key) = mint_bottle_ca()
+        let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
             .map_err(|e| DockerError::Other(format!("cannot mint the bottle CA: {e}")))?;
         let files = sidecar_config::files(plan, &ca_cert, &ca_key, self.extra_ca_pem.as_deref());
         sidecar_config::write(&b.state_dir.join("sidecar"), &files)?;
@@ -464,21 +464,4 @@ pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec 
     ]);
     args.extend(command.iter().cloned());
     docker(args)
-}
-
-/// The per-bottle CA (certificate PEM, key PEM).
-fn mint_bottle_ca() -> Result<(String, String), rcgen::Error> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "bot-bottle bottle CA");
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }

@@ -118,7 +118,13 @@ pub fn check(runner: &dyn Runner, spec: &ProcessSpec) -> Result<Output, DockerEr
 pub fn command_error(spec: &ProcessSpec, out: &Output) -> DockerError {
     let stderr = out.stderr_str();
     let stderr = stderr.trim();
-    let last = stderr.lines().last().unwrap_or("").trim().to_string();
+    // The last few lines carry the cause (tar and compose print a summary line last).
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let last = lines[lines.len().saturating_sub(4)..].join("; ");
     DockerError::Command {
         command: spec.to_string(),
         code: out.code,
