@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "engine-test-token-7f3a9c2e51";
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
+/// `cleanup` removes every bottle on the engine: the tests of this file take turns.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
 }
@@ -260,6 +267,7 @@ fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
+    let _turn = engine_lock();
     build_stub_image();
     let w = World::new();
     // `script` gives the CLI a pseudo-terminal, as an operator's shell would.
@@ -365,6 +373,7 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
+    let _turn = engine_lock();
     build_stub_image();
     let w = World::new();
     let mut child = w
