@@ -182,15 +182,44 @@ fn json_escape(data: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
 
 /// 6-bit value of a base64 character, accepting both the standard and the URL-safe alphabet.
 fn b64_val(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' | b'-' => Some(62),
-        b'/' | b'_' => Some(63),
-        _ => None,
-    }
+    let v = B64[usize::from(b)];
+    (v != INVALID).then_some(v)
 }
+
+const INVALID: u8 = 0xff;
+
+/// Lookup table: 6-bit value per byte, `INVALID` outside both alphabets.
+static B64: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        if i < 10 {
+            t[b'0' as usize + i] = 52 + i as u8;
+        }
+        i += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'-' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t[b'_' as usize] = 63;
+    t
+};
+
+/// Lookup table: printable ASCII plus tab, CR, LF.
+static TEXT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = b' ';
+    while i <= b'~' {
+        t[i as usize] = true;
+        i += 1;
+    }
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
 
 /// Decode base64 (either alphabet, padding optional) until the first non-alphabet byte.
 pub(crate) fn base64_lenient(data: &[u8]) -> Vec<u8> {
@@ -200,17 +229,26 @@ pub(crate) fn base64_lenient(data: &[u8]) -> Vec<u8> {
 }
 
 fn base64_into(data: &[u8], out: &mut Vec<u8>) {
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for &b in data {
-        let Some(v) = b64_val(b) else { break };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    let valid = data.iter().position(|&b| B64[usize::from(b)] == INVALID);
+    let data = &data[..valid.unwrap_or(data.len())];
+    out.reserve(data.len() / 4 * 3 + 2);
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        let v = u32::from(B64[usize::from(q[0])]) << 18
+            | u32::from(B64[usize::from(q[1])]) << 12
+            | u32::from(B64[usize::from(q[2])]) << 6
+            | u32::from(B64[usize::from(q[3])]);
+        out.extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
+    }
+    let rest = quads.remainder();
+    let mut v: u32 = 0;
+    for &b in rest {
+        v = v << 6 | u32::from(B64[usize::from(b)]);
+    }
+    match rest.len() {
+        2 => out.push((v >> 4) as u8),
+        3 => out.extend_from_slice(&[(v >> 10) as u8, (v >> 2) as u8]),
+        _ => {}
     }
 }
 
@@ -223,20 +261,24 @@ fn hex_into(data: &[u8], out: &mut Vec<u8>) {
 /// Shortest stretch of text kept from a decoded run; every rule needs more than this.
 const MIN_TEXT: usize = 16;
 
-fn is_text(b: u8) -> bool {
-    matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r')
-}
-
 /// Append the printable-ASCII stretches of `decoded` (each followed by a NUL) to `out`.
 /// Every credential shape is printable ASCII, and a wrong alignment or a binary payload decodes
 /// to noise in which such stretches are rare, so this drops nearly all of the noise before it
 /// is scanned or decoded again.
 fn keep_text(decoded: &[u8], out: &mut Vec<u8>) {
-    for stretch in decoded.split(|&b| !is_text(b)) {
-        if stretch.len() >= MIN_TEXT {
-            out.extend_from_slice(stretch);
-            out.push(0);
+    let mut start = 0;
+    for (i, &b) in decoded.iter().enumerate() {
+        if !TEXT[usize::from(b)] {
+            if i - start >= MIN_TEXT {
+                out.extend_from_slice(&decoded[start..i]);
+                out.push(0);
+            }
+            start = i + 1;
         }
+    }
+    if decoded.len() - start >= MIN_TEXT {
+        out.extend_from_slice(&decoded[start..]);
+        out.push(0);
     }
 }
 
