@@ -18,6 +18,9 @@ use super::upstream::UpstreamClient;
 /// Routes file size accepted (the CLI renders a few kilobytes).
 pub const MAX_ROUTES_FILE: u64 = 1 << 20;
 
+/// Pause between the two reads that must agree before a change is applied.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// One immutable policy generation: route table and the upstream pool that goes with it.
 pub struct Policy {
     pub generation: u64,
@@ -109,6 +112,13 @@ pub fn spawn_watcher<F>(
             let hash = content_hash(&text);
             if hash == last_hash {
                 continue;
+            }
+            // A writer may be half-way through the file: apply it only once it reads the same
+            // twice in a row.
+            tokio::time::sleep(SETTLE).await;
+            match read_routes_file(&path) {
+                Ok(again) if content_hash(&again) == hash => {}
+                _ => continue,
             }
             last_hash = hash;
             match build(&text, generation + 1) {
