@@ -302,3 +302,54 @@ fn daemons_inherit_the_environment_and_start_in_order() {
     let (code, stderr) = wait(cmd.spawn().unwrap());
     assert_eq!(code, 42, "{stderr}");
 }
+
+#[test]
+fn daemons_start_with_no_blocked_signals() {
+    // The init blocks the signals it waits for; a daemon must not inherit that mask (a shell
+    // would hide the problem by clearing it, so read the mask of a plain program).
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("mask.args"),
+        r#"["grep","SigBlk","/proc/self/status"]"#,
+    )
+    .unwrap();
+    let out = Command::new(INIT)
+        .env("BOT_BOTTLE_SIDECAR_DAEMONS", "mask")
+        .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mask = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(str::trim);
+    assert_eq!(mask, Some("0000000000000000"), "{stdout}");
+}
+
+#[test]
+fn a_relay_daemon_stops_on_forwarded_sigterm() {
+    // A real Rust daemon (the relay) must see the SIGTERM the init forwards.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("r.sock");
+    let argv = serde_json::json!([
+        env!("CARGO_BIN_EXE_bot-bottle-relay"),
+        "--unix-to-tcp",
+        format!("{}=127.0.0.1:9", sock.display())
+    ]);
+    fs::write(dir.path().join("relay.args"), argv.to_string()).unwrap();
+    let child = Command::new(INIT)
+        .env("BOT_BOTTLE_SIDECAR_DAEMONS", "relay")
+        .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", dir.path())
+        .env("BOT_BOTTLE_SIDECAR_STOP_TIMEOUT", "20s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&sock);
+    send(&child, libc::SIGTERM);
+    let (code, stderr) = wait(child);
+    assert_eq!(code, 143, "{stderr}");
+    // stopped by the forwarded signal, not by the SIGKILL escalation
+    assert!(!stderr.contains("SIGKILL"), "{stderr}");
+    assert!(!sock.exists(), "relay did not shut down cleanly: {stderr}");
+}

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     match serve(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bot-bottle-relay: error: {e:#}");
+            eprintln!("bot-bottle-relay: error: {e}");
             ExitCode::from(1)
         }
     }

@@ -178,7 +178,7 @@ fn handled_set() -> libc::sigset_t {
 }
 
 /// Blocks the handled signals so they queue for `sigtimedwait` instead of killing us.
-/// Children get an empty mask again (std resets it before exec).
+/// Children get an empty mask again (see the `pre_exec` in [`run`]).
 fn block_signals(set: &libc::sigset_t) -> Result<(), InitError> {
     // SAFETY: valid set pointer; the old mask is not needed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
@@ -283,6 +283,19 @@ pub fn run(config: &InitConfig) -> Result<i32, InitError> {
     for d in &config.daemons {
         let mut cmd = Command::new(&d.argv[0]);
         cmd.args(&d.argv[1..]).process_group(0);
+        // The mask we set is inherited across exec: a daemon must start with signals unblocked,
+        // or it would never see the SIGTERM we forward.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         match cmd.spawn() {
             Ok(child) => {
                 let Ok(pid) = libc::pid_t::try_from(child.id()) else {
