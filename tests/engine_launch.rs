@@ -15,7 +15,9 @@ const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
-    ENGINE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    ENGINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn bin() -> PathBuf {

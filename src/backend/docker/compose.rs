@@ -17,9 +17,9 @@ pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle";
 /// Where the bundle writes its audit log (the bottle's state dir, read-write).
 pub const SIDECAR_LOG_DIR: &str = "/var/log/bot-bottle";
 /// The relay binary inside the sidecar image; the bundle publishes a copy in the socket volume.
-pub const SIDECAR_RELAY_BIN: &str = "/opt/bot-bottle/bin/bot-bottle-relay";
+pub const SIDECAR_RELAY_BIN: &str = "/usr/local/bin/bot-bottle-relay";
 /// The sidecar init inside the sidecar image.
-pub const SIDECAR_INIT_BIN: &str = "/opt/bot-bottle/bin/bot-bottle-init";
+pub const SIDECAR_INIT_BIN: &str = "/usr/local/bin/bot-bottle-init";
 pub const LABEL_SERVICE: &str = "dev.bot-bottle.service";
 /// Label every bot-bottle container carries: the bottle identity.
 pub const LABEL_IDENTITY: &str = "dev.bot-bottle.identity";

@@ -15,7 +15,7 @@ pub const ROUTES_FILE: &str = "routes.yaml";
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
-pub const EGRESS_BIN: &str = "/opt/bot-bottle/bin/bot-bottle-egress";
+pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
 
 /// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`).
 pub fn daemons(_plan: &BottlePlan) -> Vec<String> {
