@@ -3,11 +3,16 @@
 //! Data flows one way: manifest files → [`manifest`] (typed, validated) → [`plan`] (pure,
 //! printable) → backend → runner (the only place a process is spawned).
 
+pub mod backend;
 pub mod cli;
+pub mod engine_probe;
 pub mod envvars;
+pub mod images;
 pub mod manifest;
 pub mod plan;
+pub mod runner;
 pub mod scan;
 pub mod secret;
 pub mod sidecar;
+pub mod state;
 pub mod yaml;

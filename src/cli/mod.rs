@@ -1,19 +1,36 @@
 //! Command-line entry: clap definitions and dispatch. Each command is a thin function over
 //! the library layers; errors become one `bot-bottle: error:` line and an exit code here.
 
+mod bottles;
+mod context;
+mod edit;
+mod info;
+mod init;
+mod list;
+mod output;
+mod start;
+
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+pub use output::{error_line, say, warn};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "bot-bottle",
     version,
     about = "Run AI coding agents with full permissions inside sandboxes that hold only what you granted",
+    long_about = "Run AI coding agents (Claude Code, Codex) with full permissions inside a sandbox \
+(a bottle) that holds only the secrets, skills, network routes and git remotes you granted.\n\n\
+Bottles and agents are Markdown files with YAML frontmatter under `$BOT_BOTTLE_HOME` \
+(default `~/.bot-bottle`): `bottles/<name>.md` and `agents/<name>.md`. A repository may \
+ship agents in `.bot-bottle/agents/`, never bottles.",
     propagate_version = true
 )]
 pub struct Cli {
-    /// More log output (repeat for more); `RUST_LOG` works too.
+    /// More log output on stderr (repeat for more); `RUST_LOG` works too
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -22,12 +39,231 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start an agent in a new bottle.
-    Start,
+    /// Start an agent in a new bottle (shows the plan and asks before launching)
+    Start(StartArgs),
+    /// Start a preserved bottle again under its recorded identity
+    Resume(ResumeArgs),
+    /// List agents you can start, or bottles that are running
+    List(ListArgs),
+    /// Remove every bot-bottle container, network and orphaned state dir
+    Cleanup(CleanupArgs),
+    /// Show what an agent would run with
+    Info(InfoArgs),
+    /// Create an agent file interactively (and a starter bottle when none exists)
+    Init(InitArgs),
+    /// Open an agent's file in `$EDITOR`, then check it still loads
+    Edit(EditArgs),
+    /// Run a command inside a running bottle as the agent user
+    Exec(ExecArgs),
+    /// Terminal dashboard: proposals, running agents, new launches
+    Dashboard,
+    /// Print a shell completion script to stdout
+    Completions(CompletionsArgs),
+    /// Build (or find cached) the provider and sidecar images without starting anything
+    #[command(name = "build-images")]
+    BuildImages,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Docker,
+    Smolmachines,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Agent to start (see `bot-bottle list available`)
+    pub agent: String,
+    /// Print the preflight summary and stop; creates nothing (also `BOT_BOTTLE_DRY_RUN=1`)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Launch without asking for confirmation (for scripts)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Copy the current directory into the bottle as the agent's workspace
+    #[arg(long)]
+    pub cwd: bool,
+    /// Pass `--remote-control` to Claude Code
+    #[arg(long)]
+    pub remote_control: bool,
+    /// Where the agent runs
+    #[arg(long, value_enum, env = "BOT_BOTTLE_BACKEND", default_value = "docker")]
+    pub backend: BackendArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Identity of the preserved bottle (printed when its session ended)
+    pub identity: String,
+    /// Print the preflight summary and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Launch without asking for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(subcommand)]
+    pub what: ListWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListWhat {
+    /// Agents you can start, one name per line on stdout
+    Available {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Running bottles: `backend<TAB>id<TAB>agent<TAB>services`
+    Active {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Agent to describe
+    pub agent: String,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Name of the new agent (asked when omitted)
+    pub name: Option<String>,
+    /// Bottle the agent runs in (asked when omitted)
+    #[arg(long)]
+    pub bottle: Option<String>,
+    /// Provider for a starter bottle created alongside
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+    /// Overwrite an existing agent file without asking
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Claude,
+    Codex,
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Agent whose file to edit
+    pub agent: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Identity of a running bottle (see `bot-bottle list active`)
+    pub identity: String,
+    /// Command and arguments to run
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate for
+    pub shell: clap_complete::Shell,
+}
+
+/// Parse argv and run; the process exit code follows SPEC F-CLI (0 ok, 1 error, 130 Ctrl-C).
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("bot-bottle: error: not available yet");
-    ExitCode::from(1)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(&e),
+    };
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            output::error_line(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--help`/`--version` succeed; every argument error is exit 1 (not clap's 2), as is any
+/// other error of ours.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(1)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "bot-bottle: {rendered}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Start(args) => start::start(&args),
+        Command::Info(args) => info::info(&args),
+        Command::List(ListArgs {
+            what: ListWhat::Available { json },
+        }) => list::available(json),
+        Command::Init(args) => init::init(&args),
+        Command::Edit(args) => edit::edit(&args),
+        Command::Completions(args) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "bot-bottle", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(args) => start::resume(&args),
+        Command::List(ListArgs {
+            what: ListWhat::Active { json },
+        }) => bottles::list_active(json),
+        Command::Cleanup(args) => bottles::cleanup(&args),
+        Command::Exec(args) => bottles::exec(&args),
+        Command::Dashboard => not_yet("dashboard"),
+        Command::BuildImages => start::build_images(),
+    }
+}
+
+/// Declared commands whose backend is not built yet refuse plainly: no fake success.
+fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`{what}` is not available yet in this version of bot-bottle")
 }

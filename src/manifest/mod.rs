@@ -1,8 +1,30 @@
 //! Manifests: Markdown files with YAML frontmatter that declare bottles and agents.
 //!
 //! Parsing and validation happen once here; everything downstream works on the typed
-//! values in [`types`].
+//! values in [`types`]. [`load`] is the entry point; [`ManifestError`] messages name the
+//! file and key path.
 
+pub mod error;
+pub mod extends;
+pub mod frontmatter;
+pub mod loader;
+pub mod template;
 pub mod types;
+pub mod validate;
 
+pub use error::ManifestError;
+pub use loader::{
+    LoadOptions, MAX_FILE_BYTES, home_root, load, parse_agent_file, parse_bottle_file,
+};
 pub use types::*;
+pub use validate::{RawBottle, is_env_name};
+
+/// `[a-z][a-z0-9-]*`: the shape of bottle and agent names (and their file names).
+pub fn is_valid_entity_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    b.next().is_some_and(|c| c.is_ascii_lowercase())
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+#[cfg(test)]
+mod tests;

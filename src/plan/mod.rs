@@ -1,1 +1,265 @@
 //! Plan resolution: everything a launch needs, resolved on the host before anything runs.
+//!
+//! [`resolve`] turns a validated [`Manifest`], an agent name, the start options and a
+//! [`HostEnv`] into a [`BottlePlan`]: names, image, env (literal / forwarded / prompted),
+//! provider command and files, skills, git identity and upstreams, and the effective egress
+//! routes with their token slots. Every host check (skill dirs, key files, Dockerfiles, the
+//! Codex login) happens here, so a bad setup stops before any container exists. Nothing in
+//! this module reads the process environment or the clock except [`HostEnv::from_process`].
+//! `Display` on the plan is the preflight summary; it never prints a value that could be a
+//! secret.
+
+pub mod codex_auth;
+mod env;
+mod error;
+mod git;
+mod host;
+mod image;
+mod names;
+pub mod provider;
+mod routes;
+mod skills;
+mod summary;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use env::{EnvPlan, interpolate};
+pub use error::PlanError;
+pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
+pub use host::HostEnv;
+pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE};
+pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
+pub use provider::{ProviderPlan, ProvisionFile};
+pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};
+pub use skills::Skill;
+
+use crate::envvars;
+use crate::manifest::Manifest;
+pub use crate::manifest::{AuthScheme, ProviderKind};
+use crate::secret::Secret;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BackendKind {
+    Docker,
+    Smolmachines,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Docker => "docker",
+            BackendKind::Smolmachines => "smolmachines",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<BackendKind, PlanError> {
+        match name {
+            "docker" => Ok(BackendKind::Docker),
+            "smolmachines" => Ok(BackendKind::Smolmachines),
+            other => Err(PlanError::UnknownBackend(other.to_string())),
+        }
+    }
+
+    /// The `--backend` flag if given, else `BOT_BOTTLE_BACKEND` (non-empty), else Docker.
+    pub fn select(flag: Option<BackendKind>, host: &HostEnv) -> Result<BackendKind, PlanError> {
+        match (flag, host.var_nonempty(envvars::BACKEND)) {
+            (Some(b), _) => Ok(b),
+            (None, Some(name)) => BackendKind::parse(name),
+            (None, None) => Ok(BackendKind::Docker),
+        }
+    }
+}
+
+/// The container runtime the agent runs under.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Runtime {
+    /// gVisor is registered with Docker.
+    Runsc,
+    /// Docker answered without gVisor.
+    Runc,
+    /// Docker did not answer; shown as runc, launching will need the engine anyway.
+    RuncUnknown,
+    /// The smolmachines micro-VM.
+    MicroVm,
+}
+
+impl Runtime {
+    pub fn from_probe(backend: BackendKind, gvisor: Option<bool>) -> Runtime {
+        match (backend, gvisor) {
+            (BackendKind::Smolmachines, _) => Runtime::MicroVm,
+            (BackendKind::Docker, Some(true)) => Runtime::Runsc,
+            (BackendKind::Docker, Some(false)) => Runtime::Runc,
+            (BackendKind::Docker, None) => Runtime::RuncUnknown,
+        }
+    }
+
+    /// Whether the agent container gets `--runtime runsc`.
+    pub fn is_runsc(self) -> bool {
+        self == Runtime::Runsc
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Runtime::Runsc => "runsc (gVisor)",
+            Runtime::Runc => "runc",
+            Runtime::RuncUnknown => "runc (engine not answering)",
+            Runtime::MicroVm => "smolvm micro-VM",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// `Some(id)` on resume: the pinned identity.
+    pub identity: Option<String>,
+    /// `--cwd`: copy the host cwd into the image.
+    pub copy_cwd: bool,
+    /// `--remote-control` (claude only).
+    pub remote_control: bool,
+    pub backend: BackendKind,
+    /// Whether Docker has gVisor registered; `None` when the engine did not answer.
+    pub gvisor: Option<bool>,
+    pub resume: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BottlePlan {
+    /// `<agent-slug>-<random>` or the pinned (resumed) identity.
+    pub identity: String,
+    pub agent: String,
+    pub bottle: String,
+    /// The home root.
+    pub root: PathBuf,
+    /// `<root>/state/<identity>`.
+    pub state_dir: PathBuf,
+    pub cwd: PathBuf,
+    pub copy_cwd: bool,
+    pub resume: bool,
+    pub backend: BackendKind,
+    pub runtime: Runtime,
+    pub names: Names,
+    pub image: ImagePlan,
+    pub provider: ProviderPlan,
+    pub env: EnvPlan,
+    pub skills: Vec<Skill>,
+    pub routes: Vec<EgressRoute>,
+    /// `EGRESS_TOKEN_<n>` → credential, for the egress sidecar's environment only.
+    pub egress_tokens: BTreeMap<String, Secret>,
+    pub git_user: GitIdentity,
+    pub git_upstreams: Vec<GitUpstream>,
+    pub supervise: bool,
+    pub remote_control: bool,
+    /// The agent's system prompt (the Markdown body).
+    pub prompt: String,
+}
+
+impl BottlePlan {
+    /// Names of the env the agent sees (bottle and provider), sorted, placeholders left out.
+    pub fn visible_env_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .env
+            .names()
+            .chain(self.provider.env.keys().map(String::as_str))
+            .filter(|n| !self.provider.hidden_env.contains(*n))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// Resolve the complete plan for starting `agent`.
+pub fn resolve(
+    m: &Manifest,
+    agent: &str,
+    opts: &StartOptions,
+    host: &HostEnv,
+) -> Result<BottlePlan, PlanError> {
+    let a = m
+        .agents
+        .get(agent)
+        .ok_or_else(|| PlanError::UnknownAgent(agent.to_string()))?;
+    let b = m
+        .bottles
+        .get(&a.bottle)
+        .ok_or_else(|| PlanError::UnknownBottle {
+            agent: agent.to_string(),
+            bottle: a.bottle.clone(),
+        })?;
+
+    let identity = match &opts.identity {
+        Some(id) => {
+            names::check_identity(id)?;
+            id.clone()
+        }
+        None => mint_identity(&a.name, &host.random_suffix),
+    };
+    let names = Names::new(
+        &identity,
+        host.vars.get(envvars::CONTAINER).map(String::as_str),
+    )?;
+    let state_dir = m.root.join("state").join(&identity);
+
+    let (provider, provider_routes) =
+        provider::resolve_provider(b, opts.resume, opts.remote_control, host)?;
+    let env = env::resolve_env(&b.env, host)?;
+    let (routes, egress_tokens) =
+        routes::effective_routes(&provider_routes, &b.egress.routes, host)?;
+    let image = image::resolve_image(b, &identity, &state_dir, host)?;
+    let skills = skills::resolve_skills(&a.skills, host)?;
+    let git_user = GitIdentity::overlay(&a.git_user, &b.git_gate.user);
+    let bottle_dir = b.path.parent().unwrap_or(&m.root);
+    let git_upstreams = git::resolve_upstreams(&b.git_gate.repos, bottle_dir, host)?;
+
+    Ok(BottlePlan {
+        identity,
+        agent: a.name.clone(),
+        bottle: b.name.clone(),
+        root: m.root.clone(),
+        state_dir,
+        cwd: host.cwd.clone(),
+        copy_cwd: opts.copy_cwd,
+        resume: opts.resume,
+        backend: opts.backend,
+        runtime: Runtime::from_probe(opts.backend, opts.gvisor),
+        names,
+        image,
+        provider,
+        env,
+        skills,
+        routes,
+        egress_tokens,
+        git_user,
+        git_upstreams,
+        supervise: b.supervise,
+        remote_control: opts.remote_control,
+        prompt: a.prompt.clone(),
+    })
+}
+
+/// Ask each prompted env value (`ask(name, message)`) and move it into `env.forwarded`.
+/// Values already answered stay answered if a later question fails.
+pub fn answer_prompts(
+    plan: &mut BottlePlan,
+    ask: &mut dyn FnMut(&str, &str) -> std::io::Result<String>,
+) -> Result<(), PlanError> {
+    while let Some((name, message)) = plan.env.prompted.pop_first() {
+        match ask(&name, &message) {
+            Ok(value) => {
+                plan.env.forwarded.insert(name, Secret::new(value));
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                plan.env.prompted.insert(name.clone(), message);
+                return Err(PlanError::Prompt { name, reason });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,5 @@
 //! Daemons that run in the sidecar bundle; `src/bin/` holds their thin mains.
 
 pub mod egress;
+pub mod init;
+pub mod relay;

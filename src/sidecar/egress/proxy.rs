@@ -138,6 +138,16 @@ impl EgressServer {
                         addr: format!("unix:{}", p.display()),
                         source,
                     })?;
+                    // The agent's relay runs as an unprivileged user in another container:
+                    // the socket is its only door, so anyone who can see it may connect.
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666))
+                            .map_err(|source| EgressError::Listen {
+                                addr: format!("unix:{}", p.display()),
+                                source,
+                            })?;
+                    }
                     Listener::Unix {
                         listener: l,
                         _socket: SocketFile(p.clone()),

@@ -1,0 +1,307 @@
+//! Rendering of the per-bottle compose project (pure: a value in, a document out).
+//!
+//! Isolation (DESIGN "Isolation of the agent container"): the agent runs with no network at
+//! all (`network_mode: none`). It reaches its gates only through unix sockets in a volume it
+//! shares with the sidecar bundle, via a loopback relay. A direct request has no route and no
+//! DNS; if the relay or a gate dies, the agent simply has no way out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+
+/// Where the shared socket volume is mounted in both containers.
+pub const SOCKET_DIR: &str = "/run/bot-bottle";
+/// Where the sidecar configuration (routes, CA, daemon argv) is mounted in the bundle.
+pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle";
+/// Where the bundle writes its audit log (the bottle's state dir, read-write).
+pub const SIDECAR_LOG_DIR: &str = "/var/log/bot-bottle";
+/// The relay binary inside the sidecar image; the bundle publishes a copy in the socket volume.
+pub const SIDECAR_RELAY_BIN: &str = "/usr/local/bin/bot-bottle-relay";
+/// The sidecar init inside the sidecar image.
+pub const SIDECAR_INIT_BIN: &str = "/usr/local/bin/bot-bottle-init";
+pub const LABEL_SERVICE: &str = "dev.bot-bottle.service";
+/// Label every bot-bottle container carries: the bottle identity.
+pub const LABEL_IDENTITY: &str = "dev.bot-bottle.identity";
+pub const LABEL_AGENT: &str = "dev.bot-bottle.agent";
+pub const LABEL_BACKEND: &str = "dev.bot-bottle.backend";
+
+/// Loopback ports the relay in the agent listens on, and the socket each forwards to.
+pub const RELAY_PORTS: &[(u16, &str)] = &[
+    (9099, "egress.sock"),
+    (9418, "git-gate.sock"),
+    (9420, "git-http.sock"),
+    (9100, "supervise.sock"),
+];
+
+/// Everything the compose document depends on; filled from the plan by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeInput {
+    pub identity: String,
+    pub agent_name: String,
+    pub project: String,
+    pub agent_container: String,
+    pub sidecar_container: String,
+    pub internal_network: String,
+    pub egress_network: String,
+    pub agent_image: String,
+    pub sidecar_image: String,
+    /// `Some("runsc")` under gVisor.
+    pub runtime: Option<String>,
+    /// Literal agent env (not secret), including proxy and CA settings.
+    pub agent_env: BTreeMap<String, String>,
+    /// Names whose values reach the agent from the compose process's environment.
+    pub agent_env_forwarded: Vec<String>,
+    /// Names whose values reach the bundle from the compose process's environment
+    /// (`EGRESS_TOKEN_N`): the compose file never holds a value.
+    pub sidecar_env_forwarded: Vec<String>,
+    /// Host directory with the rendered sidecar configuration, mounted read-only.
+    pub sidecar_config_dir: PathBuf,
+    /// Host directory the bundle writes its audit log to.
+    pub sidecar_log_dir: PathBuf,
+    /// Daemons the bundle's init starts.
+    pub daemons: Vec<String>,
+    /// Compose v1 needs a file-format version and has no top-level `name`.
+    pub compose_v1: bool,
+}
+
+/// The agent's command: wait for the bundle to publish the relay, then run it. The relay
+/// blocks for the container's life, so it also plays the part of `sleep infinity`.
+pub fn agent_command() -> Vec<String> {
+    let mut relay = format!("exec {SOCKET_DIR}/bot-bottle-relay");
+    for (port, sock) in RELAY_PORTS {
+        relay.push_str(&format!(" {port}={SOCKET_DIR}/{sock}"));
+    }
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("while [ ! -x {SOCKET_DIR}/bot-bottle-relay ]; do sleep 0.05; done; {relay}"),
+    ]
+}
+
+/// The bundle's entrypoint: publish the relay binary into the shared volume (copy, then an
+/// atomic rename, so the agent never runs a half-written file), then hand over to the init.
+pub fn sidecar_entrypoint() -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "cp {SIDECAR_RELAY_BIN} {SOCKET_DIR}/.relay.tmp && chmod 0755 {SOCKET_DIR}/.relay.tmp \
+             && mv -f {SOCKET_DIR}/.relay.tmp {SOCKET_DIR}/bot-bottle-relay && exec {SIDECAR_INIT_BIN}"
+        ),
+    ]
+}
+
+pub fn render(input: &ComposeInput) -> Value {
+    let labels = |service: &str| {
+        json!({
+            LABEL_IDENTITY: input.identity,
+            LABEL_AGENT: input.agent_name,
+            LABEL_BACKEND: "docker",
+            LABEL_SERVICE: service,
+        })
+    };
+    let socket_volume = format!("sockets:{SOCKET_DIR}");
+
+    let mut agent_env = Map::new();
+    for (k, v) in &input.agent_env {
+        agent_env.insert(k.clone(), Value::String(v.clone()));
+    }
+    // A null value in the mapping form means "take it from the compose process".
+    for k in &input.agent_env_forwarded {
+        agent_env.insert(k.clone(), Value::Null);
+    }
+    let mut sidecar_env = Map::new();
+    sidecar_env.insert(
+        "BOT_BOTTLE_SIDECAR_DAEMONS".into(),
+        Value::String(input.daemons.join(",")),
+    );
+    sidecar_env.insert(
+        "BOT_BOTTLE_SIDECAR_CONFIG_DIR".into(),
+        Value::String(SIDECAR_CONFIG_DIR.into()),
+    );
+    for k in &input.sidecar_env_forwarded {
+        sidecar_env.insert(k.clone(), Value::Null);
+    }
+
+    let mut agent = json!({
+        "image": input.agent_image,
+        "container_name": input.agent_container,
+        // The container's own process (the relay) runs as root so that the one provisioning
+        // exec keeps root's default capabilities (Docker clears them for execs into a
+        // container whose configured user is not root). The agent's session is a separate
+        // `exec -u node` with no capabilities, and `no-new-privileges` stops it from
+        // regaining any.
+        "user": "0:0",
+        "network_mode": "none",
+        "init": true,
+        "security_opt": ["no-new-privileges:true"],
+        "command": agent_command(),
+        "environment": Value::Object(agent_env),
+        "volumes": [socket_volume],
+        "labels": labels("agent"),
+        "depends_on": ["sidecars"],
+    });
+    if let Some(rt) = &input.runtime {
+        agent["runtime"] = Value::String(rt.clone());
+    }
+    if !input.compose_v1 {
+        // Images are built (or found by label) before `up`; compose must never pull.
+        agent["pull_policy"] = json!("never");
+    }
+    let mut sidecars = json!({
+        "image": input.sidecar_image,
+        "container_name": input.sidecar_container,
+        "init": true,
+        "security_opt": ["no-new-privileges:true"],
+        "entrypoint": sidecar_entrypoint(),
+        "environment": Value::Object(sidecar_env),
+        "volumes": [
+            socket_volume,
+            format!("{}:{SIDECAR_CONFIG_DIR}:ro", input.sidecar_config_dir.display()),
+            format!("{}:{SIDECAR_LOG_DIR}", input.sidecar_log_dir.display()),
+        ],
+        "networks": {
+            "internal": {"aliases": ["egress", "pipelock", "git-gate", "supervise"]},
+            "egress": {},
+        },
+        "labels": labels("sidecars"),
+    });
+    if !input.compose_v1 {
+        sidecars["pull_policy"] = json!("never");
+    }
+
+    let mut doc = Map::new();
+    if input.compose_v1 {
+        doc.insert("version".into(), json!("2.4"));
+    } else {
+        doc.insert("name".into(), json!(input.project));
+    }
+    doc.insert(
+        "services".into(),
+        json!({ "agent": agent, "sidecars": sidecars }),
+    );
+    doc.insert(
+        "networks".into(),
+        json!({
+            "internal": {"name": input.internal_network, "internal": true, "labels": labels("network")},
+            "egress": {"name": input.egress_network, "labels": labels("network")},
+        }),
+    );
+    doc.insert(
+        "volumes".into(),
+        json!({ "sockets": {"labels": labels("volume")} }),
+    );
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(v1: bool) -> ComposeInput {
+        ComposeInput {
+            identity: "reviewer-ab12cd".into(),
+            agent_name: "reviewer".into(),
+            project: "bot-bottle-reviewer-ab12cd".into(),
+            agent_container: "bot-bottle-reviewer-ab12cd".into(),
+            sidecar_container: "bot-bottle-sidecars-reviewer-ab12cd".into(),
+            internal_network: "bot-bottle-net-reviewer-ab12cd".into(),
+            egress_network: "bot-bottle-egress-reviewer-ab12cd".into(),
+            agent_image: "bot-bottle-claude:latest".into(),
+            sidecar_image: "bot-bottle-sidecars:latest".into(),
+            runtime: None,
+            agent_env: BTreeMap::from([
+                (
+                    "HTTPS_PROXY".to_string(),
+                    "http://127.0.0.1:9099".to_string(),
+                ),
+                ("TZ".to_string(), "UTC".to_string()),
+            ]),
+            agent_env_forwarded: vec!["API_KEY".into()],
+            sidecar_env_forwarded: vec!["EGRESS_TOKEN_0".into()],
+            sidecar_config_dir: PathBuf::from("/home/op/.bot-bottle/state/reviewer-ab12cd/sidecar"),
+            sidecar_log_dir: PathBuf::from("/home/op/.bot-bottle/state/reviewer-ab12cd/logs"),
+            daemons: vec!["egress".into()],
+            compose_v1: v1,
+        }
+    }
+
+    #[test]
+    fn the_agent_has_no_network_and_no_privileges() {
+        let doc = render(&input(false));
+        let agent = &doc["services"]["agent"];
+        assert_eq!(agent["network_mode"], "none");
+        assert!(agent.get("networks").is_none());
+        assert!(agent.get("ports").is_none());
+        assert_eq!(agent["init"], true);
+        assert_eq!(agent["security_opt"][0], "no-new-privileges:true");
+        assert!(agent.get("cap_add").is_none());
+        assert!(agent.get("privileged").is_none());
+        // Only the shared socket volume: no host directory reaches the agent.
+        assert_eq!(agent["volumes"], json!(["sockets:/run/bot-bottle"]));
+        let sidecars = &doc["services"]["sidecars"];
+        assert!(
+            sidecars["networks"]["internal"]["aliases"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("egress"))
+        );
+        assert_eq!(doc["networks"]["internal"]["internal"], true);
+    }
+
+    #[test]
+    fn forwarded_values_are_names_only() {
+        let doc = render(&input(false));
+        assert_eq!(
+            doc["services"]["agent"]["environment"]["API_KEY"],
+            Value::Null
+        );
+        assert_eq!(
+            doc["services"]["sidecars"]["environment"]["EGRESS_TOKEN_0"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn runtime_and_compose_v1_shape() {
+        let mut i = input(true);
+        i.runtime = Some("runsc".into());
+        let doc = render(&i);
+        assert_eq!(doc["version"], "2.4");
+        assert!(doc.get("name").is_none());
+        assert_eq!(doc["services"]["agent"]["runtime"], "runsc");
+        assert!(doc["services"]["agent"].get("pull_policy").is_none());
+        let v2 = render(&input(false));
+        assert_eq!(v2["name"], "bot-bottle-reviewer-ab12cd");
+        assert_eq!(v2["services"]["agent"]["pull_policy"], "never");
+    }
+
+    #[test]
+    fn every_resource_is_labelled_and_prefixed() {
+        let doc = render(&input(false));
+        for svc in ["agent", "sidecars"] {
+            let s = &doc["services"][svc];
+            assert_eq!(s["labels"][LABEL_IDENTITY], "reviewer-ab12cd");
+            assert!(
+                s["container_name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("bot-bottle-")
+            );
+        }
+        for net in ["internal", "egress"] {
+            assert!(
+                doc["networks"][net]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("bot-bottle-")
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot() {
+        insta::assert_snapshot!(crate::yaml::to_yaml_string(&render(&input(false))));
+    }
+}

@@ -1,0 +1,257 @@
+//! Finding what exists: running bottles for `list active` (one `docker ps`), and every
+//! prefixed container, network and volume for `cleanup`, even ones a killed CLI left behind.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::compose::{LABEL_AGENT, LABEL_IDENTITY, LABEL_SERVICE};
+use super::{DockerError, NAME_PREFIX, check, docker};
+use crate::runner::Runner;
+
+/// One container as `docker ps --format '{{json .}}'` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A bottle seen by the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveBottle {
+    pub backend: &'static str,
+    pub identity: String,
+    pub agent: String,
+    pub services: Vec<String>,
+    pub containers: Vec<String>,
+}
+
+/// `docker ps` prints labels as `k=v,k=v`; values of ours never contain commas.
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect()
+}
+
+/// Parse `{{json .}}` lines; a line that is not ours or not JSON is skipped.
+pub fn parse_ps(stdout: &str) -> Vec<Container> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let name = v.get("Names")?.as_str()?.split(',').next()?.to_string();
+            let state = v
+                .get("State")
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .to_string();
+            let labels = parse_labels(v.get("Labels").and_then(|s| s.as_str()).unwrap_or(""));
+            Some(Container {
+                name,
+                state,
+                labels,
+            })
+        })
+        .collect()
+}
+
+/// Group containers into bottles by identity label, sorted by identity.
+pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
+    let mut by_id: BTreeMap<String, ActiveBottle> = BTreeMap::new();
+    for c in containers {
+        let Some(id) = c.labels.get(LABEL_IDENTITY) else {
+            continue;
+        };
+        let entry = by_id.entry(id.clone()).or_insert_with(|| ActiveBottle {
+            backend: "docker",
+            identity: id.clone(),
+            agent: c.labels.get(LABEL_AGENT).cloned().unwrap_or_default(),
+            services: Vec::new(),
+            containers: Vec::new(),
+        });
+        if let Some(svc) = c.labels.get(LABEL_SERVICE) {
+            entry.services.push(svc.clone());
+        }
+        entry.containers.push(c.name.clone());
+    }
+    for b in by_id.values_mut() {
+        b.services.sort();
+        b.containers.sort();
+    }
+    by_id.into_values().collect()
+}
+
+/// Running bottles: exactly one engine call.
+pub fn active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, DockerError> {
+    let out = check(
+        runner,
+        &docker([
+            "ps",
+            "--filter",
+            &format!("label={LABEL_IDENTITY}"),
+            "--format",
+            "{{json .}}",
+        ]),
+    )?;
+    Ok(group(&parse_ps(&out.stdout_str())))
+}
+
+/// The agent container of a running bottle.
+pub fn agent_container(runner: &dyn Runner, identity: &str) -> Result<String, DockerError> {
+    let out = check(
+        runner,
+        &docker([
+            "ps",
+            "--filter",
+            &format!("label={LABEL_IDENTITY}={identity}"),
+            "--filter",
+            &format!("label={LABEL_SERVICE}=agent"),
+            "--format",
+            "{{json .}}",
+        ]),
+    )?;
+    parse_ps(&out.stdout_str())
+        .into_iter()
+        .find(|c| c.state == "running" || c.state.is_empty())
+        .map(|c| c.name)
+        .ok_or_else(|| DockerError::NotRunning(identity.to_string()))
+}
+
+/// Everything `cleanup` would remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Leftovers {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes: Vec<String>,
+    /// Identities seen on containers (their state dirs are not orphans until removed).
+    #[serde(skip)]
+    pub identities: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
+    }
+}
+
+fn names_with_prefix(stdout: &str) -> Vec<String> {
+    let mut v: Vec<String> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with(NAME_PREFIX))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Prefixed containers (any state), networks and volumes: three listing calls.
+pub fn leftovers(runner: &dyn Runner) -> Result<Leftovers, DockerError> {
+    let ps = check(
+        runner,
+        &docker([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={NAME_PREFIX}"),
+            "--format",
+            "{{json .}}",
+        ]),
+    )?;
+    let containers: Vec<Container> = parse_ps(&ps.stdout_str())
+        .into_iter()
+        .filter(|c| c.name.starts_with(NAME_PREFIX))
+        .collect();
+    let mut identities: Vec<String> = containers
+        .iter()
+        .filter_map(|c| c.labels.get(LABEL_IDENTITY).cloned())
+        .collect();
+    identities.sort();
+    identities.dedup();
+    let nets = check(
+        runner,
+        &docker([
+            "network",
+            "ls",
+            "--filter",
+            &format!("name={NAME_PREFIX}"),
+            "--format",
+            "{{.Name}}",
+        ]),
+    )?;
+    let vols = check(
+        runner,
+        &docker([
+            "volume",
+            "ls",
+            "--filter",
+            &format!("name={NAME_PREFIX}"),
+            "--format",
+            "{{.Name}}",
+        ]),
+    )?;
+    let mut names: Vec<String> = containers.into_iter().map(|c| c.name).collect();
+    names.sort();
+    Ok(Leftovers {
+        containers: names,
+        networks: names_with_prefix(&nets.stdout_str()),
+        volumes: names_with_prefix(&vols.stdout_str()),
+        identities,
+    })
+}
+
+/// Remove them: containers first (they hold the networks and volumes), one call per kind.
+pub fn remove(runner: &dyn Runner, l: &Leftovers) -> Result<(), DockerError> {
+    if !l.containers.is_empty() {
+        check(
+            runner,
+            &docker(["rm", "-f", "-v"]).args(l.containers.iter().cloned()),
+        )?;
+    }
+    if !l.networks.is_empty() {
+        check(
+            runner,
+            &docker(["network", "rm"]).args(l.networks.iter().cloned()),
+        )?;
+    }
+    if !l.volumes.is_empty() {
+        check(
+            runner,
+            &docker(["volume", "rm", "-f"]).args(l.volumes.iter().cloned()),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PS: &str = r#"{"Names":"bot-bottle-rev-ab12cd","State":"running","Labels":"dev.bot-bottle.identity=rev-ab12cd,dev.bot-bottle.agent=reviewer,dev.bot-bottle.service=agent,com.docker.compose.project=bot-bottle-rev-ab12cd"}
+{"Names":"bot-bottle-sidecars-rev-ab12cd","State":"running","Labels":"dev.bot-bottle.identity=rev-ab12cd,dev.bot-bottle.agent=reviewer,dev.bot-bottle.service=sidecars"}
+{"Names":"unrelated","State":"running","Labels":""}
+not json
+"#;
+
+    #[test]
+    fn ps_lines_group_into_bottles() {
+        let bottles = group(&parse_ps(PS));
+        assert_eq!(bottles.len(), 1);
+        let b = &bottles[0];
+        assert_eq!(b.identity, "rev-ab12cd");
+        assert_eq!(b.agent, "reviewer");
+        assert_eq!(b.services, vec!["agent", "sidecars"]);
+    }
+
+    #[test]
+    fn names_are_filtered_by_prefix() {
+        assert_eq!(
+            names_with_prefix("bot-bottle-net-x\nbridge\nmy-bot-bottle-x\nbot-bottle-net-x\n"),
+            vec!["bot-bottle-net-x"]
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Provisioning after start, batched: everything the agent container needs (CA trust, prompt,
+//! provider files, skills, workspace, gitconfig, a resumed transcript) goes in as ONE tar
+//! stream into ONE root `docker exec`, instead of an exec per file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::DockerError;
+use crate::plan::BottlePlan;
+
+pub const AGENT_USER: &str = "node";
+pub const AGENT_UID: u64 = 1000;
+pub const AGENT_HOME: &str = "/home/node";
+pub const WORKDIR: &str = "/home/node/workspace";
+/// The bottle CA inside the agent; also the agent's `NODE_EXTRA_CA_CERTS`.
+pub const CA_PATH: &str = "/usr/local/share/ca-certificates/bot-bottle.crt";
+/// System bundle after `update-ca-certificates`: `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The root-side script run with the tar stream on stdin.
+pub fn root_script() -> String {
+    format!(
+        "set -e; tar -x -C /; \
+         if command -v update-ca-certificates >/dev/null 2>&1; then update-ca-certificates >/dev/null 2>&1; \
+         else cat {CA_PATH} >> {SYSTEM_BUNDLE}; fi"
+    )
+}
+
+/// `~/.gitconfig` for the agent: identity and a safe-directory rule for the copied workspace.
+pub fn gitconfig(plan: &BottlePlan) -> String {
+    let mut s = String::new();
+    let name = plan.git_user.name.as_ref().map(|(v, _)| v.as_str());
+    let email = plan.git_user.email.as_ref().map(|(v, _)| v.as_str());
+    if name.is_some() || email.is_some() {
+        s.push_str("[user]\n");
+        if let Some(n) = name {
+            s.push_str(&format!("\tname = {}\n", quote_git(n)));
+        }
+        if let Some(e) = email {
+            s.push_str(&format!("\temail = {}\n", quote_git(e)));
+        }
+    }
+    s.push_str("[safe]\n\tdirectory = *\n");
+    s
+}
+
+fn quote_git(v: &str) -> String {
+    let escaped = v.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+/// Builds the tar stream; directories under the agent's home are created owned by the agent.
+pub struct TarStream {
+    builder: tar::Builder<Vec<u8>>,
+    dirs: BTreeSet<String>,
+    mtime: u64,
+}
+
+impl TarStream {
+    pub fn new(mtime: u64) -> Self {
+        TarStream {
+            builder: tar::Builder::new(Vec::new()),
+            dirs: BTreeSet::new(),
+            mtime,
+        }
+    }
+
+    fn header(&self, kind: tar::EntryType, mode: u32, size: u64, agent_owned: bool) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(self.mtime);
+        let (uid, name) = if agent_owned {
+            (AGENT_UID, AGENT_USER)
+        } else {
+            (0, "root")
+        };
+        h.set_uid(uid);
+        h.set_gid(uid);
+        let _ = h.set_username(name);
+        let _ = h.set_groupname(name);
+        h
+    }
+
+    /// Parent directories below the agent's home, agent-owned, added once.
+    fn parents(&mut self, path: &str) -> Result<(), DockerError> {
+        let Some(rest) = path.strip_prefix(AGENT_HOME) else {
+            return Ok(());
+        };
+        let mut cur = AGENT_HOME.to_string();
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
+            cur.push('/');
+            cur.push_str(part);
+            if self.dirs.insert(cur.clone()) {
+                let mut h = self.header(tar::EntryType::Directory, 0o755, 0, true);
+                self.append(&mut h, &cur, &[][..])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, h: &mut tar::Header, path: &str, data: &[u8]) -> Result<(), DockerError> {
+        let rel = path.trim_start_matches('/');
+        self.builder
+            .append_data(h, rel, data)
+            .map_err(|e| DockerError::Other(format!("cannot pack `{path}`: {e}")))
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u32) -> Result<(), DockerError> {
+        self.parents(path)?;
+        if self.dirs.insert(path.to_string()) {
+            let owned = path.starts_with(AGENT_HOME);
+            let mut h = self.header(tar::EntryType::Directory, mode, 0, owned);
+            self.append(&mut h, path, &[][..])?;
+        }
+        Ok(())
+    }
+
+    pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<(), DockerError> {
+        self.parents(path)?;
+        let owned = path.starts_with(AGENT_HOME);
+        let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64, owned);
+        self.append(&mut h, path, data)
+    }
+
+    /// A host directory, recursively, under `dest`. Symlinks are kept as links (never
+    /// followed, so a link cannot pull a host file outside the tree into the bottle).
+    pub fn host_tree(&mut self, src: &Path, dest: &str) -> Result<(), DockerError> {
+        self.dir(dest, 0o755)?;
+        let mut entries: Vec<_> = std::fs::read_dir(src)
+            .map_err(|e| DockerError::io(src, e))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            let target = format!("{dest}/{name}");
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| DockerError::io(&path, e))?;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                self.host_tree(&path, &target)?;
+            } else if ft.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let data = std::fs::read(&path).map_err(|e| DockerError::io(&path, e))?;
+                let mode = meta.permissions().mode() & 0o755 | 0o600;
+                self.file(&target, &data, mode)?;
+            } else if ft.is_symlink() {
+                let link = std::fs::read_link(&path).map_err(|e| DockerError::io(&path, e))?;
+                let mut h = self.header(tar::EntryType::Symlink, 0o777, 0, true);
+                let rel = target.trim_start_matches('/').to_string();
+                self.builder
+                    .append_link(&mut h, rel, &link)
+                    .map_err(|e| DockerError::Other(format!("cannot pack `{target}`: {e}")))?;
+            }
+            // Sockets, fifos and devices are skipped: they mean nothing in the bottle.
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, DockerError> {
+        self.builder
+            .into_inner()
+            .map_err(|e| DockerError::Other(format!("cannot finish the provisioning stream: {e}")))
+    }
+}
+
+/// Everything that goes into the agent container after start.
+pub struct ProvisionInput<'a> {
+    pub plan: &'a BottlePlan,
+    pub ca_cert_pem: &'a str,
+    /// Host transcript snapshot to restore (resume).
+    pub transcript: Option<&'a Path>,
+    pub mtime: u64,
+}
+
+pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
+    let plan = input.plan;
+    let mut t = TarStream::new(input.mtime);
+    t.file(CA_PATH, input.ca_cert_pem.as_bytes(), 0o644)?;
+    t.dir(&format!("{AGENT_HOME}/.bot-bottle"), 0o700)?;
+    t.file(&plan.provider.prompt_path, plan.prompt.as_bytes(), 0o600)?;
+    for f in &plan.provider.files {
+        t.file(&f.path, f.contents.as_bytes(), f.mode)?;
+    }
+    for skill in &plan.skills {
+        let dest = format!("{AGENT_HOME}/.claude/skills/{}", skill.name);
+        t.host_tree(&skill.host_path, &dest)?;
+    }
+    t.file(
+        &format!("{AGENT_HOME}/.gitconfig"),
+        gitconfig(plan).as_bytes(),
+        0o644,
+    )?;
+    if plan.copy_cwd {
+        t.host_tree(&plan.cwd, WORKDIR)?;
+    } else {
+        t.dir(WORKDIR, 0o755)?;
+    }
+    if let Some(dir) = input.transcript.filter(|d| d.is_dir()) {
+        t.host_tree(dir, &plan.provider.transcript_dir)?;
+    }
+    t.finish()
+}

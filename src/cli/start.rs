@@ -1,0 +1,222 @@
+//! `start` and `resume`: resolve the plan, show the preflight summary, and (unless
+//! `--dry-run`) confirm and launch. The dry run creates nothing: no container, network,
+//! image or state dir.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::backend::docker::launch::Launcher;
+use crate::backend::docker::{ComposeCmd, DockerError};
+use crate::backend::interrupt;
+use crate::engine_probe;
+use crate::envvars;
+use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
+use crate::runner::RealRunner;
+
+use super::context::{home_root, load_manifest, unknown_agent};
+use super::output::{say, warn};
+use super::{BackendArg, ResumeArgs, StartArgs};
+
+/// How long the preflight waits for the engine's answer before calling it unknown.
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(750);
+
+pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let dry_run = args.dry_run || std::env::var(envvars::DRY_RUN).is_ok_and(|v| v == "1");
+    let backend = match args.backend {
+        BackendArg::Docker => BackendKind::Docker,
+        BackendArg::Smolmachines => BackendKind::Smolmachines,
+    };
+    let opts = StartOptions {
+        identity: None,
+        copy_cwd: args.cwd,
+        remote_control: args.remote_control,
+        backend,
+        gvisor: None,
+        resume: false,
+    };
+    run_start(&args.agent, opts, dry_run, args.yes, None)
+}
+
+pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
+    let root = home_root()?;
+    let meta = crate::state::load_metadata(&root, &args.identity).with_context(|| {
+        format!(
+            "no resumable bottle `{}`; preserved bottles are under `{}`",
+            args.identity,
+            root.join("state").display()
+        )
+    })?;
+    let backend = match meta.backend.as_str() {
+        "smolmachines" => BackendKind::Smolmachines,
+        _ => BackendKind::Docker,
+    };
+    let opts = StartOptions {
+        identity: Some(meta.identity.clone()),
+        copy_cwd: meta.copy_cwd,
+        remote_control: false,
+        backend,
+        gvisor: None,
+        resume: true,
+    };
+    std::env::set_current_dir(&meta.cwd).with_context(|| {
+        format!(
+            "the bottle's recorded working directory `{}` is gone",
+            meta.cwd.display()
+        )
+    })?;
+    run_start(
+        &meta.agent,
+        opts,
+        args.dry_run,
+        args.yes,
+        Some(&meta.identity),
+    )
+}
+
+fn run_start(
+    agent: &str,
+    mut opts: StartOptions,
+    dry_run: bool,
+    yes: bool,
+    _resume_id: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let manifest = load_manifest()?;
+    if !manifest.agents.contains_key(agent) {
+        return Err(unknown_agent(&manifest, agent));
+    }
+    let host = HostEnv::from_process();
+    if opts.backend == BackendKind::Docker {
+        opts.gvisor = engine_probe::gvisor_registered(
+            host.vars.get("DOCKER_HOST").map(String::as_str),
+            ENGINE_PROBE_TIMEOUT,
+        );
+        if opts.gvisor.is_none() {
+            warn(
+                "the Docker engine did not answer; runtime shown as `runc` (start Docker to launch)",
+            );
+        }
+    }
+    let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
+    eprint!("{plan}");
+    let missing = not_available(&plan);
+    if dry_run {
+        for m in &missing {
+            say(&format!(
+                "note: {m} is not available yet; `start` will refuse this bottle"
+            ));
+        }
+        say("dry run: nothing was created");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(m) = missing.first() {
+        anyhow::bail!(
+            "bottle `{}` declares {m}, which this version cannot provide yet; nothing was started (remove it from the bottle to launch without it)",
+            plan.bottle
+        );
+    }
+    if plan.backend != BackendKind::Docker {
+        anyhow::bail!(
+            "the `{}` backend is not available yet; use `--backend docker`",
+            plan.backend.as_str()
+        );
+    }
+    if !yes && !confirm()? {
+        say("not started");
+        return Ok(ExitCode::from(1));
+    }
+    plan::answer_prompts(&mut plan, &mut |name, message| {
+        if !std::io::stdin().is_terminal() {
+            return Err(std::io::Error::other(format!(
+                "`{name}` must be typed on a terminal; run `bot-bottle start` interactively"
+            )));
+        }
+        rpassword::prompt_password(format!("bot-bottle: {message} ({name}): "))
+    })?;
+    launch(&plan, &host)
+}
+
+/// Capabilities a bottle may declare that are not built yet: refused before anything runs.
+fn not_available(plan: &BottlePlan) -> Vec<String> {
+    let mut v = Vec::new();
+    if !plan.git_upstreams.is_empty() {
+        v.push("`git-gate.repos` (the git gate)".to_string());
+    }
+    if plan.supervise {
+        v.push("`supervise: true` (the supervise server)".to_string());
+    }
+    v
+}
+
+fn confirm() -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("cannot ask for confirmation without a terminal; pass `--yes` to launch");
+    }
+    eprint!("bot-bottle: launch this bottle? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
+    interrupt::install();
+    let runner = RealRunner;
+    let compose = ComposeCmd::detect(&runner)?;
+    let extra_ca = crate::backend::docker::sidecar_config::read_extra_ca(
+        host.vars.get(envvars::EXTRA_CA_CERTS).map(String::as_str),
+    )?;
+    say("checking images");
+    let images = crate::backend::docker::images::for_plan(&runner, plan, host, &|m| say(m))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let launcher = Launcher {
+        runner: &runner,
+        compose,
+        agent_image: images.agent,
+        sidecar_image: images.sidecar,
+        extra_ca_pem: extra_ca,
+        say: &|m| say(m),
+        warn: &|m| warn(m),
+        now,
+    };
+    let pinned = plan
+        .names
+        .container_pinned
+        .then_some(plan.names.agent_container.as_str());
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    match launcher.run(plan, pinned, tty) {
+        Ok(outcome) if outcome.exit_code == 0 => {
+            say(&format!(
+                "bottle `{}` ended and was removed",
+                outcome.identity
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(outcome) => {
+            say(&format!(
+                "the agent exited with code {}; state kept: `bot-bottle resume {}`",
+                outcome.exit_code, outcome.identity
+            ));
+            Ok(ExitCode::from(1))
+        }
+        Err(DockerError::Interrupted) => {
+            say("interrupted; everything created was removed");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `build-images`: every provider image and the sidecar image, built or found cached.
+pub fn build_images() -> anyhow::Result<ExitCode> {
+    let runner = RealRunner;
+    let host = HostEnv::from_process();
+    crate::backend::docker::images::build_all(&runner, &host, &|m| say(m))?;
+    Ok(ExitCode::SUCCESS)
+}

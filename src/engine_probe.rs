@@ -1,0 +1,87 @@
+//! Read-only questions to the container engine that the preflight needs (is gVisor
+//! registered?). Answered over the engine's unix socket directly: a `docker info` process
+//! costs tens of milliseconds, the socket a few. Any failure means "unknown", never an error:
+//! the preflight must work with the engine down.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Upper bound on the `/info` answer we read; real answers are a few KiB.
+const MAX_ANSWER: u64 = 4 * 1024 * 1024;
+
+/// Which socket to ask, from a `DOCKER_HOST` value (`None` = default socket). A TCP engine is
+/// not probed (it may be remote and slow): the answer is "unknown".
+pub fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
+    match docker_host.filter(|h| !h.is_empty()) {
+        None => Some(PathBuf::from("/var/run/docker.sock")),
+        Some(h) => h.strip_prefix("unix://").map(PathBuf::from),
+    }
+}
+
+/// `Some(true)` when the engine lists a `runsc` runtime, `Some(false)` when it answers without
+/// one, `None` when it cannot be asked.
+pub fn gvisor_registered(docker_host: Option<&str>, timeout: Duration) -> Option<bool> {
+    let path = socket_path(docker_host)?;
+    let mut stream = UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.take(MAX_ANSWER).read_to_end(&mut answer).ok()?;
+    runtimes_include_runsc(&answer)
+}
+
+/// Parse a raw HTTP/1.0 `/info` answer.
+fn runtimes_include_runsc(answer: &[u8]) -> Option<bool> {
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let (head, body) = (&answer[..split], &answer[split + 4..]);
+    let status = head.split(|b| *b == b'\n').next()?;
+    if !status.windows(5).any(|w| w == b" 200 ") {
+        return None;
+    }
+    let info: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let runtimes = info.get("Runtimes")?.as_object()?;
+    Some(runtimes.keys().any(|k| k == "runsc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_socket_and_unix_docker_host() {
+        assert_eq!(
+            socket_path(None),
+            Some(PathBuf::from("/var/run/docker.sock"))
+        );
+        assert_eq!(
+            socket_path(Some("unix:///run/user/1000/docker.sock")),
+            Some(PathBuf::from("/run/user/1000/docker.sock"))
+        );
+        assert_eq!(socket_path(Some("tcp://10.0.0.1:2375")), None);
+    }
+
+    #[test]
+    fn parses_runtimes_from_info() {
+        let with = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Runtimes\":{\"runc\":{},\"runsc\":{\"path\":\"/usr/bin/runsc\"}}}";
+        let without = b"HTTP/1.0 200 OK\r\n\r\n{\"Runtimes\":{\"runc\":{}}}";
+        assert_eq!(runtimes_include_runsc(with), Some(true));
+        assert_eq!(runtimes_include_runsc(without), Some(false));
+        assert_eq!(runtimes_include_runsc(b"HTTP/1.0 500 Oops\r\n\r\n{}"), None);
+        assert_eq!(runtimes_include_runsc(b"garbage"), None);
+    }
+
+    #[test]
+    fn missing_socket_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = format!("unix://{}/nope.sock", dir.path().display());
+        assert_eq!(
+            gvisor_registered(Some(&host), Duration::from_millis(50)),
+            None
+        );
+    }
+}

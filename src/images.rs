@@ -1,0 +1,756 @@
+//! Image builds: the embedded Dockerfiles, build-context assembly and a cache check that
+//! costs one `docker image inspect` when nothing changed.
+//!
+//! An installed `bot-bottle` has no source tree, so the Dockerfiles are compiled in and the
+//! build context is assembled in a temporary directory: the Dockerfile, `extra-ca/` (the
+//! operator's extra CA certificates, for TLS-intercepting proxies) and, for the sidecar image,
+//! `bin/` with the crate's own sidecar binaries. A SHA-256 over everything that goes into the
+//! context is stored in the image label [`CONTEXT_HASH_LABEL`]; [`ensure_image`] builds only
+//! when the label of the existing image differs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::envvars;
+use crate::runner::{ProcessSpec, RunError, Runner};
+
+/// Dockerfile of the Claude Code agent image.
+pub const CLAUDE_DOCKERFILE: &str = include_str!("../Dockerfile.claude");
+/// Dockerfile of the Codex agent image.
+pub const CODEX_DOCKERFILE: &str = include_str!("../Dockerfile.codex");
+/// Dockerfile of the sidecar bundle image.
+pub const SIDECARS_DOCKERFILE: &str = include_str!("../Dockerfile.sidecars");
+
+pub const CLAUDE_TAG: &str = "bot-bottle-claude:latest";
+pub const CODEX_TAG: &str = "bot-bottle-codex:latest";
+pub const SIDECARS_TAG: &str = "bot-bottle-sidecars:latest";
+
+/// Image label holding the hash of the build context the image was built from.
+pub const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
+/// Build argument naming the base image in every embedded Dockerfile.
+pub const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
+/// Where the host keeps extra CA certificates (Debian convention).
+pub const SYSTEM_EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
+/// Sidecar binaries copied into the sidecar image's `bin/`.
+pub const SIDECAR_BINARIES: [&str; 3] =
+    ["bot-bottle-egress", "bot-bottle-init", "bot-bottle-relay"];
+/// Directory of the extra CA certificates inside a build context.
+pub const EXTRA_CA_DIR: &str = "extra-ca";
+
+const DOCKER: &str = "docker";
+
+#[derive(thiserror::Error, Debug)]
+pub enum ImageError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("building image `{tag}` failed (exit code {code}); see the build output above")]
+    BuildFailed { tag: String, code: i32 },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot assemble the build context in {}: {source}; check free space in the temp dir", .path.display())]
+    Context {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} holds no PEM certificate; point {} at PEM files or a directory of them", .path.display(), envvars::EXTRA_CA_CERTS)]
+    NotPem { path: PathBuf },
+    #[error(
+        "sidecar binary `{name}` not found in {searched}; build the crate's binaries (`cargo build --bins`) or set {} to a published image",
+        envvars::SIDECAR_IMAGE
+    )]
+    MissingBinary { name: String, searched: String },
+}
+
+/// Where a context file's bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Bytes(Vec<u8>),
+    /// Read at hash and assembly time (large binaries stay on disk).
+    File(PathBuf),
+}
+
+/// One file of a build context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextFile {
+    pub source: Source,
+    pub mode: u32,
+}
+
+/// Everything needed to build (or find) one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub tag: String,
+    /// Dockerfile contents (written as `Dockerfile` at the context root).
+    pub dockerfile: String,
+    /// `--build-arg`s; [`BASE_IMAGE_ARG`] among them when a base is pinned.
+    pub build_args: BTreeMap<String, String>,
+    /// Context files by relative path (`extra-ca/x.crt`, `bin/bot-bottle-init`).
+    pub files: BTreeMap<String, ContextFile>,
+    /// Directories that must exist in the context even when empty (`COPY extra-ca/ …`).
+    pub dirs: Vec<String>,
+}
+
+/// Was the image already there?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageStatus {
+    Cached,
+    Built,
+}
+
+impl fmt::Display for ImageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageStatus::Cached => "cached",
+            ImageStatus::Built => "built",
+        })
+    }
+}
+
+/// A provider's agent image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Claude,
+    Codex,
+}
+
+impl Provider {
+    pub fn dockerfile(self) -> &'static str {
+        match self {
+            Provider::Claude => CLAUDE_DOCKERFILE,
+            Provider::Codex => CODEX_DOCKERFILE,
+        }
+    }
+
+    pub fn tag(self) -> &'static str {
+        match self {
+            Provider::Claude => CLAUDE_TAG,
+            Provider::Codex => CODEX_TAG,
+        }
+    }
+}
+
+impl ImageSpec {
+    /// A spec with just a Dockerfile and an empty `extra-ca/` dir.
+    pub fn new(tag: impl Into<String>, dockerfile: impl Into<String>) -> Self {
+        ImageSpec {
+            tag: tag.into(),
+            dockerfile: dockerfile.into(),
+            build_args: BTreeMap::new(),
+            files: BTreeMap::new(),
+            dirs: vec![EXTRA_CA_DIR.to_string()],
+        }
+    }
+
+    /// The agent image of `provider`, with the given extra CAs and optional base image.
+    pub fn agent(provider: Provider, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
+        ImageSpec::new(provider.tag(), provider.dockerfile())
+            .with_extra_cas(extra_cas)
+            .with_base_image(base_image)
+    }
+
+    /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir`]).
+    pub fn sidecars(bin_dir: &Path, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
+        let mut spec = ImageSpec::new(SIDECARS_TAG, SIDECARS_DOCKERFILE)
+            .with_extra_cas(extra_cas)
+            .with_base_image(base_image);
+        for name in SIDECAR_BINARIES {
+            spec = spec.with_file(
+                format!("bin/{name}"),
+                Source::File(bin_dir.join(name)),
+                0o755,
+            );
+        }
+        spec
+    }
+
+    #[must_use]
+    pub fn with_base_image(mut self, base: Option<&str>) -> Self {
+        if let Some(b) = base {
+            self.build_args
+                .insert(BASE_IMAGE_ARG.to_string(), b.to_string());
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn with_build_arg(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.build_args.insert(k.into(), v.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_file(mut self, name: impl Into<String>, source: Source, mode: u32) -> Self {
+        self.files.insert(name.into(), ContextFile { source, mode });
+        self
+    }
+
+    /// Adds each certificate (one PEM block each) as `extra-ca/bot-bottle-extra-<hash>.crt`.
+    #[must_use]
+    pub fn with_extra_cas(mut self, certs: &[Vec<u8>]) -> Self {
+        for pem in certs {
+            let h = hex::encode(Sha256::digest(pem));
+            self.files.insert(
+                format!("{EXTRA_CA_DIR}/bot-bottle-extra-{}.crt", &h[..16]),
+                ContextFile {
+                    source: Source::Bytes(pem.clone()),
+                    mode: 0o644,
+                },
+            );
+        }
+        self
+    }
+
+    /// SHA-256 (hex) over the Dockerfile, build args, directories and every file's name, mode
+    /// and bytes: any change there means a rebuild.
+    pub fn context_hash(&self) -> Result<String, ImageError> {
+        let mut h = Hasher::new();
+        let mut field = |tag: &str, bytes: &[u8]| {
+            h.update(tag.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field("dockerfile", self.dockerfile.as_bytes());
+        for (k, v) in &self.build_args {
+            field("arg", k.as_bytes());
+            field("val", v.as_bytes());
+        }
+        let mut dirs = self.dirs.clone();
+        dirs.sort();
+        for d in &dirs {
+            field("dir", d.as_bytes());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        for (name, f) in &self.files {
+            field("file", name.as_bytes());
+            field("mode", &f.mode.to_le_bytes());
+            match &f.source {
+                Source::Bytes(b) => field("bytes", b),
+                Source::File(p) => {
+                    let mut file = fs::File::open(p).map_err(|source| ImageError::Read {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    let mut fh = Hasher::new();
+                    loop {
+                        let n = file.read(&mut buf).map_err(|source| ImageError::Read {
+                            path: p.clone(),
+                            source,
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        fh.update(&buf[..n]);
+                    }
+                    field("filehash", &fh.finish());
+                }
+            }
+        }
+        Ok(hex::encode(h.finish()))
+    }
+
+    /// Writes the context (Dockerfile, dirs, files with their modes) into `dir`.
+    pub fn write_context(&self, dir: &Path) -> Result<(), ImageError> {
+        let ctx = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ImageError::Context { path, source }
+        };
+        fs::write(dir.join("Dockerfile"), &self.dockerfile).map_err(ctx(dir))?;
+        for d in &self.dirs {
+            let p = dir.join(d);
+            fs::create_dir_all(&p).map_err(ctx(&p))?;
+        }
+        for (name, f) in &self.files {
+            let p = dir.join(name);
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).map_err(ctx(parent))?;
+            }
+            match &f.source {
+                Source::Bytes(b) => fs::write(&p, b).map_err(ctx(&p))?,
+                Source::File(src) => {
+                    fs::copy(src, &p).map_err(|source| ImageError::Read {
+                        path: src.clone(),
+                        source,
+                    })?;
+                }
+            }
+            fs::set_permissions(&p, fs::Permissions::from_mode(f.mode)).map_err(ctx(&p))?;
+        }
+        Ok(())
+    }
+}
+
+/// `docker image inspect` reading the context-hash label of `tag`.
+pub fn inspect_spec(tag: &str) -> ProcessSpec {
+    ProcessSpec::new(DOCKER).args([
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{CONTEXT_HASH_LABEL}\"}}}}"),
+        tag,
+    ])
+}
+
+/// `docker build` of `spec` from the context in `dir`, labelled with `hash`.
+pub fn build_spec(spec: &ImageSpec, dir: &Path, hash: &str) -> ProcessSpec {
+    let mut p = ProcessSpec::new(DOCKER).args(["build", "-t", &spec.tag]);
+    p = p.arg("--label").arg(format!("{CONTEXT_HASH_LABEL}={hash}"));
+    for (k, v) in &spec.build_args {
+        p = p.arg("--build-arg").arg(format!("{k}={v}"));
+    }
+    p.arg(dir.to_string_lossy().into_owned())
+}
+
+/// Makes sure `spec.tag` exists and was built from exactly this context: one inspect when it
+/// was, else a build with its progress streamed to the terminal.
+pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus, ImageError> {
+    let hash = spec.context_hash()?;
+    let out = runner.run(&inspect_spec(&spec.tag))?;
+    if out.success() && out.stdout_str().trim() == hash {
+        tracing::debug!(tag = %spec.tag, "image up to date");
+        return Ok(ImageStatus::Cached);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("bot-bottle-build-")
+        .tempdir()
+        .map_err(|source| ImageError::Context {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    spec.write_context(dir.path())?;
+    tracing::info!(tag = %spec.tag, "building image");
+    let code = runner.run_streaming(&build_spec(spec, dir.path(), &hash))?;
+    if code != 0 {
+        return Err(ImageError::BuildFailed {
+            tag: spec.tag.clone(),
+            code,
+        });
+    }
+    Ok(ImageStatus::Built)
+}
+
+/// SHA-256 for context hashing. ring's implementation (reached through rustls's provider, so no
+/// extra dependency) is assembly and stays fast in debug builds, where the pure-Rust `sha2`
+/// is ~30x slower; debug sidecar binaries are ~100 MB.
+enum Hasher {
+    Ring(Box<dyn rustls::crypto::hash::Context>),
+    Sha2(Sha256),
+}
+
+impl Hasher {
+    fn new() -> Self {
+        match rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() {
+            Some(suite) => Hasher::Ring(suite.common.hash_provider.start()),
+            None => Hasher::Sha2(Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Ring(c) => c.update(bytes),
+            Hasher::Sha2(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Ring(c) => c.finish().as_ref().to_vec(),
+            Hasher::Sha2(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Splits PEM text into one `-----BEGIN CERTIFICATE-----` block per entry.
+pub fn split_pem_certs(text: &[u8]) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(text);
+    let mut out = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let after = &rest[start..];
+        let Some(end) = after.find(END) else { break };
+        let block = &after[..end + END.len()];
+        out.push(format!("{block}\n").into_bytes());
+        rest = &after[end + END.len()..];
+    }
+    out
+}
+
+fn read_pem_file(path: &Path) -> Result<Vec<Vec<u8>>, ImageError> {
+    let bytes = fs::read(path).map_err(|source| ImageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(split_pem_certs(&bytes))
+}
+
+/// Files under `dir` (recursively) whose extension is one of `exts`, sorted.
+fn cert_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = fs::read_dir(&d).map_err(|source| ImageError::Read {
+            path: d.clone(),
+            source,
+        })?;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .and_then(OsStr::to_str)
+                .is_some_and(|x| exts.contains(&x))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The extra CA certificates for image builds: every `*.crt` under `system_dir` (skipped when
+/// absent) plus `extra` (a PEM file, or a directory of `*.crt`/`*.pem`), one PEM block per
+/// entry, without duplicates, in a stable order.
+pub fn collect_extra_cas(
+    system_dir: &Path,
+    extra: Option<&Path>,
+) -> Result<Vec<Vec<u8>>, ImageError> {
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    if system_dir.is_dir() {
+        for f in cert_files(system_dir, &["crt"])? {
+            certs.extend(read_pem_file(&f)?);
+        }
+    }
+    if let Some(p) = extra {
+        let found = if p.is_dir() {
+            let mut v = Vec::new();
+            for f in cert_files(p, &["crt", "pem"])? {
+                v.extend(read_pem_file(&f)?);
+            }
+            v
+        } else {
+            read_pem_file(p)?
+        };
+        if found.is_empty() {
+            return Err(ImageError::NotPem {
+                path: p.to_path_buf(),
+            });
+        }
+        certs.extend(found);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    certs.retain(|c| seen.insert(c.clone()));
+    Ok(certs)
+}
+
+/// [`collect_extra_cas`] from the host: the system dir and `BOT_BOTTLE_EXTRA_CA_CERTS`.
+pub fn host_extra_cas() -> Result<Vec<Vec<u8>>, ImageError> {
+    let extra = std::env::var_os(envvars::EXTRA_CA_CERTS)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    collect_extra_cas(Path::new(SYSTEM_EXTRA_CA_DIR), extra.as_deref())
+}
+
+/// Finds the directory holding all [`SIDECAR_BINARIES`]: next to `exe`, or its parent (test
+/// binaries live in `target/<profile>/deps`).
+pub fn find_sidecar_bin_dir_from(exe: &Path) -> Result<PathBuf, ImageError> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.to_path_buf());
+        if let Some(up) = dir.parent() {
+            candidates.push(up.to_path_buf());
+        }
+    }
+    for c in &candidates {
+        if SIDECAR_BINARIES.iter().all(|b| c.join(b).is_file()) {
+            return Ok(c.clone());
+        }
+    }
+    let missing = SIDECAR_BINARIES
+        .iter()
+        .find(|b| !candidates.iter().any(|c| c.join(b).is_file()))
+        .unwrap_or(&SIDECAR_BINARIES[0]);
+    Err(ImageError::MissingBinary {
+        name: (*missing).to_string(),
+        searched: candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// [`find_sidecar_bin_dir_from`] for the running executable.
+pub fn find_sidecar_bin_dir() -> Result<PathBuf, ImageError> {
+    let exe = std::env::current_exe().map_err(|source| ImageError::Read {
+        path: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    find_sidecar_bin_dir_from(&exe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{Mode, Output, RecordingRunner};
+
+    const PEM_A: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    const PEM_B: &str = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
+
+    fn spec() -> ImageSpec {
+        ImageSpec::agent(
+            Provider::Claude,
+            &[PEM_A.as_bytes().to_vec()],
+            Some("node:22-slim"),
+        )
+    }
+
+    /// A fake docker whose inspect answers with `label` (None: image missing).
+    fn fake(label: Option<String>) -> RecordingRunner {
+        RecordingRunner::new(move |s| match s.args.first().map(String::as_str) {
+            Some("image") => match &label {
+                Some(l) => Output::ok(format!("{l}\n")),
+                None => Output::failed(1, "Error: No such image"),
+            },
+            _ => Output::default(),
+        })
+    }
+
+    #[test]
+    fn embedded_dockerfiles_take_the_base_image_as_build_arg() {
+        for (df, base) in [
+            (CLAUDE_DOCKERFILE, "node:22-slim"),
+            (CODEX_DOCKERFILE, "node:22-slim"),
+            (SIDECARS_DOCKERFILE, "debian:bookworm-slim"),
+        ] {
+            assert!(df.contains(&format!("ARG BASE_IMAGE={base}")));
+            assert!(df.contains("FROM ${BASE_IMAGE}"));
+            assert!(df.contains("COPY extra-ca/"));
+            // legacy builder compatible
+            assert!(!df.contains("--chmod") && !df.contains("<<") && !df.contains("# syntax="));
+        }
+        assert!(CLAUDE_DOCKERFILE.contains("@anthropic-ai/claude-code@"));
+        assert!(CODEX_DOCKERFILE.contains("@openai/codex@"));
+        assert!(CLAUDE_DOCKERFILE.contains("USER node"));
+        assert!(SIDECARS_DOCKERFILE.contains("bot-bottle-init"));
+    }
+
+    #[test]
+    fn cache_hit_is_one_inspect_and_no_build() {
+        let s = spec();
+        let rec = fake(Some(s.context_hash().unwrap()));
+        assert_eq!(ensure_image(&rec, &s).unwrap(), ImageStatus::Cached);
+        let calls = rec.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0], inspect_spec(CLAUDE_TAG));
+        assert_eq!(
+            calls[0].to_string(),
+            "docker image inspect --format '{{index .Config.Labels \"dev.bot-bottle.context-hash\"}}' bot-bottle-claude:latest"
+        );
+    }
+
+    #[test]
+    fn mismatch_or_missing_image_builds_with_label_and_base_arg_streamed() {
+        for label in [None, Some("stale".to_string()), Some(String::new())] {
+            let s = spec();
+            let rec = fake(label.clone());
+            assert_eq!(
+                ensure_image(&rec, &s).unwrap(),
+                ImageStatus::Built,
+                "{label:?}"
+            );
+            let calls = rec.calls_with_mode();
+            assert_eq!(calls.len(), 2);
+            assert_eq!(calls[0].0, Mode::Captured);
+            let (mode, build) = &calls[1];
+            assert_eq!(*mode, Mode::Streaming);
+            let argv = build.argv();
+            assert_eq!(&argv[..4], ["docker", "build", "-t", CLAUDE_TAG]);
+            let hash = s.context_hash().unwrap();
+            assert!(
+                argv.windows(2)
+                    .any(|w| w == ["--label", &format!("{CONTEXT_HASH_LABEL}={hash}")])
+            );
+            assert!(
+                argv.windows(2)
+                    .any(|w| w == ["--build-arg", "BASE_IMAGE=node:22-slim"])
+            );
+            // the temp context is gone once the build returned
+            assert!(!Path::new(argv[argv.len() - 1]).exists());
+        }
+    }
+
+    #[test]
+    fn failed_build_is_an_error_naming_the_tag() {
+        let rec = RecordingRunner::new(|s| {
+            if s.args[0] == "build" {
+                Output::failed(3, "")
+            } else {
+                Output::failed(1, "no such image")
+            }
+        });
+        let err = ensure_image(&rec, &spec()).unwrap_err();
+        assert!(matches!(err, ImageError::BuildFailed { code: 3, .. }));
+        assert!(err.to_string().contains(CLAUDE_TAG));
+    }
+
+    #[test]
+    fn missing_docker_surfaces_the_runner_hint() {
+        let rec = RecordingRunner::fallible(|s| {
+            Err(RunError::NotFound {
+                program: s.program.clone(),
+            })
+        });
+        let err = ensure_image(&rec, &spec()).unwrap_err();
+        assert!(err.to_string().contains("install Docker"), "{err}");
+    }
+
+    #[test]
+    fn hasher_is_sha256() {
+        let mut h = Hasher::new();
+        h.update(b"abc");
+        assert_eq!(
+            hex::encode(h.finish()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(matches!(Hasher::new(), Hasher::Ring(_)));
+    }
+
+    #[test]
+    fn context_hash_tracks_every_input() {
+        let base = spec();
+        let h = base.context_hash().unwrap();
+        assert_eq!(h, spec().context_hash().unwrap(), "hash must be stable");
+        let variants = [
+            base.clone().with_base_image(Some("other:1")),
+            base.clone().with_extra_cas(&[PEM_B.as_bytes().to_vec()]),
+            ImageSpec {
+                dockerfile: format!("{}\n# changed", base.dockerfile),
+                ..base.clone()
+            },
+            base.clone()
+                .with_file("x", Source::Bytes(b"1".to_vec()), 0o644),
+            base.clone()
+                .with_file("x", Source::Bytes(b"1".to_vec()), 0o755),
+        ];
+        let hashes: std::collections::BTreeSet<_> = variants
+            .iter()
+            .map(|v| v.context_hash().unwrap())
+            .chain([h])
+            .collect();
+        assert_eq!(hashes.len(), variants.len() + 1);
+    }
+
+    #[test]
+    fn file_sources_are_hashed_by_content_and_written_with_modes() {
+        let bins = tempfile::tempdir().unwrap();
+        for b in SIDECAR_BINARIES {
+            fs::write(bins.path().join(b), format!("#!/bin/sh\necho {b}\n")).unwrap();
+        }
+        let s = ImageSpec::sidecars(bins.path(), &[PEM_A.as_bytes().to_vec()], None);
+        let h1 = s.context_hash().unwrap();
+        fs::write(bins.path().join("bot-bottle-relay"), "changed").unwrap();
+        assert_ne!(h1, s.context_hash().unwrap());
+
+        let ctx = tempfile::tempdir().unwrap();
+        s.write_context(ctx.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(ctx.path().join("Dockerfile")).unwrap(),
+            SIDECARS_DOCKERFILE
+        );
+        let relay = ctx.path().join("bin/bot-bottle-relay");
+        assert_eq!(fs::read_to_string(&relay).unwrap(), "changed");
+        assert_eq!(
+            fs::metadata(&relay).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let cas: Vec<_> = fs::read_dir(ctx.path().join(EXTRA_CA_DIR))
+            .unwrap()
+            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(cas, [PEM_A]);
+        assert!(!s.build_args.contains_key(BASE_IMAGE_ARG));
+
+        // an empty extra-ca dir still exists (the Dockerfiles COPY it)
+        let ctx2 = tempfile::tempdir().unwrap();
+        ImageSpec::agent(Provider::Codex, &[], None)
+            .write_context(ctx2.path())
+            .unwrap();
+        assert!(ctx2.path().join(EXTRA_CA_DIR).is_dir());
+
+        let gone = ImageSpec::sidecars(Path::new("/nonexistent"), &[], None);
+        assert!(matches!(gone.context_hash(), Err(ImageError::Read { .. })));
+    }
+
+    #[test]
+    fn extra_cas_from_system_dir_and_env_file_or_dir() {
+        let sys = tempfile::tempdir().unwrap();
+        fs::create_dir(sys.path().join("corp")).unwrap();
+        fs::write(sys.path().join("corp/a.crt"), PEM_A).unwrap();
+        fs::write(sys.path().join("ignored.pem"), PEM_B).unwrap(); // not *.crt: ignored there
+        assert_eq!(
+            collect_extra_cas(sys.path(), None).unwrap(),
+            [PEM_A.as_bytes()]
+        );
+
+        let bundle = sys.path().join("bundle.pem");
+        fs::write(&bundle, format!("junk\n{PEM_A}{PEM_B}")).unwrap();
+        let got = collect_extra_cas(sys.path(), Some(&bundle)).unwrap();
+        assert_eq!(
+            got,
+            [PEM_A.as_bytes(), PEM_B.as_bytes()],
+            "split and deduplicated"
+        );
+
+        let extra_dir = tempfile::tempdir().unwrap();
+        fs::write(extra_dir.path().join("b.pem"), PEM_B).unwrap();
+        let got = collect_extra_cas(Path::new("/nonexistent"), Some(extra_dir.path())).unwrap();
+        assert_eq!(got, [PEM_B.as_bytes()]);
+
+        let not_pem = sys.path().join("notes.txt");
+        fs::write(&not_pem, "hello").unwrap();
+        let err = collect_extra_cas(sys.path(), Some(&not_pem)).unwrap_err();
+        assert!(
+            err.to_string().contains("BOT_BOTTLE_EXTRA_CA_CERTS"),
+            "{err}"
+        );
+        assert!(matches!(
+            collect_extra_cas(sys.path(), Some(Path::new("/nonexistent/ca.pem"))),
+            Err(ImageError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn sidecar_binaries_are_found_next_to_the_exe_or_one_level_up() {
+        let t = tempfile::tempdir().unwrap();
+        let deps = t.path().join("deps");
+        fs::create_dir(&deps).unwrap();
+        let err = find_sidecar_bin_dir_from(&deps.join("test-bin")).unwrap_err();
+        assert!(err.to_string().contains("bot-bottle-egress"), "{err}");
+        for b in SIDECAR_BINARIES {
+            fs::write(t.path().join(b), "").unwrap();
+        }
+        assert_eq!(
+            find_sidecar_bin_dir_from(&deps.join("test-bin")).unwrap(),
+            t.path()
+        );
+        assert_eq!(
+            find_sidecar_bin_dir_from(&t.path().join("bot-bottle")).unwrap(),
+            t.path()
+        );
+    }
+}

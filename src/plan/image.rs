@@ -1,0 +1,157 @@
+//! Which image the agent runs: `BOT_BOTTLE_IMAGE` if set, else a per-bottle Dockerfile left by
+//! an approved change (in the state dir), else the bottle's custom Dockerfile, else the
+//! provider's default. A named Dockerfile must exist before anything starts.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::provider::default_image;
+use super::{HostEnv, PlanError};
+use crate::envvars;
+use crate::manifest::{Bottle, ProviderKind};
+
+/// Name of the per-bottle Dockerfile an approved image change writes into the state dir.
+pub const REBUILT_DOCKERFILE: &str = "Dockerfile";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePlan {
+    pub tag: String,
+    pub source: ImageSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Built from the provider's embedded Dockerfile.
+    Provider(ProviderKind),
+    /// Built from the bottle's `agent_provider.dockerfile`.
+    Dockerfile(PathBuf),
+    /// Built from `<state>/Dockerfile` written by an approved image change.
+    Rebuilt(PathBuf),
+    /// `BOT_BOTTLE_IMAGE`: used as is, not built.
+    Override,
+}
+
+pub fn resolve_image(
+    bottle: &Bottle,
+    identity: &str,
+    state_dir: &Path,
+    host: &HostEnv,
+) -> Result<ImagePlan, PlanError> {
+    // Checked even when overridden: a broken manifest should not hide behind an env var.
+    let custom = match &bottle.agent_provider.dockerfile {
+        None => None,
+        Some(written) => {
+            let path = host.resolve_path(written)?;
+            if !path.is_file() {
+                return Err(PlanError::DockerfileMissing {
+                    bottle: bottle.name.clone(),
+                    path,
+                });
+            }
+            Some(path)
+        }
+    };
+    if let Some(tag) = host.var_nonempty(envvars::IMAGE) {
+        return Ok(ImagePlan {
+            tag: tag.to_string(),
+            source: ImageSource::Override,
+        });
+    }
+    let rebuilt = state_dir.join(REBUILT_DOCKERFILE);
+    if rebuilt.is_file() {
+        return Ok(ImagePlan {
+            tag: format!("bot-bottle-rebuilt-{identity}:latest"),
+            source: ImageSource::Rebuilt(rebuilt),
+        });
+    }
+    Ok(match custom {
+        Some(path) => ImagePlan {
+            tag: custom_tag(&path),
+            source: ImageSource::Dockerfile(path),
+        },
+        None => ImagePlan {
+            tag: default_image(bottle.agent_provider.template).to_string(),
+            source: ImageSource::Provider(bottle.agent_provider.template),
+        },
+    })
+}
+
+/// `bot-bottle-custom-<first 12 hex of sha256(path)>:latest`: one tag per Dockerfile location.
+fn custom_tag(path: &Path) -> String {
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    format!("bot-bottle-custom-{}:latest", &hex::encode(digest)[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testutil::{bottle, host};
+
+    #[test]
+    fn provider_default_images() {
+        let mut b = bottle("dev");
+        let state = Path::new("/nonexistent/state/x");
+        let p = resolve_image(&b, "x", state, &host()).unwrap();
+        assert_eq!(p.tag, "bot-bottle-claude:latest");
+        assert_eq!(p.source, ImageSource::Provider(ProviderKind::Claude));
+        b.agent_provider.template = ProviderKind::Codex;
+        assert_eq!(
+            resolve_image(&b, "x", state, &host()).unwrap().tag,
+            "bot-bottle-codex:latest"
+        );
+    }
+
+    #[test]
+    fn custom_dockerfile_relative_to_cwd_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = host();
+        h.cwd = dir.path().to_path_buf();
+        let mut b = bottle("dev");
+        b.agent_provider.dockerfile = Some("docker/Agent.Dockerfile".into());
+        let err = resolve_image(&b, "x", dir.path(), &h).unwrap_err();
+        assert!(matches!(&err, PlanError::DockerfileMissing { bottle, .. } if bottle == "dev"));
+        assert!(err.to_string().contains("Agent.Dockerfile"));
+
+        std::fs::create_dir(dir.path().join("docker")).unwrap();
+        std::fs::write(dir.path().join("docker/Agent.Dockerfile"), "FROM x").unwrap();
+        let p = resolve_image(&b, "x", &dir.path().join("state"), &h).unwrap();
+        assert_eq!(
+            p.source,
+            ImageSource::Dockerfile(dir.path().join("docker/Agent.Dockerfile"))
+        );
+        assert!(p.tag.starts_with("bot-bottle-custom-") && p.tag.ends_with(":latest"));
+        // A different location gets a different tag.
+        std::fs::write(dir.path().join("Other"), "FROM y").unwrap();
+        b.agent_provider.dockerfile = Some("Other".into());
+        assert_ne!(
+            resolve_image(&b, "x", &dir.path().join("state"), &h)
+                .unwrap()
+                .tag,
+            p.tag
+        );
+    }
+
+    #[test]
+    fn image_override_wins() {
+        let mut h = host();
+        h.vars.insert(envvars::IMAGE.into(), "mine:dev".into());
+        let p = resolve_image(&bottle("dev"), "x", Path::new("/nonexistent"), &h).unwrap();
+        assert_eq!(
+            (p.tag.as_str(), p.source),
+            ("mine:dev", ImageSource::Override)
+        );
+    }
+
+    #[test]
+    fn rebuilt_dockerfile_in_state_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(REBUILT_DOCKERFILE), "FROM z").unwrap();
+        let p = resolve_image(&bottle("dev"), "dev-abc123", dir.path(), &host()).unwrap();
+        assert_eq!(p.tag, "bot-bottle-rebuilt-dev-abc123:latest");
+        assert_eq!(
+            p.source,
+            ImageSource::Rebuilt(dir.path().join(REBUILT_DOCKERFILE))
+        );
+    }
+}

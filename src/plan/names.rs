@@ -1,0 +1,199 @@
+//! Identity and resource names. Every resource a bottle creates is named `bot-bottle-…` from
+//! its identity, so `cleanup` can always find it, and a fresh identity carries a random part
+//! so parallel starts of one agent never collide.
+
+use super::PlanError;
+
+/// Prefix shared by every resource a bottle creates.
+pub const PREFIX: &str = "bot-bottle-";
+/// Highest `-N` suffix tried when the default container name is taken.
+pub const MAX_NAME_ATTEMPTS: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// Compose project `bot-bottle-<id>`.
+    pub project: String,
+    /// Agent container `bot-bottle-<id>`, or the `BOT_BOTTLE_CONTAINER` pin.
+    pub agent_container: String,
+    /// Sidecar bundle `bot-bottle-sidecars-<id>`.
+    pub sidecar_container: String,
+    /// Internal network `bot-bottle-net-<id>` (no route out).
+    pub internal_network: String,
+    /// Egress network `bot-bottle-egress-<id>`.
+    pub egress_network: String,
+    /// The agent container name came from `BOT_BOTTLE_CONTAINER`: a taken name is an error
+    /// instead of a retry.
+    pub container_pinned: bool,
+}
+
+impl Names {
+    pub fn new(identity: &str, pinned_container: Option<&str>) -> Result<Names, PlanError> {
+        let pinned = pinned_container.filter(|c| !c.is_empty());
+        if let Some(c) = pinned {
+            if !is_valid_pinned_container(c) {
+                return Err(PlanError::BadPinnedContainer(c.to_string()));
+            }
+        }
+        Ok(Names {
+            project: format!("{PREFIX}{identity}"),
+            agent_container: pinned.map_or_else(|| format!("{PREFIX}{identity}"), str::to_string),
+            sidecar_container: format!("{PREFIX}sidecars-{identity}"),
+            internal_network: format!("{PREFIX}net-{identity}"),
+            egress_network: format!("{PREFIX}egress-{identity}"),
+            container_pinned: pinned.is_some(),
+        })
+    }
+
+    /// The agent container name to try on `attempt` (1-based) when earlier ones were taken:
+    /// the name itself, then `-2`, `-3` … up to [`MAX_NAME_ATTEMPTS`]. A pinned name has only
+    /// the first attempt.
+    pub fn agent_container_attempt(&self, attempt: u32) -> Option<String> {
+        match attempt {
+            0 => None,
+            1 => Some(self.agent_container.clone()),
+            _ if self.container_pinned || attempt > MAX_NAME_ATTEMPTS => None,
+            n => Some(format!("{}-{n}", self.agent_container)),
+        }
+    }
+}
+
+/// The agent name reduced to `[a-z0-9-]`, no leading/trailing/double `-`.
+pub fn slug(agent: &str) -> String {
+    let mut out = String::with_capacity(agent.len());
+    for c in agent.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "agent".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// A fresh identity `<agent-slug>-<suffix>`.
+pub fn mint_identity(agent: &str, random_suffix: &str) -> String {
+    format!("{}-{}", slug(agent), random_suffix)
+}
+
+/// A pinned (resumed) identity must be a plain name: it becomes a path under `state/` and part
+/// of every resource name.
+pub fn check_identity(identity: &str) -> Result<(), PlanError> {
+    let ok = !identity.is_empty()
+        && identity.len() <= 128
+        && identity
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !identity.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::InvalidIdentity(identity.to_string()))
+    }
+}
+
+fn is_valid_pinned_container(name: &str) -> bool {
+    name.starts_with(PREFIX)
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_keeps_valid_names_and_cleans_others() {
+        assert_eq!(slug("reviewer"), "reviewer");
+        assert_eq!(slug("code-review2"), "code-review2");
+        assert_eq!(slug("My Agent!!x"), "my-agent-x");
+        assert_eq!(slug("--"), "agent");
+    }
+
+    #[test]
+    fn minted_identity_is_slug_dash_suffix() {
+        assert_eq!(mint_identity("reviewer", "k3j9x2"), "reviewer-k3j9x2");
+        assert_ne!(
+            mint_identity("reviewer", "aaaaaa"),
+            mint_identity("reviewer", "bbbbbb")
+        );
+    }
+
+    #[test]
+    fn names_follow_the_prefix_scheme() {
+        let n = Names::new("dev-abc123", None).unwrap();
+        assert_eq!(n.project, "bot-bottle-dev-abc123");
+        assert_eq!(n.agent_container, "bot-bottle-dev-abc123");
+        assert_eq!(n.sidecar_container, "bot-bottle-sidecars-dev-abc123");
+        assert_eq!(n.internal_network, "bot-bottle-net-dev-abc123");
+        assert_eq!(n.egress_network, "bot-bottle-egress-dev-abc123");
+        assert!(!n.container_pinned);
+        for name in [
+            &n.project,
+            &n.agent_container,
+            &n.sidecar_container,
+            &n.internal_network,
+            &n.egress_network,
+        ] {
+            assert!(name.starts_with(PREFIX));
+        }
+    }
+
+    #[test]
+    fn pinned_container_is_used_and_marked() {
+        let n = Names::new("dev-abc123", Some("bot-bottle-mine")).unwrap();
+        assert_eq!(n.agent_container, "bot-bottle-mine");
+        assert!(n.container_pinned);
+        assert_eq!(n.project, "bot-bottle-dev-abc123");
+        // An empty pin is no pin.
+        assert!(!Names::new("x-1", Some("")).unwrap().container_pinned);
+    }
+
+    #[test]
+    fn pinned_container_must_carry_the_prefix_and_be_a_docker_name() {
+        for bad in ["mine", "bot-bottle-a b", "bot-bottle-x;rm", "/bot-bottle-x"] {
+            let err = Names::new("x-1", Some(bad)).unwrap_err();
+            assert!(matches!(err, PlanError::BadPinnedContainer(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_attempts_retry_up_to_the_limit_unless_pinned() {
+        let n = Names::new("d-1", None).unwrap();
+        assert_eq!(
+            n.agent_container_attempt(1).as_deref(),
+            Some("bot-bottle-d-1")
+        );
+        assert_eq!(
+            n.agent_container_attempt(2).as_deref(),
+            Some("bot-bottle-d-1-2")
+        );
+        assert_eq!(
+            n.agent_container_attempt(100).as_deref(),
+            Some("bot-bottle-d-1-100")
+        );
+        assert_eq!(n.agent_container_attempt(101), None);
+        assert_eq!(n.agent_container_attempt(0), None);
+        let p = Names::new("d-1", Some("bot-bottle-pin")).unwrap();
+        assert_eq!(
+            p.agent_container_attempt(1).as_deref(),
+            Some("bot-bottle-pin")
+        );
+        assert_eq!(p.agent_container_attempt(2), None);
+    }
+
+    #[test]
+    fn resumed_identity_must_be_a_plain_name() {
+        assert!(check_identity("dev-abc123").is_ok());
+        for bad in ["", "../etc", "a/b", "Dev", "-x", "a b"] {
+            assert!(check_identity(bad).is_err(), "{bad}");
+        }
+    }
+}

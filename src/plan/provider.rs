@@ -1,0 +1,495 @@
+//! What each agent provider (claude, codex) needs in the bottle: the command the session runs,
+//! its environment, the non-secret files written into the guest home, and the egress routes
+//! (with credentials) it cannot work without.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::codex_auth;
+use super::routes::{ProviderRoute, ProviderRouteAuth};
+use super::{HostEnv, PlanError};
+use crate::manifest::{AuthScheme, Bottle, ProviderKind};
+use crate::secret::Secret;
+
+/// The container user's home.
+pub const GUEST_HOME: &str = "/home/node";
+/// The agent's working directory in the container.
+pub const GUEST_WORKDIR: &str = "/home/node/workspace";
+/// Where the agent's prompt file is provisioned.
+pub const PROMPT_PATH: &str = "/home/node/.bot-bottle/prompt.md";
+/// The guest CA bundle (rebuilt after the bottle CA is installed).
+pub const GUEST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// What the agent sees in place of a credential egress injects.
+pub const EGRESS_PLACEHOLDER: &str = "egress-placeholder";
+/// The Claude OAuth variable the placeholder goes into.
+pub const CLAUDE_OAUTH_ENV: &str = "CLAUDE_CODE_OAUTH_TOKEN";
+
+const CLAUDE_API_HOST: &str = "api.anthropic.com";
+/// Hosts Codex talks to with its ChatGPT bearer.
+pub const CODEX_HOSTS: [&str; 2] = ["api.openai.com", "chatgpt.com"];
+const CODEX_GUEST_HOME: &str = "/home/node/.codex";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPlan {
+    pub kind: ProviderKind,
+    /// Full argv run in the agent container (`docker exec … <command>`).
+    pub command: Vec<String>,
+    /// Provider literal env; holds placeholders, never a credential.
+    pub env: BTreeMap<String, String>,
+    /// Placeholder names, left out of the preflight summary.
+    pub hidden_env: BTreeSet<String>,
+    /// Files written into the guest; never a secret.
+    pub files: Vec<ProvisionFile>,
+    /// Commands run in the guest (as `node`) after provisioning; each must exit 0.
+    pub verify: Vec<Vec<String>>,
+    pub prompt_path: String,
+    /// The provider's session directory, snapshotted into state at session end.
+    pub transcript_dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionFile {
+    /// Absolute guest path under [`GUEST_HOME`].
+    pub path: String,
+    pub mode: u32,
+    pub contents: String,
+}
+
+/// The default image tag of a provider.
+pub fn default_image(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Claude => "bot-bottle-claude:latest",
+        ProviderKind::Codex => "bot-bottle-codex:latest",
+    }
+}
+
+/// The embedded Dockerfile a provider's default image is built from.
+pub fn dockerfile_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Claude => "Dockerfile.claude",
+        ProviderKind::Codex => "Dockerfile.codex",
+    }
+}
+
+/// The session argv. `resume` continues the last session; `remote_control` is claude-only.
+pub fn command(
+    kind: ProviderKind,
+    resume: bool,
+    remote_control: bool,
+    prompt_path: &str,
+) -> Result<Vec<String>, PlanError> {
+    let mut argv: Vec<String> = Vec::new();
+    match kind {
+        ProviderKind::Claude => {
+            argv.extend(["claude", "--dangerously-skip-permissions"].map(String::from));
+            if remote_control {
+                argv.push("--remote-control".into());
+            }
+            if resume {
+                argv.push("--continue".into());
+            }
+            argv.extend([
+                "--append-system-prompt-file".to_string(),
+                prompt_path.to_string(),
+            ]);
+        }
+        ProviderKind::Codex => {
+            if remote_control {
+                return Err(PlanError::RemoteControlUnsupported {
+                    provider: kind.as_str(),
+                });
+            }
+            argv.extend(["codex", "--dangerously-bypass-approvals-and-sandbox"].map(String::from));
+            if resume {
+                // The resumed session already holds the instructions.
+                argv.extend(["resume", "--last"].map(String::from));
+            } else {
+                argv.push(format!(
+                    "Read and follow the instructions in {prompt_path}."
+                ));
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// The provider's plan and the routes it owns (credentials read from the host).
+pub fn resolve_provider(
+    bottle: &Bottle,
+    resume: bool,
+    remote_control: bool,
+    host: &HostEnv,
+) -> Result<(ProviderPlan, Vec<ProviderRoute>), PlanError> {
+    let ap = &bottle.agent_provider;
+    let kind = ap.template;
+    if ap.auth_token.is_some() && kind != ProviderKind::Claude {
+        return Err(PlanError::AuthTokenNotClaude {
+            bottle: bottle.name.clone(),
+        });
+    }
+    if ap.forward_host_credentials && kind != ProviderKind::Codex {
+        return Err(PlanError::ForwardCredentialsNotCodex {
+            bottle: bottle.name.clone(),
+        });
+    }
+    let mut plan = ProviderPlan {
+        kind,
+        command: command(kind, resume, remote_control, PROMPT_PATH)?,
+        env: BTreeMap::new(),
+        hidden_env: BTreeSet::new(),
+        files: Vec::new(),
+        verify: Vec::new(),
+        prompt_path: PROMPT_PATH.to_string(),
+        transcript_dir: String::new(),
+    };
+    let mut routes = Vec::new();
+    match kind {
+        ProviderKind::Claude => {
+            plan.transcript_dir = format!("{GUEST_HOME}/.claude/projects");
+            plan.env.insert(
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+                "1".into(),
+            );
+            plan.env
+                .insert("DISABLE_ERROR_REPORTING".into(), "1".into());
+            plan.files.push(ProvisionFile {
+                path: format!("{GUEST_HOME}/.claude.json"),
+                mode: 0o600,
+                contents: claude_json(),
+            });
+            let auth = match &ap.auth_token {
+                None => None,
+                Some(var) => {
+                    let value = host
+                        .var_nonempty(var)
+                        .ok_or_else(|| PlanError::MissingAuthToken { var: var.clone() })?;
+                    plan.env
+                        .insert(CLAUDE_OAUTH_ENV.into(), EGRESS_PLACEHOLDER.into());
+                    plan.hidden_env.insert(CLAUDE_OAUTH_ENV.into());
+                    Some(ProviderRouteAuth {
+                        scheme: AuthScheme::Bearer,
+                        token_ref: var.clone(),
+                        value: Secret::new(value),
+                    })
+                }
+            };
+            routes.push(ProviderRoute {
+                host: CLAUDE_API_HOST.into(),
+                tls_passthrough: true,
+                auth,
+            });
+        }
+        ProviderKind::Codex => {
+            plan.transcript_dir = format!("{CODEX_GUEST_HOME}/sessions");
+            plan.env
+                .insert("CODEX_CA_CERTIFICATE".into(), GUEST_CA_BUNDLE.into());
+            plan.files.push(ProvisionFile {
+                path: format!("{CODEX_GUEST_HOME}/config.toml"),
+                mode: 0o600,
+                contents: codex_config_toml(GUEST_WORKDIR),
+            });
+            let auth = if ap.forward_host_credentials {
+                let path = codex_auth::auth_path(
+                    host.vars.get("CODEX_HOME").map(String::as_str),
+                    host.home.as_deref(),
+                )?;
+                // A relative $CODEX_HOME is taken against the host cwd, not the process cwd.
+                let path = host.cwd.join(path);
+                let fwd = codex_auth::read_host_auth(&path, host.now_unix)?;
+                plan.env
+                    .insert("CODEX_HOME".into(), CODEX_GUEST_HOME.into());
+                plan.files.push(ProvisionFile {
+                    path: format!("{CODEX_GUEST_HOME}/auth.json"),
+                    mode: 0o600,
+                    contents: fwd.dummy_auth_json,
+                });
+                plan.verify.push(
+                    [
+                        "env",
+                        &format!("CODEX_HOME={CODEX_GUEST_HOME}"),
+                        "codex",
+                        "login",
+                        "status",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                );
+                Some(ProviderRouteAuth {
+                    scheme: AuthScheme::Bearer,
+                    token_ref: codex_auth::TOKEN_SOURCE.into(),
+                    value: fwd.access_token,
+                })
+            } else {
+                None
+            };
+            for h in CODEX_HOSTS {
+                routes.push(ProviderRoute {
+                    host: h.into(),
+                    tls_passthrough: true,
+                    auth: auth.clone(),
+                });
+            }
+        }
+    }
+    Ok((plan, routes))
+}
+
+/// `~/.claude.json` with onboarding done, bypass mode accepted and the home and workdir trusted.
+fn claude_json() -> String {
+    let trusted = json!({"hasTrustDialogAccepted": true});
+    let doc = json!({
+        "hasCompletedOnboarding": true,
+        "bypassPermissionsModeAccepted": true,
+        "theme": "dark",
+        "projects": { GUEST_HOME: trusted.clone(), GUEST_WORKDIR: trusted },
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Codex `config.toml` trusting `dir` (a TOML basic string, escaped).
+fn codex_config_toml(dir: &str) -> String {
+    let escaped = dir.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("[projects.\"{escaped}\"]\ntrust_level = \"trusted\"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::AgentProvider;
+    use crate::plan::testutil::{bottle, host};
+    use serde_json::Value;
+
+    fn with_provider(ap: AgentProvider) -> Bottle {
+        let mut b = bottle("dev");
+        b.agent_provider = ap;
+        b
+    }
+
+    #[test]
+    fn claude_command_variants() {
+        let p = PROMPT_PATH;
+        assert_eq!(
+            command(ProviderKind::Claude, false, false, p).unwrap(),
+            [
+                "claude",
+                "--dangerously-skip-permissions",
+                "--append-system-prompt-file",
+                p
+            ]
+        );
+        assert_eq!(
+            command(ProviderKind::Claude, true, true, p).unwrap(),
+            [
+                "claude",
+                "--dangerously-skip-permissions",
+                "--remote-control",
+                "--continue",
+                "--append-system-prompt-file",
+                p
+            ]
+        );
+    }
+
+    #[test]
+    fn codex_command_variants() {
+        let p = PROMPT_PATH;
+        let fresh = command(ProviderKind::Codex, false, false, p).unwrap();
+        assert_eq!(
+            fresh[..2],
+            ["codex", "--dangerously-bypass-approvals-and-sandbox"]
+        );
+        assert_eq!(
+            fresh[2],
+            format!("Read and follow the instructions in {p}.")
+        );
+        assert_eq!(fresh.len(), 3);
+        let resumed = command(ProviderKind::Codex, true, false, p).unwrap();
+        assert_eq!(
+            resumed,
+            [
+                "codex",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "resume",
+                "--last"
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_control_is_an_error_for_codex() {
+        let err = command(ProviderKind::Codex, false, true, PROMPT_PATH).unwrap_err();
+        assert!(matches!(
+            err,
+            PlanError::RemoteControlUnsupported { provider: "codex" }
+        ));
+        assert!(err.to_string().contains("--remote-control"));
+    }
+
+    #[test]
+    fn claude_without_token_has_passthrough_route_and_files() {
+        let (plan, routes) = resolve_provider(&bottle("dev"), false, false, &host()).unwrap();
+        assert_eq!(plan.env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"], "1");
+        assert_eq!(plan.env["DISABLE_ERROR_REPORTING"], "1");
+        assert!(!plan.env.contains_key(CLAUDE_OAUTH_ENV));
+        assert!(plan.hidden_env.is_empty());
+        assert_eq!(plan.transcript_dir, "/home/node/.claude/projects");
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].host, "api.anthropic.com");
+        assert!(routes[0].tls_passthrough && routes[0].auth.is_none());
+        let f = &plan.files[0];
+        assert_eq!(
+            (f.path.as_str(), f.mode),
+            ("/home/node/.claude.json", 0o600)
+        );
+        let doc: Value = serde_json::from_str(&f.contents).unwrap();
+        assert_eq!(doc["hasCompletedOnboarding"], true);
+        assert_eq!(doc["bypassPermissionsModeAccepted"], true);
+        assert_eq!(doc["projects"][GUEST_HOME]["hasTrustDialogAccepted"], true);
+        assert_eq!(
+            doc["projects"][GUEST_WORKDIR]["hasTrustDialogAccepted"],
+            true
+        );
+    }
+
+    #[test]
+    fn claude_auth_token_goes_to_egress_and_the_agent_gets_a_hidden_placeholder() {
+        let b = with_provider(AgentProvider {
+            auth_token: Some("CLAUDE_TOK".into()),
+            ..Default::default()
+        });
+        let mut h = host();
+        h.vars
+            .insert("CLAUDE_TOK".into(), "sk-ant-oat01-SECRET".into());
+        let (plan, routes) = resolve_provider(&b, false, false, &h).unwrap();
+        assert_eq!(plan.env[CLAUDE_OAUTH_ENV], EGRESS_PLACEHOLDER);
+        assert!(plan.hidden_env.contains(CLAUDE_OAUTH_ENV));
+        let auth = routes[0].auth.as_ref().unwrap();
+        assert_eq!(auth.scheme, AuthScheme::Bearer);
+        assert_eq!(auth.token_ref, "CLAUDE_TOK");
+        assert_eq!(auth.value.expose(), "sk-ant-oat01-SECRET");
+        assert!(!format!("{plan:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn claude_auth_token_unset_is_an_error_naming_the_var() {
+        let b = with_provider(AgentProvider {
+            auth_token: Some("CLAUDE_TOK".into()),
+            ..Default::default()
+        });
+        let err = resolve_provider(&b, false, false, &host()).unwrap_err();
+        assert!(matches!(&err, PlanError::MissingAuthToken { var } if var == "CLAUDE_TOK"));
+    }
+
+    #[test]
+    fn provider_options_for_the_wrong_template_are_errors() {
+        let b = with_provider(AgentProvider {
+            template: ProviderKind::Codex,
+            auth_token: Some("T".into()),
+            ..Default::default()
+        });
+        assert!(matches!(
+            resolve_provider(&b, false, false, &host()),
+            Err(PlanError::AuthTokenNotClaude { .. })
+        ));
+        let b = with_provider(AgentProvider {
+            forward_host_credentials: true,
+            ..Default::default()
+        });
+        assert!(matches!(
+            resolve_provider(&b, false, false, &host()),
+            Err(PlanError::ForwardCredentialsNotCodex { .. })
+        ));
+    }
+
+    #[test]
+    fn codex_without_forwarding_has_config_and_unauthenticated_routes() {
+        let b = with_provider(AgentProvider {
+            template: ProviderKind::Codex,
+            ..Default::default()
+        });
+        let (plan, routes) = resolve_provider(&b, false, false, &host()).unwrap();
+        assert_eq!(plan.env["CODEX_CA_CERTIFICATE"], GUEST_CA_BUNDLE);
+        assert_eq!(plan.transcript_dir, "/home/node/.codex/sessions");
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].path, "/home/node/.codex/config.toml");
+        assert_eq!(
+            plan.files[0].contents,
+            "[projects.\"/home/node/workspace\"]\ntrust_level = \"trusted\"\n"
+        );
+        let hosts: Vec<_> = routes.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, CODEX_HOSTS);
+        assert!(routes.iter().all(|r| r.auth.is_none() && r.tls_passthrough));
+        assert!(plan.verify.is_empty());
+    }
+
+    #[test]
+    fn codex_forwarding_reads_host_auth_and_writes_only_the_dummy() {
+        use crate::plan::codex_auth::tests::{NOW, REFRESH, sample_auth};
+        let dir = tempfile::tempdir().unwrap();
+        let (text, access, _) = sample_auth(NOW + 600);
+        std::fs::write(dir.path().join("auth.json"), &text).unwrap();
+        let mut h = host();
+        h.now_unix = NOW;
+        h.vars
+            .insert("CODEX_HOME".into(), dir.path().display().to_string());
+        let b = with_provider(AgentProvider {
+            template: ProviderKind::Codex,
+            forward_host_credentials: true,
+            ..Default::default()
+        });
+        let (plan, routes) = resolve_provider(&b, false, false, &h).unwrap();
+        assert_eq!(plan.env["CODEX_HOME"], "/home/node/.codex");
+        let auth_file = plan
+            .files
+            .iter()
+            .find(|f| f.path == "/home/node/.codex/auth.json")
+            .unwrap();
+        assert_eq!(auth_file.mode, 0o600);
+        for f in &plan.files {
+            assert!(
+                !f.contents.contains(&access) && !f.contents.contains(REFRESH),
+                "{}",
+                f.path
+            );
+        }
+        assert_eq!(plan.verify.len(), 1);
+        assert!(plan.verify[0].ends_with(&["login".to_string(), "status".to_string()]));
+        for r in &routes {
+            let a = r.auth.as_ref().unwrap();
+            assert_eq!(a.value.expose(), access);
+            assert_eq!(a.token_ref, codex_auth::TOKEN_SOURCE);
+        }
+    }
+
+    #[test]
+    fn codex_forwarding_with_expired_login_is_an_error() {
+        use crate::plan::codex_auth::tests::{NOW, sample_auth};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("auth.json"), sample_auth(NOW - 5).0).unwrap();
+        let mut h = host();
+        h.now_unix = NOW;
+        h.vars
+            .insert("CODEX_HOME".into(), dir.path().display().to_string());
+        let b = with_provider(AgentProvider {
+            template: ProviderKind::Codex,
+            forward_host_credentials: true,
+            ..Default::default()
+        });
+        let err = resolve_provider(&b, false, false, &h).unwrap_err();
+        assert!(matches!(
+            err,
+            PlanError::CodexAuth(codex_auth::CodexAuthError::Expired(_))
+        ));
+    }
+
+    #[test]
+    fn codex_config_escapes_quotes() {
+        assert_eq!(
+            codex_config_toml("/a\"b"),
+            "[projects.\"/a\\\"b\"]\ntrust_level = \"trusted\"\n"
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! The one place that spawns engine processes (`docker`, `docker compose`, `smolvm`).
+//!
+//! Backends describe a command as a [`ProcessSpec`] value; tests assert on those values through
+//! [`RecordingRunner`], and [`RealRunner`] is the only code that turns them into processes.
+//! Secret values travel only in [`ProcessSpec::secret_env`]: they reach the child's environment
+//! and are redacted everywhere they could be printed (argv stays secret-free by construction).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::secret::Secret;
+
+/// A command to run: program, argv, extra environment and optional stdin bytes.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Plain variables added to the inherited environment (shown by `Display`).
+    pub env: BTreeMap<String, String>,
+    /// Secret variables added to the inherited environment (always redacted).
+    pub secret_env: BTreeMap<String, Secret>,
+    pub cwd: Option<PathBuf>,
+    /// Bytes written to the child's stdin, which is then closed.
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl ProcessSpec {
+    pub fn new(program: impl Into<String>) -> Self {
+        ProcessSpec {
+            program: program.into(),
+            ..ProcessSpec::default()
+        }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I, S>(mut self, it: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+
+    #[must_use]
+    pub fn secret_env(mut self, k: impl Into<String>, v: Secret) -> Self {
+        self.secret_env.insert(k.into(), v);
+        self
+    }
+
+    #[must_use]
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+
+    #[must_use]
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The argv as one vector (`program` first), handy for assertions.
+    pub fn argv(&self) -> Vec<&str> {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it contains anything beyond a conservative safe set.
+pub fn shell_escape(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '-' | '.' | '/' | ':' | '@' | '%' | '+' | '=' | ',')
+        });
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+impl fmt::Display for ProcessSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in &self.env {
+            write!(f, "{}={} ", shell_escape(k), shell_escape(v))?;
+        }
+        for k in self.secret_env.keys() {
+            write!(f, "{}=<redacted> ", shell_escape(k))?;
+        }
+        f.write_str(&shell_escape(&self.program))?;
+        for a in &self.args {
+            write!(f, " {}", shell_escape(a))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ProcessSpec {
+    // stdin may carry credentials (e.g. `--password-stdin`): only its length is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("secret_env", &self.secret_env)
+            .field("cwd", &self.cwd)
+            .field("stdin_len", &self.stdin.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// What a captured run produced.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Output {
+    /// Exit code, or 128 + signal number when the child was killed by a signal.
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// A successful result with the given stdout (for fakes and tests).
+    pub fn ok(stdout: impl Into<Vec<u8>>) -> Self {
+        Output {
+            code: 0,
+            stdout: stdout.into(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// A failed result with the given code and stderr (for fakes and tests).
+    pub fn failed(code: i32, stderr: impl Into<Vec<u8>>) -> Self {
+        Output {
+            code,
+            stdout: Vec::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Why a process could not be run (or, for [`Runner::run_checked`], why it failed).
+#[derive(thiserror::Error, Debug)]
+pub enum RunError {
+    #[error("`{program}` was not found; {}", install_hint(.program))]
+    NotFound { program: String },
+    #[error(
+        "could not run `{program}`: {source}; check that it is executable and the working directory exists"
+    )]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed with exit code {code}: {stderr}")]
+    Failed {
+        /// The redacted, shell-escaped command line.
+        command: String,
+        code: i32,
+        /// The last lines of the child's stderr.
+        stderr: String,
+    },
+}
+
+fn install_hint(program: &str) -> String {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    match base {
+        "docker" | "docker-compose" => "install Docker or put `docker` on PATH".to_string(),
+        "smolvm" => "install smolvm or put `smolvm` on PATH".to_string(),
+        other => format!("install it or put `{other}` on PATH"),
+    }
+}
+
+/// Keeps the tail of a child's stderr for an error message.
+fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(5);
+    lines[start..].join(" | ")
+}
+
+/// Runs [`ProcessSpec`]s. Object safe; pass `&dyn Runner` through backends.
+pub trait Runner: Send + Sync {
+    /// Runs to completion with stdout and stderr captured.
+    fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError>;
+    /// Runs to completion with stdout/stderr inherited (build progress); stdin is null unless
+    /// `spec.stdin` is set. Returns the exit code (128 + signal when killed).
+    fn run_streaming(&self, spec: &ProcessSpec) -> Result<i32, RunError>;
+    /// Runs with all stdio inherited (`docker exec -it`). Returns the exit code.
+    fn run_interactive(&self, spec: &ProcessSpec) -> Result<i32, RunError>;
+
+    /// [`Runner::run`], turning a non-zero exit into [`RunError::Failed`].
+    fn run_checked(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
+        let out = self.run(spec)?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(RunError::Failed {
+                command: spec.to_string(),
+                code: out.code,
+                stderr: stderr_tail(&out.stderr),
+            })
+        }
+    }
+}
+
+/// Spawns real processes. The child's environment is the inherited one plus `env` and
+/// `secret_env`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealRunner;
+
+#[derive(Clone, Copy)]
+enum Stdio3 {
+    Captured,
+    Streaming,
+    Interactive,
+}
+
+impl RealRunner {
+    fn command(spec: &ProcessSpec, mode: Stdio3) -> Command {
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args);
+        cmd.envs(&spec.env);
+        for (k, v) in &spec.secret_env {
+            cmd.env(k, v.expose());
+        }
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        let stdin = if spec.stdin.is_some() {
+            Stdio::piped()
+        } else if matches!(mode, Stdio3::Interactive) {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(stdin);
+        match mode {
+            Stdio3::Captured => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            Stdio3::Streaming | Stdio3::Interactive => {
+                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            }
+        }
+        cmd
+    }
+
+    fn spawn(spec: &ProcessSpec, mode: Stdio3) -> Result<Child, RunError> {
+        tracing::debug!("+ {spec}");
+        let mut child = Self::command(spec, mode)
+            .spawn()
+            .map_err(|e| spawn_error(spec, e))?;
+        if let (Some(bytes), Some(mut pipe)) = (&spec.stdin, child.stdin.take()) {
+            // A thread, so a child that writes a lot before reading cannot deadlock us.
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                // A child that exits without reading closes the pipe: not our error.
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        Ok(child)
+    }
+}
+
+fn spawn_error(spec: &ProcessSpec, e: std::io::Error) -> RunError {
+    let cwd_ok = spec.cwd.as_ref().is_none_or(|d| d.is_dir());
+    if e.kind() == std::io::ErrorKind::NotFound && cwd_ok {
+        RunError::NotFound {
+            program: spec.program.clone(),
+        }
+    } else {
+        RunError::Io {
+            program: spec.program.clone(),
+            source: e,
+        }
+    }
+}
+
+/// Exit code, or 128 + signal for a child killed by a signal.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    }
+}
+
+impl Runner for RealRunner {
+    fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
+        let child = Self::spawn(spec, Stdio3::Captured)?;
+        let out = child.wait_with_output().map_err(|e| RunError::Io {
+            program: spec.program.clone(),
+            source: e,
+        })?;
+        Ok(Output {
+            code: exit_code(out.status),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
+    fn run_streaming(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        let mut child = Self::spawn(spec, Stdio3::Streaming)?;
+        let status = child.wait().map_err(|e| RunError::Io {
+            program: spec.program.clone(),
+            source: e,
+        })?;
+        Ok(exit_code(status))
+    }
+
+    fn run_interactive(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        let mut child = Self::spawn(spec, Stdio3::Interactive)?;
+        let status = child.wait().map_err(|e| RunError::Io {
+            program: spec.program.clone(),
+            source: e,
+        })?;
+        Ok(exit_code(status))
+    }
+}
+
+/// How a recorded call was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Captured,
+    Streaming,
+    Interactive,
+}
+
+type Answer = dyn Fn(&ProcessSpec) -> Result<Output, RunError> + Send + Sync;
+
+/// A fake runner: records every spec and answers from a closure. Clones share the record.
+#[derive(Clone)]
+pub struct RecordingRunner {
+    answer: Arc<Answer>,
+    calls: Arc<Mutex<Vec<(Mode, ProcessSpec)>>>,
+}
+
+impl RecordingRunner {
+    /// Answers every call with `answer(spec)`.
+    pub fn new(answer: impl Fn(&ProcessSpec) -> Output + Send + Sync + 'static) -> Self {
+        Self::fallible(move |spec| Ok(answer(spec)))
+    }
+
+    /// Answers with a result, so tests can simulate a missing program or an I/O error.
+    pub fn fallible(
+        answer: impl Fn(&ProcessSpec) -> Result<Output, RunError> + Send + Sync + 'static,
+    ) -> Self {
+        RecordingRunner {
+            answer: Arc::new(answer),
+            calls: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Answers every call with success and empty output.
+    pub fn succeeding() -> Self {
+        Self::new(|_| Output::default())
+    }
+
+    /// Every spec run so far, in order.
+    pub fn calls(&self) -> Vec<ProcessSpec> {
+        self.calls_with_mode().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every spec run so far with the way it was run.
+    pub fn calls_with_mode(&self) -> Vec<(Mode, ProcessSpec)> {
+        match self.calls.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn record(&self, mode: Mode, spec: &ProcessSpec) -> Result<Output, RunError> {
+        match self.calls.lock() {
+            Ok(mut g) => g.push((mode, spec.clone())),
+            Err(poisoned) => poisoned.into_inner().push((mode, spec.clone())),
+        }
+        (self.answer)(spec)
+    }
+}
+
+impl fmt::Debug for RecordingRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordingRunner")
+            .field("calls", &self.calls_with_mode().len())
+            .finish()
+    }
+}
+
+impl Runner for RecordingRunner {
+    fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
+        self.record(Mode::Captured, spec)
+    }
+
+    fn run_streaming(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        self.record(Mode::Streaming, spec).map(|o| o.code)
+    }
+
+    fn run_interactive(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        self.record(Mode::Interactive, spec).map(|o| o.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> ProcessSpec {
+        ProcessSpec::new("sh").arg("-c").arg(script)
+    }
+
+    #[test]
+    fn display_escapes_args_and_redacts_secrets() {
+        let spec = ProcessSpec::new("docker")
+            .args(["run", "--name", "a b", "it's"])
+            .env("PLAIN", "v 1")
+            .secret_env("TOKEN", Secret::new("hunter2-secret"));
+        let shown = spec.to_string();
+        assert_eq!(
+            shown,
+            r"PLAIN='v 1' TOKEN=<redacted> docker run --name 'a b' 'it'\''s'"
+        );
+        assert!(!format!("{spec:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn shell_escape_round_trips_through_sh() {
+        for s in ["", "plain", "a b", "it's", "$HOME", "a\"b", "x;y", "*"] {
+            let out = RealRunner
+                .run(&sh(&format!("printf %s {}", shell_escape(s))))
+                .unwrap();
+            assert_eq!(out.stdout_str(), s, "escaping {s:?}");
+        }
+    }
+
+    #[test]
+    fn real_runner_captures_output_code_and_env() {
+        let spec = sh("printf '%s|%s' \"$PLAIN\" \"$TOKEN\"; echo err >&2; exit 3")
+            .env("PLAIN", "p")
+            .secret_env("TOKEN", Secret::new("s3"));
+        let out = RealRunner.run(&spec).unwrap();
+        assert_eq!(out.code, 3);
+        assert!(!out.success());
+        assert_eq!(out.stdout_str(), "p|s3");
+        assert_eq!(out.stderr_str(), "err\n");
+    }
+
+    #[test]
+    fn real_runner_inherits_the_parent_environment() {
+        // PATH is always set for the test process; the child must see it unchanged.
+        let path = std::env::var("PATH").unwrap_or_default();
+        let out = RealRunner
+            .run(&sh("printf %s \"$PATH\"").env("X", "1"))
+            .unwrap();
+        assert_eq!(out.stdout_str(), path);
+    }
+
+    #[test]
+    fn real_runner_feeds_stdin_and_honours_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![b'x'; 1 << 20];
+        let out = RealRunner
+            .run(&sh("wc -c; pwd").stdin(big).cwd(dir.path()))
+            .unwrap();
+        let text = out.stdout_str();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().map(str::trim), Some("1048576"));
+        let pwd = PathBuf::from(lines.next().unwrap_or_default());
+        assert_eq!(
+            pwd.canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+    }
+
+    #[test]
+    fn signal_death_is_128_plus_signal() {
+        let out = RealRunner.run(&sh("kill -TERM $$")).unwrap();
+        assert_eq!(out.code, 128 + libc::SIGTERM);
+        assert_eq!(RealRunner.run_streaming(&sh("kill -KILL $$")).unwrap(), 137);
+    }
+
+    #[test]
+    fn streaming_has_null_stdin_by_default() {
+        // `read` fails at EOF immediately instead of waiting on the test's stdin.
+        assert_eq!(RealRunner.run_streaming(&sh("read x; exit $?")).unwrap(), 1);
+        assert_eq!(
+            RealRunner
+                .run_streaming(&sh("read x; test \"$x\" = hi").stdin(b"hi\n".to_vec()))
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn missing_program_says_what_to_do() {
+        let err = RealRunner
+            .run(&ProcessSpec::new("bot-bottle-no-such-program-xyz"))
+            .unwrap_err();
+        assert!(matches!(err, RunError::NotFound { .. }));
+        assert!(
+            err.to_string()
+                .contains("put `bot-bottle-no-such-program-xyz` on PATH")
+        );
+        let docker = RunError::NotFound {
+            program: "docker".into(),
+        };
+        assert!(
+            docker
+                .to_string()
+                .contains("install Docker or put `docker` on PATH")
+        );
+    }
+
+    #[test]
+    fn missing_cwd_is_an_io_error_not_a_missing_program() {
+        let err = RealRunner
+            .run(&sh("true").cwd("/nonexistent/bot-bottle-dir"))
+            .unwrap_err();
+        assert!(matches!(err, RunError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn run_checked_reports_redacted_command_and_stderr() {
+        let spec = sh("echo boom >&2; exit 2").secret_env("K", Secret::new("topsecret"));
+        let err = RealRunner.run_checked(&spec).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("exit code 2") && msg.contains("boom"), "{msg}");
+        assert!(!msg.contains("topsecret"));
+    }
+
+    #[test]
+    fn recording_runner_records_in_order_and_answers() {
+        let rec = RecordingRunner::new(|s| {
+            if s.args.first().map(String::as_str) == Some("fail") {
+                Output::failed(7, "nope")
+            } else {
+                Output::ok(format!("ran {}", s.program))
+            }
+        });
+        let r: &dyn Runner = &rec;
+        assert_eq!(r.run(&ProcessSpec::new("a")).unwrap().stdout_str(), "ran a");
+        assert_eq!(
+            r.run_streaming(&ProcessSpec::new("b").arg("fail")).unwrap(),
+            7
+        );
+        assert_eq!(r.run_interactive(&ProcessSpec::new("c")).unwrap(), 0);
+        let calls = rec.calls_with_mode();
+        let seen: Vec<(Mode, &str)> = calls
+            .iter()
+            .map(|(m, s)| (*m, s.program.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Mode::Captured, "a"),
+                (Mode::Streaming, "b"),
+                (Mode::Interactive, "c")
+            ]
+        );
+        assert_eq!(rec.calls().len(), 3);
+    }
+}

@@ -1,0 +1,393 @@
+//! CLI tests of the Docker launch sequence against a fake `docker` on `PATH` that records
+//! every call: call order, teardown after a failure at each step, the name-conflict retry,
+//! `list active`, `cleanup`, and that no secret value reaches argv or a written file.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+const SECRET_ENV: &str = "sk-fwd-0123456789abcdefSECRETVALUE";
+const SECRET_TOKEN: &str = "tok-0123456789abcdefTOKENVALUE";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    bin: PathBuf,
+    log: PathBuf,
+    cwd: PathBuf,
+}
+
+impl Env {
+    fn new(bottle_extra: &str) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("bbhome");
+        let bin = tmp.path().join("bin");
+        let cwd = tmp.path().join("work");
+        for d in [&home.join("bottles"), &home.join("agents"), &bin, &cwd] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(
+            home.join("bottles/dev.md"),
+            format!(
+                "---\nenv:\n  PLAIN: \"visible\"\n  FORWARDED: \"${{HOST_FWD}}\"\negress:\n  routes:\n    - host: api.example.com\n      auth:\n        scheme: Bearer\n        token_ref: HOST_TOKEN\n{bottle_extra}---\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            home.join("agents/worker.md"),
+            "---\nbottle: dev\n---\nDo the work.\n",
+        )
+        .unwrap();
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker");
+        std::fs::copy(&fake, bin.join("docker")).unwrap();
+        let log = tmp.path().join("docker.log");
+        std::fs::write(&log, "").unwrap();
+        Env {
+            _tmp: tmp,
+            home,
+            bin,
+            log,
+            cwd,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("bot-bottle").unwrap();
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env_clear()
+            .env("PATH", path)
+            .env("HOME", &self.cwd)
+            .env("BOT_BOTTLE_HOME", &self.home)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("BOT_BOTTLE_IMAGE", "fake-agent:1")
+            .env("BOT_BOTTLE_SIDECAR_IMAGE", "fake-sidecar:1")
+            .env("HOST_FWD", SECRET_ENV)
+            .env("HOST_TOKEN", SECRET_TOKEN)
+            .env("FAKE_DOCKER_LOG", &self.log)
+            .env("FAKE_ENV_NAMES", "FORWARDED EGRESS_TOKEN_0")
+            .current_dir(&self.cwd);
+        cmd
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("ENV "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    fn state_dirs(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.home.join("state")) {
+            Ok(rd) => rd.filter_map(Result::ok).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn position(calls: &[String], needle: &str) -> Option<usize> {
+    calls.iter().position(|c| c.contains(needle))
+}
+
+fn sha16(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))[..16].to_string()
+}
+
+/// Every file under `dir`, recursively, as bytes.
+fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn launch_runs_in_order_and_tears_down() {
+    let env = Env::new("");
+    env.cmd()
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .success();
+    let calls = env.calls();
+    let up = position(&calls, " up -d").expect("compose up");
+    let provision = position(&calls, "-u root").expect("provisioning exec");
+    let session = position(&calls, "-u node").expect("session exec");
+    let snapshot = position(&calls, "docker cp ").expect("transcript snapshot");
+    let down = position(&calls, " down ").expect("compose down");
+    assert!(up < provision && provision < session && session < snapshot && snapshot < down);
+    // Exactly one provisioning exec: the stream is batched.
+    assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 1);
+    // The session runs the provider command as the agent user.
+    assert!(calls[session].contains("claude"), "{}", calls[session]);
+    assert!(
+        env.state_dirs().is_empty(),
+        "state dir left: {:?}",
+        env.state_dirs()
+    );
+}
+
+#[test]
+fn secrets_reach_compose_only_through_its_environment() {
+    let env = Env::new("");
+    // A non-zero session keeps the state dir, so every file written can be inspected.
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "3")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let log = env.log_text();
+    for secret in [SECRET_ENV, SECRET_TOKEN] {
+        assert!(!log.contains(secret), "secret on argv:\n{log}");
+    }
+    assert!(
+        log.contains(&format!("ENV FORWARDED={}", sha16(SECRET_ENV))),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("ENV EGRESS_TOKEN_0={}", sha16(SECRET_TOKEN))),
+        "{log}"
+    );
+    let states = env.state_dirs();
+    assert_eq!(states.len(), 1, "preserved state expected");
+    let files = all_files(&states[0]);
+    assert!(files.iter().any(|(p, _)| p.ends_with("compose.yaml")));
+    for (path, bytes) in &files {
+        for secret in [SECRET_ENV, SECRET_TOKEN] {
+            assert!(!contains(bytes, secret), "secret in {}", path.display());
+        }
+    }
+    let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    for secret in [SECRET_ENV, SECRET_TOKEN] {
+        assert!(!contains(&tar, secret), "secret in the provisioning stream");
+    }
+    assert!(states[0].join(".preserve").exists());
+}
+
+#[test]
+fn a_failure_at_each_step_tears_down_what_was_created() {
+    for (step, created_up) in [
+        ("compose version", false),
+        ("image inspect", false),
+        ("ps -a", false),
+        (" up -d", true),
+        ("-u root", true),
+    ] {
+        let env = Env::new("");
+        let out = env
+            .cmd()
+            .env("FAKE_DOCKER_FAIL", step)
+            .args(["start", "--yes", "worker"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "step {step}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with("bot-bottle: error:"))
+                .count(),
+            1,
+            "step {step}: {stderr}"
+        );
+        let calls = env.calls();
+        let downs = calls.iter().filter(|c| c.contains(" down ")).count();
+        assert_eq!(downs, usize::from(created_up), "step {step}: {calls:#?}");
+        assert!(env.state_dirs().is_empty(), "step {step}: state left");
+    }
+}
+
+#[test]
+fn a_name_conflict_retries_with_the_next_suffix() {
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", " up -d")
+        .env("FAKE_DOCKER_FAIL_ONCE", "1")
+        .env(
+            "FAKE_DOCKER_FAIL_MSG",
+            "Error response from daemon: Conflict. The container name is already in use",
+        )
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .success();
+    let calls = env.calls();
+    let ups: Vec<&String> = calls.iter().filter(|c| c.contains(" up -d")).collect();
+    assert_eq!(ups.len(), 2, "{calls:#?}");
+    assert!(
+        ups[1].contains("-2 "),
+        "second try uses the -2 suffix: {}",
+        ups[1]
+    );
+    assert!(env.state_dirs().is_empty());
+}
+
+#[test]
+fn a_taken_pinned_name_is_an_error_before_anything_is_created() {
+    let env = Env::new("");
+    env.cmd()
+        .env("BOT_BOTTLE_CONTAINER", "bot-bottle-pinned")
+        .env("FAKE_PS_NAMES", "bot-bottle-pinned")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("bot-bottle-pinned"));
+    assert!(!env.calls().iter().any(|c| c.contains(" up ")));
+    assert!(env.state_dirs().is_empty());
+}
+
+#[test]
+fn bottles_needing_missing_gates_are_refused_before_any_engine_call() {
+    let env = Env::new("supervise: true\n");
+    env.cmd()
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("supervise"));
+    assert!(env.calls().is_empty(), "{:#?}", env.calls());
+    // The dry run still shows the whole plan.
+    env.cmd()
+        .args(["start", "--dry-run", "worker"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("not available yet"));
+}
+
+#[test]
+fn list_active_is_one_engine_call() {
+    let env = Env::new("");
+    let ps = "{\"Names\":\"bot-bottle-w-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=w-1,dev.bot-bottle.agent=worker,dev.bot-bottle.service=agent\"}\n\
+              {\"Names\":\"bot-bottle-sidecars-w-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=w-1,dev.bot-bottle.agent=worker,dev.bot-bottle.service=sidecars\"}\n";
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .args(["list", "active"])
+        .assert()
+        .success()
+        .stdout("docker\tw-1\tworker\tagent,sidecars\n");
+    assert_eq!(env.calls().len(), 1);
+    let out = env
+        .cmd()
+        .env("FAKE_PS_JSON", ps)
+        .args(["list", "active", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["identity"], "w-1");
+}
+
+#[test]
+fn cleanup_lists_asks_and_removes() {
+    let env = Env::new("");
+    let ps = "{\"Names\":\"bot-bottle-w-1\",\"State\":\"exited\",\"Labels\":\"dev.bot-bottle.identity=w-1\"}\n";
+    // Without a terminal and without --yes nothing is removed.
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .arg("cleanup")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--yes"));
+    assert!(!env.calls().iter().any(|c| c.contains(" rm ")));
+    // An orphan state dir (a killed launch) is removed too; a preserved one is kept.
+    std::fs::create_dir_all(env.home.join("state/w-1")).unwrap();
+    std::fs::create_dir_all(env.home.join("state/kept-1")).unwrap();
+    std::fs::write(env.home.join("state/kept-1/.preserve"), "").unwrap();
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .env("FAKE_LS_NAMES", "bot-bottle-net-w-1 bridge")
+        .args(["cleanup", "--yes"])
+        .assert()
+        .success();
+    let calls = env.calls();
+    assert!(
+        calls.iter().any(|c| c.contains("rm -f -v bot-bottle-w-1")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("network rm bot-bottle-net-w-1")),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains("bridge") && c.contains(" rm"))
+    );
+    assert!(!env.home.join("state/w-1").exists());
+    assert!(env.home.join("state/kept-1").exists());
+}
+
+#[test]
+fn a_failing_snapshot_or_teardown_step_warns_and_goes_on() {
+    let env = Env::new("");
+    let out = env
+        .cmd()
+        .env("FAKE_DOCKER_FAIL", " down ")
+        .args(["start", "--yes", "worker"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bot-bottle cleanup"), "{stderr}");
+    // The state dir is still removed after the compose teardown failed.
+    assert!(env.state_dirs().is_empty());
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", "docker cp ")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .success();
+    assert!(env.calls().iter().any(|c| c.contains(" down ")));
+}
+
+#[test]
+fn a_non_zero_session_keeps_state_and_prints_the_resume_hint() {
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "7")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("bot-bottle resume worker-"));
+    let states = env.state_dirs();
+    assert_eq!(states.len(), 1);
+    assert!(states[0].join("metadata.json").exists());
+    // Teardown still ran: nothing of the bottle keeps running.
+    assert!(env.calls().iter().any(|c| c.contains(" down ")));
+    // The preserved bottle resumes under its identity with the provider's resume args.
+    let id = states[0].file_name().unwrap().to_string_lossy().to_string();
+    std::fs::write(env.log.clone(), "").unwrap();
+    env.cmd().args(["resume", "--yes", &id]).assert().success();
+    let calls = env.calls();
+    let session = calls
+        .iter()
+        .find(|c| c.contains("-u node"))
+        .expect("session");
+    assert!(session.contains("--continue"), "{session}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains(&format!("-p bot-bottle-{id} ")) && c.contains(" up -d"))
+    );
+    // A clean exit after resume removes the state.
+    assert!(env.state_dirs().is_empty(), "{:?}", env.state_dirs());
+}

@@ -1,0 +1,407 @@
+//! Engine tests of a whole bottle on a real Docker engine (run when
+//! `BOT_BOTTLE_ENGINE_TESTS=1`; otherwise each test prints that it was skipped).
+//!
+//! The agent image is the real `bot-bottle-claude` image with `claude` replaced by a stub
+//! that waits for a stop file, so the session can be driven from outside with `exec`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "engine-test-token-7f3a9c2e51";
+const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
+
+/// `cleanup` removes every bottle on the engine: the tests of this file take turns.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A home with one bottle routing `upstream.test` with an injected token, one agent with a
+/// skill, a TLS upstream's CA as the operator's extra CA, and the stub agent image.
+struct World {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    host_home: PathBuf,
+    work: PathBuf,
+    certs: PathBuf,
+}
+
+fn build_stub_image() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("claude"),
+        "#!/bin/sh\ntouch /tmp/started\nwhile [ ! -f /tmp/stop ]; do sleep 0.2; done\nexit \"$(cat /tmp/stop 2>/dev/null || echo 0)\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
+    )
+    .unwrap();
+    // The real provider image first (the CLI builds it from the embedded Dockerfile).
+    let out = Command::new(bin()).args(["build-images"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        STUB_IMAGE,
+        &dir.path().display().to_string(),
+    ]);
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let home = tmp.path().join("bbhome");
+        let host_home = tmp.path().join("hosthome");
+        let work = tmp.path().join("work");
+        let certs = tmp.path().join("certs");
+        for d in [
+            home.join("bottles"),
+            home.join("agents"),
+            host_home.join(".claude/skills/demo"),
+            work.clone(),
+            certs.clone(),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(
+            host_home.join(".claude/skills/demo/SKILL.md"),
+            "demo skill\n",
+        )
+        .unwrap();
+        std::fs::write(
+            home.join("bottles/dev.md"),
+            "---\nenv:\n  GREETING: \"hello\"\negress:\n  routes:\n    - host: upstream.test\n      auth:\n        scheme: Bearer\n        token_ref: ENGINE_TOKEN\n      pipelock:\n        ssrf_ip_allowlist: [\"172.16.0.0/12\", \"10.0.0.0/8\", \"192.168.0.0/16\"]\n---\n",
+        )
+        .unwrap();
+        std::fs::write(
+            home.join("agents/worker.md"),
+            "---\nbottle: dev\nskills: [demo]\n---\nPROMPT-MARKER do the work.\n",
+        )
+        .unwrap();
+        // Test CA and a leaf for upstream.test, made in process.
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "engine test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_params = rcgen::CertificateParams::new(vec!["upstream.test".to_string()]).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        std::fs::write(certs.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(certs.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(certs.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        std::fs::write(
+            certs.join("server.js"),
+            "const https=require('https');const fs=require('fs');\n\
+             https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
+             console.log('REQ '+q.method+' '+q.url+' auth='+(q.headers['authorization']||'none'));\n\
+             s.end('upstream-says-hi\\n');}).listen(443,()=>console.log('LISTENING'));\n",
+        )
+        .unwrap();
+        World {
+            tmp,
+            home,
+            host_home,
+            work,
+            certs,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("BOT_BOTTLE_HOME", &self.home)
+            .env("HOME", &self.host_home)
+            .env("BOT_BOTTLE_IMAGE", STUB_IMAGE)
+            .env("BOT_BOTTLE_EXTRA_CA_CERTS", self.certs.join("ca.pem"))
+            .env("ENGINE_TOKEN", TOKEN)
+            .env("COMPOSE_BAKE", "false")
+            .current_dir(&self.work);
+        c
+    }
+
+    fn active(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .cmd()
+            .args(["list", "active", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Wait until a bottle of agent `worker` is listed; returns its identity.
+    fn wait_active(&self, child: &mut Child) -> String {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            if let Some(b) = self.active().into_iter().find(|b| b["agent"] == "worker") {
+                return b["identity"].as_str().unwrap().to_string();
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("start exited early: {st}");
+            }
+            assert!(Instant::now() < deadline, "bottle never became active");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn exec(&self, id: &str, script: &str) -> std::process::Output {
+        self.cmd()
+            .args(["exec", id, "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn exec_ok(&self, id: &str, script: &str) -> String {
+        let out = self.exec(id, script);
+        assert!(
+            out.status.success(),
+            "exec `{script}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn wait_exec(&self, id: &str, script: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.exec(id, script).status.success() {
+            assert!(Instant::now() < deadline, "`{script}` never succeeded");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn leftovers(&self, id: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        for args in [
+            vec!["ps", "-a", "--format", "{{.Names}}"],
+            vec!["network", "ls", "--format", "{{.Name}}"],
+            vec!["volume", "ls", "--format", "{{.Name}}"],
+        ] {
+            v.extend(
+                docker_ok(&args)
+                    .lines()
+                    .filter(|n| n.contains(id))
+                    .map(str::to_string),
+            );
+        }
+        if self.home.join("state").join(id).exists() {
+            v.push(format!("state dir {id}"));
+        }
+        v
+    }
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(hit) = tree_contains(&p, needle) {
+                return Some(hit);
+            }
+        } else if std::fs::read(&p)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
+        {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
+    let _turn = engine_lock();
+    build_stub_image();
+    let w = World::new();
+    // `script` gives the CLI a pseudo-terminal, as an operator's shell would.
+    let mut start = w.cmd();
+    start = {
+        let mut c = Command::new("script");
+        c.args([
+            "-qfec",
+            &format!("{} start --yes worker", bin().display()),
+            "/dev/null",
+        ]);
+        for (k, v) in start.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c.current_dir(&w.work);
+        c
+    };
+    let mut child = start
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = w.wait_active(&mut child);
+    w.wait_exec(&id, "test -f /tmp/started");
+
+    // Provisioning: prompt, provider files, skills.
+    assert!(
+        w.exec_ok(&id, "cat /home/node/.bot-bottle/prompt.md")
+            .contains("PROMPT-MARKER")
+    );
+    w.exec_ok(&id, "test -s /home/node/.claude.json");
+    assert_eq!(
+        w.exec_ok(&id, "cat /home/node/.claude/skills/demo/SKILL.md"),
+        "demo skill\n"
+    );
+    assert_eq!(w.exec_ok(&id, "echo $GREETING"), "hello\n");
+    // No secret in the agent's environment or filesystem.
+    let environ = w.exec_ok(
+        &id,
+        "cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'; env",
+    );
+    assert!(!environ.contains(TOKEN));
+
+    // A TLS upstream on the bottle's egress network, reached only through egress.
+    let upstream = format!("bot-bottle-test-upstream-{id}");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &upstream,
+        "--network",
+        &format!("bot-bottle-egress-{id}"),
+        "--network-alias",
+        "upstream.test",
+        "-v",
+        &format!("{}:/certs:ro", w.certs.display()),
+        "--entrypoint",
+        "node",
+        "bot-bottle-claude:latest",
+        "/certs/server.js",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !docker_ok(&["logs", &upstream]).contains("LISTENING") {
+        assert!(Instant::now() < deadline, "upstream never listened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let body = w.exec_ok(
+        &id,
+        "curl -sS --max-time 20 -H 'Authorization: Bearer agent-own-value' https://upstream.test/hello",
+    );
+    assert_eq!(body, "upstream-says-hi\n");
+    let seen = docker_ok(&["logs", &upstream]);
+    assert!(seen.contains(&format!("auth=Bearer {TOKEN}")), "{seen}");
+    assert!(!seen.contains("agent-own-value"), "{seen}");
+    // A host without a route is refused by egress.
+    let refused = w.exec(
+        &id,
+        "curl -sS --max-time 20 -o /dev/null -w '%{http_code}' https://example.com/",
+    );
+    assert!(!refused.status.success() || String::from_utf8_lossy(&refused.stdout) == "403");
+    // Bypassing the proxy: no route, no DNS.
+    let direct = w.exec(&id, "curl --noproxy '*' -sS --max-time 5 http://1.1.1.1/");
+    assert!(!direct.status.success(), "direct request succeeded");
+    let dns = w.exec(&id, "getent hosts example.com");
+    assert!(!dns.status.success(), "DNS answered inside the agent");
+    let _ = docker(&["rm", "-f", &upstream]);
+
+    // End the session: the stub exits 0, the CLI tears everything down.
+    w.exec_ok(&id, "echo 0 > /tmp/stop");
+    let status = wait_exit(&mut child, 120);
+    assert!(status.success(), "start exited with {status}");
+    assert!(w.leftovers(&id).is_empty(), "left: {:?}", w.leftovers(&id));
+    assert!(tree_contains(&w.home, TOKEN).is_none());
+    drop(w.tmp);
+}
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
+    let _turn = engine_lock();
+    build_stub_image();
+    let w = World::new();
+    let mut child = w
+        .cmd()
+        .args(["start", "--yes", "worker"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = w.wait_active(&mut child);
+    child.kill().unwrap(); // SIGKILL: no teardown runs
+    let _ = child.wait();
+    assert!(
+        !w.leftovers(&id).is_empty(),
+        "the kill should leave resources behind"
+    );
+    let out = w.cmd().args(["cleanup", "--yes"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        w.leftovers(&id).is_empty(),
+        "left after cleanup: {:?}",
+        w.leftovers(&id)
+    );
+}
