@@ -31,7 +31,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the scanner"]
 async fn secrets_anywhere_in_the_request_are_refused() {
     let h = start(&routes()).await;
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("key={AWS_KEY}"));
@@ -104,7 +103,6 @@ async fn secrets_anywhere_in_the_request_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the scanner"]
 async fn injected_credential_and_agent_placeholder_on_auth_route_pass() {
     let h = start(&routes()).await;
     // The agent's own bearer is replaced on an auth route, so its shape does not matter.

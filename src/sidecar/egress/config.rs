@@ -240,8 +240,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<RawRoute>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    // TODO(yaml): switch to `crate::yaml::parse_value(text)` once the YAML module lands.
-    let doc: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON/YAML: {e}"))?;
+    let doc: Value = crate::yaml::parse_value(text).map_err(|e| e.to_string())?;
     routes_from_value(&doc)
 }
 
@@ -421,6 +420,17 @@ mod tests {
         assert!(e.contains("host"), "{e}");
         assert!(parse_routes(r#"{"routes": [], "x": 1}"#).is_err());
         assert!(parse_routes("[1,2]").is_err());
+    }
+
+    #[test]
+    fn routes_file_in_yaml() {
+        let text = "routes:\n  - host: api.example.com\n    path_allowlist: [/v1/]\n    auth_scheme: Bearer\n    token_env: EGRESS_TOKEN_0\n  - host: pass.example.com\n    tls_passthrough: true\n";
+        let r = parse_routes(text).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].path_allowlist, ["/v1/"]);
+        assert_eq!(r[0].auth_scheme, Some(AuthScheme::Bearer));
+        assert!(r[1].tls_passthrough);
+        assert!(parse_routes("routes: &a [1]\nx: *a\n").is_err());
     }
 
     #[test]
