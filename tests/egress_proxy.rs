@@ -487,3 +487,34 @@ async fn listens_on_a_unix_socket() {
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
     assert_eq!(h.plain.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_proxy_carries_the_traffic() {
+    let (proxy, seen) = fake_upstream_proxy().await;
+    let opts = Options {
+        upstream_proxy: Some(format!("http://{proxy}")),
+        ..Default::default()
+    };
+    let h = start_with(&standard_routes(), opts).await;
+    let r = h.curl("https://api.test/v1/via", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].header_values("authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
+    let r = h.curl("http://plain.test/p", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "via-proxy\n"), "{r:?}");
+    let heads = seen.lock().unwrap().clone();
+    assert!(heads.iter().any(|h| h.starts_with("CONNECT ")), "{heads:?}");
+    let plain = heads
+        .iter()
+        .find(|h| h.starts_with("GET http://plain.test/p "))
+        .expect("absolute-form request");
+    assert!(plain.contains(&format!("token {TOKEN}")));
+    // Refused hosts never reach the upstream proxy.
+    let n = seen.lock().unwrap().len();
+    assert_eq!(h.curl("https://evil.test/", &[]).await.connect_status, 403);
+    assert_eq!(seen.lock().unwrap().len(), n);
+}

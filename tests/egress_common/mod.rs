@@ -223,6 +223,7 @@ pub struct Options {
     pub extra_pins: Vec<String>,
     pub limits: Limits,
     pub unix: Option<PathBuf>,
+    pub upstream_proxy: Option<String>,
 }
 
 impl Default for Options {
@@ -232,6 +233,7 @@ impl Default for Options {
             extra_pins: vec![],
             limits: Limits::DEFAULT,
             unix: None,
+            upstream_proxy: None,
         }
     }
 }
@@ -268,7 +270,7 @@ pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
         routes_path: routes.clone(),
         ca_cert_pem: bottle_cert,
         ca_key_pem: bottle_key,
-        upstream_proxy: None,
+        upstream_proxy: opts.upstream_proxy.as_deref().map(|u| u.parse().unwrap()),
         extra_roots_pem: vec![ca.cert_pem.clone()],
         system_roots: false,
         allow_cidrs: if opts.allow_loopback {
@@ -464,4 +466,39 @@ pub fn standard_routes() -> String {
         {"host": "plain.test", "auth_scheme": "token", "token_env": "EGRESS_TOKEN_0"},
     ]})
     .to_string()
+}
+
+/// A minimal upstream HTTP proxy (like pipelock): records each request head; tunnels CONNECT
+/// to the named target, answers absolute-form requests itself with `via-proxy`.
+pub async fn fake_upstream_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let head = read_head(&mut s).await;
+                seen.lock().unwrap().push(head.clone());
+                let line = head.lines().next().unwrap_or("").to_string();
+                let mut parts = line.split_whitespace();
+                if parts.next() == Some("CONNECT") {
+                    let target = parts.next().unwrap_or("").to_string();
+                    let Ok(mut up) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await;
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                } else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nvia-proxy\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, seen)
 }
