@@ -254,7 +254,9 @@ fn server_builder(limits: &Limits) -> http1::Builder {
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.hyper_buf_size())
         .max_headers(limits.max_headers)
-        .keep_alive(true);
+        .keep_alive(true)
+        // One flat buffer per write: with TLS each vectored slice would cost its own record.
+        .writev(false);
     b
 }
 

@@ -108,6 +108,7 @@ pub fn client(settings: Arc<UpstreamSettings>, routes: Arc<RouteTable>) -> Upstr
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
         .set_host(false)
+        .http1_writev(false)
         .build(Connector { settings, routes })
 }
 
