@@ -237,6 +237,17 @@ impl Resolver {
     }
 }
 
+/// Cloud metadata service names, refused by name (they resolve to link-local addresses only
+/// inside a cloud, and may not resolve at all elsewhere).
+const METADATA_NAMES: [&str; 6] = [
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "metadata.azure.internal",
+];
+
 /// Resolve and check every address: a name with any refused address is refused, so a
 /// resolver answer mixing public and internal addresses cannot be used to reach inside.
 pub async fn resolve_checked(
@@ -246,6 +257,13 @@ pub async fn resolve_checked(
     allow: &[IpNet],
     route_allow: &[IpNet],
 ) -> Result<Vec<SocketAddr>, DestinationError> {
+    if !resolver.pins.contains_key(host) && METADATA_NAMES.contains(&host) {
+        let addr = IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
+        return Err(DestinationError::Ssrf(SsrfRefusal {
+            addr,
+            class: "metadata",
+        }));
+    }
     let addrs = resolver
         .resolve(host, port)
         .await
