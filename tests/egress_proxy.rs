@@ -518,3 +518,24 @@ async fn upstream_proxy_carries_the_traffic() {
     assert_eq!(h.curl("https://evil.test/", &[]).await.connect_status, 403);
     assert_eq!(seen.lock().unwrap().len(), n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_route_with_a_credential_is_intercepted_to_inject_it() {
+    // The shape the launcher renders for a provider route (pipelock passthrough + auth).
+    let routes = serde_json::json!({"routes": [{
+        "host": "other.test", "path_allowlist": [], "tls_passthrough": true, "ssrf_ip_allowlist": [],
+        "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"
+    }]});
+    let h = start(&format!("{routes:#}\n")).await;
+    let r = h
+        .curl(
+            "https://other.test/v1/messages",
+            &["-H", &format!("Authorization: Bearer {AGENT_TOKEN}")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        h.tls.requests()[0].header_values("authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
+}

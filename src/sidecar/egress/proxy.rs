@@ -437,7 +437,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         return refusal_response(&r, false);
     }
     let upstream = shared.upstream.clone();
-    if route.tls_passthrough {
+    if route.tunnels() {
         let stream = match open_stream(&upstream, &host, 443, &route.ssrf_ip_allowlist).await {
             Ok(s) => s,
             Err(e) => {
@@ -636,7 +636,7 @@ async fn handle_request(
         shared.deny(host, &method, &path_only, &r);
         return refusal_response(&r, true);
     }
-    if !matches!(target, Target::Tunnel(_)) && route.tls_passthrough && scheme == "https" {
+    if !matches!(target, Target::Tunnel(_)) && route.tunnels() && scheme == "https" {
         let r = Refusal::forbidden(
             Layer::Allowlist,
             "passthrough-route",

@@ -64,6 +64,13 @@ pub struct Route {
 }
 
 impl Route {
+    /// Is this route a plain tunnel? `tls_passthrough` tunnels a route that injects nothing;
+    /// a route that injects a credential must be intercepted to do so, and its passthrough
+    /// flag then only concerns the upstream proxy (pipelock), which egress reaches over TLS.
+    pub fn tunnels(&self) -> bool {
+        self.tls_passthrough && self.auth.is_none()
+    }
+
     /// Is `path` (without query) inside the allowlist? An empty allowlist allows every path.
     /// A prefix matches at a segment boundary; dot segments and encoded separators are refused
     /// because the upstream could normalise them out of the allowed prefix.
@@ -137,11 +144,6 @@ impl RouteTable {
                     ));
                 }
             };
-            if r.tls_passthrough && auth.is_some() {
-                return Err(format!(
-                    "`routes[{i}]` ({host}): a `tls_passthrough` route cannot inject a credential"
-                ));
-            }
             let route = Route {
                 host: host.clone(),
                 path_allowlist: r.path_allowlist,
@@ -272,6 +274,19 @@ mod tests {
         let mut r = raw("a.test");
         r.auth_scheme = Some(AuthScheme::Token);
         assert!(RouteTable::build(vec![r], &no_env).is_err());
+    }
+
+    #[test]
+    fn passthrough_with_credential_is_intercepted() {
+        let mut a = raw("a.test");
+        a.tls_passthrough = true;
+        a.auth_scheme = Some(AuthScheme::Bearer);
+        a.token_env = Some("EGRESS_TOKEN_0".into());
+        let mut b = raw("b.test");
+        b.tls_passthrough = true;
+        let t = RouteTable::build(vec![a, b], &|_| Some("v".into())).unwrap();
+        assert!(!t.lookup("a.test").unwrap().tunnels());
+        assert!(t.lookup("b.test").unwrap().tunnels());
     }
 
     #[test]
