@@ -20,9 +20,21 @@ pub fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
     }
 }
 
-/// `Some(true)` when the engine lists a `runsc` runtime, `Some(false)` when it answers without
-/// one, `None` when it cannot be asked.
-pub fn gvisor_registered(docker_host: Option<&str>, timeout: Duration) -> Option<bool> {
+/// What the engine says about gVisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gvisor {
+    /// `runsc` is registered and may connect to host unix sockets (the agent's relay needs
+    /// that to reach its sidecar bundle): bottles run under gVisor.
+    Usable,
+    /// `runsc` is registered without `--host-uds=open`/`all`: under it the relay could not
+    /// reach the bundle, so bottles run under runc and the preflight says why.
+    NoHostUds,
+    /// No `runsc` runtime.
+    Absent,
+}
+
+/// Ask the engine about gVisor; `None` when it cannot be asked.
+pub fn probe_gvisor(docker_host: Option<&str>, timeout: Duration) -> Option<Gvisor> {
     let path = socket_path(docker_host)?;
     let mut stream = UnixStream::connect(path).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
@@ -32,11 +44,17 @@ pub fn gvisor_registered(docker_host: Option<&str>, timeout: Duration) -> Option
         .ok()?;
     let mut answer = Vec::new();
     stream.take(MAX_ANSWER).read_to_end(&mut answer).ok()?;
-    runtimes_include_runsc(&answer)
+    parse_info(&answer)
+}
+
+/// `Some(true)` when bottles can run under gVisor, `Some(false)` when the engine answers but
+/// they cannot, `None` when the engine cannot be asked.
+pub fn gvisor_registered(docker_host: Option<&str>, timeout: Duration) -> Option<bool> {
+    probe_gvisor(docker_host, timeout).map(|g| g == Gvisor::Usable)
 }
 
 /// Parse a raw HTTP/1.0 `/info` answer.
-fn runtimes_include_runsc(answer: &[u8]) -> Option<bool> {
+fn parse_info(answer: &[u8]) -> Option<Gvisor> {
     let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
     let (head, body) = (&answer[..split], &answer[split + 4..]);
     let status = head.split(|b| *b == b'\n').next()?;
@@ -45,7 +63,25 @@ fn runtimes_include_runsc(answer: &[u8]) -> Option<bool> {
     }
     let info: serde_json::Value = serde_json::from_slice(body).ok()?;
     let runtimes = info.get("Runtimes")?.as_object()?;
-    Some(runtimes.keys().any(|k| k == "runsc"))
+    let Some(runsc) = runtimes.get("runsc") else {
+        return Some(Gvisor::Absent);
+    };
+    let host_uds = runsc
+        .get("runtimeArgs")
+        .and_then(|a| a.as_array())
+        .is_some_and(|args| {
+            args.iter().filter_map(|a| a.as_str()).any(|a| {
+                matches!(
+                    a,
+                    "--host-uds=open" | "--host-uds=all" | "-host-uds=open" | "-host-uds=all"
+                )
+            })
+        });
+    Some(if host_uds {
+        Gvisor::Usable
+    } else {
+        Gvisor::NoHostUds
+    })
 }
 
 #[cfg(test)]
@@ -67,12 +103,14 @@ mod tests {
 
     #[test]
     fn parses_runtimes_from_info() {
-        let with = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Runtimes\":{\"runc\":{},\"runsc\":{\"path\":\"/usr/bin/runsc\"}}}";
+        let usable = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"Runtimes\":{\"runc\":{},\"runsc\":{\"path\":\"/usr/bin/runsc\",\"runtimeArgs\":[\"--host-uds=open\"]}}}";
+        let no_uds = b"HTTP/1.0 200 OK\r\n\r\n{\"Runtimes\":{\"runc\":{},\"runsc\":{\"path\":\"/usr/bin/runsc\"}}}";
         let without = b"HTTP/1.0 200 OK\r\n\r\n{\"Runtimes\":{\"runc\":{}}}";
-        assert_eq!(runtimes_include_runsc(with), Some(true));
-        assert_eq!(runtimes_include_runsc(without), Some(false));
-        assert_eq!(runtimes_include_runsc(b"HTTP/1.0 500 Oops\r\n\r\n{}"), None);
-        assert_eq!(runtimes_include_runsc(b"garbage"), None);
+        assert_eq!(parse_info(usable), Some(Gvisor::Usable));
+        assert_eq!(parse_info(no_uds), Some(Gvisor::NoHostUds));
+        assert_eq!(parse_info(without), Some(Gvisor::Absent));
+        assert_eq!(parse_info(b"HTTP/1.0 500 Oops\r\n\r\n{}"), None);
+        assert_eq!(parse_info(b"garbage"), None);
     }
 
     #[test]

@@ -391,3 +391,30 @@ fn a_non_zero_session_keeps_state_and_prints_the_resume_hint() {
     // A clean exit after resume removes the state.
     assert!(env.state_dirs().is_empty(), "{:?}", env.state_dirs());
 }
+
+#[test]
+fn compose_v1_is_used_when_v2_is_missing() {
+    let env = Env::new("");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker");
+    std::fs::copy(&fake, env.bin.join("docker-compose")).unwrap();
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", "compose version")
+        .env("FAKE_SESSION_EXIT", "5")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let calls = env.calls();
+    let up = calls
+        .iter()
+        .find(|c| c.contains(" up -d"))
+        .expect("compose up");
+    assert!(
+        up.starts_with("docker-compose -p bot-bottle-worker-"),
+        "{up}"
+    );
+    // v1 needs a file-format version and has no top-level `name`.
+    let states = env.state_dirs();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(compose.contains("version: \"2.4\""), "{compose}");
+    assert!(!compose.contains("\nname:"), "{compose}");
+}

@@ -89,14 +89,19 @@ fn run_start(
     }
     let host = HostEnv::from_process();
     if opts.backend == BackendKind::Docker {
-        opts.gvisor = engine_probe::gvisor_registered(
+        let probe = engine_probe::probe_gvisor(
             host.vars.get("DOCKER_HOST").map(String::as_str),
             ENGINE_PROBE_TIMEOUT,
         );
-        if opts.gvisor.is_none() {
-            warn(
+        opts.gvisor = probe.map(|g| g == engine_probe::Gvisor::Usable);
+        match probe {
+            None => warn(
                 "the Docker engine did not answer; runtime shown as `runc` (start Docker to launch)",
-            );
+            ),
+            Some(engine_probe::Gvisor::NoHostUds) => warn(
+                "gVisor (`runsc`) is registered without `--host-uds=open`, which the agent's relay needs; running under runc (add \"runtimeArgs\": [\"--host-uds=open\"] to its daemon.json entry to use gVisor)",
+            ),
+            Some(_) => {}
         }
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
