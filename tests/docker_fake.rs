@@ -418,3 +418,50 @@ fn compose_v1_is_used_when_v2_is_missing() {
     assert!(compose.contains("version: \"2.4\""), "{compose}");
     assert!(!compose.contains("\nname:"), "{compose}");
 }
+
+#[test]
+fn ctrl_c_mid_launch_tears_down_and_exits_130() {
+    let env = Env::new("");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("bot-bottle"));
+    // Same environment as `Env::cmd`, on a plain `Command` so the child can be signalled.
+    let probe = env.cmd();
+    cmd.env_clear();
+    for (k, v) in probe.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("FAKE_DOCKER_SLOW", " up -d")
+        .args(["start", "--yes", "worker"])
+        .current_dir(&env.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let slow = env.log.with_extension("log.slow");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !slow.exists() {
+        assert!(std::time::Instant::now() < deadline, "compose up never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGINT to the CLI alone (not its process group), as if the terminal's Ctrl-C reached it
+    // while `compose up` was running.
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = env.calls();
+    let up = position(&calls, " up -d").unwrap();
+    let down = position(&calls, " down ").expect("teardown after the interrupt");
+    assert!(up < down);
+    assert!(
+        !calls.iter().any(|c| c.contains("-u root")),
+        "provisioning ran after Ctrl-C"
+    );
+    assert!(env.state_dirs().is_empty());
+}

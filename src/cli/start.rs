@@ -169,6 +169,17 @@ fn confirm() -> anyhow::Result<bool> {
 
 fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     interrupt::install();
+    let result = launch_inner(plan, host);
+    // A Ctrl-C ends the children too, so the step that was running fails; what counts for
+    // the exit code is that the operator interrupted (everything created was undone).
+    if interrupt::interrupted() {
+        say("interrupted; everything created was removed");
+        return Ok(ExitCode::from(130));
+    }
+    result
+}
+
+fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let compose = ComposeCmd::detect(&runner)?;
     let extra_ca = crate::backend::docker::sidecar_config::read_extra_ca(
@@ -210,10 +221,7 @@ fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::from(1))
         }
-        Err(DockerError::Interrupted) => {
-            say("interrupted; everything created was removed");
-            Ok(ExitCode::from(130))
-        }
+        Err(DockerError::Interrupted) => Ok(ExitCode::from(130)),
         Err(e) => Err(e.into()),
     }
 }
