@@ -89,9 +89,10 @@ fn run_start(
     }
     let host = HostEnv::from_process();
     if opts.backend == BackendKind::Docker {
-        let probe = engine_probe::probe_gvisor(
+        let probe = engine_probe::probe_gvisor_cached(
             host.vars.get("DOCKER_HOST").map(String::as_str),
             ENGINE_PROBE_TIMEOUT,
+            &manifest.root.join("cache").join("engine-probe"),
         );
         opts.gvisor = probe.map(|g| g == engine_probe::Gvisor::Usable);
         match probe {
