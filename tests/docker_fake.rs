@@ -391,3 +391,77 @@ fn a_non_zero_session_keeps_state_and_prints_the_resume_hint() {
     // A clean exit after resume removes the state.
     assert!(env.state_dirs().is_empty(), "{:?}", env.state_dirs());
 }
+
+#[test]
+fn compose_v1_is_used_when_v2_is_missing() {
+    let env = Env::new("");
+    let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker");
+    std::fs::copy(&fake, env.bin.join("docker-compose")).unwrap();
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", "compose version")
+        .env("FAKE_SESSION_EXIT", "5")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let calls = env.calls();
+    let up = calls
+        .iter()
+        .find(|c| c.contains(" up -d"))
+        .expect("compose up");
+    assert!(
+        up.starts_with("docker-compose -p bot-bottle-worker-"),
+        "{up}"
+    );
+    // v1 needs a file-format version and has no top-level `name`.
+    let states = env.state_dirs();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(compose.contains("version: \"2.4\""), "{compose}");
+    assert!(!compose.contains("\nname:"), "{compose}");
+}
+
+#[test]
+fn ctrl_c_mid_launch_tears_down_and_exits_130() {
+    let env = Env::new("");
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("bot-bottle"));
+    // Same environment as `Env::cmd`, on a plain `Command` so the child can be signalled.
+    let probe = env.cmd();
+    cmd.env_clear();
+    for (k, v) in probe.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("FAKE_DOCKER_SLOW", " up -d")
+        .args(["start", "--yes", "worker"])
+        .current_dir(&env.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let slow = env.log.with_extension("log.slow");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !slow.exists() {
+        assert!(std::time::Instant::now() < deadline, "compose up never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGINT to the CLI alone (not its process group), as if the terminal's Ctrl-C reached it
+    // while `compose up` was running.
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = env.calls();
+    let up = position(&calls, " up -d").unwrap();
+    let down = position(&calls, " down ").expect("teardown after the interrupt");
+    assert!(up < down);
+    assert!(
+        !calls.iter().any(|c| c.contains("-u root")),
+        "provisioning ran after Ctrl-C"
+    );
+    assert!(env.state_dirs().is_empty());
+}

@@ -360,6 +360,37 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
     assert!(!dns.status.success(), "DNS answered inside the agent");
     let _ = docker(&["rm", "-f", &upstream]);
 
+    // Fail closed: when egress dies, the bundle's init takes the bundle down and the agent
+    // is left with no way out at all (never a direct path).
+    let sidecar = format!("bot-bottle-sidecars-{id}");
+    let top = docker_ok(&["top", &sidecar, "-eo", "pid,args"]);
+    let egress_pid = top
+        .lines()
+        .find(|l| l.contains("bot-bottle-egress"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("egress runs in the bundle")
+        .to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &egress_pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while docker_ok(&["inspect", "-f", "{{.State.Running}}", &sidecar]).trim() == "true" {
+        assert!(
+            Instant::now() < deadline,
+            "the bundle kept running without egress"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = w.exec(&id, "curl -sS --max-time 10 https://upstream.test/hello");
+    assert!(
+        !after.status.success(),
+        "a request got out with egress dead"
+    );
+
     // End the session: the stub exits 0, the CLI tears everything down.
     w.exec_ok(&id, "echo 0 > /tmp/stop");
     let status = wait_exit(&mut child, 120);

@@ -89,14 +89,20 @@ fn run_start(
     }
     let host = HostEnv::from_process();
     if opts.backend == BackendKind::Docker {
-        opts.gvisor = engine_probe::gvisor_registered(
+        let probe = engine_probe::probe_gvisor_cached(
             host.vars.get("DOCKER_HOST").map(String::as_str),
             ENGINE_PROBE_TIMEOUT,
+            &manifest.root.join("cache").join("engine-probe"),
         );
-        if opts.gvisor.is_none() {
-            warn(
+        opts.gvisor = probe.map(|g| g == engine_probe::Gvisor::Usable);
+        match probe {
+            None => warn(
                 "the Docker engine did not answer; runtime shown as `runc` (start Docker to launch)",
-            );
+            ),
+            Some(engine_probe::Gvisor::NoHostUds) => warn(
+                "gVisor (`runsc`) is registered without `--host-uds=open`, which the agent's relay needs; running under runc (add \"runtimeArgs\": [\"--host-uds=open\"] to its daemon.json entry to use gVisor)",
+            ),
+            Some(_) => {}
         }
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
@@ -164,6 +170,17 @@ fn confirm() -> anyhow::Result<bool> {
 
 fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     interrupt::install();
+    let result = launch_inner(plan, host);
+    // A Ctrl-C ends the children too, so the step that was running fails; what counts for
+    // the exit code is that the operator interrupted (everything created was undone).
+    if interrupt::interrupted() {
+        say("interrupted; everything created was removed");
+        return Ok(ExitCode::from(130));
+    }
+    result
+}
+
+fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let compose = ComposeCmd::detect(&runner)?;
     let extra_ca = crate::backend::docker::sidecar_config::read_extra_ca(
@@ -205,10 +222,7 @@ fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::from(1))
         }
-        Err(DockerError::Interrupted) => {
-            say("interrupted; everything created was removed");
-            Ok(ExitCode::from(130))
-        }
+        Err(DockerError::Interrupted) => Ok(ExitCode::from(130)),
         Err(e) => Err(e.into()),
     }
 }
