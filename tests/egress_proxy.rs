@@ -539,3 +539,95 @@ async fn passthrough_route_with_a_credential_is_intercepted_to_inject_it() {
         [format!("Bearer {TOKEN}")]
     );
 }
+
+/// Wait (up to `max`) for the peer to close; true when it did.
+async fn closed_by_peer<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    max: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + max;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_disconnected() {
+    let limits = bot_bottle::sidecar::egress::limits::Limits {
+        header_timeout: std::time::Duration::from_secs(1),
+        idle_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let h = start_with(
+        &standard_routes(),
+        Options {
+            limits,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut slow = h.raw().await;
+    slow.write_all(b"GET http://plain.test/ HTTP/1.1\r\nHost: pl")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut slow, std::time::Duration::from_secs(20)).await,
+        "slowloris kept open"
+    );
+    let mut idle = h.raw().await;
+    idle.write_all(b"GET http://plain.test/i HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_peer(&mut idle, std::time::Duration::from_secs(20)).await,
+        "idle keep-alive kept open"
+    );
+    let mut tunnel = h.tunnel("api.test:443", "api.test").await.unwrap();
+    assert!(
+        closed_by_peer(&mut tunnel, std::time::Duration::from_secs(20)).await,
+        "idle tunnel kept open"
+    );
+    assert_eq!(h.plain.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_is_bounded_and_service_continues() {
+    let limits = bot_bottle::sidecar::egress::limits::Limits {
+        max_connections: 32,
+        ..Default::default()
+    };
+    let h = start_with(
+        &standard_routes(),
+        Options {
+            limits,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Hold more connections than allowed, half of them mid-head.
+    let mut held = Vec::new();
+    for i in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        if i % 2 == 0 {
+            let _ = s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\n").await;
+        }
+        held.push(s);
+    }
+    drop(held);
+    // Once they are gone, the proxy serves again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if h.curl("https://api.test/v1/after", &[]).await.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "proxy never recovered");
+}
