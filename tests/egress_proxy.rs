@@ -631,3 +631,40 @@ async fn connection_flood_is_bounded_and_service_continues() {
     }
     assert!(ok, "proxy never recovered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_variants_reach_the_route_but_get_no_credential() {
+    let h = start(&standard_routes()).await;
+    // CONNECT spelled in upper case.
+    let mut tls = h.tunnel("API.TEST:443", "api.test").await.unwrap();
+    let resp = exchange(
+        &mut tls,
+        format!(
+            "GET /v1/a HTTP/1.1\r\nHost: API.TEST\r\nAuthorization: Bearer {AGENT_TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Exact CONNECT host, Host header in another case.
+    let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
+    let resp = exchange(&mut tls, b"GET /v1/b HTTP/1.1\r\nHost: Api.Test\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs.len(), 2);
+    for q in &reqs {
+        assert!(
+            q.header_values("authorization").is_empty(),
+            "{:?}",
+            q.headers
+        );
+    }
+    assert!(
+        h.audit_lines()
+            .iter()
+            .any(|l| l["rule"] == "route-auth-withheld-inexact-host")
+    );
+    // Trailing dot: no route at all.
+    let (head, _s) = h.connect("api.test.:443").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}

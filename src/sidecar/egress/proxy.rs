@@ -471,10 +471,11 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         return refusal_response(&r, false);
     }
     allow_connect(&shared, &host, "intercept");
-    let tunnel_host: Arc<str> = Arc::from(host.as_str());
+    // The tunnel keeps the host as the agent wrote it: only an exact match gets the credential.
+    let tunnel_host: Arc<str> = Arc::from(host_raw);
     tokio::spawn(async move {
         if let Ok(up) = hyper::upgrade::on(req).await {
-            intercept(shared, TokioIo::new(up), tunnel_host).await;
+            intercept(shared, TokioIo::new(up), tunnel_host, host).await;
         }
     });
     Response::new(empty())
@@ -493,7 +494,7 @@ fn allow_connect(shared: &Shared, host: &str, rule: &str) {
     });
 }
 
-async fn intercept<S>(shared: Arc<Shared>, io: S, host: Arc<str>)
+async fn intercept<S>(shared: Arc<Shared>, io: S, tunnel_host: Arc<str>, host: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -525,7 +526,7 @@ where
         Ok(Ok(t)) => t,
         _ => return,
     };
-    serve_http(shared, tls, Origin::Tunnel(host)).await;
+    serve_http(shared, tls, Origin::Tunnel(tunnel_host)).await;
 }
 
 #[derive(Clone)]
@@ -645,6 +646,13 @@ async fn handle_request(
         shared.deny(host, &method, &path_only, &r);
         return refusal_response(&r, false);
     }
+    let exact_host = host_raw.trim_start_matches('[').trim_end_matches(']') == route.host
+        && req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(split_host_port)
+            .is_none_or(|(h, _)| h.trim_start_matches('[').trim_end_matches(']') == route.host);
     // 2. Path allowlist.
     if !route.path_allowed(req.uri().path()) {
         let r = Refusal::forbidden(
@@ -704,8 +712,12 @@ async fn handle_request(
         shared.deny(host, &method, &path_only, &r);
         return refusal_response(&r, false);
     }
-    // 5. Inject and forward.
-    let injected = inject_credential(&mut parts.headers, &route);
+    // 5. Inject (only on an exact host spelling) and forward.
+    let injected = if exact_host {
+        inject_credential(&mut parts.headers, &route)
+    } else {
+        None
+    };
     if injected.is_some() {
         // Uncompressed answers, so an echoed credential can be masked (see `redact`).
         parts.headers.insert(
@@ -765,10 +777,10 @@ async fn handle_request(
         path: &path_only,
         allowed: true,
         layer: "egress",
-        rule: if route.auth.is_some() {
-            "route-auth"
-        } else {
-            "route"
+        rule: match (route.auth.is_some(), injected.is_some()) {
+            (true, true) => "route-auth",
+            (true, false) => "route-auth-withheld-inexact-host",
+            _ => "route",
         },
         status: resp.status().as_u16(),
         injected,
