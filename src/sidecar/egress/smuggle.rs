@@ -238,4 +238,31 @@ mod tests {
         h.append(TRANSFER_ENCODING, "chunked".parse().unwrap());
         assert_eq!(s.check(&h), Err("multiple-transfer-encoding"));
     }
+
+    fn whole_count(data: &[u8]) -> u64 {
+        count_lines(data, data.len(), 0)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_reads_count_like_one_read(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["\r\n", "\n", "Content-Length: 1", "content-", "LENGTH", "x", "Transfer-Encoding"]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..64, 0..10),
+        ) {
+            let data: Vec<u8> = parts.concat().into_bytes();
+            let sniff = Arc::new(Sniff::default());
+            let mut io = SniffIo::new((), sniff.clone());
+            let mut at = 0;
+            for c in cuts {
+                let end = (at + c).min(data.len());
+                io.observe(&data[at..end]);
+                at = end;
+            }
+            io.observe(&data[at..]);
+            proptest::prop_assert_eq!(sniff.raw_cl_lines.load(Ordering::Relaxed), whole_count(&data));
+        }
+    }
 }

@@ -425,4 +425,22 @@ mod tests {
             })
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn host_parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_ip_literal(&s);
+            let _ = crate::sidecar::egress::routes::normalize_request_host(&s);
+            let _ = crate::sidecar::egress::routes::normalize_route_host(&s);
+            let _ = crate::sidecar::egress::config::parse_routes(&s);
+        }
+
+        #[test]
+        fn dotted_decimal_round_trips(a: u8, b: u8, c: u8, d: u8) {
+            let text = format!("{a}.{b}.{c}.{d}");
+            proptest::prop_assert_eq!(parse_ip_literal(&text), Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))));
+            let as_int = u32::from(Ipv4Addr::new(a, b, c, d)).to_string();
+            proptest::prop_assert_eq!(parse_ip_literal(&as_int), Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))));
+        }
+    }
 }
