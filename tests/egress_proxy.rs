@@ -668,3 +668,39 @@ async fn case_variants_reach_the_route_but_get_no_credential() {
     let (head, _s) = h.connect("api.test.:443").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_upload_with_expect_continue_is_scanned_and_forwarded() {
+    let h = start(&standard_routes()).await;
+    let file = h.dir.path().join("upload.bin");
+    let body: Vec<u8> = (0..(3usize << 20)).map(|i| b"abcdefghij"[i % 10]).collect();
+    std::fs::write(&file, &body).unwrap();
+    let r = h
+        .curl(
+            "https://api.test/v1/upload",
+            &[
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                &format!("@{}", file.display()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs[0].body.len(), body.len());
+    assert!(reqs[0].header_values("expect").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_websocket_through_the_proxy_listener() {
+    let h = start(&standard_routes()).await;
+    let mut s = h.raw().await;
+    s.write_all(b"GET http://plain.test/ws HTTP/1.1\r\nHost: plain.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(exchange(&mut s, b"ping-frame").await, "ping-frame");
+    let mut s = h.raw().await;
+    let resp = exchange(&mut s, b"GET http://evil.test/ws HTTP/1.1\r\nHost: evil.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+}
