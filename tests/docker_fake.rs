@@ -290,7 +290,7 @@ fn list_active_is_one_engine_call() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["identity"], "w-1");
+    assert_eq!(v[0]["id"], "w-1");
 }
 
 #[test]

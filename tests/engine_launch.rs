@@ -177,7 +177,7 @@ impl World {
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
             if let Some(b) = self.active().into_iter().find(|b| b["agent"] == "worker") {
-                return b["identity"].as_str().unwrap().to_string();
+                return b["id"].as_str().unwrap().to_string();
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("start exited early: {st}");
