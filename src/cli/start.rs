@@ -107,6 +107,10 @@ fn run_start(
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
     eprint!("{plan}");
+    // Which gates this build runs, so the operator knows what enforces the routes above.
+    eprintln!(
+        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled"
+    );
     let missing = not_available(&plan);
     if dry_run {
         for m in &missing {
