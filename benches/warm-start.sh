@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-7}"
-BIN="${BIN:-target/release/bot-bottle}"
+BIN="$(realpath "${BIN:-target/release/bot-bottle}")"
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 export COMPOSE_BAKE=false
 

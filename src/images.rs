@@ -50,6 +50,10 @@ const DOCKER: &str = "docker";
 pub enum ImageError {
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(
+        "the Docker engine did not answer: {detail}; start Docker (or check access to its socket) and try again"
+    )]
+    Engine { detail: String },
     #[error("building image `{tag}` failed (exit code {code}); see the build output above")]
     BuildFailed { tag: String, code: i32 },
     #[error("cannot read {}: {source}", .path.display())]
@@ -321,6 +325,16 @@ pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus
         tracing::debug!(tag = %spec.tag, "image up to date");
         return Ok(ImageStatus::Cached);
     }
+    if !out.success() {
+        // A missing image means "build"; an engine that does not answer must not be
+        // reported as a failed build.
+        let err = out.stderr_str();
+        if engine_unreachable(&err) {
+            return Err(ImageError::Engine {
+                detail: err.trim().lines().last().unwrap_or("").to_string(),
+            });
+        }
+    }
     let dir = tempfile::Builder::new()
         .prefix("bot-bottle-build-")
         .tempdir()
@@ -369,6 +383,14 @@ impl Hasher {
             Hasher::Sha2(h) => h.finalize().to_vec(),
         }
     }
+}
+
+/// Does this `docker` stderr say the engine itself is unreachable?
+fn engine_unreachable(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("cannot connect to the docker daemon")
+        || s.contains("is the docker daemon running")
+        || (s.contains("permission denied") && s.contains("docker.sock"))
 }
 
 /// Splits PEM text into one `-----BEGIN CERTIFICATE-----` block per entry.
@@ -606,6 +628,20 @@ mod tests {
         let err = ensure_image(&rec, &spec()).unwrap_err();
         assert!(matches!(err, ImageError::BuildFailed { code: 3, .. }));
         assert!(err.to_string().contains(CLAUDE_TAG));
+    }
+
+    #[test]
+    fn an_unreachable_engine_is_not_a_build_failure() {
+        let rec = RecordingRunner::new(|_| {
+            Output::failed(
+                1,
+                "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+            )
+        });
+        let err = ensure_image(&rec, &spec()).unwrap_err();
+        assert!(matches!(err, ImageError::Engine { .. }), "{err}");
+        assert!(err.to_string().contains("start Docker"), "{err}");
+        assert_eq!(rec.calls().len(), 1, "no build after an engine error");
     }
 
     #[test]

@@ -188,9 +188,7 @@ fn secrets_reach_compose_only_through_its_environment() {
 #[test]
 fn a_failure_at_each_step_tears_down_what_was_created() {
     for (step, created_up) in [
-        ("compose version", false),
         ("image inspect", false),
-        ("ps -a", false),
         (" up -d", true),
         ("-u root", true),
     ] {
@@ -292,7 +290,7 @@ fn list_active_is_one_engine_call() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["identity"], "w-1");
+    assert_eq!(v[0]["id"], "w-1");
 }
 
 #[test]
@@ -398,19 +396,29 @@ fn compose_v1_is_used_when_v2_is_missing() {
     let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker");
     std::fs::copy(&fake, env.bin.join("docker-compose")).unwrap();
     env.cmd()
-        .env("FAKE_DOCKER_FAIL", "compose version")
+        .env("FAKE_DOCKER_FAIL", "compose -p")
+        .env(
+            "FAKE_DOCKER_FAIL_MSG",
+            "docker: unknown command: docker compose",
+        )
         .env("FAKE_SESSION_EXIT", "5")
         .args(["start", "--yes", "worker"])
         .assert()
         .code(1);
     let calls = env.calls();
-    let up = calls
-        .iter()
-        .find(|c| c.contains(" up -d"))
-        .expect("compose up");
+    let ups: Vec<&String> = calls.iter().filter(|c| c.contains(" up -d")).collect();
+    assert_eq!(ups.len(), 2, "{calls:#?}");
+    assert!(ups[0].starts_with("docker compose -p "), "{}", ups[0]);
     assert!(
-        up.starts_with("docker-compose -p bot-bottle-worker-"),
-        "{up}"
+        ups[1].starts_with("docker-compose -p bot-bottle-worker-"),
+        "{}",
+        ups[1]
+    );
+    // Teardown uses v1 too.
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("docker-compose") && c.contains(" down "))
     );
     // v1 needs a file-format version and has no top-level `name`.
     let states = env.state_dirs();
@@ -464,4 +472,23 @@ fn ctrl_c_mid_launch_tears_down_and_exits_130() {
         "provisioning ran after Ctrl-C"
     );
     assert!(env.state_dirs().is_empty());
+}
+
+#[test]
+fn no_compose_at_all_is_a_clear_error_and_nothing_is_left() {
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", "compose -p")
+        .env(
+            "FAKE_DOCKER_FAIL_MSG",
+            "docker: 'compose' is not a docker command.",
+        )
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "install the Docker compose plugin",
+        ));
+    assert!(env.state_dirs().is_empty());
+    assert!(!env.calls().iter().any(|c| c.contains("-u root")));
 }

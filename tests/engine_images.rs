@@ -336,7 +336,9 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         case "$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)" in
           "bot-bottle-relay --unix-to-tcp"*) kill "${d#/proc/}";;
         esac; done"#;
-    assert!(docker(["exec", &bundle, "sh", "-c", kill_relay]).success());
+    // The exec itself may end abruptly: the bundle stops as soon as the daemon dies, which
+    // is what the `docker wait` below checks.
+    let _ = docker(["exec", &bundle, "sh", "-c", kill_relay]);
     let waited = RealRunner
         .run(&ProcessSpec::new("timeout").args(["-k", "5", "60", "docker", "wait", &bundle]))
         .unwrap();

@@ -45,6 +45,8 @@ fn docker_ok(args: &[&str]) -> String {
 /// skill, a TLS upstream's CA as the operator's extra CA, and the stub agent image.
 struct World {
     tmp: tempfile::TempDir,
+    /// Unique per test run, so concurrent runs on one engine never pick up each other's bottle.
+    agent: String,
     home: PathBuf,
     host_home: PathBuf,
     work: PathBuf,
@@ -80,7 +82,8 @@ fn build_stub_image() {
 }
 
 impl World {
-    fn new() -> World {
+    fn new(kind: &str) -> World {
+        let agent = format!("{kind}{}", std::process::id());
         let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
         let home = tmp.path().join("bbhome");
         let host_home = tmp.path().join("hosthome");
@@ -106,7 +109,7 @@ impl World {
         )
         .unwrap();
         std::fs::write(
-            home.join("agents/worker.md"),
+            home.join(format!("agents/{agent}.md")),
             "---\nbottle: dev\nskills: [demo]\n---\nPROMPT-MARKER do the work.\n",
         )
         .unwrap();
@@ -135,6 +138,7 @@ impl World {
         .unwrap();
         World {
             tmp,
+            agent,
             home,
             host_home,
             work,
@@ -172,12 +176,16 @@ impl World {
             .unwrap_or_default()
     }
 
-    /// Wait until a bottle of agent `worker` is listed; returns its identity.
+    /// Wait until a bottle of this world's agent is listed; returns its identity.
     fn wait_active(&self, child: &mut Child) -> String {
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
-            if let Some(b) = self.active().into_iter().find(|b| b["agent"] == "worker") {
-                return b["identity"].as_str().unwrap().to_string();
+            if let Some(b) = self
+                .active()
+                .into_iter()
+                .find(|b| b["agent"] == self.agent.as_str())
+            {
+                return b["id"].as_str().unwrap().to_string();
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("start exited early: {st}");
@@ -235,6 +243,20 @@ impl World {
     }
 }
 
+/// Kills the CLI if the test fails midway, so a failed run does not leave it waiting; the
+/// containers it leaves are removed by the CI teardown (`bot-bottle-` prefix).
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -271,14 +293,14 @@ fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
 fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
     let _turn = engine_lock();
     build_stub_image();
-    let w = World::new();
+    let w = World::new("launch");
     // `script` gives the CLI a pseudo-terminal, as an operator's shell would.
     let mut start = w.cmd();
     start = {
         let mut c = Command::new("script");
         c.args([
             "-qfec",
-            &format!("{} start --yes worker", bin().display()),
+            &format!("{} start --yes {}", bin().display(), w.agent),
             "/dev/null",
         ]);
         for (k, v) in start.get_envs() {
@@ -295,6 +317,7 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _guard = KillOnPanic(child.id());
     let id = w.wait_active(&mut child);
     w.wait_exec(&id, "test -f /tmp/started");
 
@@ -315,6 +338,38 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         "cat /proc/1/environ /proc/self/environ | tr '\\0' '\\n'; env",
     );
     assert!(!environ.contains(TOKEN));
+
+    // Escape attempts from the agent's session (THREATS E1–E4, N9, N10).
+    let status = w.exec_ok(&id, "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    for (what, script) in [
+        (
+            "docker socket",
+            "test -e /var/run/docker.sock || test -e /run/docker.sock",
+        ),
+        (
+            "engine over TCP",
+            "curl --noproxy '*' -sS --max-time 5 http://172.17.0.1:2375/info",
+        ),
+        (
+            "bridge gateway",
+            "curl --noproxy '*' -sS --max-time 5 http://172.17.0.1/",
+        ),
+        ("unshare", "unshare -r true"),
+        ("mount", "mkdir -p /tmp/m && mount -t tmpfs none /tmp/m"),
+        ("mknod", "mknod /tmp/dev c 1 3"),
+        ("raw socket", "ping -c 1 -W 2 127.0.0.1"),
+        ("root's environment", "cat /proc/1/environ"),
+        ("sudo", "sudo -n true"),
+        (
+            "CA key",
+            "grep -rl 'PRIVATE KEY' /run /etc/ssl /usr/local/share/ca-certificates /home/node",
+        ),
+    ] {
+        let out = w.exec(&id, script);
+        assert!(!out.status.success(), "{what} worked from inside the agent");
+    }
 
     // A TLS upstream on the bottle's egress network, reached only through egress.
     let upstream = format!("bot-bottle-test-upstream-{id}");
@@ -408,10 +463,10 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
 fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
     let _turn = engine_lock();
     build_stub_image();
-    let w = World::new();
+    let w = World::new("killed");
     let mut child = w
         .cmd()
-        .args(["start", "--yes", "worker"])
+        .args(["start", "--yes", &w.agent])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

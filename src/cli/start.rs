@@ -107,6 +107,10 @@ fn run_start(
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
     eprint!("{plan}");
+    // Which gates this build runs, so the operator knows what enforces the routes above.
+    eprintln!(
+        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled"
+    );
     let missing = not_available(&plan);
     if dry_run {
         for m in &missing {
@@ -182,19 +186,18 @@ fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
 
 fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
-    let compose = ComposeCmd::detect(&runner)?;
     let extra_ca = crate::backend::docker::sidecar_config::read_extra_ca(
         host.vars.get(envvars::EXTRA_CA_CERTS).map(String::as_str),
     )?;
     say("checking images");
-    let images = crate::backend::docker::images::for_plan(&runner, plan, host, &|m| say(m))?;
+    let images = crate::backend::docker::images::for_plan(&runner, plan, host)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let launcher = Launcher {
         runner: &runner,
-        compose,
+        compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
         agent_image: images.agent,
         sidecar_image: images.sidecar,
         extra_ca_pem: extra_ca,

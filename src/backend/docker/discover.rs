@@ -21,6 +21,8 @@ pub struct Container {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActiveBottle {
     pub backend: &'static str,
+    /// The bottle identity (what `exec`, `resume` and the labels use).
+    #[serde(rename = "id")]
     pub identity: String,
     pub agent: String,
     pub services: Vec<String>,

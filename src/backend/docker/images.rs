@@ -84,10 +84,36 @@ pub fn for_plan(
     runner: &dyn Runner,
     plan: &BottlePlan,
     host: &HostEnv,
-    say: &dyn Fn(&str),
 ) -> Result<BottleImages, DockerError> {
     let cas = extra_cas(host)?;
-    let agent = match &plan.image.source {
+    // The two checks are independent engine calls: run them side by side.
+    let (agent, sidecar) = std::thread::scope(|scope| {
+        let sidecar = scope.spawn(|| sidecar_image(runner, host, &cas, &say_sync));
+        let agent = agent_image(runner, plan, &cas, &say_sync);
+        let sidecar = sidecar
+            .join()
+            .unwrap_or_else(|_| Err(DockerError::Other("image check failed".into())));
+        (agent, sidecar)
+    });
+    Ok(BottleImages {
+        agent: agent?,
+        sidecar: sidecar?,
+    })
+}
+
+/// Progress from either image thread goes straight to stderr.
+fn say_sync(msg: &str) {
+    eprintln!("bot-bottle: {msg}");
+}
+
+fn agent_image(
+    runner: &dyn Runner,
+    plan: &BottlePlan,
+    cas: &[Vec<u8>],
+    say: &dyn Fn(&str),
+) -> Result<String, DockerError> {
+    let cas = cas.to_vec();
+    Ok(match &plan.image.source {
         ImageSource::Override => require(runner, &plan.image.tag, envvars::IMAGE)?,
         ImageSource::Provider(kind) => {
             ensure(runner, &ImageSpec::agent(provider(*kind), &cas, None), say)?
@@ -97,9 +123,7 @@ pub fn for_plan(
             let spec = ImageSpec::new(plan.image.tag.clone(), text).with_extra_cas(&cas);
             ensure(runner, &spec, say)?
         }
-    };
-    let sidecar = sidecar_image(runner, host, &cas, say)?;
-    Ok(BottleImages { agent, sidecar })
+    })
 }
 
 /// Both provider images and the sidecar image (`bot-bottle build-images`).

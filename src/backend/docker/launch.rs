@@ -132,7 +132,8 @@ pub enum Undo {
 /// What the caller passes in: everything that is not the plan.
 pub struct Launcher<'a> {
     pub runner: &'a dyn Runner,
-    pub compose: ComposeCmd,
+    /// Starts as [`ComposeCmd::assume_v2`]; switches to v1 when `docker compose` is missing.
+    pub compose: std::cell::Cell<ComposeCmd>,
     pub agent_image: String,
     pub sidecar_image: String,
     pub extra_ca_pem: Option<String>,
@@ -181,7 +182,14 @@ impl Launcher<'_> {
     /// Create the bottle: state dir, config, compose up. On failure everything created so
     /// far is removed before the error is returned.
     pub fn create(&self, plan: &BottlePlan, pinned: Option<&str>) -> Result<Bottle, DockerError> {
-        let taken = self.taken_names()?;
+        // Only a pinned name is checked up front (it is never retried). Random identities
+        // rarely collide; when one does, `compose up` reports it and the loop below retries,
+        // which saves an engine call on every start.
+        let taken = if pinned.is_some() {
+            self.taken_names()?
+        } else {
+            BTreeSet::new()
+        };
         let mut attempt = 1;
         loop {
             self.check_interrupt()?;
@@ -268,18 +276,8 @@ impl Launcher<'_> {
         std::fs::write(b.state_dir.join("ca.pem"), &ca_cert)
             .map_err(|e| DockerError::io(b.state_dir.join("ca.pem"), e))?;
 
-        let input = compose_input(
-            plan,
-            &b.names,
-            &self.agent_image,
-            &self.sidecar_image,
-            &b.state_dir,
-            self.compose.v1,
-        );
-        let doc = compose::render(&input);
         b.compose_file = b.state_dir.join(COMPOSE_FILE);
-        std::fs::write(&b.compose_file, crate::yaml::to_yaml_string(&doc))
-            .map_err(|e| DockerError::io(&b.compose_file, e))?;
+        self.write_compose(plan, b)?;
         self.check_interrupt()?;
 
         (self.say)(&format!("starting bottle `{}`", b.names.identity));
@@ -287,21 +285,18 @@ impl Launcher<'_> {
             project: b.names.project.clone(),
             file: b.compose_file.clone(),
         });
-        let mut up = self.compose.spec(
-            &b.names.project,
-            &b.compose_file,
-            &["up", "-d", "--no-build"],
-        );
-        if self.compose.v1 {
-            // v1 has no `--no-build` semantics problem, but keep argv minimal there.
-            up = self
-                .compose
-                .spec(&b.names.project, &b.compose_file, &["up", "-d"]);
+        match self.compose_up(plan, b) {
+            Err(e) if !self.compose.get().v1 && ComposeCmd::is_missing_v2(&e) => {
+                if !ComposeCmd::v1_available(self.runner) {
+                    return Err(DockerError::NoCompose);
+                }
+                tracing::info!("`docker compose` is missing; using `docker-compose` (v1)");
+                self.compose.set(ComposeCmd { v1: true });
+                self.write_compose(plan, b)?;
+                self.compose_up(plan, b)?;
+            }
+            other => other?,
         }
-        for (k, v) in secret_env(plan) {
-            up = up.secret_env(k, v);
-        }
-        check(self.runner, &up)?;
         self.check_interrupt()?;
 
         (self.say)("provisioning");
@@ -325,6 +320,37 @@ impl Launcher<'_> {
         .stdin(stream);
         check(self.runner, &exec)?;
         self.check_interrupt()?;
+        Ok(())
+    }
+
+    /// Render the compose file for the compose flavour in use (v1 has another shape).
+    fn write_compose(&self, plan: &BottlePlan, b: &Bottle) -> Result<(), DockerError> {
+        let input = compose_input(
+            plan,
+            &b.names,
+            &self.agent_image,
+            &self.sidecar_image,
+            &b.state_dir,
+            self.compose.get().v1,
+        );
+        let doc = compose::render(&input);
+        std::fs::write(&b.compose_file, crate::yaml::to_yaml_string(&doc))
+            .map_err(|e| DockerError::io(&b.compose_file, e))
+    }
+
+    /// `compose up -d` with the secrets in the child's environment only.
+    fn compose_up(&self, plan: &BottlePlan, b: &Bottle) -> Result<(), DockerError> {
+        let compose = self.compose.get();
+        let args: &[&str] = if compose.v1 {
+            &["up", "-d"]
+        } else {
+            &["up", "-d", "--no-build"]
+        };
+        let mut up = compose.spec(&b.names.project, &b.compose_file, args);
+        for (k, v) in secret_env(plan) {
+            up = up.secret_env(k, v);
+        }
+        check(self.runner, &up)?;
         Ok(())
     }
 
@@ -370,7 +396,7 @@ impl Launcher<'_> {
         while let Some(step) = b.undo.pop() {
             match step {
                 Undo::ComposeDown { project, file } => {
-                    let spec = self.compose.spec(
+                    let spec = self.compose.get().spec(
                         &project,
                         &file,
                         &["down", "--volumes", "--remove-orphans", "--timeout", "2"],

@@ -63,7 +63,7 @@ impl DockerError {
 }
 
 /// How to invoke compose on this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ComposeCmd {
     /// `true` for the v1 `docker-compose` program.
     pub v1: bool,
@@ -81,6 +81,25 @@ impl ComposeCmd {
             return Ok(ComposeCmd { v1: true });
         }
         Err(DockerError::NoCompose)
+    }
+
+    /// The common case, assumed until the engine says otherwise: a launch starts with
+    /// `docker compose` and falls back to v1 only when the CLI reports no such command, which
+    /// saves a `docker compose version` call (~70 ms) on every start.
+    pub fn assume_v2() -> Self {
+        ComposeCmd { v1: false }
+    }
+
+    /// Did a `docker compose …` call fail because the plugin is not installed?
+    pub fn is_missing_v2(err: &DockerError) -> bool {
+        matches!(err, DockerError::Command { stderr, .. }
+            if stderr.contains("unknown command") || stderr.contains("is not a docker command"))
+    }
+
+    /// Is `docker-compose` (v1) there?
+    pub fn v1_available(runner: &dyn Runner) -> bool {
+        let v1 = ProcessSpec::new("docker-compose").args(["version", "--short"]);
+        runner.run(&v1).is_ok_and(|o| o.success())
     }
 
     /// `compose -p <project> -f <file> <args…>`.

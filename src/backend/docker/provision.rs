@@ -17,12 +17,14 @@ pub const CA_PATH: &str = "/usr/local/share/ca-certificates/bot-bottle.crt";
 /// System bundle after `update-ca-certificates`: `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The root-side script run with the tar stream on stdin.
+/// The root-side script run with the tar stream on stdin. The bottle CA is appended to the
+/// system bundle rather than installed with `update-ca-certificates`, which rehashes every
+/// certificate and costs over a second per start; every client the agent uses reads the
+/// bundle (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`) or `NODE_EXTRA_CA_CERTS`.
 pub fn root_script() -> String {
     format!(
-        "set -e; tar -x -C /; \
-         if command -v update-ca-certificates >/dev/null 2>&1; then update-ca-certificates >/dev/null 2>&1; \
-         else cat {CA_PATH} >> {SYSTEM_BUNDLE}; fi"
+        "set -e; tar -x -C /; mkdir -p /etc/ssl/certs; \
+         printf '\\n' >> {SYSTEM_BUNDLE}; cat {CA_PATH} >> {SYSTEM_BUNDLE}"
     )
 }
 
