@@ -63,7 +63,7 @@ impl Audit {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let mut v = json!({
             "time": time,
-            "host": d.host,
+            "host": bounded(d.host, 255),
             "method": d.method,
             "path": d.path,
             "verdict": if d.allowed { "allow" } else { "deny" },
@@ -94,14 +94,18 @@ impl Audit {
     }
 }
 
-/// The path part of a request target for the log: no query, bounded length.
-pub fn log_path(path_and_query: &str) -> &str {
-    let p = path_and_query.split('?').next().unwrap_or("");
-    let mut end = p.len().min(512);
-    while !p.is_char_boundary(end) {
+/// At most `max` bytes of agent-supplied text (cut on a character boundary).
+fn bounded(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &p[..end]
+    &s[..end]
+}
+
+/// The path part of a request target for the log: no query, bounded length.
+pub fn log_path(path_and_query: &str) -> &str {
+    bounded(path_and_query.split('?').next().unwrap_or(""), 512)
 }
 
 #[cfg(test)]
