@@ -704,3 +704,27 @@ async fn plain_websocket_through_the_proxy_listener() {
     let resp = exchange(&mut s, b"GET http://evil.test/ws HTTP/1.1\r\nHost: evil.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_certificate_is_verified() {
+    let routes = serde_json::json!({"routes": [{"host": "wrongname.test", "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"}]});
+    let probe = start(r#"{"routes": []}"#).await;
+    // Another harness's upstream: its CA is not trusted here and its certificate does not
+    // name `wrongname.test`.
+    let opts = Options {
+        extra_pins: vec![format!("wrongname.test={}", probe.tls.addr)],
+        ..Default::default()
+    };
+    let h = start_with(&routes.to_string(), opts).await;
+    let r = h.curl("https://wrongname.test/", &[]).await;
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        r.headers.to_ascii_lowercase().contains("layer=upstream"),
+        "{}",
+        r.headers
+    );
+    assert!(
+        probe.tls.requests().is_empty(),
+        "no request may reach an unverified upstream"
+    );
+}
