@@ -12,8 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DURATION="${DURATION:-5}"
 MITMDUMP="${MITMDUMP:-$(command -v mitmdump || echo /tmp/mitm/bin/mitmdump)}"
-ADDON="${ADDON:-$ROOT/../../shared/bench/peer-mitmproxy/policy_addon.py}"
-[ -f "$ADDON" ] || ADDON="/work/shared/bench/peer-mitmproxy/policy_addon.py"
+ADDON="${ADDON:-$ROOT/../shared/bench/peer-mitmproxy/policy_addon.py}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

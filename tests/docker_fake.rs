@@ -18,6 +18,17 @@ struct Env {
 }
 
 impl Env {
+    /// A home whose `dev` bottle is exactly `frontmatter`.
+    fn with_bottle(frontmatter: &str) -> Env {
+        let env = Env::new("");
+        std::fs::write(
+            env.home.join("bottles/dev.md"),
+            format!("---\n{frontmatter}---\n"),
+        )
+        .unwrap();
+        env
+    }
+
     fn new(bottle_extra: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("bbhome");
@@ -491,4 +502,101 @@ fn no_compose_at_all_is_a_clear_error_and_nothing_is_left() {
         ));
     assert!(env.state_dirs().is_empty());
     assert!(!env.calls().iter().any(|c| c.contains("-u root")));
+}
+
+/// A Codex login of the shape the host CLI writes, with an access token valid for an hour.
+fn codex_login(dir: &Path) -> (String, String) {
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap())
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let access = format!(
+        "{}.{}.SIGaccessQ9w8e7r6t5y4u3i2o1p0",
+        b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        b64(serde_json::json!({
+            "exp": exp,
+            "sub": "user-abc",
+            "https://api.openai.com/auth": {"chatgpt_account_id": "acct-1", "chatgpt_plan_type": "plus"}
+        }))
+    );
+    let refresh = "rt_REFRESHzzz0123456789abcdefghij".to_string();
+    std::fs::create_dir_all(dir.join(".codex")).unwrap();
+    std::fs::write(
+        dir.join(".codex/auth.json"),
+        serde_json::json!({
+            "auth_mode": "chatgpt",
+            "OPENAI_API_KEY": null,
+            "tokens": {"access_token": access, "id_token": access, "refresh_token": refresh, "account_id": "acct-1"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    (access, refresh)
+}
+
+#[test]
+fn codex_credentials_reach_egress_only_and_the_login_is_verified() {
+    let env =
+        Env::with_bottle("agent_provider:\n  template: codex\n  forward_host_credentials: true\n");
+    let (access, refresh) = codex_login(&env.cwd);
+    env.cmd()
+        .env("FAKE_ENV_NAMES", "EGRESS_TOKEN_0")
+        .env("FAKE_SESSION_EXIT", "9")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let log = env.log_text();
+    let calls = env.calls();
+    let provision = position(&calls, "-u root").unwrap();
+    let verify = position(&calls, "login status").expect("codex login status runs");
+    let session = calls
+        .iter()
+        .rposition(|c| c.contains("-u node") && !c.contains("login status"))
+        .unwrap();
+    assert!(provision < verify && verify < session, "{calls:#?}");
+    assert!(
+        log.contains(&format!("ENV EGRESS_TOKEN_0={}", sha16(&access))),
+        "{log}"
+    );
+    let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let states = env.state_dirs();
+    let files = all_files(&states[0]);
+    for secret in [
+        access.as_str(),
+        refresh.as_str(),
+        "SIGaccessQ9w8e7r6t5y4u3i2o1p0",
+    ] {
+        assert!(!log.contains(secret), "secret on argv");
+        assert!(!contains(&tar, secret), "secret in the provisioning stream");
+        for (path, bytes) in &files {
+            assert!(!contains(bytes, secret), "secret in {}", path.display());
+        }
+    }
+    // The dummy auth.json goes in, keeping the account id.
+    assert!(contains(&tar, "acct-1"));
+}
+
+#[test]
+fn a_failing_login_check_refuses_the_bottle_and_tears_down() {
+    let env =
+        Env::with_bottle("agent_provider:\n  template: codex\n  forward_host_credentials: true\n");
+    codex_login(&env.cwd);
+    env.cmd()
+        .env("FAKE_DOCKER_FAIL", "login status")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("login status"));
+    let calls = env.calls();
+    assert!(calls.iter().any(|c| c.contains(" down ")));
+    assert!(
+        !calls.iter().any(|c| c.contains("codex --dangerously")),
+        "{calls:#?}"
+    );
+    assert!(env.state_dirs().is_empty());
 }

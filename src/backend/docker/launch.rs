@@ -320,6 +320,23 @@ impl Launcher<'_> {
         .stdin(stream);
         check(self.runner, &exec)?;
         self.check_interrupt()?;
+        // Provider checks (e.g. `codex login status` with forwarded credentials): the bottle
+        // is refused rather than handed to an agent that cannot work.
+        for cmd in &plan.provider.verify {
+            let spec = exec_spec(&b.names.agent_container, cmd, false);
+            let out = self.runner.run(&spec)?;
+            if !out.success() {
+                return Err(DockerError::Refused(format!(
+                    "`{}` failed in the bottle ({}); check the provider login on the host",
+                    cmd.join(" "),
+                    out.stderr_str()
+                        .trim()
+                        .lines()
+                        .last()
+                        .unwrap_or("no output")
+                )));
+            }
+        }
         Ok(())
     }
 
