@@ -106,10 +106,11 @@ fn run_start(
         }
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
-    eprint!("{plan}");
-    // Which gates this build runs, so the operator knows what enforces the routes above.
+    // The summary, then which gates this build runs, so the operator knows what enforces the
+    // routes above.
+    eprintln!("{}", plan.to_string().trim_end());
     eprintln!(
-        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled"
+        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled\n"
     );
     let missing = not_available(&plan);
     if dry_run {
