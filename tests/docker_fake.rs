@@ -600,3 +600,77 @@ fn a_failing_login_check_refuses_the_bottle_and_tears_down() {
     );
     assert!(env.state_dirs().is_empty());
 }
+
+#[test]
+fn cwd_workspace_and_its_git_dir_go_in_the_one_provisioning_stream() {
+    let env = Env::new("");
+    std::fs::write(env.cwd.join("main.rs"), "fn main() {}\n").unwrap();
+    std::fs::create_dir_all(env.cwd.join(".git/refs")).unwrap();
+    std::fs::write(env.cwd.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    env.cmd()
+        .args(["start", "--yes", "--cwd", "worker"])
+        .assert()
+        .success();
+    let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut entries: Vec<(String, u64)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().uid().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    let has = |p: &str| entries.iter().any(|(n, _)| n == p);
+    assert!(has("home/node/workspace/main.rs"), "{entries:?}");
+    assert!(has("home/node/workspace/.git/HEAD"), "{entries:?}");
+    assert!(has("home/node/.bot-bottle/prompt.md"), "{entries:?}");
+    assert!(
+        has("usr/local/share/ca-certificates/bot-bottle.crt"),
+        "{entries:?}"
+    );
+    // Everything under the agent's home belongs to the agent user.
+    for (name, uid) in &entries {
+        if name.starts_with("home/node") {
+            assert_eq!(*uid, 1000, "{name}");
+        }
+    }
+    assert_eq!(
+        env.calls().iter().filter(|c| c.contains("-u root")).count(),
+        1
+    );
+}
+
+#[test]
+fn the_home_root_is_never_copied_into_the_workspace() {
+    // The operator starts from a directory that contains the bot-bottle home (and with it
+    // every bottle's state, CA keys included).
+    let env = Env::new("");
+    let out = env
+        .cmd()
+        .current_dir(env.home.parent().unwrap())
+        .env("FAKE_SESSION_EXIT", "1")
+        .args(["start", "--yes", "--cwd", "worker"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("home/node/workspace/work")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("bbhome")), "{names:?}");
+    assert!(!contains(&tar, "PRIVATE KEY"));
+}

@@ -56,6 +56,9 @@ pub struct TarStream {
     builder: tar::Builder<Vec<u8>>,
     dirs: BTreeSet<String>,
     mtime: u64,
+    /// Host paths never packed (the bot-bottle home: it holds bottle files and every
+    /// bottle's state, CA keys included).
+    exclude: Vec<std::path::PathBuf>,
 }
 
 impl TarStream {
@@ -64,7 +67,14 @@ impl TarStream {
             builder: tar::Builder::new(Vec::new()),
             dirs: BTreeSet::new(),
             mtime,
+            exclude: Vec::new(),
         }
+    }
+
+    /// Never pack `path` (or anything under it) from the host.
+    pub fn exclude(&mut self, path: &Path) {
+        self.exclude
+            .push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64, agent_owned: bool) -> tar::Header {
@@ -138,6 +148,14 @@ impl TarStream {
         entries.sort_by_key(std::fs::DirEntry::file_name);
         for entry in entries {
             let path = entry.path();
+            if self
+                .exclude
+                .iter()
+                .any(|x| path == *x || path.canonicalize().is_ok_and(|c| c == *x))
+            {
+                tracing::info!("not copied into the bottle: {}", path.display());
+                continue;
+            }
             let name = entry.file_name().to_string_lossy().to_string();
             let target = format!("{dest}/{name}");
             let meta = std::fs::symlink_metadata(&path).map_err(|e| DockerError::io(&path, e))?;
@@ -181,6 +199,7 @@ pub struct ProvisionInput<'a> {
 pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
     let plan = input.plan;
     let mut t = TarStream::new(input.mtime);
+    t.exclude(&plan.root);
     t.file(CA_PATH, input.ca_cert_pem.as_bytes(), 0o644)?;
     t.dir(&format!("{AGENT_HOME}/.bot-bottle"), 0o700)?;
     t.file(&plan.provider.prompt_path, plan.prompt.as_bytes(), 0o600)?;
