@@ -89,11 +89,17 @@ fn run_start(
     }
     let host = HostEnv::from_process();
     if opts.backend == BackendKind::Docker {
-        let probe = engine_probe::probe_gvisor_cached(
-            host.vars.get("DOCKER_HOST").map(String::as_str),
-            ENGINE_PROBE_TIMEOUT,
-            &manifest.root.join("cache").join("engine-probe"),
-        );
+        let docker_host = host.vars.get("DOCKER_HOST").map(String::as_str);
+        // The answer is cached in the user's cache dir, never in the bot-bottle home: a dry
+        // run leaves the home exactly as it was.
+        let probe = match cache_dir(&host) {
+            Some(dir) => engine_probe::probe_gvisor_cached(
+                docker_host,
+                ENGINE_PROBE_TIMEOUT,
+                &dir.join("engine-probe"),
+            ),
+            None => engine_probe::probe_gvisor(docker_host, ENGINE_PROBE_TIMEOUT),
+        };
         opts.gvisor = probe.map(|g| g == engine_probe::Gvisor::Usable);
         match probe {
             None => warn(
@@ -147,6 +153,21 @@ fn run_start(
         rpassword::prompt_password(format!("bot-bottle: {message} ({name}): "))
     })?;
     launch(&plan, &host)
+}
+
+/// `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`.
+fn cache_dir(host: &HostEnv) -> Option<std::path::PathBuf> {
+    match host
+        .vars
+        .get("XDG_CACHE_HOME")
+        .filter(|v| v.starts_with('/'))
+    {
+        Some(x) => Some(std::path::PathBuf::from(x).join("bot-bottle")),
+        None => host
+            .home
+            .as_ref()
+            .map(|h| h.join(".cache").join("bot-bottle")),
+    }
 }
 
 /// Capabilities a bottle may declare that are not built yet: refused before anything runs.
