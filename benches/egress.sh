@@ -5,6 +5,7 @@
 #
 #   benches/egress.sh                  # DURATION=5 by default
 #   MITMDUMP=/tmp/mitm/bin/mitmdump DURATION=10 benches/egress.sh
+#   BIN_DIR=/path/to/release benches/egress.sh   # prebuilt binaries (A/B of two builds)
 #
 # Needs: cargo, mitmdump (`pip install mitmproxy`) unless SKIP_MITM=1.
 set -euo pipefail
@@ -19,8 +20,12 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 cd "$ROOT"
-cargo build --release --quiet --bin bot-bottle-egress --example egress_upstream --example egress_load
-BIN="$ROOT/target/release"
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN="$BIN_DIR"
+else
+  cargo build --release --quiet --bin bot-bottle-egress --example egress_upstream --example egress_load
+  BIN="$ROOT/target/release"
+fi
 LOAD="$BIN/examples/egress_load"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

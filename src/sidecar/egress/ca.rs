@@ -140,6 +140,10 @@ impl BottleCa {
         // Our order wins: AES-128-GCM/SHA-256 first keeps the per-connection key schedule on
         // SHA-256 (hardware-accelerated on most CPUs) instead of SHA-384.
         config.ignore_client_order = true;
+        // Sessions resume from the stateful cache (one ticket is used per reconnect, so one
+        // ticket per handshake keeps the client's supply level); a resumed handshake skips the
+        // leaf signature and the client's chain check and still does a fresh key exchange.
+        config.send_tls13_tickets = 1;
         Ok(config)
     }
 }
