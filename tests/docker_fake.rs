@@ -674,3 +674,31 @@ fn the_home_root_is_never_copied_into_the_workspace() {
     assert!(!names.iter().any(|n| n.contains("bbhome")), "{names:?}");
     assert!(!contains(&tar, "PRIVATE KEY"));
 }
+
+#[test]
+fn an_unwritable_state_dir_stops_the_launch_before_any_container() {
+    let env = Env::new("");
+    // `state` exists as a file: no state dir can be created under it.
+    std::fs::write(env.home.join("state"), "not a directory").unwrap();
+    let out = env
+        .cmd()
+        .args(["start", "--yes", "worker"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("bot-bottle: error:"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("state"), "{stderr}");
+    assert!(
+        !env.calls().iter().any(|c| c.contains(" up ")),
+        "{:#?}",
+        env.calls()
+    );
+}
