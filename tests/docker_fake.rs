@@ -130,6 +130,24 @@ fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Paths and owner uids of a provisioning stream, sorted.
+fn tar_entries(tar: &[u8]) -> Vec<(String, u64)> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entries: Vec<(String, u64)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().uid().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -612,19 +630,7 @@ fn cwd_workspace_and_its_git_dir_go_in_the_one_provisioning_stream() {
         .assert()
         .success();
     let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
-    let mut archive = tar::Archive::new(&tar[..]);
-    let mut entries: Vec<(String, u64)> = archive
-        .entries()
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.path().unwrap().display().to_string(),
-                e.header().uid().unwrap(),
-            )
-        })
-        .collect();
-    entries.sort();
+    let entries = tar_entries(&tar);
     let has = |p: &str| entries.iter().any(|(n, _)| n == p);
     assert!(has("home/node/workspace/main.rs"), "{entries:?}");
     assert!(has("home/node/workspace/.git/HEAD"), "{entries:?}");
@@ -659,12 +665,7 @@ fn the_home_root_is_never_copied_into_the_workspace() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
-    let mut archive = tar::Archive::new(&tar[..]);
-    let names: Vec<String> = archive
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
+    let names: Vec<String> = tar_entries(&tar).into_iter().map(|(n, _)| n).collect();
     assert!(
         names
             .iter()

@@ -208,11 +208,15 @@ fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
 
 fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
-    let extra_ca = crate::backend::docker::sidecar_config::read_extra_ca(
-        host.vars.get(envvars::EXTRA_CA_CERTS).map(String::as_str),
-    )?;
+    // The operator's extra CAs go into both images and, for upstream verification, to egress.
+    let cas = crate::backend::docker::images::extra_cas(host)?;
+    let extra_ca: Option<String> = (!cas.is_empty()).then(|| {
+        cas.iter()
+            .map(|c| String::from_utf8_lossy(c).trim_end().to_string() + "\n")
+            .collect()
+    });
     say("checking images");
-    let images = crate::backend::docker::images::for_plan(&runner, plan, host)?;
+    let images = crate::backend::docker::images::for_plan(&runner, plan, host, &cas)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

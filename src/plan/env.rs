@@ -63,41 +63,21 @@ pub fn resolve_env(env: &BTreeMap<String, EnvValue>, host: &HostEnv) -> Result<E
     Ok(plan)
 }
 
-/// Replace every `${VAR}` in `template` with the host value. A `$` not followed by `{` is
-/// kept as written. An unset variable is an error naming it; an empty one is used as is.
+/// Replace every `${VAR}` in `template` with the host value (the manifest's template
+/// syntax, already checked at load). An unset variable is an error naming it; an empty one
+/// is used as is.
 pub fn interpolate(name: &str, template: &str, host: &HostEnv) -> Result<String, PlanError> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(pos) = rest.find("${") {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 2..];
-        let end = after.find('}').ok_or_else(|| PlanError::BadInterpolation {
-            name: name.to_string(),
-        })?;
-        let var = &after[..end];
-        if !is_var_name(var) {
-            return Err(PlanError::BadInterpolation {
+    crate::manifest::template::interpolate(template, |var| host.vars.get(var).cloned()).map_err(
+        |e| match e {
+            crate::manifest::template::TemplateError::Unset(var) => PlanError::MissingHostVar {
                 name: name.to_string(),
-            });
-        }
-        let value = host
-            .vars
-            .get(var)
-            .ok_or_else(|| PlanError::MissingHostVar {
+                var,
+            },
+            crate::manifest::template::TemplateError::Malformed(_) => PlanError::BadInterpolation {
                 name: name.to_string(),
-                var: var.to_string(),
-            })?;
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn is_var_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            },
+        },
+    )
 }
 
 #[cfg(test)]

@@ -80,16 +80,17 @@ pub fn sidecar_image(
     ensure(runner, &ImageSpec::sidecars(&bin_dir, cas, None), say)
 }
 
+/// `cas` are the operator's extra CA certificates ([`extra_cas`]), built into both images.
 pub fn for_plan(
     runner: &dyn Runner,
     plan: &BottlePlan,
     host: &HostEnv,
+    cas: &[Vec<u8>],
 ) -> Result<BottleImages, DockerError> {
-    let cas = extra_cas(host)?;
     // The two checks are independent engine calls: run them side by side.
     let (agent, sidecar) = std::thread::scope(|scope| {
-        let sidecar = scope.spawn(|| sidecar_image(runner, host, &cas, &say_sync));
-        let agent = agent_image(runner, plan, &cas, &say_sync);
+        let sidecar = scope.spawn(|| sidecar_image(runner, host, cas, &say_sync));
+        let agent = agent_image(runner, plan, cas, &say_sync);
         let sidecar = sidecar
             .join()
             .unwrap_or_else(|_| Err(DockerError::Other("image check failed".into())));
@@ -112,15 +113,14 @@ fn agent_image(
     cas: &[Vec<u8>],
     say: &dyn Fn(&str),
 ) -> Result<String, DockerError> {
-    let cas = cas.to_vec();
     Ok(match &plan.image.source {
         ImageSource::Override => require(runner, &plan.image.tag, envvars::IMAGE)?,
         ImageSource::Provider(kind) => {
-            ensure(runner, &ImageSpec::agent(provider(*kind), &cas, None), say)?
+            ensure(runner, &ImageSpec::agent(provider(*kind), cas, None), say)?
         }
         ImageSource::Dockerfile(path) | ImageSource::Rebuilt(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| DockerError::io(path, e))?;
-            let spec = ImageSpec::new(plan.image.tag.clone(), text).with_extra_cas(&cas);
+            let spec = ImageSpec::new(plan.image.tag.clone(), text).with_extra_cas(cas);
             ensure(runner, &spec, say)?
         }
     })

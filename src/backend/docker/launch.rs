@@ -373,19 +373,8 @@ impl Launcher<'_> {
 
     /// The interactive session: `docker exec -it` as the agent user in the workspace.
     pub fn session(&self, plan: &BottlePlan, b: &Bottle, tty: bool) -> Result<i32, DockerError> {
-        let mut args: Vec<String> = vec!["exec".into(), "-i".into()];
-        if tty {
-            args.push("-t".into());
-        }
-        args.extend([
-            "-u".into(),
-            AGENT_USER.into(),
-            "-w".into(),
-            WORKDIR.into(),
-            b.names.agent_container.clone(),
-        ]);
-        args.extend(plan.provider.command.iter().cloned());
-        Ok(self.runner.run_interactive(&docker(args))?)
+        let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
+        Ok(self.runner.run_interactive(&spec)?)
     }
 
     /// Copy the provider's transcript dir out of the agent into the state dir.

@@ -108,36 +108,3 @@ pub fn write(dir: &Path, files: &[(String, String, u32)]) -> Result<(), DockerEr
     }
     Ok(())
 }
-
-/// Operator CA certificates for upstream verification (corporate TLS-intercepting proxies):
-/// `BOT_BOTTLE_EXTRA_CA_CERTS` (a PEM file or a directory of them), concatenated.
-pub fn read_extra_ca(setting: Option<&str>) -> Result<Option<String>, DockerError> {
-    let Some(setting) = setting.filter(|s| !s.is_empty()) else {
-        return Ok(None);
-    };
-    let path = Path::new(setting);
-    let mut pem = String::new();
-    let mut add = |p: &Path| -> Result<(), DockerError> {
-        let text = std::fs::read_to_string(p).map_err(|e| DockerError::io(p, e))?;
-        if text.contains("-----BEGIN CERTIFICATE-----") {
-            pem.push_str(text.trim_end());
-            pem.push('\n');
-        }
-        Ok(())
-    };
-    if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| DockerError::io(path, e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
-        for p in entries {
-            add(&p)?;
-        }
-    } else {
-        add(path)?;
-    }
-    Ok(if pem.is_empty() { None } else { Some(pem) })
-}
