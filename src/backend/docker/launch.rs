@@ -269,15 +269,22 @@ impl Launcher<'_> {
 
         let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
             .map_err(|e| DockerError::Other(format!("cannot mint the bottle CA: {e}")))?;
+        let state_err = |e: crate::state::StateError| DockerError::Other(e.to_string());
         let files = sidecar_config::files(plan, &ca_cert, &ca_key, self.extra_ca_pem.as_deref());
-        sidecar_config::write(&b.state_dir.join("sidecar"), &files)?;
+        for (name, contents, mode) in &files {
+            state
+                .write_file(&format!("sidecar/{name}"), contents, Some(*mode))
+                .map_err(state_err)?;
+        }
         std::fs::create_dir_all(b.state_dir.join("logs"))
             .map_err(|e| DockerError::io(b.state_dir.join("logs"), e))?;
-        std::fs::write(b.state_dir.join("ca.pem"), &ca_cert)
-            .map_err(|e| DockerError::io(b.state_dir.join("ca.pem"), e))?;
+        state
+            .write_file("ca.pem", &ca_cert, Some(0o644))
+            .map_err(state_err)?;
 
-        b.compose_file = b.state_dir.join(COMPOSE_FILE);
-        self.write_compose(plan, b)?;
+        b.compose_file = state
+            .write_file(COMPOSE_FILE, self.render_compose(plan, b), Some(0o644))
+            .map_err(state_err)?;
         self.check_interrupt()?;
 
         (self.say)(&format!("starting bottle `{}`", b.names.identity));
@@ -292,7 +299,9 @@ impl Launcher<'_> {
                 }
                 tracing::info!("`docker compose` is missing; using `docker-compose` (v1)");
                 self.compose.set(ComposeCmd { v1: true });
-                self.write_compose(plan, b)?;
+                state
+                    .write_file(COMPOSE_FILE, self.render_compose(plan, b), Some(0o644))
+                    .map_err(state_err)?;
                 self.compose_up(plan, b)?;
             }
             other => other?,
@@ -340,8 +349,8 @@ impl Launcher<'_> {
         Ok(())
     }
 
-    /// Render the compose file for the compose flavour in use (v1 has another shape).
-    fn write_compose(&self, plan: &BottlePlan, b: &Bottle) -> Result<(), DockerError> {
+    /// The compose file for the compose flavour in use (v1 has another shape).
+    fn render_compose(&self, plan: &BottlePlan, b: &Bottle) -> String {
         let input = compose_input(
             plan,
             &b.names,
@@ -350,9 +359,7 @@ impl Launcher<'_> {
             &b.state_dir,
             self.compose.get().v1,
         );
-        let doc = compose::render(&input);
-        std::fs::write(&b.compose_file, crate::yaml::to_yaml_string(&doc))
-            .map_err(|e| DockerError::io(&b.compose_file, e))
+        crate::yaml::to_yaml_string(&compose::render(&input))
     }
 
     /// `compose up -d` with the secrets in the child's environment only.

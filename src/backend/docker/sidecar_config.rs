@@ -3,11 +3,8 @@
 //! which the bundle mounts read-only. No secret is ever in these files: credentials reach
 //! egress only through its environment (`EGRESS_TOKEN_N`).
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use super::DockerError;
 use super::compose::{SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SOCKET_DIR};
 use crate::plan::BottlePlan;
 
@@ -87,24 +84,4 @@ pub fn files(
         out.push((EXTRA_CA_FILE.to_string(), extra.to_string(), 0o644));
     }
     out
-}
-
-pub fn write(dir: &Path, files: &[(String, String, u32)]) -> Result<(), DockerError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::create_dir_all(dir).map_err(|e| DockerError::io(dir, e))?;
-    for (name, contents, mode) in files {
-        let path = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(*mode)
-            .open(&path)
-            .map_err(|e| DockerError::io(&path, e))?;
-        std::io::Write::write_all(&mut f, contents.as_bytes())
-            .map_err(|e| DockerError::io(&path, e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-            .map_err(|e| DockerError::io(&path, e))?;
-    }
-    Ok(())
 }
