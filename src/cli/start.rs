@@ -37,7 +37,7 @@ pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         gvisor: None,
         resume: false,
     };
-    run_start(&args.agent, opts, dry_run, args.yes, None)
+    run_start(&args.agent, opts, dry_run, args.yes)
 }
 
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
@@ -67,13 +67,7 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
             meta.cwd.display()
         )
     })?;
-    run_start(
-        &meta.agent,
-        opts,
-        args.dry_run,
-        args.yes,
-        Some(&meta.identity),
-    )
+    run_start(&meta.agent, opts, args.dry_run, args.yes)
 }
 
 fn run_start(
@@ -81,7 +75,6 @@ fn run_start(
     mut opts: StartOptions,
     dry_run: bool,
     yes: bool,
-    _resume_id: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest()?;
     if !manifest.agents.contains_key(agent) {
