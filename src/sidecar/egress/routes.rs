@@ -89,16 +89,39 @@ impl Route {
     }
 }
 
+/// Would an upstream possibly read `path` as a different path? Dot segments (also with a
+/// `;param`, as some servers strip it), backslashes, encoded separators, NUL, and bytes that are
+/// not UTF-8 (overlong encodings of `.` and `/`) are refused, at every level of percent-decoding
+/// (double encoding), because the upstream may normalise them out of the allowed prefix.
 fn path_is_ambiguous(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-    {
+    let mut cur: Vec<u8> = path.as_bytes().to_vec();
+    // Three rounds of decoding cover double and triple encoding; more is refused outright.
+    for _ in 0..4 {
+        if layer_is_ambiguous(&cur) {
+            return true;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&cur).collect();
+        if decoded == cur {
+            return false;
+        }
+        cur = decoded;
+    }
+    true
+}
+
+fn layer_is_ambiguous(p: &[u8]) -> bool {
+    let lower = p.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    if has(b"%2e") || has(b"%2f") || has(b"%5c") || p.contains(&b'\\') || p.contains(&0) {
         return true;
     }
-    path.split('/').any(|seg| seg == "." || seg == "..")
+    if std::str::from_utf8(p).is_err() {
+        return true;
+    }
+    p.split(|b| *b == b'/').any(|seg| {
+        let name = seg.split(|b| *b == b';').next().unwrap_or(seg);
+        name == b"." || name == b".."
+    })
 }
 
 /// The live route table.
@@ -304,6 +327,29 @@ mod tests {
         assert!(!route.path_allowed("/v1/%2e%2e/admin"));
         assert!(!route.path_allowed("/v1%2f..%2fadmin"));
         assert!(!route.path_allowed("/repos"));
+        for bypass in [
+            "/v1/..;/admin",
+            "/v1/..;x=1/admin",
+            "/v1/.;/admin",
+            "/v1/%252e%252e/admin",
+            "/v1/%25252e%25252e/admin",
+            "/v1/%252fadmin",
+            "/v1/%c0%ae%c0%ae/admin",
+            "/v1/%e0%80%ae/admin",
+            "/v1/x%00",
+            "/v1/..\\admin",
+        ] {
+            assert!(!route.path_allowed(bypass), "{bypass}");
+        }
+        for fine in [
+            "/v1/a;v=1",
+            "/v1/...",
+            "/v1/.well-known",
+            "/v1/a%20b",
+            "/v1/%e2%82%ac",
+        ] {
+            assert!(route.path_allowed(fine), "{fine}");
+        }
     }
 
     #[test]
