@@ -16,7 +16,9 @@ pub mod refuse;
 pub mod reload;
 pub mod routes;
 pub mod smuggle;
+pub mod sni;
 pub mod ssrf;
+pub mod target;
 pub mod upstream;
 
 pub use ca::{BottleCa, mint_bottle_ca};

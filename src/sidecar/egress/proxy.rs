@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
@@ -32,12 +32,14 @@ use super::config::{EgressConfig, ListenAddr, parse_routes};
 use super::inject::{inject_credential, strip_agent_credentials, strip_hop_by_hop};
 use super::inspect::{collect_body, scan_body, scan_headers, scan_target};
 use super::limits::{IdleIo, Limits};
-use super::redact::{RedactBody, mask_headers};
+use super::redact::{Decoder, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
 use super::reload::{Policy, PolicyHandle, content_hash, read_routes_file, spawn_watcher};
 use super::routes::{Route, RouteTable};
 use super::smuggle::{Sniff, SniffIo};
+use super::sni::read_client_hello;
 use super::ssrf::{DestinationError, Resolver, resolve_checked};
+use super::target::{check_proxy_target, split_host_port};
 use super::upstream::{self, UpstreamError, UpstreamSettings, find_upstream_error, open_stream};
 use super::{EgressError, routes::normalize_request_host};
 use crate::scan::Scanner;
@@ -351,6 +353,16 @@ async fn dispatch(
         shared.deny(host, req.method(), log_path(req.uri().path()), &r);
         return refusal_response(&r, true);
     }
+    if let Err(rule) = check_proxy_target(req.method(), req.uri(), req.headers()) {
+        let r = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            Layer::Protocol,
+            rule,
+            "write the target as `http://host[:port]/path` or CONNECT `host:port`, without userinfo or a body",
+        );
+        shared.deny("", req.method(), log_path(req.uri().path()), &r);
+        return refusal_response(&r, true);
+    }
     match origin {
         Origin::Proxy if req.method() == Method::CONNECT => handle_connect(shared, req).await,
         Origin::Proxy => {
@@ -378,24 +390,6 @@ async fn dispatch(
             }
             handle_request(shared, req, Target::Tunnel(host)).await
         }
-    }
-}
-
-/// Split `host[:port]` (IPv6 in brackets).
-fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
-    if let Some(rest) = authority.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let host = &authority[..end + 2];
-        let after = &rest[end + 1..];
-        return match after.strip_prefix(':') {
-            Some(p) => Some((host, Some(p.parse().ok()?))),
-            None if after.is_empty() => Some((host, None)),
-            None => None,
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) => Some((h, Some(p.parse().ok()?))),
-        None => Some((authority, None)),
     }
 }
 
@@ -450,8 +444,37 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         tokio::spawn(async move {
             if let Ok(up) = hyper::upgrade::on(req).await {
                 let mut client = TokioIo::new(up);
-                let mut stream = stream;
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
+                // Not intercepted, but the ClientHello must still name the CONNECT host.
+                let timeout = shared.limits.handshake_timeout;
+                let refusal = match read_client_hello(&mut client, timeout).await {
+                    Ok(hello) => match hello.server_name.as_deref() {
+                        Some(sni) if sni.eq_ignore_ascii_case(&host) => {
+                            let mut stream = stream;
+                            if stream.write_all(&hello.raw).await.is_ok() {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut stream).await;
+                            }
+                            return;
+                        }
+                        Some(sni) => Refusal::forbidden(
+                            Layer::HostMismatch,
+                            "sni-mismatch",
+                            format!("SNI `{sni}` is not the CONNECT host"),
+                        ),
+                        None => Refusal::forbidden(
+                            Layer::HostMismatch,
+                            "sni-missing",
+                            "a passthrough tunnel must name its host in the TLS ClientHello",
+                        ),
+                    },
+                    Err(e) => Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        Layer::Protocol,
+                        "not-tls",
+                        e.to_string(),
+                    ),
+                };
+                shared.deny(&host, &Method::CONNECT, "", &refusal);
             }
         });
         return Response::new(empty());
@@ -863,6 +886,10 @@ fn finish_response(
                 }
             });
             parts.extensions = http::Extensions::new();
+            parts.headers.remove(REFUSAL_HEADER);
+            if let Some(auth) = &route.auth {
+                mask_headers(&mut parts.headers, auth.value.expose().as_bytes());
+            }
             return Response::from_parts(parts, empty());
         }
         let r = Refusal::new(
@@ -879,10 +906,21 @@ fn finish_response(
     let body = match &route.auth {
         Some(auth) => {
             let needle: Arc<[u8]> = Arc::from(auth.value.expose().as_bytes());
-            mask_headers(&mut parts.headers, &needle);
-            RedactBody::new(body, needle)
-                .map_err(|e| Box::new(e) as BoxError)
-                .boxed()
+            mask_head(&mut parts, &needle);
+            // Asked for identity; an encoded answer is decoded so the mask can apply.
+            let decoder = match Decoder::for_response(&mut parts.headers) {
+                Ok(d) => d,
+                Err(encoding) => {
+                    let r = Refusal::new(
+                        StatusCode::BAD_GATEWAY,
+                        Layer::Upstream,
+                        "uninspectable-response-encoding",
+                        format!("the upstream answered with content-encoding `{encoding}`"),
+                    );
+                    return refusal_response(&r, false);
+                }
+            };
+            RedactBody::new(body, needle).decoding(decoder).boxed()
         }
         None => body.map_err(|e| Box::new(e) as BoxError).boxed(),
     };

@@ -59,13 +59,99 @@ pub fn mask_headers(headers: &mut HeaderMap, needle: &[u8]) {
     }
 }
 
-/// A response body with the token masked.
+/// Mask the token in a response head: header values and a non-standard reason phrase
+/// (hyper relays an upstream's own reason phrase verbatim).
+pub fn mask_head(parts: &mut http::response::Parts, needle: &[u8]) {
+    mask_headers(&mut parts.headers, needle);
+    let masked = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .and_then(|reason| {
+            let mut bytes = reason.as_bytes().to_vec();
+            mask_in_place(&mut bytes, needle).then_some(bytes)
+        });
+    if let Some(bytes) = masked {
+        match hyper::ext::ReasonPhrase::try_from(bytes) {
+            Ok(r) => {
+                parts.extensions.insert(r);
+            }
+            Err(_) => {
+                parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+            }
+        }
+    }
+}
+
+/// A decompressor for a response body the upstream encoded although it was asked not to:
+/// the token can only be masked in the decoded bytes.
+pub enum Decoder {
+    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
+}
+
+impl Decoder {
+    /// The decoder for a response's `Content-Encoding`; `Ok(None)` when it is not encoded,
+    /// `Err(encoding)` when it cannot be decoded here. When a decoder is returned the
+    /// encoding and length headers are dropped (the body is passed on decoded).
+    pub fn for_response(headers: &mut HeaderMap) -> Result<Option<Decoder>, String> {
+        let encodings: Vec<String> = headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty() && e != "identity")
+            .collect();
+        let decoder = match encodings.as_slice() {
+            [] => return Ok(None),
+            [one] if one == "gzip" || one == "x-gzip" => {
+                Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new()))
+            }
+            [one] if one == "deflate" => Decoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new())),
+            other => return Err(other.join(", ")),
+        };
+        headers.remove(http::header::CONTENT_ENCODING);
+        headers.remove(http::header::CONTENT_LENGTH);
+        Ok(Some(decoder))
+    }
+
+    fn feed(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        use std::io::Write;
+        match self {
+            Decoder::Gzip(d) => {
+                d.write_all(data)?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+            Decoder::Zlib(d) => {
+                d.write_all(data)?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+        }
+    }
+
+    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Decoder::Gzip(d) => {
+                d.try_finish()?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+            Decoder::Zlib(d) => {
+                d.try_finish()?;
+                Ok(std::mem::take(d.get_mut()))
+            }
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body with the token masked (decoded first when a [`Decoder`] is given).
 pub struct RedactBody<B> {
     inner: B,
     needle: Arc<[u8]>,
     held: BytesMut,
     pending: Option<Frame<Bytes>>,
     done: bool,
+    decoder: Option<Decoder>,
 }
 
 impl<B> RedactBody<B> {
@@ -76,21 +162,51 @@ impl<B> RedactBody<B> {
             held: BytesMut::new(),
             pending: None,
             done: false,
+            decoder: None,
         }
+    }
+
+    /// Decode the body with `decoder` before masking.
+    pub fn decoding(mut self, decoder: Option<Decoder>) -> Self {
+        self.decoder = decoder;
+        self
+    }
+
+    /// Take in upstream bytes (decoded when needed); returns what can be passed on now.
+    fn take_in(&mut self, data: &[u8], last: bool) -> Result<Bytes, BoxError> {
+        match &mut self.decoder {
+            Some(d) => {
+                let decoded = d.feed(data)?;
+                self.held.extend_from_slice(&decoded);
+                if last {
+                    let rest = d.finish()?;
+                    self.held.extend_from_slice(&rest);
+                }
+            }
+            None => self.held.extend_from_slice(data),
+        }
+        mask_in_place(&mut self.held, &self.needle);
+        let keep = if last {
+            0
+        } else {
+            partial_suffix(&self.held, &self.needle)
+        };
+        Ok(self.held.split_to(self.held.len() - keep).freeze())
     }
 }
 
 impl<B> Body for RedactBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(f) = this.pending.take() {
             return Poll::Ready(Some(Ok(f)));
@@ -101,34 +217,47 @@ where
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        this.held.extend_from_slice(&data);
-                        mask_in_place(&mut this.held, &this.needle);
-                        let keep = partial_suffix(&this.held, &this.needle);
-                        let out = this.held.split_to(this.held.len() - keep).freeze();
+                        let out = match this.take_in(&data, false) {
+                            Ok(out) => out,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
                         if out.is_empty() {
                             continue;
                         }
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                     Err(other) => {
+                        let other = match other.into_trailers() {
+                            Ok(mut trailers) => {
+                                mask_headers(&mut trailers, &this.needle);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        };
                         // Trailers: flush held bytes first.
-                        if this.held.is_empty() {
+                        let out = match this.take_in(&[], true) {
+                            Ok(out) => out,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        if out.is_empty() {
                             return Poll::Ready(Some(Ok(other)));
                         }
                         this.pending = Some(other);
-                        let out = this.held.split().freeze();
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 },
                 Poll::Ready(None) => {
                     this.done = true;
-                    if this.held.is_empty() {
+                    let out = match this.take_in(&[], true) {
+                        Ok(out) => out,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    if out.is_empty() {
                         return Poll::Ready(None);
                     }
-                    let out = this.held.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
             }
@@ -136,11 +265,17 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.held.is_empty() && (self.done || self.inner.is_end_stream())
+        self.pending.is_none()
+            && self.held.is_empty()
+            && (self.done || (self.decoder.is_none() && self.inner.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.decoder.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
@@ -193,6 +328,85 @@ mod tests {
             out, "ends with sec",
             "a held partial match is flushed at the end"
         );
+    }
+
+    #[tokio::test]
+    async fn trailers_masked() {
+        struct WithTrailers(Option<Frame<Bytes>>, Option<Frame<Bytes>>);
+        impl Body for WithTrailers {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                let next = self.0.take().or_else(|| self.1.take());
+                Poll::Ready(next.map(Ok))
+            }
+        }
+        let mut t = HeaderMap::new();
+        t.insert("x-echo", "Bearer secret-tok".parse().unwrap());
+        let body = WithTrailers(
+            Some(Frame::data(Bytes::from_static(b"body"))),
+            Some(Frame::trailers(t)),
+        );
+        let collected = RedactBody::new(body, Arc::from(&b"secret-tok"[..]))
+            .collect()
+            .await
+            .unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(trailers["x-echo"], "Bearer **********");
+        assert_eq!(collected.to_bytes(), "body");
+    }
+
+    #[tokio::test]
+    async fn encoded_body_is_decoded_then_masked() {
+        use std::io::Write;
+        let plain = format!("{}secret-tok{}", "x".repeat(5000), "y".repeat(5000));
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(plain.as_bytes()).unwrap();
+        let gz = e.finish().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-encoding", "gzip".parse().unwrap());
+        headers.insert("content-length", gz.len().to_string().parse().unwrap());
+        let decoder = Decoder::for_response(&mut headers).unwrap();
+        assert!(decoder.is_some() && headers.is_empty());
+        let half = gz.len() / 2;
+        let body = Chunks(
+            [
+                Bytes::copy_from_slice(&gz[..half]),
+                Bytes::copy_from_slice(&gz[half..]),
+            ]
+            .into(),
+        );
+        let out = RedactBody::new(body, Arc::from(&b"secret-tok"[..]))
+            .decoding(decoder)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(out.len(), plain.len());
+        assert_eq!(out, plain.replace("secret-tok", "**********"));
+        let mut headers = HeaderMap::new();
+        headers.insert("content-encoding", "br".parse().unwrap());
+        assert_eq!(
+            Decoder::for_response(&mut headers).err().as_deref(),
+            Some("br")
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("content-encoding", "identity".parse().unwrap());
+        assert!(Decoder::for_response(&mut headers).unwrap().is_none());
+    }
+
+    #[test]
+    fn reason_phrase_masked() {
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts
+            .extensions
+            .insert(hyper::ext::ReasonPhrase::try_from(&b"OK secret-tok"[..]).unwrap());
+        mask_head(&mut parts, b"secret-tok");
+        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().unwrap();
+        assert_eq!(reason.as_bytes(), b"OK **********");
     }
 
     #[test]

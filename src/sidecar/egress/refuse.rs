@@ -63,7 +63,7 @@ impl Layer {
                 "the request carries a credential-shaped value; remove it (egress injects the route's credential itself) or ask the operator"
             }
             Layer::Protocol => {
-                "send a well-formed HTTP/1.1 request with either Content-Length or chunked Transfer-Encoding"
+                "send a well-formed HTTP/1.1 request: an `http://host/path` target or CONNECT `host:443`, no userinfo, one Host, either Content-Length or chunked Transfer-Encoding"
             }
             Layer::Limit => "send a smaller request; the operator can raise the egress limits",
             Layer::Upstream => {
@@ -145,6 +145,31 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The same response as raw HTTP/1.1 bytes, closing the connection (for answers written
+    /// below hyper, see `smuggle`).
+    pub fn to_http1(&self) -> Vec<u8> {
+        let body = self.body();
+        let header = self.header_value();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n{REFUSAL_HEADER}: ",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or("Error"),
+        )
+        .into_bytes();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(
+            format!(
+                "\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+}
+
 /// Printable ASCII only, bounded: details come from agent input.
 fn sanitize(s: &str) -> String {
     s.chars()
@@ -163,6 +188,28 @@ fn sanitize(s: &str) -> String {
 mod tests {
     use super::*;
     use http_body_util::Full;
+
+    #[test]
+    fn raw_form_matches_the_response() {
+        let r = Refusal::new(
+            StatusCode::BAD_REQUEST,
+            Layer::Protocol,
+            "malformed-request",
+            "",
+        );
+        let raw = String::from_utf8(r.to_http1()).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(
+            head.contains(
+                "\r\nx-bot-bottle-refusal: layer=protocol; rule=malformed-request; hint="
+            ),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        assert!(head.ends_with("\r\nconnection: close"));
+        assert_eq!(body, r.body());
+    }
 
     #[test]
     fn refusal_names_layer_rule_and_remedy() {

@@ -5,7 +5,12 @@
 //! longer see the conflict. [`SniffIo`] counts `Content-Length` header lines on the raw inbound
 //! bytes; a request with `Transfer-Encoding` arriving while more such lines were read than
 //! requests showed is refused with 400. Pipelined clients may see a false refusal; no request
-//! is ever split in two.
+//! is ever split in two. Repeated or list-valued `Content-Length` is refused too.
+//!
+//! hyper answers a request head it cannot parse (or one too large) itself, with a bare
+//! 400/414/431. [`SniffIo`] recognises that answer on the way out (a response head written
+//! while no request handed to the service is still owed one) and replaces it with a refusal
+//! that explains itself like every other: the refusal header and a body naming layer and rule.
 
 use std::io;
 use std::pin::Pin;
@@ -13,9 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::refuse::{Layer, Refusal};
 
 const PATTERN: &[u8] = b"content-length";
 
@@ -24,15 +31,29 @@ const PATTERN: &[u8] = b"content-length";
 pub struct Sniff {
     raw_cl_lines: AtomicU64,
     cl_headers_seen: AtomicU64,
+    /// Requests handed to the service whose response head was not written yet.
+    owed: AtomicU64,
 }
 
 impl Sniff {
-    /// Decide on one request head. `Err` carries the rule that makes it a 400.
+    /// Decide on one request head (every request the service sees passes here exactly once).
+    /// `Err` carries the rule that makes it a 400.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let has_cl = headers.contains_key(CONTENT_LENGTH);
-        if has_cl {
-            self.cl_headers_seen.fetch_add(1, Ordering::Relaxed);
-        }
+        self.owed.fetch_add(1, Ordering::Relaxed);
+        let mut cls = headers.get_all(CONTENT_LENGTH).iter();
+        let has_cl = match cls.next() {
+            Some(first) => {
+                self.cl_headers_seen.fetch_add(1, Ordering::Relaxed);
+                if cls.next().is_some() {
+                    return Err("multiple-content-length");
+                }
+                if !first.as_bytes().iter().all(u8::is_ascii_digit) {
+                    return Err("malformed-content-length");
+                }
+                true
+            }
+            None => false,
+        };
         let mut te = headers.get_all(TRANSFER_ENCODING).iter();
         let Some(first) = te.next() else {
             return Ok(());
@@ -58,15 +79,74 @@ impl Sniff {
             self.raw_cl_lines.fetch_add(n, Ordering::Relaxed);
         }
     }
+
+    /// A response head is being written: true when it answers a request the service saw.
+    fn settle_owed(&self) -> bool {
+        self.owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
-/// Counts `\nContent-Length` (any case) in what the client sends.
+/// The status of a response head at the start of `data` (`HTTP/1.x NNN `).
+fn response_status(data: &[u8]) -> Option<u16> {
+    let rest = data
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| data.strip_prefix(b"HTTP/1.0 "))?;
+    let digits = rest.get(..3)?;
+    if !digits.iter().all(u8::is_ascii_digit) || rest.get(3) != Some(&b' ') {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// hyper's own answer to an unparsable or oversized head: a small, bodiless error head.
+fn hyper_error_refusal(data: &[u8]) -> Option<Refusal> {
+    if data.len() > 512 || !data.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let lower = data.to_ascii_lowercase();
+    if !lower
+        .windows(b"\r\ncontent-length: 0\r\n".len())
+        .any(|w| w == b"\r\ncontent-length: 0\r\n")
+    {
+        return None;
+    }
+    let (layer, rule, detail) = match response_status(data)? {
+        400 => (
+            Layer::Protocol,
+            "malformed-request",
+            "the request line or a header could not be parsed",
+        ),
+        414 => (
+            Layer::Limit,
+            "uri-too-long",
+            "the request target is too long",
+        ),
+        431 => (
+            Layer::Limit,
+            "request-head-too-large",
+            "the request head is too large or has too many headers",
+        ),
+        _ => return None,
+    };
+    let status = StatusCode::from_u16(response_status(data)?).ok()?;
+    Some(Refusal::new(status, layer, rule, detail))
+}
+
+/// Counts `\nContent-Length` (any case) in what the client sends, and replaces hyper's own
+/// bare error answers with explained refusals.
 pub struct SniffIo<T> {
     inner: T,
     sniff: Arc<Sniff>,
     /// The last bytes of the previous read, so a line split across reads is still seen.
     tail: [u8; 16],
     tail_len: usize,
+    /// The last write returned `Pending`: the retry carries the same bytes, already classified.
+    retrying: bool,
+    /// A refusal being written in place of hyper's answer: bytes, written so far, length of
+    /// the buffer it replaces.
+    replacing: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl<T> SniffIo<T> {
@@ -76,6 +156,24 @@ impl<T> SniffIo<T> {
             sniff,
             tail: [0; 16],
             tail_len: 0,
+            retrying: false,
+            replacing: None,
+        }
+    }
+
+    /// Look at a write that is not a retry: a response head answering no request the service
+    /// saw is hyper's own error answer.
+    fn classify_write(&mut self, data: &[u8]) {
+        let Some(status) = response_status(data) else {
+            return;
+        };
+        // `100 Continue` is written by hyper on behalf of a request still being served.
+        if status == 100 || self.sniff.settle_owed() {
+            return;
+        }
+        if let Some(r) = hyper_error_refusal(data) {
+            tracing::debug!(rule = %r.rule, "malformed request head refused");
+            self.replacing = Some((r.to_http1(), 0, data.len()));
         }
     }
 
@@ -154,18 +252,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let this = &mut *self;
+        if !this.retrying && this.replacing.is_none() {
+            this.classify_write(data);
+        }
+        if let Some((bytes, written, replaced)) = &mut this.replacing {
+            while *written < bytes.len() {
+                match Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        this.replacing = None;
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => *written += n,
+                    Poll::Ready(Err(e)) => {
+                        this.replacing = None;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let replaced = *replaced;
+            this.replacing = None;
+            return Poll::Ready(Ok(replaced));
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.retrying = r.is_pending();
+        r
     }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    // No vectored writes: every write must be seen whole by `classify_write`.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -237,6 +351,73 @@ mod tests {
         let mut h = te_chunked();
         h.append(TRANSFER_ENCODING, "chunked".parse().unwrap());
         assert_eq!(s.check(&h), Err("multiple-transfer-encoding"));
+    }
+
+    #[test]
+    fn repeated_or_listed_content_length_refused() {
+        let s = Sniff::default();
+        let mut h = HeaderMap::new();
+        h.append(CONTENT_LENGTH, "5".parse().unwrap());
+        h.append(CONTENT_LENGTH, "5".parse().unwrap());
+        assert_eq!(s.check(&h), Err("multiple-content-length"));
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, "5, 5".parse().unwrap());
+        assert_eq!(s.check(&h), Err("malformed-content-length"));
+    }
+
+    const HYPER_400: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 16:00:00 GMT\r\n\r\n";
+
+    async fn written(sniff: Arc<Sniff>, data: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = SniffIo::new(a, sniff);
+        let data = data.to_vec();
+        let writer = tokio::spawn(async move {
+            io.write_all(&data).await.unwrap();
+            drop(io);
+        });
+        let mut out = String::new();
+        b.read_to_string(&mut out).await.unwrap();
+        // The duplex is smaller than the refusal: the replacement is written across writes.
+        writer.await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn hyper_error_answer_is_replaced_with_an_explained_refusal() {
+        let out = written(Arc::new(Sniff::default()), HYPER_400).await;
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.contains("x-bot-bottle-refusal: layer=protocol; rule=malformed-request"),
+            "{out}"
+        );
+        assert!(out.contains("\r\n\r\nbot-bottle egress refused this request\nlayer: protocol\n"));
+        let big = String::from_utf8_lossy(HYPER_400)
+            .replace("400 Bad Request", "431 Request Header Fields Too Large");
+        let out = written(Arc::new(Sniff::default()), big.as_bytes()).await;
+        assert!(
+            out.contains("layer=limit; rule=request-head-too-large"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_to_served_requests_pass_untouched() {
+        let sniff = Arc::new(Sniff::default());
+        assert!(sniff.check(&HeaderMap::new()).is_ok());
+        // An upstream's own bare 400, relayed for a request the service saw.
+        assert_eq!(
+            written(sniff.clone(), HYPER_400).await.as_bytes(),
+            HYPER_400
+        );
+        // Body bytes and `100 Continue` are never touched.
+        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert_eq!(written(sniff.clone(), cont).await.as_bytes(), cont);
+        assert_eq!(
+            written(sniff, b"plain body bytes").await,
+            "plain body bytes"
+        );
     }
 
     fn whole_count(data: &[u8]) -> u64 {
