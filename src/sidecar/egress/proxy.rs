@@ -30,7 +30,7 @@ use super::audit::{Audit, Decision, log_path};
 use super::ca::BottleCa;
 use super::config::{EgressConfig, ListenAddr, parse_routes};
 use super::inject::{inject_credential, strip_agent_credentials, strip_hop_by_hop};
-use super::inspect::{collect_body, scan_body, scan_headers, scan_target};
+use super::inspect::{collect_body, loggable, scan_body, scan_headers, scan_target};
 use super::limits::{IdleIo, Limits};
 use super::redact::{Decoder, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
@@ -289,6 +289,15 @@ where
 {
     Box::pin(async move {
         let sniff = Arc::new(Sniff::default());
+        {
+            // Heads hyper could not parse never reach `dispatch`: audit them here.
+            let shared = shared.clone();
+            let host: Arc<str> = match &origin {
+                Origin::Proxy => Arc::from(""),
+                Origin::Tunnel(h) => h.clone(),
+            };
+            sniff.on_refusal(move |r| shared.deny_unparsed(&host, r));
+        }
         let limits = shared.limits;
         let io = TokioIo::new(SniffIo::new(
             IdleIo::new(stream, limits.idle_timeout),
@@ -322,11 +331,26 @@ fn empty() -> RespBody {
 }
 
 impl Shared {
-    fn deny(&self, host: &str, method: &Method, path: &str, r: &Refusal) {
+    /// A refusal of a request whose head could not be parsed (no method, no path).
+    fn deny_unparsed(&self, host: &str, r: &Refusal) {
         self.audit.record(&Decision {
             host,
-            method: method.as_str(),
-            path,
+            method: "",
+            path: "",
+            allowed: false,
+            layer: r.layer.as_str(),
+            rule: &r.rule,
+            status: r.status.as_u16(),
+            injected: None,
+        });
+    }
+
+    fn deny(&self, host: &str, method: &Method, path: &str, r: &Refusal) {
+        // Refused before (or instead of) the secret scan: a credential may hide in either.
+        self.audit.record(&Decision {
+            host: loggable(&self.scanner, host),
+            method: loggable(&self.scanner, method.as_str()),
+            path: loggable(&self.scanner, path),
             allowed: false,
             layer: r.layer.as_str(),
             rule: &r.rule,
@@ -691,11 +715,14 @@ async fn handle_request(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_agent_credentials(&mut parts.headers, &route, websocket);
-    if let Some(f) = scan_target(&shared.scanner, &full_path) {
+    // The method travels too: an extension method is any token the agent likes.
+    let in_request_line = scan_target(&shared.scanner, &full_path)
+        .or_else(|| shared.scanner.scan(method.as_str().as_bytes()));
+    if let Some(f) = in_request_line {
         let r = Refusal::forbidden(
             Layer::SecretScan,
             f.rule,
-            format!("{} in the URL", f.description),
+            format!("{} in the request line", f.description),
         );
         shared.deny(host, &method, "[redacted]", &r);
         return refusal_response(&r, false);

@@ -14,8 +14,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -33,9 +33,27 @@ pub struct Sniff {
     cl_headers_seen: AtomicU64,
     /// Requests handed to the service whose response head was not written yet.
     owed: AtomicU64,
+    on_refusal: RefusalHook,
+}
+
+/// Told about every refusal written in place of hyper's answer (the audit).
+#[derive(Default)]
+struct RefusalHook(OnceLock<Box<RefusalFn>>);
+
+type RefusalFn = dyn Fn(&Refusal) + Send + Sync;
+
+impl std::fmt::Debug for RefusalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusalHook")
+    }
 }
 
 impl Sniff {
+    /// Call `hook` for each malformed head refused below hyper (set once per connection).
+    pub fn on_refusal(&self, hook: impl Fn(&Refusal) + Send + Sync + 'static) {
+        let _ = self.on_refusal.0.set(Box::new(hook));
+    }
+
     /// Decide on one request head (every request the service sees passes here exactly once).
     /// `Err` carries the rule that makes it a 400.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
@@ -172,7 +190,9 @@ impl<T> SniffIo<T> {
             return;
         }
         if let Some(r) = hyper_error_refusal(data) {
-            tracing::debug!(rule = %r.rule, "malformed request head refused");
+            if let Some(hook) = self.sniff.on_refusal.0.get() {
+                hook(&r);
+            }
             self.replacing = Some((r.to_http1(), 0, data.len()));
         }
     }
@@ -400,6 +420,16 @@ mod tests {
             out.contains("layer=limit; rule=request-head-too-large"),
             "{out}"
         );
+    }
+
+    #[tokio::test]
+    async fn replaced_answers_are_reported() {
+        let sniff = Arc::new(Sniff::default());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        sniff.on_refusal(move |r| seen2.lock().unwrap().push(r.rule.clone()));
+        let _ = written(sniff, HYPER_400).await;
+        assert_eq!(*seen.lock().unwrap(), ["malformed-request"]);
     }
 
     #[tokio::test]

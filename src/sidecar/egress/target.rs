@@ -3,7 +3,8 @@
 //! A target that two parsers could read differently is refused before any route lookup:
 //! userinfo in the authority (`http://allowed@evil/` and its mirror image), ports written in a
 //! non-canonical way (`:0443`, `:+443`, an empty port), CONNECT to anything but `host:port`,
-//! and CONNECT carrying a body (its bytes would be read as tunnel data).
+//! CONNECT carrying a body (its bytes would be read as tunnel data), and the `host:port` form
+//! on any other method.
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri};
@@ -50,6 +51,10 @@ pub fn check_proxy_target(
         if split_host_port(a.as_str()).is_none() {
             return Err("bad-port");
         }
+    }
+    if method != Method::CONNECT && uri.scheme().is_none() && uri.authority().is_some() {
+        // `GET host:port`: the authority form belongs to CONNECT alone.
+        return Err("authority-form-without-connect");
     }
     if method == Method::CONNECT {
         let authority_form = uri.scheme().is_none()
@@ -120,6 +125,12 @@ mod tests {
         assert_eq!(check("GET", "http://a.test:0080/", &[]), Err("bad-port"));
         assert_eq!(check("GET", "http://a.test/x", &[]), Ok(()));
         assert_eq!(check("GET", "http://a.test:80/x", &[]), Ok(()));
+        assert_eq!(
+            check("GET", "a.test:443", &[]),
+            Err("authority-form-without-connect")
+        );
+        assert_eq!(check("OPTIONS", "*", &[]), Ok(()));
+        assert_eq!(check("GET", "/v1/x", &[]), Ok(()));
     }
 
     #[test]
