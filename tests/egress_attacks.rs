@@ -819,6 +819,12 @@ async fn ambiguous_framing_gets_400_and_one_answer() {
         b"GET /v1/x HTTP/2.0\r\nHost: api.test\r\n\r\n",
         b"GET /v1/x\r\n\r\n",
         b"GET /v1/x HTTP/1.1 extra\r\nHost: api.test\r\n\r\n",
+        // Broken chunked bodies.
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: -1\r\n\r\n",
     ];
     for attack in attacks {
         let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
@@ -1197,6 +1203,15 @@ async fn oversized_heads_and_bodies_are_refused_with_an_explanation() {
     );
     let r = send_tunnel(&h, req.as_bytes()).await.unwrap();
     assert!(r.refused(413, "limit"), "{r:?}");
+    // A declared length over the limit is refused before the body is asked for.
+    let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
+    let r = send(
+        &mut tls,
+        b"POST /v1/b HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(r.refused(413, "limit"), "no 100 Continue first: {r:?}");
     nothing_forwarded(&h);
 }
 

@@ -54,20 +54,20 @@ pub fn scan_headers(scanner: &Scanner, headers: &HeaderMap) -> Option<Finding> {
     }
 }
 
-/// Read the whole body, refusing it past `max` bytes.
+/// Read the whole body, refusing it past `max` bytes (at once when its declared length is
+/// already larger: nothing is read, and an `Expect: 100-continue` client is never told to go on).
 pub async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Refusal> {
+    use hyper::body::Body;
+    if body.size_hint().lower() > max as u64 {
+        return Err(too_large(max));
+    }
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Err(Refusal::new(
-                    http::StatusCode::PAYLOAD_TOO_LARGE,
-                    Layer::Limit,
-                    "body-too-large",
-                    format!("request bodies are limited to {max} bytes"),
-                ))
+                Err(too_large(max))
             } else {
                 Err(Refusal::new(
                     http::StatusCode::BAD_REQUEST,
@@ -78,6 +78,15 @@ pub async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Refusal> 
             }
         }
     }
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        Layer::Limit,
+        "body-too-large",
+        format!("request bodies are limited to {max} bytes"),
+    )
 }
 
 /// Scan a complete body (decompressing gzip/deflate within `max`).
