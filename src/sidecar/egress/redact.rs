@@ -152,6 +152,8 @@ pub struct RedactBody<B> {
     pending: Option<Frame<Bytes>>,
     done: bool,
     decoder: Option<Decoder>,
+    /// Whether the decoder was given any bytes.
+    fed: bool,
 }
 
 impl<B> RedactBody<B> {
@@ -163,6 +165,7 @@ impl<B> RedactBody<B> {
             pending: None,
             done: false,
             decoder: None,
+            fed: false,
         }
     }
 
@@ -178,7 +181,9 @@ impl<B> RedactBody<B> {
             Some(d) => {
                 let decoded = d.feed(data)?;
                 self.held.extend_from_slice(&decoded);
-                if last {
+                self.fed |= !data.is_empty();
+                // A bodiless answer (HEAD, 304) may still name its encoding: nothing to finish.
+                if last && self.fed {
                     let rest = d.finish()?;
                     self.held.extend_from_slice(&rest);
                 }
@@ -387,6 +392,16 @@ mod tests {
             .to_bytes();
         assert_eq!(out.len(), plain.len());
         assert_eq!(out, plain.replace("secret-tok", "**********"));
+        // A bodiless encoded answer (HEAD, 304) ends cleanly.
+        let mut headers = HeaderMap::new();
+        headers.insert("content-encoding", "gzip".parse().unwrap());
+        let empty = RedactBody::new(Chunks(Default::default()), Arc::from(&b"secret-tok"[..]))
+            .decoding(Decoder::for_response(&mut headers).unwrap())
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(empty.is_empty());
         let mut headers = HeaderMap::new();
         headers.insert("content-encoding", "br".parse().unwrap());
         assert_eq!(
