@@ -658,6 +658,19 @@ async fn passthrough_tunnel_refuses_a_foreign_sni() {
         h.audit_text()
     );
     nothing_forwarded(&h);
+    // No SNI at all for a named host: refused too.
+    let (_, s) = h.connect("pass.test:443").await;
+    let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    if let Ok(mut tls) = tls_with(s, ip, &[b"http/1.1"], None).await {
+        let r = send(&mut tls, b"GET / HTTP/1.1\r\nHost: pass.test\r\n\r\n").await;
+        assert!(r.is_none(), "{r:?}");
+    }
+    assert!(
+        h.wait_for_audit(|l| l["host"] == "pass.test" && l["rule"] == "sni-missing")
+            .await,
+        "{}",
+        h.audit_text()
+    );
     // Not TLS at all: nothing is relayed either.
     let (_, mut s) = h.connect("pass.test:443").await;
     s.write_all(b"GET / HTTP/1.1\r\nHost: pass.test\r\n\r\n")

@@ -472,7 +472,18 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
                 let timeout = shared.limits.handshake_timeout;
                 let refusal = match read_client_hello(&mut client, timeout).await {
                     Ok(hello) => match hello.server_name.as_deref() {
-                        Some(sni) if sni.eq_ignore_ascii_case(&host) => {
+                        Some(sni) if !sni.eq_ignore_ascii_case(&host) => Refusal::forbidden(
+                            Layer::HostMismatch,
+                            "sni-mismatch",
+                            format!("SNI `{sni}` is not the CONNECT host"),
+                        ),
+                        // Clients send no SNI for an IP literal; for a name it must be there.
+                        None if host.parse::<std::net::IpAddr>().is_err() => Refusal::forbidden(
+                            Layer::HostMismatch,
+                            "sni-missing",
+                            "a passthrough tunnel must name its host in the TLS ClientHello",
+                        ),
+                        _ => {
                             let mut stream = stream;
                             if stream.write_all(&hello.raw).await.is_ok() {
                                 let _ =
@@ -480,16 +491,6 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
                             }
                             return;
                         }
-                        Some(sni) => Refusal::forbidden(
-                            Layer::HostMismatch,
-                            "sni-mismatch",
-                            format!("SNI `{sni}` is not the CONNECT host"),
-                        ),
-                        None => Refusal::forbidden(
-                            Layer::HostMismatch,
-                            "sni-missing",
-                            "a passthrough tunnel must name its host in the TLS ClientHello",
-                        ),
                     },
                     Err(e) => Refusal::new(
                         StatusCode::BAD_REQUEST,
