@@ -122,8 +122,15 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Option<Resp> {
         .flatten()
 }
 
+/// Write all of `data` and flush it (a TLS client may otherwise keep it buffered).
+async fn put<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) {
+    s.write_all(data).await.unwrap();
+    s.flush().await.unwrap();
+}
+
 async fn send<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: &[u8]) -> Option<Resp> {
     s.write_all(req).await.ok()?;
+    s.flush().await.ok()?;
     read_response(s).await
 }
 
@@ -605,7 +612,7 @@ async fn garbage_instead_of_tls_closes_the_tunnel() {
     ] {
         let (head, mut s) = h.connect("api.test:443").await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        s.write_all(garbage).await.unwrap();
+        put(&mut s, garbage).await;
         assert!(closed_without_success(&mut s).await);
     }
     nothing_forwarded(&h);
@@ -621,9 +628,11 @@ async fn http2_is_not_spoken() {
     let h = harness().await;
     // h2 preface on the proxy listener.
     let mut s = h.raw().await;
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    put(
+        &mut s,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
     assert!(closed_without_success(&mut s).await);
     // ALPN h2 only: the handshake fails (the leaf speaks http/1.1 only).
     let (_, s) = h.connect("api.test:443").await;
@@ -632,9 +641,11 @@ async fn http2_is_not_spoken() {
     assert!(res.is_err(), "h2-only ALPN must not be accepted");
     // h2 preface inside the TLS tunnel.
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
+    put(
+        &mut tls,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
     assert!(closed_without_success(&mut tls).await);
     nothing_forwarded(&h);
 }
@@ -673,9 +684,7 @@ async fn passthrough_tunnel_refuses_a_foreign_sni() {
     );
     // Not TLS at all: nothing is relayed either.
     let (_, mut s) = h.connect("pass.test:443").await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: pass.test\r\n\r\n")
-        .await
-        .unwrap();
+    put(&mut s, b"GET / HTTP/1.1\r\nHost: pass.test\r\n\r\n").await;
     assert!(closed_without_success(&mut s).await);
     nothing_forwarded(&h);
     // The right SNI passes.
@@ -841,7 +850,7 @@ async fn ambiguous_framing_gets_400_and_one_answer() {
     ];
     for attack in attacks {
         let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
-        tls.write_all(attack).await.unwrap();
+        put(&mut tls, attack).await;
         let mut all = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut all)).await;
         let text = String::from_utf8_lossy(&all).into_owned();
@@ -890,9 +899,7 @@ async fn malformed_heads_on_the_proxy_listener_explain_themselves() {
 async fn bare_lf_requests_are_read_as_one_request() {
     let h = harness().await;
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
-    tls.write_all(b"GET /v1/lf HTTP/1.1\nHost: api.test\nX-A: 1\n\n")
-        .await
-        .unwrap();
+    put(&mut tls, b"GET /v1/lf HTTP/1.1\nHost: api.test\nX-A: 1\n\n").await;
     let r = read_response(&mut tls).await.unwrap();
     // Either refused as malformed or served as exactly this one request.
     if r.status == 200 {
@@ -937,7 +944,7 @@ async fn pipelined_requests_are_each_checked() {
          GET /v1/third HTTP/1.1\r\nHost: api.test\r\nX-Leak: {AWS_KEY}\r\n\r\n\
          GET /v1/fourth HTTP/1.1\r\nHost: api.test\r\n\r\n"
     );
-    tls.write_all(pipeline.as_bytes()).await.unwrap();
+    put(&mut tls, pipeline.as_bytes()).await;
     let first = read_response(&mut tls).await.unwrap();
     let second = read_response(&mut tls).await.unwrap();
     let third = read_response(&mut tls).await.unwrap();
@@ -950,13 +957,13 @@ async fn pipelined_requests_are_each_checked() {
     assert_eq!(seen, ["/v1/first", "/v1/fourth"]);
     // On the proxy listener: allowed, then another host.
     let mut s = h.raw().await;
-    s.write_all(
+    put(
+        &mut s,
         b"GET http://plain.test/ok/1 HTTP/1.1\r\nHost: plain.test\r\n\r\n\
           GET http://evil.test/ok/2 HTTP/1.1\r\nHost: evil.test\r\n\r\n\
           GET http://plain.test/ok/3 HTTP/1.1\r\nHost: evil.test\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     let a = read_response(&mut s).await.unwrap();
     let b = read_response(&mut s).await.unwrap();
     let c = read_response(&mut s).await.unwrap();
@@ -972,13 +979,9 @@ async fn smuggled_request_behind_an_allowed_one_is_not_run() {
     let h = harness().await;
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
     // The second request hides a CL+TE conflict whose body is a third request.
-    tls.write_all(
-        b"GET /v1/first HTTP/1.1\r\nHost: api.test\r\n\r\n\
+    put(&mut tls, b"GET /v1/first HTTP/1.1\r\nHost: api.test\r\n\r\n\
           POST /v1/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n\
-          0\r\n\r\nGET /admin HTTP/1.1\r\nHost: api.test\r\n\r\n",
-    )
-    .await
-    .unwrap();
+          0\r\n\r\nGET /admin HTTP/1.1\r\nHost: api.test\r\n\r\n",).await;
     let mut all = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut all)).await;
     let text = String::from_utf8_lossy(&all);
@@ -1110,18 +1113,14 @@ async fn expect_continue_body_with_a_secret_is_refused() {
     let h = harness().await;
     let body = format!("{{\"key\": \"{AWS_KEY}\"}}");
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
-    tls.write_all(
-        format!(
+    put(&mut tls, format!(
             "POST /v1/up HTTP/1.1\r\nHost: api.test\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+        .as_bytes(),).await;
     let first = read_response(&mut tls).await.unwrap();
     let last = if first.status == 100 {
-        tls.write_all(body.as_bytes()).await.unwrap();
+        put(&mut tls, body.as_bytes()).await;
         read_response(&mut tls).await.unwrap()
     } else {
         first
@@ -1361,7 +1360,7 @@ async fn echoed_credential_is_masked_everywhere_in_the_response() {
     let (h, seen) = echo_harness().await;
     for path in ["/body", "/header", "/reason", "/chunked", "/gzip"] {
         let mut s = h.raw().await;
-        s.write_all(&echo_req(path)).await.unwrap();
+        put(&mut s, &echo_req(path)).await;
         let mut all = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await;
         let text = String::from_utf8_lossy(&all).into_owned();
@@ -1397,7 +1396,7 @@ async fn echoed_credential_is_masked_everywhere_in_the_response() {
 async fn echoed_credential_is_masked_in_an_upgrade_answer() {
     let (h, _seen) = echo_harness().await;
     let mut s = h.raw().await;
-    s.write_all(b"GET http://echo.test/upgrade HTTP/1.1\r\nHost: echo.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    put(&mut s, b"GET http://echo.test/upgrade HTTP/1.1\r\nHost: echo.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
     let head = read_head(&mut s).await;
     assert!(!head.contains(TOKEN), "{head}");
 }
@@ -1463,4 +1462,23 @@ async fn odd_target_forms_inside_a_tunnel() {
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(h.tls.requests()[0].path, "*");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_sees_the_length_egress_read() {
+    let h = harness().await;
+    let r = send_tunnel(
+        &h,
+        b"POST /v1/cl HTTP/1.1\r\nHost: api.test\r\nContent-Length: 005\r\n\r\nhello",
+    )
+    .await
+    .unwrap();
+    if r.status == 200 {
+        let reqs = h.tls.requests();
+        assert_eq!(reqs[0].header_values("content-length"), ["5"]);
+        assert_eq!(reqs[0].body, b"hello");
+    } else {
+        assert!(r.refused(400, "protocol"), "{r:?}");
+        nothing_forwarded(&h);
+    }
 }

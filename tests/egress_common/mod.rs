@@ -446,6 +446,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
 /// Send a raw request and read the whole answer until the peer closes or `timeout`.
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &[u8]) -> String {
     let _ = s.write_all(request).await;
+    // A TLS client may keep written bytes buffered until flushed.
+    let _ = s.flush().await;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

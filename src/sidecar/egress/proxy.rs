@@ -763,6 +763,9 @@ async fn handle_request(
         shared.deny(host, &method, &path_only, &r);
         return refusal_response(&r, false);
     }
+    // The body is buffered: the upstream gets the length egress read, as hyper writes it,
+    // never the agent's own spelling of it.
+    parts.headers.remove(header::CONTENT_LENGTH);
     // 5. Inject (only on an exact host spelling) and forward.
     let injected = if exact_host {
         inject_credential(&mut parts.headers, &route)
