@@ -1300,6 +1300,7 @@ async fn echo_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
                         let _ = s.write_all(&out).await;
                         return;
                     }
+                    "/br" => "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\x0b\x01\x7f\x03".to_string(),
                     "/upgrade" => format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nX-Echo: {auth}\r\n\r\n"),
                     _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}", auth.len()),
                 };
@@ -1481,4 +1482,31 @@ async fn the_upstream_sees_the_length_egress_read() {
         assert!(r.refused(400, "protocol"), "{r:?}");
         nothing_forwarded(&h);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_cannot_be_masked_is_refused_on_an_auth_route() {
+    let (h, _seen) = echo_harness().await;
+    let r = send_plain(&h, &echo_req("/br")).await.unwrap();
+    assert!(r.refused(502, "upstream"), "{r:?}");
+    assert_eq!(r.rule(), "uninspectable-response-encoding");
+    assert!(
+        h.wait_for_audit(
+            |l| l["rule"] == "uninspectable-response-encoding" && l["verdict"] == "deny"
+        )
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_with_a_body_is_refused() {
+    let h = harness().await;
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: api.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: {}\r\n\r\n{AWS_KEY}",
+        AWS_KEY.len()
+    );
+    let r = send_tunnel(&h, req.as_bytes()).await.unwrap();
+    assert!(r.refused(400, "protocol"), "{r:?}");
+    assert_eq!(r.rule(), "upgrade-with-body");
+    nothing_forwarded(&h);
 }

@@ -825,21 +825,30 @@ async fn handle_request(
             return refusal_response(&r, false);
         }
     };
+    let rule = match (route.auth.is_some(), injected.is_some()) {
+        (true, true) => "route-auth",
+        (true, false) => "route-auth-withheld-inexact-host",
+        _ => "route",
+    };
+    let status = resp.status().as_u16();
+    let resp = match finish_response(resp, client_upgrade, route.clone()) {
+        Ok(resp) => resp,
+        Err(r) => {
+            shared.deny(host, &method, &path_only, &r);
+            return refusal_response(&r, true);
+        }
+    };
     shared.audit.record(&Decision {
         host,
         method: method.as_str(),
         path: &path_only,
         allowed: true,
         layer: "egress",
-        rule: match (route.auth.is_some(), injected.is_some()) {
-            (true, true) => "route-auth",
-            (true, false) => "route-auth-withheld-inexact-host",
-            _ => "route",
-        },
-        status: resp.status().as_u16(),
+        rule,
+        status,
         injected,
     });
-    finish_response(resp, client_upgrade, route)
+    resp
 }
 
 fn req_authority(host: &str, port: Option<u16>) -> String {
@@ -903,7 +912,7 @@ fn finish_response(
     resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     route: Arc<Route>,
-) -> Response<RespBody> {
+) -> Result<Response<RespBody>, Refusal> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_up) = client_upgrade {
             let (mut parts, body) = resp.into_parts();
@@ -921,15 +930,14 @@ fn finish_response(
             if let Some(auth) = &route.auth {
                 mask_headers(&mut parts.headers, auth.value.expose().as_bytes());
             }
-            return Response::from_parts(parts, empty());
+            return Ok(Response::from_parts(parts, empty()));
         }
-        let r = Refusal::new(
+        return Err(Refusal::new(
             StatusCode::BAD_GATEWAY,
             Layer::Upstream,
             "unexpected-upgrade",
             "",
-        );
-        return refusal_response(&r, true);
+        ));
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
@@ -942,18 +950,17 @@ fn finish_response(
             let decoder = match Decoder::for_response(&mut parts.headers) {
                 Ok(d) => d,
                 Err(encoding) => {
-                    let r = Refusal::new(
+                    return Err(Refusal::new(
                         StatusCode::BAD_GATEWAY,
                         Layer::Upstream,
                         "uninspectable-response-encoding",
                         format!("the upstream answered with content-encoding `{encoding}`"),
-                    );
-                    return refusal_response(&r, false);
+                    ));
                 }
             };
             RedactBody::new(body, needle).decoding(decoder).boxed()
         }
         None => body.map_err(|e| Box::new(e) as BoxError).boxed(),
     };
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }

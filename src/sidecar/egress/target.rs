@@ -3,10 +3,10 @@
 //! A target that two parsers could read differently is refused before any route lookup:
 //! userinfo in the authority (`http://allowed@evil/` and its mirror image), ports written in a
 //! non-canonical way (`:0443`, `:+443`, an empty port), CONNECT to anything but `host:port`,
-//! CONNECT carrying a body (its bytes would be read as tunnel data), and the `host:port` form
-//! on any other method.
+//! CONNECT or a WebSocket upgrade carrying a body (its bytes would be read as tunnel data), and
+//! the `host:port` form on any other method.
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Uri};
 
 /// Split `host[:port]` (IPv6 in brackets). `None` when the port is not plain decimal digits
@@ -63,16 +63,26 @@ pub fn check_proxy_target(
         if !authority_form {
             return Err("bad-connect-target");
         }
-        let has_body = headers.contains_key(TRANSFER_ENCODING)
-            || headers
-                .get_all(CONTENT_LENGTH)
-                .iter()
-                .any(|v| v.as_bytes() != b"0");
-        if has_body {
+        if has_body(headers) {
             return Err("connect-with-body");
         }
     }
+    let websocket = headers
+        .get(UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if websocket && has_body(headers) {
+        // Unread body bytes would run into the upgraded stream, unscanned.
+        return Err("upgrade-with-body");
+    }
     Ok(())
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
 }
 
 #[cfg(test)]
@@ -153,6 +163,18 @@ mod tests {
         assert_eq!(
             check("CONNECT", "a.test:443", &[("transfer-encoding", "chunked")]),
             Err("connect-with-body")
+        );
+        assert_eq!(
+            check(
+                "GET",
+                "http://a.test/ws",
+                &[("upgrade", "websocket"), ("content-length", "4")]
+            ),
+            Err("upgrade-with-body")
+        );
+        assert_eq!(
+            check("GET", "http://a.test/ws", &[("upgrade", "websocket")]),
+            Ok(())
         );
     }
 }
