@@ -790,7 +790,7 @@ async fn allowed_paths_pass_exactly_as_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fragment_is_not_forwarded_as_path() {
+async fn fragment_is_dropped_not_forwarded_as_path() {
     let h = harness().await;
     let r = send_tunnel(
         &h,
@@ -798,17 +798,10 @@ async fn fragment_is_not_forwarded_as_path() {
     )
     .await
     .unwrap();
-    // Either refused or forwarded without the fragment; never as `/admin`.
-    if r.status == 200 {
-        let reqs = h.tls.requests();
-        assert_eq!(reqs.len(), 1);
-        assert!(reqs[0].path.starts_with("/v1/"), "{:?}", reqs[0].path);
-        assert!(!reqs[0].path.contains('#'), "{:?}", reqs[0].path);
-    } else {
-        assert_eq!(r.status / 100, 4, "{r:?}");
-        assert!(r.header("x-bot-bottle-refusal").is_some(), "{r:?}");
-        nothing_forwarded(&h);
-    }
+    // The fragment is dropped with what it says; the path checked is the path sent.
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen: Vec<String> = h.tls.requests().iter().map(|q| q.path.clone()).collect();
+    assert_eq!(seen, ["/v1/x"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -901,19 +894,17 @@ async fn bare_lf_requests_are_read_as_one_request() {
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
     put(&mut tls, b"GET /v1/lf HTTP/1.1\nHost: api.test\nX-A: 1\n\n").await;
     let r = read_response(&mut tls).await.unwrap();
-    // Either refused as malformed or served as exactly this one request.
-    if r.status == 200 {
-        let reqs = h.tls.requests();
-        assert_eq!(reqs.len(), 1);
-        assert_eq!(reqs[0].path, "/v1/lf");
-        assert_eq!(
-            reqs[0].header_values("authorization"),
-            [format!("Bearer {TOKEN}")]
-        );
-    } else {
-        assert!(r.refused(400, "protocol"), "{r:?}");
-        nothing_forwarded(&h);
-    }
+    // RFC 9112 lets a recipient read a bare LF as a line end: served as exactly this request
+    // (egress re-frames it, so the upstream never sees the bare LFs).
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/v1/lf");
+    assert_eq!(reqs[0].header_values("x-a"), ["1"]);
+    assert_eq!(
+        reqs[0].header_values("authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1099,7 +1090,8 @@ async fn proxy_authorization_never_travels_even_secret_shaped() {
     );
     let mut tls = h.tunnel("open.test:443", "open.test").await.unwrap();
     let r = send(&mut tls, req.as_bytes()).await.unwrap();
-    assert!(r.status == 200 || r.refused(403, "secret-scan"), "{r:?}");
+    // Addressed to the proxy: dropped, so there is nothing left to refuse.
+    assert_eq!(r.status, 200, "{r:?}");
     assert!(
         h.tls
             .requests()
@@ -1136,7 +1128,9 @@ async fn secret_in_a_chunked_trailer_never_reaches_the_upstream() {
         "POST /v1/t HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Leak\r\n\r\n2\r\nhi\r\n0\r\nX-Leak: {AWS_KEY}\r\n\r\n"
     );
     let r = send_tunnel(&h, req.as_bytes()).await.unwrap();
-    assert!(r.status == 200 || r.refused(403, "secret-scan"), "{r:?}");
+    // Request trailers are not forwarded: the body is buffered and sent with a length.
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(h.tls.requests().len(), 1);
     assert!(h.tls.requests().iter().all(|q| {
         q.headers.iter().all(|(_, v)| !v.contains(AWS_KEY))
             && !String::from_utf8_lossy(&q.body).contains(AWS_KEY)
@@ -1474,14 +1468,10 @@ async fn the_upstream_sees_the_length_egress_read() {
     )
     .await
     .unwrap();
-    if r.status == 200 {
-        let reqs = h.tls.requests();
-        assert_eq!(reqs[0].header_values("content-length"), ["5"]);
-        assert_eq!(reqs[0].body, b"hello");
-    } else {
-        assert!(r.refused(400, "protocol"), "{r:?}");
-        nothing_forwarded(&h);
-    }
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs[0].header_values("content-length"), ["5"]);
+    assert_eq!(reqs[0].body, b"hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
