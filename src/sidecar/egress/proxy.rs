@@ -717,8 +717,22 @@ async fn handle_request(
     let (mut parts, body) = req.into_parts();
     strip_agent_credentials(&mut parts.headers, &route, websocket);
     // The method travels too: an extension method is any token the agent likes.
-    let in_request_line = scan_target(&shared.scanner, &full_path)
-        .or_else(|| shared.scanner.scan(method.as_str().as_bytes()));
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    let in_request_line = scan_target(&shared.scanner, &full_path).or_else(|| {
+        (!STANDARD.contains(&method))
+            .then(|| shared.scanner.scan(method.as_str().as_bytes()))
+            .flatten()
+    });
     if let Some(f) = in_request_line {
         let r = Refusal::forbidden(
             Layer::SecretScan,
