@@ -834,6 +834,7 @@ async fn ambiguous_framing_gets_400_and_one_answer() {
         b"GET /v1/x HTTP/2.0\r\nHost: api.test\r\n\r\n",
         b"GET /v1/x\r\n\r\n",
         b"GET /v1/x HTTP/1.1 extra\r\nHost: api.test\r\n\r\n",
+        b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\nhello",
         // Broken chunked bodies.
         b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nx\r\n0\r\n\r\n",
         b"POST /v1/x HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n",

@@ -58,6 +58,11 @@ impl Sniff {
     /// `Err` carries the rule that makes it a 400.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         self.owed.fetch_add(1, Ordering::Relaxed);
+        // `Transfer_Encoding` is not framing here, but servers that map header names to
+        // variables (CGI and the like) read it as `Transfer-Encoding`.
+        if headers.keys().any(|k| framing_lookalike(k.as_str())) {
+            return Err("framing-header-lookalike");
+        }
         let mut cls = headers.get_all(CONTENT_LENGTH).iter();
         let has_cl = match cls.next() {
             Some(first) => {
@@ -104,6 +109,16 @@ impl Sniff {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
+}
+
+fn framing_lookalike(name: &str) -> bool {
+    name.contains('_')
+        && ["content-length", "transfer-encoding"].iter().any(|f| {
+            f.len() == name.len()
+                && f.bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+        })
 }
 
 /// The status of a response head at the start of `data` (`HTTP/1.x NNN `).
@@ -371,6 +386,23 @@ mod tests {
         let mut h = te_chunked();
         h.append(TRANSFER_ENCODING, "chunked".parse().unwrap());
         assert_eq!(s.check(&h), Err("multiple-transfer-encoding"));
+    }
+
+    #[test]
+    fn framing_header_lookalikes_refused() {
+        for name in ["transfer_encoding", "content_length", "transfer-encoding_"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "chunked".parse().unwrap(),
+            );
+            let expect = if name.ends_with('_') {
+                Ok(())
+            } else {
+                Err("framing-header-lookalike")
+            };
+            assert_eq!(Sniff::default().check(&h), expect, "{name}");
+        }
     }
 
     #[test]
