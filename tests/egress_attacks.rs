@@ -1501,3 +1501,25 @@ async fn websocket_upgrade_with_a_body_is_refused() {
     assert_eq!(r.rule(), "upgrade-with-body");
     nothing_forwarded(&h);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrade_is_never_passed_on() {
+    let h = harness().await;
+    // h2c smuggling: an upstream that switches protocols would leave egress blind.
+    let r = send_tunnel(
+        &h,
+        b"GET /v1/h2c HTTP/1.1\r\nHost: api.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let reqs = h.tls.requests();
+    assert_eq!(reqs.len(), 1);
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            reqs[0].header_values(name).is_empty(),
+            "{name}: {:?}",
+            reqs[0].headers
+        );
+    }
+}
