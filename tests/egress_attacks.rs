@@ -626,13 +626,12 @@ async fn garbage_instead_of_tls_closes_the_tunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_is_not_spoken() {
     let h = harness().await;
-    // h2 preface on the proxy listener.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    // h2 preface on the proxy listener: an explained refusal, then the connection ends.
     let mut s = h.raw().await;
-    put(
-        &mut s,
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
-    )
-    .await;
+    let r = send(&mut s, preface).await.unwrap();
+    assert!(r.refused(505, "protocol"), "{r:?}");
+    assert_eq!(r.rule(), "http2-not-supported");
     assert!(closed_without_success(&mut s).await);
     // ALPN h2 only: the handshake fails (the leaf speaks http/1.1 only).
     let (_, s) = h.connect("api.test:443").await;
@@ -641,12 +640,13 @@ async fn http2_is_not_spoken() {
     assert!(res.is_err(), "h2-only ALPN must not be accepted");
     // h2 preface inside the TLS tunnel.
     let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
-    put(
-        &mut tls,
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
-    )
-    .await;
+    let r = send(&mut tls, preface).await.unwrap();
+    assert!(r.refused(505, "protocol"), "{r:?}");
     assert!(closed_without_success(&mut tls).await);
+    assert!(
+        h.wait_for_audit(|l| l["rule"] == "http2-not-supported" && l["host"] == "api.test")
+            .await
+    );
     nothing_forwarded(&h);
 }
 

@@ -11,6 +11,7 @@
 //! 400/414/431. [`SniffIo`] recognises that answer on the way out (a response head written
 //! while no request handed to the service is still owed one) and replaces it with a refusal
 //! that explains itself like every other: the refusal header and a body naming layer and rule.
+//! An HTTP/2 client, which hyper drops without a word, gets such a refusal (505) too.
 
 use std::io;
 use std::pin::Pin;
@@ -180,6 +181,10 @@ pub struct SniffIo<T> {
     /// A refusal being written in place of hyper's answer: bytes, written so far, length of
     /// the buffer it replaces.
     replacing: Option<(Vec<u8>, usize, usize)>,
+    /// Whether any byte was read yet (the HTTP/2 preface can only come first).
+    seen_any: bool,
+    /// A refusal of an HTTP/2 client being written (bytes, written so far); then end of stream.
+    preface_refusal: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> SniffIo<T> {
@@ -191,6 +196,8 @@ impl<T> SniffIo<T> {
             tail_len: 0,
             retrying: false,
             replacing: None,
+            seen_any: false,
+            preface_refusal: None,
         }
     }
 
@@ -263,17 +270,58 @@ fn count_lines(data: &[u8], nl_before: usize, end_after: usize) -> u64 {
     n
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for SniffIo<T> {
+/// The start of the HTTP/2 connection preface (`PRI * HTTP/2.0`).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+impl<T: AsyncWrite + Unpin> SniffIo<T> {
+    /// Write the HTTP/2 refusal, then report end of stream to hyper.
+    fn poll_preface_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some((bytes, written)) = &mut self.preface_refusal {
+            while *written < bytes.len() {
+                match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => *written = bytes.len(),
+                    Poll::Ready(Ok(n)) => *written += n,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for SniffIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.preface_refusal.is_some() {
+            return this.poll_preface_refusal(cx);
+        }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            let this = &mut *self;
             if buf.filled().len() > before {
+                // hyper drops an HTTP/2 client without a word: answer it like any refusal.
+                if !this.seen_any && buf.filled()[before..].starts_with(H2_PREFACE) {
+                    buf.set_filled(before);
+                    let r = Refusal::new(
+                        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                        Layer::Protocol,
+                        "http2-not-supported",
+                        "this proxy speaks HTTP/1.1 only",
+                    );
+                    if let Some(hook) = this.sniff.on_refusal.0.get() {
+                        hook(&r);
+                    }
+                    this.preface_refusal = Some((r.to_http1(), 0));
+                    return this.poll_preface_refusal(cx);
+                }
+                this.seen_any = true;
                 this.observe(&buf.filled()[before..]);
             }
         }
@@ -462,6 +510,31 @@ mod tests {
         sniff.on_refusal(move |r| seen2.lock().unwrap().push(r.rule.clone()));
         let _ = written(sniff, HYPER_400).await;
         assert_eq!(*seen.lock().unwrap(), ["malformed-request"]);
+    }
+
+    #[tokio::test]
+    async fn http2_preface_is_answered_then_ended() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = SniffIo::new(a, Arc::new(Sniff::default()));
+        b.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let n = io.read_to_end(&mut got).await.unwrap();
+            drop(io);
+            (n, got)
+        });
+        // The reader finishes (and drops its end) once the refusal is written.
+        let mut answer = Vec::new();
+        b.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 505 "), "{text}");
+        assert!(text.contains("rule=http2-not-supported"), "{text}");
+        // hyper sees nothing of the preface: an empty stream.
+        let (n, got) = reader.await.unwrap();
+        assert_eq!((n, got.len()), (0, 0));
     }
 
     #[tokio::test]
