@@ -730,6 +730,7 @@ async fn path_allowlist_bypasses_are_refused() {
         "/v1/%c0%afsecret",
         "/v1/%e0%80%ae%e0%80%ae/secret",
         "/v1/%00/../secret",
+        "/v1/%ef%bc%8e%ef%bc%8e/secret",
         "/V1/x",
         "/v1",
         "/v1x/",

@@ -90,9 +90,10 @@ impl Route {
 }
 
 /// Would an upstream possibly read `path` as a different path? Dot segments (also with a
-/// `;param`, as some servers strip it), backslashes, encoded separators, NUL, and bytes that are
-/// not UTF-8 (overlong encodings of `.` and `/`) are refused, at every level of percent-decoding
-/// (double encoding), because the upstream may normalise them out of the allowed prefix.
+/// `;param`, as some servers strip it), backslashes, encoded separators, NUL, bytes that are
+/// not UTF-8 (overlong encodings of `.` and `/`) and Unicode look-alikes of `.`, `/` and `\`
+/// are refused, at every level of percent-decoding (double encoding), because the upstream may
+/// normalise them out of the allowed prefix.
 fn path_is_ambiguous(path: &str) -> bool {
     let mut cur: Vec<u8> = path.as_bytes().to_vec();
     // Three rounds of decoding cover double and triple encoding; more is refused outright.
@@ -115,7 +116,15 @@ fn layer_is_ambiguous(p: &[u8]) -> bool {
     if has(b"%2e") || has(b"%2f") || has(b"%5c") || p.contains(&b'\\') || p.contains(&0) {
         return true;
     }
-    if std::str::from_utf8(p).is_err() {
+    let Ok(text) = std::str::from_utf8(p) else {
+        return true;
+    };
+    // Characters that Unicode normalisation (NFKC) turns into `.`, `/` or `\`.
+    const LOOK_ALIKES: [char; 8] = [
+        '\u{2024}', '\u{FE52}', '\u{FF0E}', '\u{2215}', '\u{2044}', '\u{FF0F}', '\u{FE68}',
+        '\u{FF3C}',
+    ];
+    if text.contains(LOOK_ALIKES) {
         return true;
     }
     p.split(|b| *b == b'/').any(|seg| {
@@ -338,6 +347,9 @@ mod tests {
             "/v1/%e0%80%ae/admin",
             "/v1/x%00",
             "/v1/..\\admin",
+            "/v1/%ef%bc%8e%ef%bc%8e/admin",
+            "/v1/\u{FF0E}\u{FF0E}\u{FF0F}admin",
+            "/v1/..%e2%88%95admin",
         ] {
             assert!(!route.path_allowed(bypass), "{bypass}");
         }
