@@ -32,7 +32,7 @@ use super::config::{EgressConfig, ListenAddr, parse_routes};
 use super::inject::{inject_credential, strip_agent_credentials, strip_hop_by_hop};
 use super::inspect::{collect_body, loggable, scan_body, scan_headers, scan_target};
 use super::limits::{IdleIo, Limits};
-use super::redact::{Decoder, RedactBody, mask_head, mask_headers};
+use super::redact::{Decoder, Needles, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
 use super::reload::{Policy, PolicyHandle, content_hash, read_routes_file, spawn_watcher};
 use super::routes::{Route, RouteTable};
@@ -942,7 +942,8 @@ fn finish_response(
             parts.extensions = http::Extensions::new();
             parts.headers.remove(REFUSAL_HEADER);
             if let Some(auth) = &route.auth {
-                mask_headers(&mut parts.headers, auth.value.expose().as_bytes());
+                let needles = Needles::for_token(auth.value.expose().as_bytes());
+                mask_headers(&mut parts.headers, &needles);
             }
             return Ok(Response::from_parts(parts, empty()));
         }
@@ -958,8 +959,8 @@ fn finish_response(
     parts.headers.remove(REFUSAL_HEADER);
     let body = match &route.auth {
         Some(auth) => {
-            let needle: Arc<[u8]> = Arc::from(auth.value.expose().as_bytes());
-            mask_head(&mut parts, &needle);
+            let needles = Arc::new(Needles::for_token(auth.value.expose().as_bytes()));
+            mask_head(&mut parts, &needles);
             // Asked for identity; an encoded answer is decoded so the mask can apply.
             let decoder = match Decoder::for_response(&mut parts.headers) {
                 Ok(d) => d,
@@ -972,7 +973,7 @@ fn finish_response(
                     ));
                 }
             };
-            RedactBody::new(body, needle).decoding(decoder).boxed()
+            RedactBody::new(body, needles).decoding(decoder).boxed()
         }
         None => body.map_err(|e| Box::new(e) as BoxError).boxed(),
     };

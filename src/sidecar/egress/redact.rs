@@ -1,10 +1,12 @@
 //! Keep the injected credential from flowing back to the agent (C4).
 //!
 //! An upstream that echoes `Authorization` (a debug endpoint, an error page) would hand the
-//! agent the real token. On routes that inject one, response headers and the response body
-//! have every occurrence of the token value masked with `*` (same length, so framing holds).
-//! A chunk ending in a partial match holds back only those bytes, so streamed responses are
-//! not delayed. Auth routes ask upstreams for uncompressed responses so the mask can apply.
+//! agent the real token. On routes that inject one, response headers (also trailers and a
+//! custom reason phrase) and the response body have every occurrence of the token value, as is,
+//! JSON-escaped or percent-encoded, masked with `*` (same length, so framing holds). A chunk
+//! ending in a partial match holds back only those bytes, so streamed responses are not
+//! delayed. Auth routes ask upstreams for uncompressed responses; a gzip or deflate answer
+//! sent anyway is decoded on the fly so the mask can apply.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,15 +45,72 @@ fn partial_suffix(data: &[u8], needle: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// The spellings of the token an upstream may echo: as is, JSON-escaped (`\/`) and
+/// percent-encoded, when those differ.
+#[derive(Debug, Clone)]
+pub struct Needles(Vec<Vec<u8>>);
+
+impl Needles {
+    pub fn for_token(token: &[u8]) -> Self {
+        let mut all = vec![token.to_vec()];
+        if token.contains(&b'/') {
+            let mut escaped = Vec::with_capacity(token.len() + 4);
+            for &b in token {
+                if b == b'/' {
+                    escaped.push(b'\\');
+                }
+                escaped.push(b);
+            }
+            all.push(escaped);
+        }
+        let encoded: String =
+            percent_encoding::percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
+                .collect::<String>()
+                // Unreserved characters stay as they are in every encoder.
+                .replace("%2D", "-")
+                .replace("%2E", ".")
+                .replace("%5F", "_")
+                .replace("%7E", "~");
+        if encoded.as_bytes() != token {
+            all.push(encoded.to_ascii_lowercase().into_bytes());
+            all.push(encoded.into_bytes());
+        }
+        all.retain(|n| !n.is_empty());
+        all.dedup();
+        Needles(all)
+    }
+
+    /// Mask every spelling in `data`; returns whether anything changed.
+    pub fn mask(&self, data: &mut [u8]) -> bool {
+        let mut changed = false;
+        for n in &self.0 {
+            changed |= mask_in_place(data, n);
+        }
+        changed
+    }
+
+    fn contained_in(&self, data: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|n| data.windows(n.len()).any(|w| w == n.as_slice()))
+    }
+
+    /// How many trailing bytes of `data` could start a spelling (held back until more come).
+    fn partial_suffix(&self, data: &[u8]) -> usize {
+        self.0
+            .iter()
+            .map(|n| partial_suffix(data, n))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// Mask the token in response header values.
-pub fn mask_headers(headers: &mut HeaderMap, needle: &[u8]) {
+pub fn mask_headers(headers: &mut HeaderMap, needles: &Needles) {
     for v in headers.values_mut() {
-        if v.as_bytes()
-            .windows(needle.len().max(1))
-            .any(|w| w == needle)
-        {
+        if needles.contained_in(v.as_bytes()) {
             let mut bytes = v.as_bytes().to_vec();
-            mask_in_place(&mut bytes, needle);
+            needles.mask(&mut bytes);
             if let Ok(nv) = HeaderValue::from_bytes(&bytes) {
                 *v = nv;
             }
@@ -61,14 +120,14 @@ pub fn mask_headers(headers: &mut HeaderMap, needle: &[u8]) {
 
 /// Mask the token in a response head: header values and a non-standard reason phrase
 /// (hyper relays an upstream's own reason phrase verbatim).
-pub fn mask_head(parts: &mut http::response::Parts, needle: &[u8]) {
-    mask_headers(&mut parts.headers, needle);
+pub fn mask_head(parts: &mut http::response::Parts, needles: &Needles) {
+    mask_headers(&mut parts.headers, needles);
     let masked = parts
         .extensions
         .get::<hyper::ext::ReasonPhrase>()
         .and_then(|reason| {
             let mut bytes = reason.as_bytes().to_vec();
-            mask_in_place(&mut bytes, needle).then_some(bytes)
+            needles.mask(&mut bytes).then_some(bytes)
         });
     if let Some(bytes) = masked {
         match hyper::ext::ReasonPhrase::try_from(bytes) {
@@ -147,7 +206,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body with the token masked (decoded first when a [`Decoder`] is given).
 pub struct RedactBody<B> {
     inner: B,
-    needle: Arc<[u8]>,
+    needles: Arc<Needles>,
     held: BytesMut,
     pending: Option<Frame<Bytes>>,
     done: bool,
@@ -157,10 +216,10 @@ pub struct RedactBody<B> {
 }
 
 impl<B> RedactBody<B> {
-    pub fn new(inner: B, needle: Arc<[u8]>) -> Self {
+    pub fn new(inner: B, needles: Arc<Needles>) -> Self {
         RedactBody {
             inner,
-            needle,
+            needles,
             held: BytesMut::new(),
             pending: None,
             done: false,
@@ -190,11 +249,11 @@ impl<B> RedactBody<B> {
             }
             None => self.held.extend_from_slice(data),
         }
-        mask_in_place(&mut self.held, &self.needle);
+        self.needles.mask(&mut self.held);
         let keep = if last {
             0
         } else {
-            partial_suffix(&self.held, &self.needle)
+            self.needles.partial_suffix(&self.held)
         };
         Ok(self.held.split_to(self.held.len() - keep).freeze())
     }
@@ -237,7 +296,7 @@ where
                     Err(other) => {
                         let other = match other.into_trailers() {
                             Ok(mut trailers) => {
-                                mask_headers(&mut trailers, &this.needle);
+                                mask_headers(&mut trailers, &this.needles);
                                 Frame::trailers(trailers)
                             }
                             Err(frame) => frame,
@@ -305,7 +364,7 @@ mod tests {
 
     async fn run(chunks: &[&str], needle: &str) -> (String, usize) {
         let body = Chunks(chunks.iter().map(|c| Bytes::from(c.to_string())).collect());
-        let mut r = RedactBody::new(body, Arc::from(needle.as_bytes()));
+        let mut r = RedactBody::new(body, Arc::new(Needles::for_token(needle.as_bytes())));
         let mut out = String::new();
         let mut n = 0;
         while let Some(f) = r.frame().await {
@@ -355,7 +414,7 @@ mod tests {
             Some(Frame::data(Bytes::from_static(b"body"))),
             Some(Frame::trailers(t)),
         );
-        let collected = RedactBody::new(body, Arc::from(&b"secret-tok"[..]))
+        let collected = RedactBody::new(body, Arc::new(Needles::for_token(b"secret-tok")))
             .collect()
             .await
             .unwrap();
@@ -384,7 +443,7 @@ mod tests {
             ]
             .into(),
         );
-        let out = RedactBody::new(body, Arc::from(&b"secret-tok"[..]))
+        let out = RedactBody::new(body, Arc::new(Needles::for_token(b"secret-tok")))
             .decoding(decoder)
             .collect()
             .await
@@ -395,12 +454,15 @@ mod tests {
         // A bodiless encoded answer (HEAD, 304) ends cleanly.
         let mut headers = HeaderMap::new();
         headers.insert("content-encoding", "gzip".parse().unwrap());
-        let empty = RedactBody::new(Chunks(Default::default()), Arc::from(&b"secret-tok"[..]))
-            .decoding(Decoder::for_response(&mut headers).unwrap())
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
+        let empty = RedactBody::new(
+            Chunks(Default::default()),
+            Arc::new(Needles::for_token(b"secret-tok")),
+        )
+        .decoding(Decoder::for_response(&mut headers).unwrap())
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
         assert!(empty.is_empty());
         let mut headers = HeaderMap::new();
         headers.insert("content-encoding", "br".parse().unwrap());
@@ -419,9 +481,22 @@ mod tests {
         parts
             .extensions
             .insert(hyper::ext::ReasonPhrase::try_from(&b"OK secret-tok"[..]).unwrap());
-        mask_head(&mut parts, b"secret-tok");
+        mask_head(&mut parts, &Needles::for_token(b"secret-tok"));
         let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().unwrap();
         assert_eq!(reason.as_bytes(), b"OK **********");
+    }
+
+    #[test]
+    fn escaped_and_encoded_echoes_masked() {
+        let n = Needles::for_token(b"ab/c+d=");
+        let mut json = br#"{"auth": "Bearer ab\/c+d="}"#.to_vec();
+        assert!(n.mask(&mut json));
+        assert!(!String::from_utf8_lossy(&json).contains("ab"), "{json:?}");
+        let mut url = b"Location: /x?t=ab%2Fc%2Bd%3D&u=ab%2fc%2bd%3d".to_vec();
+        assert!(n.mask(&mut url));
+        assert_eq!(url, b"Location: /x?t=*************&u=*************");
+        // A plain token has one spelling.
+        assert_eq!(Needles::for_token(b"tok-live_1.x~").0.len(), 1);
     }
 
     #[test]
@@ -429,7 +504,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-echo", "Bearer secret-tok".parse().unwrap());
         h.insert("x-other", "fine".parse().unwrap());
-        mask_headers(&mut h, b"secret-tok");
+        mask_headers(&mut h, &Needles::for_token(b"secret-tok"));
         assert_eq!(h["x-echo"], "Bearer **********");
         assert_eq!(h["x-other"], "fine");
     }
