@@ -30,6 +30,7 @@ fn help_lists_every_flag() {
         "--header-timeout",
         "--idle-timeout",
         "--max-connections",
+        "--threads",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
@@ -110,7 +111,35 @@ fn startup_errors_are_one_line_and_exit_1() {
         ])
         .output()
         .unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("bot-bottle-egress: error: ") && err.contains("nonsense"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    for threads in ["0", "65", "x"] {
+        let out = Command::cargo_bin("bot-bottle-egress")
+            .unwrap()
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--routes",
+                routes.to_str().unwrap(),
+                "--ca-cert",
+                &c,
+                "--ca-key",
+                &k,
+                "--threads",
+                threads,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--threads {threads}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--threads"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,3 +137,43 @@ async fn clean_requests_pass_the_scanner() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(h.tls.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_deep_in_a_large_body_is_refused() {
+    // Above the size scanned on the event loop: the blocking-pool scan must refuse it too,
+    // plain and gzip-encoded, and the clean body of the same size must pass.
+    let h = start(&routes()).await;
+    let mut body: Vec<u8> = (0..(1usize << 20))
+        .map(|i| b"lorem ipsum "[i % 12])
+        .collect();
+    let clean = h.dir.path().join("clean.bin");
+    std::fs::write(&clean, &body).unwrap();
+    body.extend_from_slice(format!(" key={AWS_KEY}").as_bytes());
+    let dirty = h.dir.path().join("dirty.bin");
+    std::fs::write(&dirty, &body).unwrap();
+    let gz = h.dir.path().join("dirty.gz");
+    std::fs::write(&gz, gzip(&body)).unwrap();
+    let post = |file: &std::path::Path, gzip: bool| {
+        let mut args = vec!["--data-binary".to_string(), format!("@{}", file.display())];
+        if gzip {
+            args.extend(["-H".into(), "Content-Encoding: gzip".into()]);
+        }
+        args
+    };
+    let h = &h;
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        h.curl("https://open.test/up", &args).await
+    };
+    let r = run(post(&dirty, false)).await;
+    assert!(refused_by_scan(&r), "{r:?}");
+    let r = run(post(&gz, true)).await;
+    assert!(refused_by_scan(&r), "{r:?}");
+    assert!(
+        h.tls.requests().is_empty(),
+        "nothing refused reached upstream"
+    );
+    let r = run(post(&clean, false)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(h.tls.requests().len(), 1);
+}

@@ -318,9 +318,9 @@ fn the_binary_relays_and_stops_cleanly_on_sigterm() {
 #[test]
 fn the_binary_rejects_bad_arguments_with_usage_hint() {
     let out = Command::new(RELAY).arg("9099").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PORT=/path/to.sock"), "{err}");
     let out = Command::new(RELAY).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bot-bottle-relay: error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     match serve(&config) {

@@ -135,6 +135,10 @@ pub struct EgressArgs {
     /// Most concurrent client connections.
     #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections)]
     pub max_connections: usize,
+    /// Event-loop threads. One serves an agent with the least CPU per request; more help only
+    /// when many clients share one daemon.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 /// Settings resolved from [`EgressArgs`]: files read, nothing left to parse.

@@ -768,12 +768,7 @@ async fn handle_request(
             }
         }
     };
-    if let Err(r) = scan_body(
-        &shared.scanner,
-        &parts.headers,
-        &body,
-        shared.limits.max_body_bytes,
-    ) {
+    if let Err(r) = scan_body_off_loop(&shared, &parts.headers, &body).await {
         shared.deny(host, &method, &path_only, &r);
         return refusal_response(&r, false);
     }
@@ -863,6 +858,32 @@ async fn handle_request(
         injected,
     });
     resp
+}
+
+/// Bodies above this are scanned on the blocking pool: decoding and scanning megabytes on the
+/// event loop would stall every other connection of the daemon.
+const SCAN_ON_LOOP_MAX: usize = 64 * 1024;
+
+async fn scan_body_off_loop(
+    shared: &Arc<Shared>,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+) -> Result<(), Refusal> {
+    let max = shared.limits.max_body_bytes;
+    if body.len() <= SCAN_ON_LOOP_MAX {
+        return scan_body(&shared.scanner, headers, body, max);
+    }
+    let (shared, headers, body) = (shared.clone(), headers.clone(), body.clone());
+    tokio::task::spawn_blocking(move || scan_body(&shared.scanner, &headers, &body, max))
+        .await
+        // A scan that did not finish never lets the body through.
+        .unwrap_or_else(|_| {
+            Err(Refusal::forbidden(
+                Layer::SecretScan,
+                "scan-failed",
+                "the body could not be scanned",
+            ))
+        })
 }
 
 fn req_authority(host: &str, port: Option<u16>) -> String {
