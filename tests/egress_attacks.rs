@@ -1524,3 +1524,22 @@ async fn h2c_upgrade_is_never_passed_on() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_after_a_served_one_is_explained_too() {
+    let h = harness().await;
+    let mut tls = h.tunnel("api.test:443", "api.test").await.unwrap();
+    put(
+        &mut tls,
+        b"GET /v1/first HTTP/1.1\r\nHost: api.test\r\n\r\n\
+          GET /v1/second HTTP/1.1\r\nHost: api.test\r\nX-Fold: a\r\n b\r\n\r\n",
+    )
+    .await;
+    let first = read_response(&mut tls).await.unwrap();
+    assert_eq!(first.status, 200, "{first:?}");
+    let second = read_response(&mut tls).await.unwrap();
+    assert!(second.refused(400, "protocol"), "{second:?}");
+    assert_eq!(second.rule(), "malformed-request");
+    let seen: Vec<String> = h.tls.requests().iter().map(|q| q.path.clone()).collect();
+    assert_eq!(seen, ["/v1/first"]);
+}
