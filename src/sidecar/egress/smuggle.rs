@@ -204,11 +204,23 @@ impl<T> SniffIo<T> {
     /// Look at a write that is not a retry: a response head answering no request the service
     /// saw is hyper's own error answer.
     fn classify_write(&mut self, data: &[u8]) {
-        let Some(status) = response_status(data) else {
+        let Some(mut status) = response_status(data) else {
             return;
         };
-        // `100 Continue` is written by hyper on behalf of a request still being served.
-        if status == 100 || self.sniff.settle_owed() {
+        // `100 Continue` is written by hyper on behalf of a request still being served; the
+        // final head may follow in the same buffer.
+        let mut rest = data;
+        while status == 100 {
+            let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            rest = &rest[end + 4..];
+            match response_status(rest) {
+                Some(s) => status = s,
+                None => return,
+            }
+        }
+        if self.sniff.settle_owed() {
             return;
         }
         if let Some(r) = hyper_error_refusal(data) {
@@ -549,6 +561,12 @@ mod tests {
         // Body bytes and `100 Continue` are never touched.
         let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
         assert_eq!(written(sniff.clone(), cont).await.as_bytes(), cont);
+        // A final head behind `100 Continue` in one buffer settles what is owed.
+        assert!(sniff.check(&HeaderMap::new()).is_ok());
+        let both = [&cont[..], HYPER_400].concat();
+        assert_eq!(written(sniff.clone(), &both).await.as_bytes(), both);
+        let replaced = written(sniff.clone(), HYPER_400).await;
+        assert!(replaced.contains("rule=malformed-request"), "{replaced}");
         assert_eq!(
             written(sniff, b"plain body bytes").await,
             "plain body bytes"
