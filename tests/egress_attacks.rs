@@ -1543,3 +1543,21 @@ async fn a_malformed_head_after_a_served_one_is_explained_too() {
     let seen: Vec<String> = h.tls.requests().iter().map(|q| q.path.clone()).collect();
     assert_eq!(seen, ["/v1/first"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_closes_so_early_tunnel_bytes_are_not_read_as_http() {
+    let h = harness().await;
+    let mut s = h.raw().await;
+    // An optimistic client sends its tunnel bytes right behind CONNECT.
+    put(
+        &mut s,
+        b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n\
+          GET http://plain.test/ok/smuggled HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+    )
+    .await;
+    let r = read_response(&mut s).await.unwrap();
+    assert!(r.refused(403, "allowlist"), "{r:?}");
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(closed_without_success(&mut s).await);
+    nothing_forwarded(&h);
+}

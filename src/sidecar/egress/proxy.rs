@@ -417,6 +417,8 @@ async fn dispatch(
     }
 }
 
+/// A refused CONNECT also closes the connection: a client may already have sent tunnel bytes
+/// (its ClientHello) that must not be read as the next request.
 async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
     let method = Method::CONNECT;
     let authority = req
@@ -442,7 +444,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             format!("no route for `{host_raw}`"),
         );
         shared.deny(host_raw, &method, "", &r);
-        return refusal_response(&r, false);
+        return refusal_response(&r, true);
     };
     let host = route.host.clone();
     if port != Some(443) {
@@ -452,7 +454,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             format!("only port 443 is routed for `{host}`"),
         );
         shared.deny(&host, &method, "", &r);
-        return refusal_response(&r, false);
+        return refusal_response(&r, true);
     }
     let upstream = shared.upstream.clone();
     if route.tunnels() {
@@ -461,7 +463,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
             Err(e) => {
                 let r = upstream_refusal(&e);
                 shared.deny(&host, &method, "", &r);
-                return refusal_response(&r, false);
+                return refusal_response(&r, true);
             }
         };
         allow_connect(&shared, &host, "tls-passthrough");
@@ -516,7 +518,7 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
     {
         let r = destination_refusal(&e);
         shared.deny(&host, &method, "", &r);
-        return refusal_response(&r, false);
+        return refusal_response(&r, true);
     }
     allow_connect(&shared, &host, "intercept");
     // The tunnel keeps the host as the agent wrote it: only an exact match gets the credential.
