@@ -616,6 +616,12 @@ async fn garbage_instead_of_tls_closes_the_tunnel() {
         assert!(closed_without_success(&mut s).await);
     }
     nothing_forwarded(&h);
+    assert!(
+        h.wait_for_audit(|l| l["host"] == "api.test" && l["rule"] == "not-tls")
+            .await,
+        "{}",
+        h.audit_text()
+    );
     // Still serving.
     let r = send_tunnel(&h, b"GET /v1/after HTTP/1.1\r\nHost: api.test\r\n\r\n")
         .await

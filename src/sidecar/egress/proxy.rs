@@ -550,9 +550,15 @@ where
 {
     let timeout = shared.limits.handshake_timeout;
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    // A tunnel that never becomes TLS is a decision too: audit it.
+    let failed = |rule: &str, detail: String| {
+        let r = Refusal::new(StatusCode::BAD_REQUEST, Layer::Protocol, rule, detail);
+        shared.deny(&host, &Method::CONNECT, "", &r);
+    };
     let start = match tokio::time::timeout(timeout, acceptor).await {
         Ok(Ok(s)) => s,
-        _ => return,
+        Ok(Err(e)) => return failed("not-tls", e.to_string()),
+        Err(_) => return failed("tls-handshake-timeout", String::new()),
     };
     if let Some(sni) = start.client_hello().server_name() {
         if !sni.eq_ignore_ascii_case(&host) {
@@ -574,7 +580,8 @@ where
     };
     let tls = match tokio::time::timeout(timeout, start.into_stream(config)).await {
         Ok(Ok(t)) => t,
-        _ => return,
+        Ok(Err(e)) => return failed("tls-handshake-failed", e.to_string()),
+        Err(_) => return failed("tls-handshake-timeout", String::new()),
     };
     serve_http(shared, tls, Origin::Tunnel(tunnel_host)).await;
 }
