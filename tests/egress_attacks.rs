@@ -12,7 +12,7 @@ use egress_common::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const AWS_KEY: &str = "AKIAZ4MQ7XK2PL5RTV3N";
 const GH_TOKEN: &str = "ghp_T3kW9xQ2mZ7rL5vB8nJ4cY6pF1hD0sG2aE9u";
@@ -1262,55 +1262,44 @@ async fn http_1_0_requests_are_served_and_checked() {
 
 /// A plain HTTP upstream that answers from a script keyed by path, echoing the
 /// `Authorization` it received in the places a careless upstream might.
-async fn echo_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                seen.lock().unwrap().push(head.clone());
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let auth = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("authorization")
-                            .then(|| v.trim().to_string())
-                    })
-                    .unwrap_or_default();
-                let resp = match path.as_str() {
-                    "/redirect" => "HTTP/1.1 302 Found\r\nLocation: http://evil.test/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
-                    "/header" => format!("HTTP/1.1 200 OK\r\nX-Echo: {auth}\r\nSet-Cookie: t={auth}; Path=/\r\nLocation: http://evil.test/?a={auth}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
-                    "/reason" => format!("HTTP/1.1 200 {auth}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
-                    "/chunked" => {
-                        let (a, b) = auth.split_at(auth.len() / 2);
-                        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Echo\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nX-Echo: {auth}\r\n\r\n", a.len(), b.len())
-                    }
-                    "/gzip" => {
-                        use std::io::Write;
-                        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                        // Long and repetitive: the token is Huffman-coded, never literal.
-                        let text = format!("you sent {auth}\n").repeat(200);
-                        e.write_all(text.as_bytes()).unwrap();
-                        let gz = e.finish().unwrap();
-                        let mut out = format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", gz.len()).into_bytes();
-                        out.extend_from_slice(&gz);
-                        let _ = s.write_all(&out).await;
-                        return;
-                    }
-                    "/br" => "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\x0b\x01\x7f\x03".to_string(),
-                    "/upgrade" => format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nX-Echo: {auth}\r\n\r\n"),
-                    _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}", auth.len()),
-                };
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    (addr, seen)
+async fn echo_upstream() -> (std::net::SocketAddr, Heads) {
+    head_recording_server(|head, mut s| async move {
+        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let auth = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("authorization")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let resp = match path.as_str() {
+            "/redirect" => "HTTP/1.1 302 Found\r\nLocation: http://evil.test/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+            "/header" => format!("HTTP/1.1 200 OK\r\nX-Echo: {auth}\r\nSet-Cookie: t={auth}; Path=/\r\nLocation: http://evil.test/?a={auth}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+            "/reason" => format!("HTTP/1.1 200 {auth}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+            "/chunked" => {
+                let (a, b) = auth.split_at(auth.len() / 2);
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Echo\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nX-Echo: {auth}\r\n\r\n", a.len(), b.len())
+            }
+            "/gzip" => {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                // Long and repetitive: the token is Huffman-coded, never literal.
+                let text = format!("you sent {auth}\n").repeat(200);
+                e.write_all(text.as_bytes()).unwrap();
+                let gz = e.finish().unwrap();
+                let mut out = format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", gz.len()).into_bytes();
+                out.extend_from_slice(&gz);
+                let _ = s.write_all(&out).await;
+                return;
+            }
+            "/br" => "HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\x0b\x01\x7f\x03".to_string(),
+            "/upgrade" => format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\nX-Echo: {auth}\r\n\r\n"),
+            _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{auth}", auth.len()),
+        };
+        let _ = s.write_all(resp.as_bytes()).await;
+    })
+    .await
 }
 
 async fn echo_harness() -> (Harness, Arc<Mutex<Vec<String>>>) {

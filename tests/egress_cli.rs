@@ -45,32 +45,40 @@ fn ca_files(dir: &std::path::Path) -> (String, String) {
     (c.display().to_string(), k.display().to_string())
 }
 
+/// Run the binary against `listen` and `routes` with the CA files and `extra` flags; the
+/// environment never holds `EGRESS_TOKEN_7`.
+fn egress_run(
+    listen: &str,
+    routes: &std::path::Path,
+    ca: &(String, String),
+    extra: &[&str],
+) -> std::process::Output {
+    Command::cargo_bin("bot-bottle-egress")
+        .unwrap()
+        .env_remove("EGRESS_TOKEN_7")
+        .args(["--listen", listen, "--routes", routes.to_str().unwrap()])
+        .args(["--ca-cert", &ca.0, "--ca-key", &ca.1])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn startup_errors_are_one_line_and_exit_1() {
     let dir = tempfile::tempdir().unwrap();
-    let (c, k) = ca_files(dir.path());
+    let ca = ca_files(dir.path());
+    let one_line_error = |out: &std::process::Output, needle: &str| {
+        assert_eq!(out.status.code(), Some(1), "{needle}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("bot-bottle-egress: error: ") && err.contains(needle),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    };
+
     let missing = dir.path().join("nope.yaml");
-    let out = Command::cargo_bin("bot-bottle-egress")
-        .unwrap()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--routes",
-            missing.to_str().unwrap(),
-            "--ca-cert",
-            &c,
-            "--ca-key",
-            &k,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with("bot-bottle-egress: error: ") && err.contains("nope.yaml"),
-        "{err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    one_line_error(&egress_run("127.0.0.1:0", &missing, &ca, &[]), "nope.yaml");
 
     let routes = dir.path().join("routes.yaml");
     std::fs::write(
@@ -78,67 +86,17 @@ fn startup_errors_are_one_line_and_exit_1() {
         "routes:\n  - host: a.test\n    auth_scheme: Bearer\n    token_env: EGRESS_TOKEN_7\n",
     )
     .unwrap();
-    let out = Command::cargo_bin("bot-bottle-egress")
-        .unwrap()
-        .env_remove("EGRESS_TOKEN_7")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--routes",
-            routes.to_str().unwrap(),
-            "--ca-cert",
-            &c,
-            "--ca-key",
-            &k,
-        ])
-        .output()
-        .unwrap();
+    let out = egress_run("127.0.0.1:0", &routes, &ca, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("EGRESS_TOKEN_7"), "{err}");
 
-    let out = Command::cargo_bin("bot-bottle-egress")
-        .unwrap()
-        .args([
-            "--listen",
-            "nonsense",
-            "--routes",
-            "x",
-            "--ca-cert",
-            &c,
-            "--ca-key",
-            &k,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.starts_with("bot-bottle-egress: error: ") && err.contains("nonsense"),
-        "{err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-
+    one_line_error(&egress_run("nonsense", &routes, &ca, &[]), "nonsense");
     for threads in ["0", "65", "x"] {
-        let out = Command::cargo_bin("bot-bottle-egress")
-            .unwrap()
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--routes",
-                routes.to_str().unwrap(),
-                "--ca-cert",
-                &c,
-                "--ca-key",
-                &k,
-                "--threads",
-                threads,
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "--threads {threads}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--threads"), "{err}");
+        one_line_error(
+            &egress_run("127.0.0.1:0", &routes, &ca, &["--threads", threads]),
+            "--threads",
+        );
     }
 }
 

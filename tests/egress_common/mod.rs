@@ -470,37 +470,55 @@ pub fn standard_routes() -> String {
     .to_string()
 }
 
-/// A minimal upstream HTTP proxy (like pipelock): records each request head; tunnels CONNECT
-/// to the named target, answers absolute-form requests itself with `via-proxy`.
-pub async fn fake_upstream_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// Request heads seen by a [`head_recording_server`].
+pub type Heads = Arc<Mutex<Vec<String>>>;
+
+/// A loopback server that records each connection's request head, then lets `answer` reply
+/// on the stream.
+pub async fn head_recording_server<F, Fut>(answer: F) -> (SocketAddr, Heads)
+where
+    F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen: Heads = Arc::default();
     let seen2 = seen.clone();
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             let seen = seen2.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let head = read_head(&mut s).await;
                 seen.lock().unwrap().push(head.clone());
-                let line = head.lines().next().unwrap_or("").to_string();
-                let mut parts = line.split_whitespace();
-                if parts.next() == Some("CONNECT") {
-                    let target = parts.next().unwrap_or("").to_string();
-                    let Ok(mut up) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await;
-                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
-                } else {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nvia-proxy\n")
-                        .await;
-                }
+                answer(head, s).await;
             });
         }
     });
     (addr, seen)
+}
+
+/// A minimal upstream HTTP proxy (like pipelock): records each request head; tunnels CONNECT
+/// to the named target, answers absolute-form requests itself with `via-proxy`.
+pub async fn fake_upstream_proxy() -> (SocketAddr, Heads) {
+    head_recording_server(|head, mut s| async move {
+        let line = head.lines().next().unwrap_or("").to_string();
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some("CONNECT") {
+            let target = parts.next().unwrap_or("").to_string();
+            let Ok(mut up) = TcpStream::connect(&target).await else {
+                return;
+            };
+            let _ = s
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await;
+            let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+        } else {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nvia-proxy\n")
+                .await;
+        }
+    })
+    .await
 }

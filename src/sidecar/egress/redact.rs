@@ -348,22 +348,27 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    /// A body yielding the given chunks one frame at a time.
-    struct Chunks(std::collections::VecDeque<Bytes>);
+    /// A body yielding the given frames one at a time.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
 
-    impl Body for Chunks {
+    impl Body for Frames {
         type Data = Bytes;
         type Error = std::convert::Infallible;
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            Poll::Ready(self.0.pop_front().map(Ok))
         }
     }
 
+    /// A body of data frames, one per chunk.
+    fn data_frames(chunks: std::collections::VecDeque<Bytes>) -> Frames {
+        Frames(chunks.into_iter().map(Frame::data).collect())
+    }
+
     async fn run(chunks: &[&str], needle: &str) -> (String, usize) {
-        let body = Chunks(chunks.iter().map(|c| Bytes::from(c.to_string())).collect());
+        let body = data_frames(chunks.iter().map(|c| Bytes::from(c.to_string())).collect());
         let mut r = RedactBody::new(body, Arc::new(Needles::for_token(needle.as_bytes())));
         let mut out = String::new();
         let mut n = 0;
@@ -396,24 +401,9 @@ mod tests {
 
     #[tokio::test]
     async fn trailers_masked() {
-        struct WithTrailers(Option<Frame<Bytes>>, Option<Frame<Bytes>>);
-        impl Body for WithTrailers {
-            type Data = Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-                let next = self.0.take().or_else(|| self.1.take());
-                Poll::Ready(next.map(Ok))
-            }
-        }
         let mut t = HeaderMap::new();
         t.insert("x-echo", "Bearer secret-tok".parse().unwrap());
-        let body = WithTrailers(
-            Some(Frame::data(Bytes::from_static(b"body"))),
-            Some(Frame::trailers(t)),
-        );
+        let body = Frames([Frame::data(Bytes::from_static(b"body")), Frame::trailers(t)].into());
         let collected = RedactBody::new(body, Arc::new(Needles::for_token(b"secret-tok")))
             .collect()
             .await
@@ -436,7 +426,7 @@ mod tests {
         let decoder = Decoder::for_response(&mut headers).unwrap();
         assert!(decoder.is_some() && headers.is_empty());
         let half = gz.len() / 2;
-        let body = Chunks(
+        let body = data_frames(
             [
                 Bytes::copy_from_slice(&gz[..half]),
                 Bytes::copy_from_slice(&gz[half..]),
@@ -455,7 +445,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("content-encoding", "gzip".parse().unwrap());
         let empty = RedactBody::new(
-            Chunks(Default::default()),
+            data_frames(Default::default()),
             Arc::new(Needles::for_token(b"secret-tok")),
         )
         .decoding(Decoder::for_response(&mut headers).unwrap())
