@@ -15,8 +15,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+#[path = "support/connect.rs"]
+mod support;
 
 #[derive(Clone)]
 struct Opts {
@@ -97,20 +99,7 @@ async fn connect(o: &Opts) -> anyhow::Result<Sender> {
     let mut s = TcpStream::connect(&o.target).await?;
     s.set_nodelay(true)?;
     if o.proxy {
-        let t = format!("{}:{}", o.host, o.port);
-        s.write_all(format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).await? == 0 {
-                bail!("proxy closed during CONNECT");
-            }
-            head.push(b[0]);
-        }
-        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-            bail!("CONNECT refused: {}", String::from_utf8_lossy(&head));
-        }
+        support::connect_tunnel(&mut s, &format!("{}:{}", o.host, o.port)).await?;
     }
     let tls = tokio_rustls::TlsConnector::from(o.tls.clone())
         .connect(ServerName::try_from(o.host.clone())?, s)

@@ -18,6 +18,9 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/connect.rs"]
+mod support;
+
 struct Opts {
     proxy: String,
     host: String,
@@ -112,20 +115,7 @@ async fn hostile(o: &Opts, probe: &[u8]) -> Answer {
 async fn connect_tunnel(o: &Opts) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(&o.proxy).await?;
     s.set_nodelay(true)?;
-    let t = format!("{}:443", o.host);
-    s.write_all(format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes())
-        .await?;
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).await? == 0 {
-            bail!("closed during CONNECT");
-        }
-        head.push(b[0]);
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        bail!("CONNECT refused");
-    }
+    support::connect_tunnel(&mut s, &format!("{}:443", o.host)).await?;
     Ok(s)
 }
 
