@@ -473,19 +473,10 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
                 // Not intercepted, but the ClientHello must still name the CONNECT host.
                 let timeout = shared.limits.handshake_timeout;
                 let refusal = match read_client_hello(&mut client, timeout).await {
-                    Ok(hello) => match hello.server_name.as_deref() {
-                        Some(sni) if !sni.eq_ignore_ascii_case(&host) => Refusal::forbidden(
-                            Layer::HostMismatch,
-                            "sni-mismatch",
-                            format!("SNI `{sni}` is not the CONNECT host"),
-                        ),
-                        // Clients send no SNI for an IP literal; for a name it must be there.
-                        None if host.parse::<std::net::IpAddr>().is_err() => Refusal::forbidden(
-                            Layer::HostMismatch,
-                            "sni-missing",
-                            "a passthrough tunnel must name its host in the TLS ClientHello",
-                        ),
-                        _ => {
+                    Ok(hello) => match passthrough_sni_refusal(hello.server_name.as_deref(), &host)
+                    {
+                        Some(r) => r,
+                        None => {
                             let mut stream = stream;
                             if stream.write_all(&hello.raw).await.is_ok() {
                                 let _ =
@@ -529,6 +520,24 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
         }
     });
     Response::new(empty())
+}
+
+/// Why a passthrough tunnel's ClientHello may not go on to `host`, if it may not.
+fn passthrough_sni_refusal(sni: Option<&str>, host: &str) -> Option<Refusal> {
+    match sni {
+        Some(sni) if !sni.eq_ignore_ascii_case(host) => Some(Refusal::forbidden(
+            Layer::HostMismatch,
+            "sni-mismatch",
+            format!("SNI `{sni}` is not the CONNECT host"),
+        )),
+        // Clients send no SNI for an IP literal; for a name it must be there.
+        None if host.parse::<std::net::IpAddr>().is_err() => Some(Refusal::forbidden(
+            Layer::HostMismatch,
+            "sni-missing",
+            "a passthrough tunnel must name its host in the TLS ClientHello",
+        )),
+        _ => None,
+    }
 }
 
 fn allow_connect(shared: &Shared, host: &str, rule: &str) {
