@@ -162,12 +162,27 @@ fn launch_runs_in_order_and_tears_down() {
     let calls = env.calls();
     let up = position(&calls, " up -d").expect("compose up");
     let provision = position(&calls, "-u root").expect("provisioning exec");
+    let config = position(&calls, "docker cp - bot-bottle-sidecars-worker-").expect("config copy");
     let session = position(&calls, "-u node").expect("session exec");
-    let snapshot = position(&calls, "docker cp ").expect("transcript snapshot");
+    let snapshot = position(&calls, "docker cp bot-bottle-").expect("transcript snapshot");
     let down = position(&calls, " down ").expect("compose down");
     assert!(up < provision && provision < session && session < snapshot && snapshot < down);
-    // Exactly one provisioning exec: the stream is batched.
+    // The bundle's config goes in through the engine after `up`, before the session.
+    assert!(up < config && config < session, "{calls:#?}");
+    // Exactly one provisioning exec and one config copy: both streams are batched.
     assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 1);
+    assert_eq!(calls.iter().filter(|c| c.contains("cp - ")).count(), 1);
+    let config_tar = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
+    let order: Vec<String> = tar::Archive::new(config_tar.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    let names: Vec<&str> = order.iter().map(String::as_str).collect();
+    assert!(names.contains(&"etc/bot-bottle/routes.yaml"), "{names:?}");
+    assert!(names.contains(&"etc/bot-bottle/ca-key.pem"), "{names:?}");
+    // The ready marker comes last, so the bundle never starts on a partial config.
+    assert_eq!(names.last(), Some(&"etc/bot-bottle/.ready"), "{names:?}");
     // The session runs the provider command as the agent user.
     assert!(calls[session].contains("claude"), "{}", calls[session]);
     assert!(
@@ -208,10 +223,18 @@ fn secrets_reach_compose_only_through_its_environment() {
         }
     }
     let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let config = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
     for secret in [SECRET_ENV, SECRET_TOKEN] {
         assert!(!contains(&tar, secret), "secret in the provisioning stream");
+        assert!(!contains(&config, secret), "secret in the sidecar config");
     }
     assert!(states[0].join(".preserve").exists());
+    // No sidecar config (the CA key among it) is left on the host.
+    assert!(
+        !files.iter().any(|(p, _)| p.ends_with("ca-key.pem")),
+        "{:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -220,6 +243,7 @@ fn a_failure_at_each_step_tears_down_what_was_created() {
         ("image inspect", false),
         (" up -d", true),
         ("-u root", true),
+        ("cp - ", true),
     ] {
         let env = Env::new("");
         let out = env
@@ -379,7 +403,7 @@ fn a_failing_snapshot_or_teardown_step_warns_and_goes_on() {
     assert!(env.state_dirs().is_empty());
     let env = Env::new("");
     env.cmd()
-        .env("FAKE_DOCKER_FAIL", "docker cp ")
+        .env("FAKE_DOCKER_FAIL", "docker cp bot-bottle-")
         .args(["start", "--yes", "worker"])
         .assert()
         .success();
