@@ -347,6 +347,38 @@ fn list_active_is_one_engine_call() {
 }
 
 #[test]
+fn list_active_shows_both_backends_from_one_engine_call() {
+    let env = Env::new("");
+    // A smolmachines bottle's bundle runs in Docker and carries its backend label.
+    let ps = "{\"Names\":\"bot-bottle-d-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=d-1,dev.bot-bottle.agent=worker,dev.bot-bottle.backend=docker,dev.bot-bottle.service=agent\"}\n\
+              {\"Names\":\"bot-bottle-sidecars-v-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=v-1,dev.bot-bottle.agent=worker,dev.bot-bottle.backend=smolmachines,dev.bot-bottle.service=sidecars\"}\n";
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .args(["list", "active"])
+        .assert()
+        .success()
+        .stdout("docker\td-1\tworker\tagent\nsmolmachines\tv-1\tworker\tsidecars\n");
+    assert_eq!(env.calls().len(), 1, "{:#?}", env.calls());
+}
+
+#[test]
+fn the_compose_file_carries_the_backend_label_and_no_host_path() {
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "2")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let states = env.state_dirs();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(compose.contains("dev.bot-bottle.backend: docker"), "{compose}");
+    assert!(!compose.contains(&env.home.display().to_string()), "{compose}");
+    // The bundle's log dir came back through the engine into the state dir.
+    assert!(states[0].join("logs").is_dir());
+    assert!(!states[0].join("sidecar").exists());
+}
+
+#[test]
 fn cleanup_lists_asks_and_removes() {
     let env = Env::new("");
     let ps = "{\"Names\":\"bot-bottle-w-1\",\"State\":\"exited\",\"Labels\":\"dev.bot-bottle.identity=w-1\"}\n";
