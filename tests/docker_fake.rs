@@ -371,8 +371,14 @@ fn the_compose_file_carries_the_backend_label_and_no_host_path() {
         .code(1);
     let states = env.state_dirs();
     let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
-    assert!(compose.contains("dev.bot-bottle.backend: docker"), "{compose}");
-    assert!(!compose.contains(&env.home.display().to_string()), "{compose}");
+    assert!(
+        compose.contains("dev.bot-bottle.backend: docker"),
+        "{compose}"
+    );
+    assert!(
+        !compose.contains(&env.home.display().to_string()),
+        "{compose}"
+    );
     // The bundle's log dir came back through the engine into the state dir.
     assert!(states[0].join("logs").is_dir());
     assert!(!states[0].join("sidecar").exists());
