@@ -1,4 +1,8 @@
-//! The accept loop and request handling.
+//! The accept loop and the transport of each request.
+//!
+//! Every head goes to [`decide`] (the policy, pure); what needs I/O stays here: the body read
+//! and scan, the SSRF resolve and connect, TLS, the upstream and its answer. [`Shared::refuse`]
+//! is the one writer of a refusal's audit line and response.
 //!
 //! Client side: hyper HTTP/1.1 with keep-alive and upgrades, over TCP (TCP_NODELAY) or a unix
 //! socket. `CONNECT host:443` to an intercepted route is answered 200, then TLS is terminated
@@ -397,12 +401,12 @@ async fn dispatch(
 /// intercepted routes after the SSRF check, through the bottle CA.
 async fn handle_connect(shared: Arc<Shared>, c: Connect) -> Response<RespBody> {
     let Connect {
-        mut parts,
+        parts,
         route,
         host_raw,
     } = c;
     let host = route.host.clone();
-    let upgrade = parts.extensions.remove::<OnUpgrade>();
+    let upgrade = hyper::upgrade::on(Request::from_parts(parts, ()));
     // A refused CONNECT closes the connection (see `decide`).
     let refused = |r: Refusal| Denial::new(r, true, host.as_str(), "CONNECT", "");
     let upstream = shared.upstream.clone();
@@ -414,10 +418,7 @@ async fn handle_connect(shared: Arc<Shared>, c: Connect) -> Response<RespBody> {
         shared.record_allowed(&host, "CONNECT", "", "tls-passthrough", 200);
         let refusal_host = host.clone();
         tokio::spawn(async move {
-            let Some(Ok(up)) = (match upgrade {
-                Some(u) => Some(u.await),
-                None => None,
-            }) else {
+            let Ok(up) = upgrade.await else {
                 return;
             };
             let mut client = TokioIo::new(up);
@@ -461,10 +462,7 @@ async fn handle_connect(shared: Arc<Shared>, c: Connect) -> Response<RespBody> {
     // The tunnel keeps the host as the agent wrote it: only an exact match gets the credential.
     let tunnel_host: Arc<str> = Arc::from(host_raw);
     tokio::spawn(async move {
-        if let Some(Ok(up)) = match upgrade {
-            Some(u) => Some(u.await),
-            None => None,
-        } {
+        if let Ok(up) = upgrade.await {
             intercept(shared, TokioIo::new(up), tunnel_host, host).await;
         }
     });
