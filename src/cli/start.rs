@@ -16,7 +16,7 @@ use crate::envvars;
 use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
 use crate::runner::RealRunner;
 
-use super::context::{home_root, load_manifest, unknown_agent};
+use super::context::{home_root, load_manifest_for, unknown_agent};
 use super::output::{say, warn};
 use super::{BackendArg, ResumeArgs, StartArgs};
 
@@ -76,7 +76,7 @@ fn run_start(
     dry_run: bool,
     yes: bool,
 ) -> anyhow::Result<ExitCode> {
-    let manifest = load_manifest()?;
+    let manifest = load_manifest_for(Some(agent))?;
     if !manifest.agents.contains_key(agent) {
         return Err(unknown_agent(&manifest, agent));
     }
@@ -105,14 +105,12 @@ fn run_start(
         }
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
-    // The summary, then which gates this build runs, so the operator knows what enforces the
-    // routes above.
-    eprintln!("{}", plan.to_string().trim_end());
-    eprintln!(
-        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled\n"
-    );
+    eprint!("{plan}");
     let missing = not_available(&plan);
     if dry_run {
+        if let Some(note) = plan.backend_not_built() {
+            say(&format!("note: {note}"));
+        }
         for m in &missing {
             say(&format!(
                 "note: {m} is not available yet; `start` will refuse this bottle"

@@ -71,6 +71,12 @@ pub enum PlanError {
         "BOT_BOTTLE_CONTAINER=`{0}` is not a usable container name; use a name starting with `bot-bottle-` made of letters, digits, `_`, `.` and `-`"
     )]
     BadPinnedContainer(String),
+    /// A bottle-declared credential or host value is missing; `path` is the bottle file.
+    #[error("{}: {inner}", path.display())]
+    InBottle {
+        path: PathBuf,
+        inner: Box<PlanError>,
+    },
     #[error(transparent)]
     CodexAuth(#[from] CodexAuthError),
     #[error("could not read a value for env `{name}`: {reason}; run `start` from a terminal")]
