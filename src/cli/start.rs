@@ -44,9 +44,8 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let root = home_root()?;
     let meta = crate::state::load_metadata(&root, &args.identity).with_context(|| {
         format!(
-            "no resumable bottle `{}`; preserved bottles are under `{}`",
-            args.identity,
-            root.join("state").display()
+            "no resumable bottle `{}`; `bot-bottle list preserved` shows the ones you can resume",
+            args.identity
         )
     })?;
     let backend = match meta.backend.as_str() {
