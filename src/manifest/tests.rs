@@ -920,3 +920,48 @@ fn hostile_keys_are_clipped_in_errors() {
     .to_string();
     assert!(s.len() < 1_000 && s.contains("duplicate key"), "{s}");
 }
+
+// ---------------------------------------------------------------- documentation
+
+#[test]
+fn every_accepted_key_is_documented() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(validate::FORMAT_DOC))
+        .unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (kind, prefix, keys) in validate::KEY_TABLES {
+        for key in *keys {
+            let path = if prefix.is_empty() {
+                (*key).to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            checked += 1;
+            if !doc.contains(&format!("| `{path}` |")) {
+                missing.push(format!("{kind} key `{path}`"));
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} keys walked");
+    assert!(
+        missing.is_empty(),
+        "not documented in a table row: {missing:?}"
+    );
+    // The env forms and the provider credentials are described.
+    for want in [
+        "`$VAR` without braces",
+        "`${NAME}`",
+        "\"?",
+        "`agent_provider.auth_token`",
+        "`agent_provider.forward_host_credentials`",
+        "## The trust boundary",
+    ] {
+        assert!(doc.contains(want), "doc lacks {want:?}");
+    }
+}
+
+#[test]
+fn unknown_key_error_points_at_the_format_doc() {
+    let s = bottle_err("egres: {}\n", "egres");
+    assert!(s.contains("docs/manifest.md"), "{s}");
+}

@@ -142,12 +142,13 @@ impl BottlePlan {
                         "NOT SET"
                     };
                     s.push_str(&format!(
-                        " [auth {} from {}, {set}]",
+                        " [auth:{} from {}, {set}]",
                         a.scheme.as_str(),
                         a.token_ref
                     ));
                 }
-                if r.tls_passthrough {
+                // A credentialed route is intercepted to inject, whatever its passthrough flag.
+                if r.tls_passthrough && r.auth.is_none() {
                     s.push_str(" [tls passthrough: not inspected]");
                 }
                 if !r.ssrf_ip_allowlist.is_empty() {

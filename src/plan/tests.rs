@@ -309,7 +309,7 @@ fn no_codex_token_in_summary_debug_or_files() {
             assert!(!blob.contains(s), "leak of {s}");
         }
     }
-    assert!(format!("{plan}").contains("chatgpt.com [auth Bearer from "));
+    assert!(format!("{plan}").contains("chatgpt.com [auth:Bearer from "));
 }
 
 #[test]
@@ -323,8 +323,8 @@ fn summary_shows_names_markers_and_hides_placeholders() {
         "bot-bottle-reviewer-k3j9x2",
         "runsc",
         "GH, LIT, PIN (prompt)",
-        "api.anthropic.com [auth Bearer from CLAUDE_TOK, set] [tls passthrough",
-        "github.com [auth Bearer from GH_PAT, set]",
+        "api.anthropic.com [auth:Bearer from CLAUDE_TOK, set]\n",
+        "github.com [auth:Bearer from GH_PAT, set]",
         "egress github.com ← GH_PAT (set)",
         "pypi.example",
         "supervise  on",
@@ -451,10 +451,10 @@ fn info_plan_records_which_credentials_are_set() {
     );
     let s = format!("{plan}");
     assert!(
-        s.contains("github.com [auth Bearer from GH_PAT, NOT SET]"),
+        s.contains("github.com [auth:Bearer from GH_PAT, NOT SET]"),
         "{s}"
     );
-    assert!(s.contains("[auth Bearer from CLAUDE_TOK, set]"), "{s}");
+    assert!(s.contains("[auth:Bearer from CLAUDE_TOK, set]"), "{s}");
     for v in secrets {
         assert!(!s.contains(v) && !format!("{plan:?}").contains(v));
     }
