@@ -503,6 +503,10 @@ fn every_error_message_is_one_line_with_a_way_out() {
             var: s(),
         },
         PlanError::MissingAuthToken { var: s() },
+        PlanError::InBottle {
+            path: p(),
+            inner: Box::new(PlanError::MissingAuthToken { var: s() }),
+        },
         PlanError::AuthTokenNotClaude { bottle: s() },
         PlanError::ForwardCredentialsNotCodex { bottle: s() },
         PlanError::RemoteControlUnsupported { provider: "codex" },
