@@ -42,6 +42,12 @@ pub enum YamlErrorKind {
     TooLarge(usize),
     #[error("number `{0}` cannot be represented; quote it if it is meant as text")]
     BadNumber(String),
+    #[error(
+        "`{open}` opened here is never closed; add the matching `{close}` (or quote the value if the bracket is text)",
+        open = .0,
+        close = closing(*.0)
+    )]
+    Unclosed(char),
     #[error("only one YAML document is allowed")]
     MultipleDocuments,
     #[error("the YAML parser failed on this input; check the syntax")]
@@ -143,12 +149,20 @@ impl Builder {
         loop {
             let (event, mark) = parser.next_token().map_err(|e| {
                 // The scanner bounds flow nesting itself; report it like our own bound.
-                let kind = if e.info().contains("recursion limit") {
-                    YamlErrorKind::TooDeep
-                } else {
-                    YamlErrorKind::Syntax(e.info().to_owned())
-                };
-                YamlError::at(kind, *e.marker())
+                if e.info().contains("recursion limit") {
+                    return YamlError::at(YamlErrorKind::TooDeep, *e.marker());
+                }
+                let err = YamlError::at(YamlErrorKind::Syntax(e.info().to_owned()), *e.marker());
+                // The scanner notices an unclosed `[`/`{` only lines later, where its message
+                // (often "invalid indentation") points away from the cause.
+                match unclosed_flow_open(text) {
+                    Some((line, column, open)) if line <= err.line => YamlError {
+                        kind: YamlErrorKind::Unclosed(open),
+                        line,
+                        column,
+                    },
+                    _ => err,
+                }
             })?;
             match event {
                 Event::StreamEnd => break,
@@ -246,6 +260,61 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+fn closing(open: char) -> char {
+    if open == '{' { '}' } else { ']' }
+}
+
+/// Where the innermost flow collection (`[` or `{`) that is never closed opens (1-based line
+/// and column), by a light scan that knows quotes and comments. Only used to explain a syntax
+/// error: a bracket inside a plain block scalar (`a: x[1]`) does not open a collection.
+fn unclosed_flow_open(text: &str) -> Option<(usize, usize, char)> {
+    let mut stack: Vec<(usize, usize, char)> = Vec::new();
+    let mut quote: Option<char> = None;
+    for (ln, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        let mut token_start = true;
+        while i < chars.len() {
+            let c = chars[i];
+            match quote {
+                Some('\'') => {
+                    if c == '\'' {
+                        if chars.get(i + 1) == Some(&'\'') {
+                            i += 1;
+                        } else {
+                            quote = None;
+                        }
+                    }
+                }
+                Some(_) => {
+                    if c == '\\' {
+                        i += 1;
+                    } else if c == '"' {
+                        quote = None;
+                    }
+                }
+                None => {
+                    if token_start && c == '#' {
+                        break;
+                    }
+                    if token_start && (c == '\'' || c == '"') {
+                        quote = Some(c);
+                    } else if (c == '[' || c == '{') && (token_start || !stack.is_empty()) {
+                        stack.push((ln + 1, i + 1, c));
+                    } else if (c == ']' || c == '}') && !stack.is_empty() {
+                        stack.pop();
+                    }
+                    token_start = c.is_whitespace()
+                        || (!stack.is_empty() && matches!(c, '[' | '{' | ','))
+                        || (stack.is_empty() && (c == '[' || c == '{'));
+                }
+            }
+            i += 1;
+        }
+    }
+    stack.pop()
 }
 
 /// Types a plain scalar by the YAML 1.2 core schema.
@@ -556,8 +625,27 @@ mod tests {
     }
 
     #[test]
+    fn unclosed_bracket_is_reported_where_it_opens() {
+        let mut text: String = (1..=11).map(|i| format!("k{i}: v\n")).collect();
+        text.push_str("list: [a, b\nnext: 1\nlast: 2\n");
+        let e = err(&text);
+        assert_eq!((e.line, e.column), (12, 7), "{e}");
+        assert_eq!(e.kind, YamlErrorKind::Unclosed('['));
+        assert!(e.to_string().contains("add the matching `]`"), "{e}");
+        let e = err("a: {x: 1\nb: 2\n");
+        assert_eq!(
+            (e.line, e.column, e.kind),
+            (1, 4, YamlErrorKind::Unclosed('{'))
+        );
+        // Closed, quoted or plain-scalar brackets are not blamed.
+        assert_eq!(unclosed_flow_open("a: [x, \"]\", '[']\nb: x[1\n"), None);
+        assert_eq!(unclosed_flow_open("a: \"[\"  # [\n"), None);
+        assert_eq!(unclosed_flow_open("a:\n  - [x, [y]\n"), Some((2, 5, '[')));
+    }
+
+    #[test]
     fn syntax_error_is_one_line_with_position() {
-        let e = err("a: [1, 2\n");
+        let e = err("a: b: c\n");
         assert!(matches!(e.kind, YamlErrorKind::Syntax(_)));
         assert!(e.line >= 1);
         assert!(!e.to_string().contains('\n'));

@@ -1,5 +1,6 @@
-//! Commands over running bottles: `list active`, `exec`, `cleanup`. Each goes through the
-//! backend trait; one engine listing covers every backend.
+//! Commands over running and preserved bottles: `list active`, `list preserved`, `exec`,
+//! `cleanup`. Each running-bottle command goes through the backend trait; one engine listing
+//! covers every backend.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -29,6 +30,38 @@ pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
             .collect()
     };
     stdout_write(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Preserved bottles (state kept after a session that did not end cleanly), from the state
+/// dirs under the home root: what `resume` accepts.
+pub fn list_preserved(json: bool) -> anyhow::Result<ExitCode> {
+    let root = super::context::home_root()?;
+    let entries: Vec<crate::state::Metadata> = crate::state::list(&root)?
+        .into_iter()
+        .filter(|e| e.preserved)
+        .filter_map(|e| e.metadata)
+        .collect();
+    let text = if json {
+        format!("{}\n", serde_json::to_string(&entries)?)
+    } else {
+        entries
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}\t{}\t{}\t{}\t{}\n",
+                    m.identity, m.agent, m.bottle, m.backend, m.started_at
+                )
+            })
+            .collect()
+    };
+    stdout_write(&text)?;
+    if entries.is_empty() && !json {
+        say(&format!(
+            "no preserved bottles under {}",
+            crate::state::state_root(&root).display()
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

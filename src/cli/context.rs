@@ -16,22 +16,62 @@ pub fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The home root, always absolute: a relative `BOT_BOTTLE_HOME` is taken against the current
+/// directory once, here, so every later message and path names the same place.
 pub fn home_root() -> anyhow::Result<PathBuf> {
-    Ok(manifest::home_root(
+    let root = manifest::home_root(
         std::env::var_os(envvars::HOME).as_deref(),
         home_dir().as_deref(),
-    )?)
+    )?;
+    if root.is_absolute() {
+        return Ok(root);
+    }
+    let cwd = std::env::current_dir()
+        .context("cannot read the current directory; `cd` somewhere that exists")?;
+    Ok(cwd.join(root))
+}
+
+/// Whether the home root came from `BOT_BOTTLE_HOME` (rather than `~/.bot-bottle`).
+fn home_from_env() -> bool {
+    std::env::var_os(envvars::HOME).is_some_and(|h| !h.is_empty())
 }
 
 pub fn load_manifest() -> anyhow::Result<Manifest> {
+    load_manifest_for(None)
+}
+
+/// Loads the manifest for a command about `agent` (if any). Broken agent files are warnings
+/// naming file, key and fix, except `agent`'s own, which is the command's error.
+pub fn load_manifest_for(agent: Option<&str>) -> anyhow::Result<Manifest> {
     let root = home_root()?;
     let cwd = std::env::current_dir()
         .context("cannot read the current directory; `cd` somewhere that exists")?;
-    let manifest = manifest::load(&LoadOptions { root, cwd })?;
+    let manifest = match manifest::load(&LoadOptions { root, cwd }) {
+        Err(manifest::ManifestError::NoHomeRoot { path }) if home_from_env() => {
+            anyhow::bail!(
+                "BOT_BOTTLE_HOME points at {}, which does not exist; run `bot-bottle init` to create a home there, or point BOT_BOTTLE_HOME at an existing home",
+                path.display()
+            )
+        }
+        other => other?,
+    };
     for w in &manifest.warnings {
         warn(w);
     }
+    for b in manifest.broken.values() {
+        if Some(b.name.as_str()) != agent {
+            warn(&broken_warning(b));
+        }
+    }
+    if let Some(b) = agent.and_then(|a| manifest.broken.get(a)) {
+        anyhow::bail!("agent `{}` cannot be loaded: {}", b.name, b.error);
+    }
     Ok(manifest)
+}
+
+/// The warning for an agent file that did not load (its error names file, key and fix).
+pub fn broken_warning(b: &manifest::BrokenAgent) -> String {
+    format!("agent `{}` is broken and was skipped: {}", b.name, b.error)
 }
 
 /// Unknown agent: name the available ones so the next command is obvious.

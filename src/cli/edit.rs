@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::context::{home_root, load_manifest};
+use super::context::{home_root, load_manifest, load_manifest_for};
 use super::output::say;
 
 pub fn edit(args: &super::EditArgs) -> anyhow::Result<ExitCode> {
@@ -35,7 +35,7 @@ pub fn edit(args: &super::EditArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    match load_manifest() {
+    match load_manifest_for(Some(&args.agent)) {
         Ok(_) => {
             say(&format!("`{}` saved and valid", path.display()));
             Ok(ExitCode::SUCCESS)

@@ -1,37 +1,50 @@
-//! `info <agent>`: the agent, its bottle and what the bottle grants, without resolving
-//! host values (no secret is read).
+//! `info <agent>`: what the agent would run with, from the same resolved plan the preflight
+//! shows (routes with their options, provider routes included, and which credentials are
+//! set), resolved without launching anything. No credential value is ever printed; a missing
+//! credential is shown as not set rather than refused.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use crate::manifest::{AgentSource, Bottle, EnvValue};
+use crate::manifest::{AgentSource, EnvValue};
+use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
 
-use super::context::{load_manifest, unknown_agent};
+use super::context::{load_manifest_for, unknown_agent};
 use super::output::stdout_write;
 
 pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
-    let manifest = load_manifest()?;
+    let manifest = load_manifest_for(Some(&args.agent))?;
     let Some((agent, bottle)) = manifest.agent_and_bottle(&args.agent) else {
         return Err(unknown_agent(&manifest, &args.agent));
     };
+    let opts = StartOptions {
+        identity: None,
+        copy_cwd: false,
+        remote_control: false,
+        backend: BackendKind::Docker,
+        gvisor: None,
+        resume: false,
+    };
+    let plan = plan::resolve_for_info(&manifest, &args.agent, &opts, &HostEnv::from_process())?;
     let source = match agent.source {
         AgentSource::Home => "home",
         AgentSource::Cwd => "cwd",
     };
+    // How each env name the agent sees gets its value (never the value).
+    let env: Vec<(&str, &str)> = plan
+        .visible_env_names()
+        .into_iter()
+        .map(|n| {
+            let how = match bottle.env.get(n) {
+                Some(EnvValue::Prompt(_)) => "prompt",
+                Some(EnvValue::Interpolate(_)) => "host",
+                Some(EnvValue::Literal(_)) => "literal",
+                None => "provider",
+            };
+            (n, how)
+        })
+        .collect();
     let text = if args.json {
-        let routes: Vec<serde_json::Value> = bottle
-            .egress
-            .routes
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "host": r.host,
-                    "path_allowlist": r.path_allowlist,
-                    "auth": r.auth.as_ref().map(|a| a.scheme.as_str()),
-                    "tls_passthrough": r.pipelock.tls_passthrough,
-                })
-            })
-            .collect();
         let value = serde_json::json!({
             "name": agent.name,
             "path": agent.path,
@@ -39,12 +52,21 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
             "description": agent.description,
             "bottle": bottle.name,
             "bottle_path": bottle.path,
-            "provider": bottle.agent_provider.template.as_str(),
+            "provider": plan.provider.kind.as_str(),
             "skills": agent.skills,
-            "env": env_summary(bottle),
-            "egress_routes": routes,
-            "git_repos": bottle.git_gate.repos.keys().collect::<Vec<_>>(),
-            "supervise": bottle.supervise,
+            "env": env
+                .iter()
+                .map(|(name, how)| serde_json::json!({"name": name, "from": how}))
+                .collect::<Vec<_>>(),
+            "egress_routes": plan.routes_json(),
+            "credentials": plan.credentials,
+            "git_user": git_user_json(&plan),
+            "git_repos": plan.git_upstreams.iter().map(|u| serde_json::json!({
+                "name": u.name,
+                "host": u.host,
+                "port": u.port,
+            })).collect::<Vec<_>>(),
+            "supervise": plan.supervise,
             "prompt_chars": agent.prompt.chars().count(),
         });
         format!("{value:#}\n")
@@ -60,26 +82,28 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(s, "about     {d}");
         }
         let _ = writeln!(s, "bottle    {} ({})", bottle.name, bottle.path.display());
-        let _ = writeln!(s, "provider  {}", bottle.agent_provider.template.as_str());
+        let _ = writeln!(s, "provider  {}", plan.provider.kind.as_str());
         let _ = writeln!(s, "skills    {}", list_or_none(&agent.skills));
-        let _ = writeln!(s, "env       {}", list_or_none(&env_summary(bottle)));
-        let hosts: Vec<String> = bottle
-            .egress
-            .routes
+        let env_text: Vec<String> = env
             .iter()
-            .map(|r| match &r.auth {
-                Some(a) => format!("{} [auth:{}]", r.host, a.scheme.as_str()),
-                None => r.host.clone(),
+            .map(|(n, how)| match *how {
+                "literal" | "provider" => (*n).to_string(),
+                how => format!("{n} ({how})"),
             })
             .collect();
-        let _ = writeln!(s, "egress    {}", list_or_none(&hosts));
-        let repos: Vec<String> = bottle.git_gate.repos.keys().cloned().collect();
-        let _ = writeln!(s, "git-gate  {}", list_or_none(&repos));
-        let _ = writeln!(
-            s,
-            "supervise {}",
-            if bottle.supervise { "on" } else { "off" }
-        );
+        let _ = writeln!(s, "env       {}", list_or_none(&env_text));
+        block(&mut s, "egress", &plan.route_lines());
+        block(&mut s, "creds", &plan.credential_lines());
+        if !plan.git_user.is_empty() {
+            let _ = writeln!(s, "git user  {}", plan.git_user);
+        }
+        let upstreams: Vec<String> = plan
+            .git_upstreams
+            .iter()
+            .map(|u| format!("{} → {}:{}", u.name, u.host, u.port))
+            .collect();
+        block(&mut s, "git-gate", &upstreams);
+        let _ = writeln!(s, "supervise {}", if plan.supervise { "on" } else { "off" });
         let first = agent.prompt.lines().next().unwrap_or("");
         let _ = writeln!(
             s,
@@ -93,17 +117,27 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Env names with how each gets its value; never the value itself.
-fn env_summary(bottle: &Bottle) -> Vec<String> {
-    bottle
-        .env
-        .iter()
-        .map(|(k, v)| match v {
-            EnvValue::Literal(_) => k.clone(),
-            EnvValue::Prompt(_) => format!("{k} (prompt)"),
-            EnvValue::Interpolate(_) => format!("{k} (host)"),
-        })
-        .collect()
+fn git_user_json(plan: &BottlePlan) -> serde_json::Value {
+    let field = |f: &Option<(String, plan::Provenance)>| {
+        f.as_ref()
+            .map(|(v, p)| serde_json::json!({"value": v, "from": p.as_str()}))
+    };
+    serde_json::json!({
+        "name": field(&plan.git_user.name),
+        "email": field(&plan.git_user.email),
+    })
+}
+
+/// `key` then the first item on one line, the rest aligned under it; `(none)` when empty.
+fn block(s: &mut String, key: &str, items: &[String]) {
+    if items.is_empty() {
+        let _ = writeln!(s, "{key:<9} (none)");
+        return;
+    }
+    for (i, item) in items.iter().enumerate() {
+        let k = if i == 0 { key } else { "" };
+        let _ = writeln!(s, "{k:<9} {item}");
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {

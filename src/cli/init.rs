@@ -1,7 +1,7 @@
 //! `init`: create an agent file (and a starter bottle when the home has none) by asking a
 //! few questions. Never overwrites without a yes.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,6 +15,7 @@ use super::{InitArgs, ProviderArg};
 
 pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     let root = home_root()?;
+    let terminal = std::io::stdin().is_terminal();
     let mut input = std::io::stdin().lock();
     let mut ask = |question: &str| -> anyhow::Result<Option<String>> {
         eprint!("{question}");
@@ -22,6 +23,11 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         let n = input
             .read_line(&mut line)
             .context("cannot read the answer from stdin")?;
+        // Without a terminal the answer is not echoed: end the question's line ourselves so
+        // the next question or message starts on its own line.
+        if !terminal {
+            eprintln!();
+        }
         Ok((n > 0).then(|| line.trim().to_string()))
     };
 
@@ -33,6 +39,14 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     };
     if !is_valid_entity_name(&name) {
         anyhow::bail!("`{name}` is not a valid agent name; names match `[a-z][a-z0-9-]*`");
+    }
+    // Before any further question: an existing agent is never overwritten without `--force`.
+    let agent_path = root.join("agents").join(format!("{name}.md"));
+    if agent_path.exists() && !args.force {
+        anyhow::bail!(
+            "`{}` already exists and was left unchanged; edit it with `bot-bottle edit {name}`, or pass `--force` to overwrite it",
+            agent_path.display()
+        );
     }
 
     let bottles = existing_bottles(&root);
@@ -56,28 +70,32 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     if !is_valid_entity_name(&bottle) {
         anyhow::bail!("`{bottle}` is not a valid bottle name; names match `[a-z][a-z0-9-]*`");
     }
-
-    let agent_path = root.join("agents").join(format!("{name}.md"));
-    if agent_path.exists() && !args.force {
-        let answer = ask(&format!(
-            "`{}` exists; overwrite? [y/N] ",
-            agent_path.display()
-        ))?
-        .unwrap_or_default();
-        if !matches!(answer.as_str(), "y" | "Y" | "yes" | "YES") {
+    let bottle_path = root.join("bottles").join(format!("{bottle}.md"));
+    // The starter bottle of an empty home is the one bottle made without being asked for.
+    let create = !bottle_path.exists();
+    let starter = args.bottle.is_none() && bottles.is_empty();
+    if create && !starter && !args.create_bottle {
+        let available = if bottles.is_empty() {
+            "none".to_string()
+        } else {
+            bottles.join(", ")
+        };
+        anyhow::bail!(
+            "no bottle named `{bottle}` in {} (available: {available}); pick an existing one, or pass `--bottle {bottle} --create-bottle` to create it",
+            root.join("bottles").display()
+        );
+    }
+    if !create {
+        if let Some(p) = args.provider {
             anyhow::bail!(
-                "`{}` already exists and was left unchanged; pass `--force` to overwrite",
-                agent_path.display()
+                "`--provider {}` applies only to a bottle `init` creates, and bottle `{bottle}` exists ({}); drop `--provider`, or set `agent_provider.template` in that file",
+                provider_name(p),
+                bottle_path.display()
             );
         }
     }
-
-    let prompt = ask("system prompt (one line, optional): ")?.unwrap_or_default();
-
-    let bottle_path = root.join("bottles").join(format!("{bottle}.md"));
-    let mut created = Vec::new();
-    if !bottle_path.exists() {
-        let provider = match args.provider {
+    let provider = if create {
+        Some(match args.provider {
             Some(p) => p,
             None => {
                 let answer = ask("provider for the new bottle (claude, codex) [claude]: ")?
@@ -90,7 +108,15 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-        };
+        })
+    } else {
+        None
+    };
+
+    let prompt = ask("system prompt (one line, optional): ")?.unwrap_or_default();
+
+    let mut created = Vec::new();
+    if let Some(provider) = provider {
         write_new(&bottle_path, &starter_bottle(provider))?;
         created.push(bottle_path.clone());
     }
@@ -100,9 +126,16 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         say(&format!("wrote `{}`", p.display()));
     }
     say(&format!(
-        "next: `bot-bottle start --dry-run {name}` to see what it would run with"
+        "next: `bot-bottle start --dry-run {name}` to see what it would run with (the bottle format: docs/manifest.md)"
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+fn provider_name(p: ProviderArg) -> &'static str {
+    match p {
+        ProviderArg::Claude => "claude",
+        ProviderArg::Codex => "codex",
+    }
 }
 
 fn existing_bottles(root: &Path) -> Vec<String> {

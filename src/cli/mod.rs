@@ -2,6 +2,7 @@
 //! the library layers; errors become one `bot-bottle: error:` line and an exit code here.
 
 mod bottles;
+mod complete;
 mod context;
 mod edit;
 mod info;
@@ -13,7 +14,7 @@ mod start;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use output::{error_line, say, warn};
 
@@ -55,13 +56,16 @@ pub enum Command {
     Edit(EditArgs),
     /// Run a command inside a running bottle as the agent user
     Exec(ExecArgs),
-    /// Terminal dashboard: proposals, running agents, new launches
+    /// Terminal dashboard: proposals, running agents, new launches (not built yet)
     Dashboard,
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Build (or find cached) the provider and sidecar images without starting anything
     #[command(name = "build-images")]
     BuildImages,
+    /// Agent names for shell completion, one per line (used by the completion scripts)
+    #[command(name = "__complete-agents", hide = true)]
+    CompleteAgents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,6 +127,12 @@ pub enum ListWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Preserved bottles you can `resume`: `id<TAB>agent<TAB>bottle<TAB>backend<TAB>started`
+    Preserved {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -145,13 +155,16 @@ pub struct InfoArgs {
 pub struct InitArgs {
     /// Name of the new agent (asked when omitted)
     pub name: Option<String>,
-    /// Bottle the agent runs in (asked when omitted)
+    /// Existing bottle the agent runs in (asked when omitted; an empty home gets `default`)
     #[arg(long)]
     pub bottle: Option<String>,
-    /// Provider for a starter bottle created alongside
+    /// Create the `--bottle` named when it does not exist yet (otherwise an unknown name is an error)
+    #[arg(long, requires = "bottle")]
+    pub create_bottle: bool,
+    /// Provider of the bottle `init` creates; an error when the bottle already exists
     #[arg(long, value_enum)]
     pub provider: Option<ProviderArg>,
-    /// Overwrite an existing agent file without asking
+    /// Overwrite an existing agent file (otherwise `init` refuses before asking anything)
     #[arg(long)]
     pub force: bool,
 }
@@ -248,14 +261,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => init::init(&args),
         Command::Edit(args) => edit::edit(&args),
         Command::Completions(args) => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(args.shell, &mut cmd, "bot-bottle", &mut std::io::stdout());
+            output::stdout_write(&complete::script(args.shell))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::CompleteAgents => Ok(complete::agents()),
         Command::Resume(args) => start::resume(&args),
         Command::List(ListArgs {
             what: ListWhat::Active { json },
         }) => bottles::list_active(json),
+        Command::List(ListArgs {
+            what: ListWhat::Preserved { json },
+        }) => bottles::list_preserved(json),
         Command::Cleanup(args) => bottles::cleanup(&args),
         Command::Exec(args) => bottles::exec(&args),
         Command::Dashboard => not_yet("dashboard"),

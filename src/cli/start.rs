@@ -12,7 +12,7 @@ use crate::envvars;
 use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
 use crate::runner::RealRunner;
 
-use super::context::{home_root, load_manifest, unknown_agent};
+use super::context::{home_root, load_manifest_for, unknown_agent};
 use super::output::{CliUi, say, warn};
 use super::{BackendArg, ResumeArgs, StartArgs};
 
@@ -37,9 +37,8 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let root = home_root()?;
     let meta = crate::state::load_metadata(&root, &args.identity).with_context(|| {
         format!(
-            "no resumable bottle `{}`; preserved bottles are under `{}`",
-            args.identity,
-            root.join("state").display()
+            "no resumable bottle `{}`; `bot-bottle list preserved` shows the ones you can resume",
+            args.identity
         )
     })?;
     let opts = StartOptions {
@@ -66,7 +65,7 @@ fn run_start(
     dry_run: bool,
     yes: bool,
 ) -> anyhow::Result<ExitCode> {
-    let manifest = load_manifest()?;
+    let manifest = load_manifest_for(Some(agent))?;
     if !manifest.agents.contains_key(agent) {
         return Err(unknown_agent(&manifest, agent));
     }
@@ -84,12 +83,12 @@ fn run_start(
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
     // From here on the plan holds every decision: nothing reads the environment or the clock.
-    eprintln!("{}", plan.to_string().trim_end());
-    eprintln!(
-        "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled\n"
-    );
+    eprint!("{plan}");
     let missing = not_available(&plan);
     if dry_run {
+        if let Some(note) = plan.backend_not_built() {
+            say(&format!("note: {note}"));
+        }
         for m in &missing {
             say(&format!(
                 "note: {m} is not available yet; `start` will refuse this bottle"

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::error::ManifestError;
 use super::frontmatter;
-use super::types::{Agent, AgentSource, Manifest};
+use super::types::{Agent, AgentSource, BrokenAgent, Manifest};
 use super::validate::{self, RawBottle};
 use super::{extends, is_valid_entity_name};
 
@@ -64,10 +64,12 @@ pub fn load(opts: &LoadOptions) -> Result<Manifest, ManifestError> {
     let bottles = extends::resolve(&raws)?;
 
     let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+    let mut broken: BTreeMap<String, BrokenAgent> = BTreeMap::new();
     load_agents(
         &root.join("agents"),
         AgentSource::Home,
         &mut agents,
+        &mut broken,
         &mut warnings,
     )?;
 
@@ -89,28 +91,45 @@ pub fn load(opts: &LoadOptions) -> Result<Manifest, ManifestError> {
             &project_dir.join("agents"),
             AgentSource::Cwd,
             &mut agents,
+            &mut broken,
             &mut warnings,
         )?;
     }
 
-    for agent in agents.values() {
-        if !bottles.contains_key(&agent.bottle) {
-            let available: Vec<&str> = bottles.keys().map(String::as_str).collect();
-            let available = if available.is_empty() {
-                "none".to_owned()
-            } else {
-                available.join(", ")
-            };
-            return Err(ManifestError::invalid(
-                &agent.path,
-                "bottle",
-                format!(
-                    "no bottle named `{}` in {}; available: {available}",
-                    agent.bottle,
-                    shown(&root.join("bottles"))
-                ),
-            ));
-        }
+    // An agent naming a missing bottle is broken on its own; the others still load.
+    let missing: Vec<String> = agents
+        .values()
+        .filter(|a| !bottles.contains_key(&a.bottle))
+        .map(|a| a.name.clone())
+        .collect();
+    for name in missing {
+        let Some(agent) = agents.remove(&name) else {
+            continue;
+        };
+        let available: Vec<&str> = bottles.keys().map(String::as_str).collect();
+        let available = if available.is_empty() {
+            "none".to_owned()
+        } else {
+            available.join(", ")
+        };
+        let error = ManifestError::invalid(
+            &agent.path,
+            "bottle",
+            format!(
+                "no bottle named `{}` in {}; available: {available}",
+                agent.bottle,
+                shown(&root.join("bottles"))
+            ),
+        );
+        broken.insert(
+            name.clone(),
+            BrokenAgent {
+                name,
+                path: agent.path,
+                source: agent.source,
+                error: error.to_string(),
+            },
+        );
     }
     for w in &warnings {
         tracing::debug!(warning = %w, "manifest");
@@ -119,21 +138,42 @@ pub fn load(opts: &LoadOptions) -> Result<Manifest, ManifestError> {
         root: root.clone(),
         bottles,
         agents,
+        broken,
         warnings,
     })
 }
 
+/// Loads one agents folder. A file that does not parse or validate is recorded as broken
+/// (replacing any agent of that name loaded earlier, as a valid file would), so one bad
+/// file never stops the other agents from loading.
 fn load_agents(
     dir: &Path,
     source: AgentSource,
     agents: &mut BTreeMap<String, Agent>,
+    broken: &mut BTreeMap<String, BrokenAgent>,
     warnings: &mut Vec<String>,
 ) -> Result<(), ManifestError> {
     for (name, path) in list_md(dir, warnings)? {
-        let text = read_capped(&path)?;
-        let mut agent = parse_agent_file(&path, &text)?;
-        agent.source = source;
-        agents.insert(name, agent);
+        let parsed = read_capped(&path).and_then(|text| parse_agent_file(&path, &text));
+        match parsed {
+            Ok(mut agent) => {
+                agent.source = source;
+                broken.remove(&name);
+                agents.insert(name, agent);
+            }
+            Err(e) => {
+                agents.remove(&name);
+                broken.insert(
+                    name.clone(),
+                    BrokenAgent {
+                        name,
+                        path,
+                        source,
+                        error: e.to_string(),
+                    },
+                );
+            }
+        }
     }
     Ok(())
 }

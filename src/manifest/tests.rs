@@ -732,10 +732,12 @@ fn cwd_bottles_are_ignored_with_a_warning() {
     assert!(!m.bottles.contains_key("evil"));
     assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
     assert!(m.warnings[0].contains("ignoring") && m.warnings[0].contains("bottles"));
-    // A repo agent naming a bottle only the repo declared is an error.
+    // A repo agent naming a bottle only the repo declared is broken (and only it).
     t.write("cwd/.bot-bottle/agents/b.md", "---\nbottle: evil\n---\n");
-    let e = t.load().unwrap_err().to_string();
+    let m = t.load().unwrap();
+    let e = &m.broken["b"].error;
     assert!(e.contains("b.md: `bottle`: no bottle named `evil`"), "{e}");
+    assert!(m.agents.contains_key("a") && !m.agents.contains_key("b"));
 }
 
 #[test]
@@ -763,7 +765,7 @@ fn badly_named_files_are_skipped_with_a_warning() {
     fs::create_dir_all(t.root.join("agents/dir.md")).unwrap();
     let m = t.load().unwrap();
     assert_eq!(m.bottles.len(), 1);
-    assert!(m.agents.is_empty());
+    assert!(m.agents.is_empty() && m.broken.is_empty());
     assert_eq!(m.warnings.len(), 3, "{:?}", m.warnings);
     assert!(m.warnings.iter().any(|w| w.contains("Dev_2.md")));
     assert!(m.warnings.iter().any(|w| w.contains("1st.md")));
@@ -808,11 +810,13 @@ fn legacy_json_points_at_the_new_layout() {
 }
 
 #[test]
-fn agent_naming_a_missing_bottle_is_an_error() {
+fn agent_naming_a_missing_bottle_is_broken() {
     let t = Tree::new();
     t.write("bottles/dev.md", "---\n---\n");
     let p = t.write("agents/a.md", "---\nbottle: prod\n---\n");
-    let s = t.load().unwrap_err().to_string();
+    let m = t.load().unwrap();
+    assert!(m.agents.is_empty());
+    let s = m.broken["a"].error.clone();
     assert!(
         s.starts_with(&format!(
             "{}: `bottle`: no bottle named `prod`",
@@ -821,6 +825,33 @@ fn agent_naming_a_missing_bottle_is_an_error() {
         "{s}"
     );
     assert!(s.contains("available: dev"), "{s}");
+}
+
+#[test]
+fn one_broken_agent_leaves_the_others_loadable() {
+    let t = Tree::new();
+    t.write("bottles/dev.md", "---\n---\n");
+    t.write("agents/good.md", "---\nbottle: dev\n---\nGood.\n");
+    let bad = t.write("agents/bad.md", "---\nbottle: dev\nbotle: x\n---\n");
+    t.write("agents/worse.md", "---\nbottle: [dev\n---\n");
+    let m = t.load().unwrap();
+    assert_eq!(m.agents.keys().collect::<Vec<_>>(), ["good"]);
+    assert_eq!(m.broken.keys().collect::<Vec<_>>(), ["bad", "worse"]);
+    let e = &m.broken["bad"].error;
+    assert!(
+        e.starts_with(&format!("{}: `botle`: unknown key", bad.display()))
+            && e.contains("did you mean `bottle`?"),
+        "{e}"
+    );
+    assert_eq!(m.broken["bad"].path, bad);
+    // A valid repo agent of the same name replaces a broken home agent, and the other way round.
+    t.write("cwd/.bot-bottle/agents/bad.md", "---\nbottle: dev\n---\n");
+    t.write("cwd/.bot-bottle/agents/good.md", "---\nbotle: dev\n---\n");
+    let m = t.load().unwrap();
+    assert_eq!(m.agents.keys().collect::<Vec<_>>(), ["bad"]);
+    assert_eq!(m.agents["bad"].source, AgentSource::Cwd);
+    assert_eq!(m.broken.keys().collect::<Vec<_>>(), ["good", "worse"]);
+    assert_eq!(m.broken["good"].source, AgentSource::Cwd);
 }
 
 #[test]
@@ -888,4 +919,49 @@ fn hostile_keys_are_clipped_in_errors() {
     .unwrap_err()
     .to_string();
     assert!(s.len() < 1_000 && s.contains("duplicate key"), "{s}");
+}
+
+// ---------------------------------------------------------------- documentation
+
+#[test]
+fn every_accepted_key_is_documented() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(validate::FORMAT_DOC))
+        .unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (kind, prefix, keys) in validate::KEY_TABLES {
+        for key in *keys {
+            let path = if prefix.is_empty() {
+                (*key).to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            checked += 1;
+            if !doc.contains(&format!("| `{path}` |")) {
+                missing.push(format!("{kind} key `{path}`"));
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} keys walked");
+    assert!(
+        missing.is_empty(),
+        "not documented in a table row: {missing:?}"
+    );
+    // The env forms and the provider credentials are described.
+    for want in [
+        "`$VAR` without braces",
+        "`${NAME}`",
+        "\"?",
+        "`agent_provider.auth_token`",
+        "`agent_provider.forward_host_credentials`",
+        "## The trust boundary",
+    ] {
+        assert!(doc.contains(want), "doc lacks {want:?}");
+    }
+}
+
+#[test]
+fn unknown_key_error_points_at_the_format_doc() {
+    let s = bottle_err("egres: {}\n", "egres");
+    assert!(s.contains("docs/manifest.md"), "{s}");
 }

@@ -16,6 +16,9 @@ pub struct Manifest {
     pub bottles: BTreeMap<String, Bottle>,
     /// Agents by name (a cwd agent replaces a home agent of the same name).
     pub agents: BTreeMap<String, Agent>,
+    /// Agent files that failed to load, by name: each is reported on its own and never
+    /// stops the other agents from loading.
+    pub broken: BTreeMap<String, BrokenAgent>,
     /// Non-fatal findings (ignored cwd `bottles/`, badly named files) for the CLI to print.
     pub warnings: Vec<String>,
 }
@@ -126,6 +129,16 @@ pub struct PipelockOpts {
     pub tls_passthrough: bool,
     /// Validated `ip` or `ip/prefix` strings.
     pub ssrf_ip_allowlist: Vec<ipnet::IpNet>,
+}
+
+/// An agent file that could not be loaded (invalid YAML or keys, or a missing bottle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenAgent {
+    pub name: String,
+    pub path: PathBuf,
+    pub source: AgentSource,
+    /// The one-line error, naming the file, the key and the fix.
+    pub error: String,
 }
 
 /// Where an agent file was found.

@@ -44,6 +44,27 @@ const ROUTE_KEYS: &[&str] = &["auth", "host", "path_allowlist", "pipelock"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref"];
 const PIPELOCK_KEYS: &[&str] = &["ssrf_ip_allowlist", "tls_passthrough"];
 
+/// Where the format is described; named by the "unknown key" error.
+pub const FORMAT_DOC: &str = "docs/manifest.md";
+
+/// Every key table the validator checks against, with the file kind and the dotted path it
+/// applies under (`[]` marks a list item, `<name>` a map entry). The documentation test walks
+/// this, so a key added to a table and not to `docs/manifest.md` fails the build.
+#[cfg(test)]
+pub(crate) const KEY_TABLES: &[(&str, &str, &[&str])] = &[
+    ("bottle", "", BOTTLE_KEYS),
+    ("bottle", "agent_provider", PROVIDER_KEYS),
+    ("bottle", "git-gate", GIT_GATE_KEYS),
+    ("bottle", "git-gate.user", GIT_USER_KEYS),
+    ("bottle", "git-gate.repos.<name>", REPO_KEYS),
+    ("bottle", "egress", EGRESS_KEYS),
+    ("bottle", "egress.routes[]", ROUTE_KEYS),
+    ("bottle", "egress.routes[].auth", AUTH_KEYS),
+    ("bottle", "egress.routes[].pipelock", PIPELOCK_KEYS),
+    ("agent", "", AGENT_KEYS),
+    ("agent", "git-gate.user", GIT_USER_KEYS),
+];
+
 /// A bottle as declared in its file; `None` means the key was omitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawBottle {
@@ -191,7 +212,10 @@ impl V<'_> {
                 .unwrap_or_default();
             return Err(self.err(
                 &join(prefix, k),
-                format!("unknown key; {hint}allowed keys: {}", allowed.join(", ")),
+                format!(
+                    "unknown key; {hint}allowed keys: {} (the format is described in {FORMAT_DOC})",
+                    allowed.join(", ")
+                ),
             ));
         }
         Ok(())

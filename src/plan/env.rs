@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::creds::Creds;
 use super::{HostEnv, PlanError};
 use crate::manifest::EnvValue;
 use crate::secret::Secret;
@@ -44,7 +45,20 @@ impl EnvPlan {
     }
 }
 
-pub fn resolve_env(env: &BTreeMap<String, EnvValue>, host: &HostEnv) -> Result<EnvPlan, PlanError> {
+#[cfg(test)]
+pub(crate) fn resolve_env(
+    env: &BTreeMap<String, EnvValue>,
+    host: &HostEnv,
+) -> Result<EnvPlan, PlanError> {
+    resolve_env_with(env, host, &mut Creds::strict())
+}
+
+/// [`resolve_env`], recording each `${VAR}` host value an entry takes in `creds`.
+pub(crate) fn resolve_env_with(
+    env: &BTreeMap<String, EnvValue>,
+    host: &HostEnv,
+    creds: &mut Creds,
+) -> Result<EnvPlan, PlanError> {
     let mut plan = EnvPlan::default();
     for (name, value) in env {
         match value {
@@ -55,7 +69,18 @@ pub fn resolve_env(env: &BTreeMap<String, EnvValue>, host: &HostEnv) -> Result<E
                 plan.prompted.insert(name.clone(), message.clone());
             }
             EnvValue::Interpolate(template) => {
-                let v = interpolate(name, template, host)?;
+                let used_by = format!("env.{name}");
+                for var in crate::manifest::template::references(template) {
+                    creds.note(&used_by, var, host.vars.contains_key(var));
+                }
+                let v = if creds.record_unset {
+                    crate::manifest::template::interpolate(template, |var| {
+                        Some(host.vars.get(var).cloned().unwrap_or_default())
+                    })
+                    .unwrap_or_default()
+                } else {
+                    interpolate(name, template, host)?
+                };
                 plan.forwarded.insert(name.clone(), Secret::new(v));
             }
         }

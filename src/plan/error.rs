@@ -79,6 +79,12 @@ pub enum PlanError {
     },
     #[error("{} holds no PEM certificate; point {} at PEM files or a directory of them", .path.display(), crate::envvars::EXTRA_CA_CERTS)]
     ExtraCaNotPem { path: PathBuf },
+    /// A bottle-declared credential or host value is missing; `path` is the bottle file.
+    #[error("{}: {inner}", path.display())]
+    InBottle {
+        path: PathBuf,
+        inner: Box<PlanError>,
+    },
     #[error(transparent)]
     CodexAuth(#[from] CodexAuthError),
     #[error("could not read a value for env `{name}`: {reason}; run `start` from a terminal")]

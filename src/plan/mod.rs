@@ -11,6 +11,7 @@
 
 mod cas;
 pub mod codex_auth;
+mod creds;
 mod env;
 mod error;
 mod git;
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use cas::{SYSTEM_EXTRA_CA_DIR, extra_cas};
+pub use creds::CredentialUse;
 pub use env::{EnvPlan, interpolate};
 pub use error::PlanError;
 pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
@@ -163,6 +165,8 @@ pub struct BottlePlan {
     pub remote_control: bool,
     /// The agent's system prompt (the Markdown body).
     pub prompt: String,
+    /// Every credential the bottle uses and whether the host has it (never a value).
+    pub credentials: Vec<CredentialUse>,
 }
 
 impl BottlePlan {
@@ -190,12 +194,39 @@ impl BottlePlan {
     }
 }
 
-/// Resolve the complete plan for starting `agent`.
+/// Resolve the complete plan for starting `agent`; a credential the host lacks is an error
+/// naming the bottle file.
 pub fn resolve(
     m: &Manifest,
     agent: &str,
     opts: &StartOptions,
     host: &HostEnv,
+) -> Result<BottlePlan, PlanError> {
+    resolve_with(m, agent, opts, host, &mut creds::Creds::strict())
+}
+
+/// The same plan for describing an agent (`info`): a missing credential is recorded as not
+/// set in [`BottlePlan::credentials`] instead of refused, and its slot holds an empty value.
+/// Such a plan must never be launched.
+pub fn resolve_for_info(
+    m: &Manifest,
+    agent: &str,
+    opts: &StartOptions,
+    host: &HostEnv,
+) -> Result<BottlePlan, PlanError> {
+    let mut creds = creds::Creds {
+        record_unset: true,
+        ..Default::default()
+    };
+    resolve_with(m, agent, opts, host, &mut creds)
+}
+
+fn resolve_with(
+    m: &Manifest,
+    agent: &str,
+    opts: &StartOptions,
+    host: &HostEnv,
+    creds: &mut creds::Creds,
 ) -> Result<BottlePlan, PlanError> {
     let a = m
         .agents
@@ -223,11 +254,23 @@ pub fn resolve(
     )?;
     let state_dir = m.root.join("state").join(&identity);
 
+    // A missing host credential is named with the bottle file that asks for it.
+    let in_bottle = |e: PlanError| match e {
+        PlanError::MissingAuthToken { .. }
+        | PlanError::MissingTokenRef { .. }
+        | PlanError::MissingHostVar { .. } => PlanError::InBottle {
+            path: b.path.clone(),
+            inner: Box::new(e),
+        },
+        other => other,
+    };
     let (provider, provider_routes) =
-        provider::resolve_provider(b, opts.resume, opts.remote_control, host)?;
-    let env = env::resolve_env(&b.env, host)?;
+        provider::resolve_provider_with(b, opts.resume, opts.remote_control, host, creds)
+            .map_err(in_bottle)?;
+    let env = env::resolve_env_with(&b.env, host, creds).map_err(in_bottle)?;
     let (routes, egress_tokens) =
-        routes::effective_routes(&provider_routes, &b.egress.routes, host)?;
+        routes::effective_routes_with(&provider_routes, &b.egress.routes, host, creds)
+            .map_err(in_bottle)?;
     let image = image::resolve_image(b, &identity, &state_dir, host)?;
     let extra_cas = cas::extra_cas(host)?;
     let skills = skills::resolve_skills(&a.skills, host)?;
@@ -261,6 +304,7 @@ pub fn resolve(
         supervise: b.supervise,
         remote_control: opts.remote_control,
         prompt: a.prompt.clone(),
+        credentials: std::mem::take(&mut creds.uses),
     })
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use super::codex_auth;
+use super::creds::Creds;
 use super::routes::{ProviderRoute, ProviderRouteAuth};
 use super::{HostEnv, PlanError};
 use crate::manifest::{AuthScheme, Bottle, ProviderKind};
@@ -121,6 +122,17 @@ pub fn resolve_provider(
     remote_control: bool,
     host: &HostEnv,
 ) -> Result<(ProviderPlan, Vec<ProviderRoute>), PlanError> {
+    resolve_provider_with(bottle, resume, remote_control, host, &mut Creds::strict())
+}
+
+/// [`resolve_provider`], recording the credentials it reads in `creds`.
+pub(crate) fn resolve_provider_with(
+    bottle: &Bottle,
+    resume: bool,
+    remote_control: bool,
+    host: &HostEnv,
+    creds: &mut Creds,
+) -> Result<(ProviderPlan, Vec<ProviderRoute>), PlanError> {
     let ap = &bottle.agent_provider;
     let kind = ap.template;
     if ap.auth_token.is_some() && kind != ProviderKind::Claude {
@@ -161,16 +173,16 @@ pub fn resolve_provider(
             let auth = match &ap.auth_token {
                 None => None,
                 Some(var) => {
-                    let value = host
-                        .var_nonempty(var)
-                        .ok_or_else(|| PlanError::MissingAuthToken { var: var.clone() })?;
+                    let value = creds.var(host, var, "agent_provider.auth_token", || {
+                        PlanError::MissingAuthToken { var: var.clone() }
+                    })?;
                     plan.env
                         .insert(CLAUDE_OAUTH_ENV.into(), EGRESS_PLACEHOLDER.into());
                     plan.hidden_env.insert(CLAUDE_OAUTH_ENV.into());
                     Some(ProviderRouteAuth {
                         scheme: AuthScheme::Bearer,
                         token_ref: var.clone(),
-                        value: Secret::new(value),
+                        value,
                     })
                 }
             };
@@ -189,14 +201,29 @@ pub fn resolve_provider(
                 mode: 0o600,
                 contents: codex_config_toml(GUEST_WORKDIR),
             });
-            let auth = if ap.forward_host_credentials {
-                let path = codex_auth::auth_path(
+            const USED_BY: &str = "agent_provider.forward_host_credentials";
+            let fwd = if ap.forward_host_credentials {
+                let read = codex_auth::auth_path(
                     host.vars.get("CODEX_HOME").map(String::as_str),
                     host.home.as_deref(),
-                )?;
+                )
                 // A relative $CODEX_HOME is taken against the host cwd, not the process cwd.
-                let path = host.cwd.join(path);
-                let fwd = codex_auth::read_host_auth(&path, host.now_unix)?;
+                .and_then(|path| codex_auth::read_host_auth(&host.cwd.join(path), host.now_unix));
+                match read {
+                    Ok(fwd) => {
+                        creds.note(USED_BY, codex_auth::TOKEN_SOURCE, true);
+                        Some(fwd)
+                    }
+                    Err(_) if creds.record_unset => {
+                        creds.note(USED_BY, codex_auth::TOKEN_SOURCE, false);
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                None
+            };
+            let auth = if let Some(fwd) = fwd {
                 plan.env
                     .insert("CODEX_HOME".into(), CODEX_GUEST_HOME.into());
                 plan.files.push(ProvisionFile {
@@ -219,6 +246,13 @@ pub fn resolve_provider(
                     scheme: AuthScheme::Bearer,
                     token_ref: codex_auth::TOKEN_SOURCE.into(),
                     value: fwd.access_token,
+                })
+            } else if ap.forward_host_credentials {
+                // Recorded as not set above: the routes still show who would inject what.
+                Some(ProviderRouteAuth {
+                    scheme: AuthScheme::Bearer,
+                    token_ref: codex_auth::TOKEN_SOURCE.into(),
+                    value: Secret::new(""),
                 })
             } else {
                 None

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
+use super::creds::Creds;
 use super::{HostEnv, PlanError};
 use crate::manifest::{AuthScheme, Route};
 use crate::secret::Secret;
@@ -52,10 +53,21 @@ pub struct ProviderRouteAuth {
 }
 
 /// The merged table and the slot values (`EGRESS_TOKEN_<n>` → credential).
-pub fn effective_routes(
+#[cfg(test)]
+pub(crate) fn effective_routes(
     provider: &[ProviderRoute],
     manifest: &[Route],
     host: &HostEnv,
+) -> Result<(Vec<EgressRoute>, BTreeMap<String, Secret>), PlanError> {
+    effective_routes_with(provider, manifest, host, &mut Creds::strict())
+}
+
+/// [`effective_routes`], recording the route credentials it reads in `creds`.
+pub(crate) fn effective_routes_with(
+    provider: &[ProviderRoute],
+    manifest: &[Route],
+    host: &HostEnv,
+    creds: &mut Creds,
 ) -> Result<(Vec<EgressRoute>, BTreeMap<String, Secret>), PlanError> {
     let owned: BTreeSet<String> = provider
         .iter()
@@ -86,14 +98,14 @@ pub fn effective_routes(
             .auth
             .as_ref()
             .map(|a| {
-                slots.assign(a.scheme, &a.token_ref, || {
-                    host.var_nonempty(&a.token_ref)
-                        .map(Secret::new)
-                        .ok_or_else(|| PlanError::MissingTokenRef {
-                            host: host_name.clone(),
-                            var: a.token_ref.clone(),
-                        })
-                })
+                let used_by = format!("egress {host_name}");
+                let value = creds.var(host, &a.token_ref, &used_by, || {
+                    PlanError::MissingTokenRef {
+                        host: host_name.clone(),
+                        var: a.token_ref.clone(),
+                    }
+                })?;
+                slots.assign(a.scheme, &a.token_ref, || Ok(value))
             })
             .transpose()?;
         out.push(EgressRoute {

@@ -61,6 +61,12 @@ impl fmt::Display for BottlePlan {
                 "workspace",
                 format_args!("{} (copied in)", self.cwd.display()),
             )?;
+        } else {
+            line(
+                f,
+                "workspace",
+                format_args!("empty (start with --cwd to copy {} in)", self.cwd.display()),
+            )?;
         }
         let env: Vec<&str> = self.visible_env_names();
         let env_text = if env.is_empty() {
@@ -99,22 +105,8 @@ impl fmt::Display for BottlePlan {
         if !upstreams.is_empty() {
             list(f, "git-gate", &upstreams)?;
         }
-        let routes: Vec<String> = self
-            .routes
-            .iter()
-            .map(|r| {
-                let mut s = r.host.clone();
-                if !r.path_allowlist.is_empty() {
-                    s.push(' ');
-                    s.push_str(&r.path_allowlist.join(" "));
-                }
-                if let Some(a) = &r.auth {
-                    s.push_str(&format!(" [auth:{}]", a.scheme.as_str()));
-                }
-                s
-            })
-            .collect();
-        list(f, "egress", &routes)?;
+        list(f, "egress", &self.route_lines())?;
+        list(f, "creds", &self.credential_lines())?;
         line(f, "supervise", if self.supervise { "on" } else { "off" })?;
         if self.remote_control {
             line(f, "remote", "on (--remote-control)")?;
@@ -122,6 +114,106 @@ impl fmt::Display for BottlePlan {
         if self.resume {
             line(f, "resume", "continuing the last session")?;
         }
+        line(f, "gates", GATES)?;
         writeln!(f)
+    }
+}
+
+/// Which layer enforces the routes above. The route keys under `pipelock:` are applied by the
+/// egress proxy itself; no separate pipelock process runs.
+pub const GATES: &str = "egress enforces the routes: host and path allowlists, credential injection, secret scan, SSRF guard, and the `pipelock:` keys (tls_passthrough, ssrf_ip_allowlist)";
+
+impl BottlePlan {
+    /// One line per egress route, provider routes first: host, path allowlist, auth scheme
+    /// and where its credential comes from (whether it is set), TLS passthrough, SSRF
+    /// allowlist. Shared by the preflight and `info`.
+    pub fn route_lines(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|r| {
+                let mut s = r.host.clone();
+                if !r.path_allowlist.is_empty() {
+                    s.push_str(&format!(" paths {}", r.path_allowlist.join(" ")));
+                }
+                if let Some(a) = &r.auth {
+                    let set = if self.credential_set(&a.token_ref) {
+                        "set"
+                    } else {
+                        "NOT SET"
+                    };
+                    s.push_str(&format!(
+                        " [auth:{} from {}, {set}]",
+                        a.scheme.as_str(),
+                        a.token_ref
+                    ));
+                }
+                // A credentialed route is intercepted to inject, whatever its passthrough flag.
+                if r.tls_passthrough && r.auth.is_none() {
+                    s.push_str(" [tls passthrough: not inspected]");
+                }
+                if !r.ssrf_ip_allowlist.is_empty() {
+                    let nets: Vec<String> =
+                        r.ssrf_ip_allowlist.iter().map(|n| n.to_string()).collect();
+                    s.push_str(&format!(" [ssrf allow {}]", nets.join(" ")));
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// One line per credential: what uses it, where it comes from, whether it is set.
+    pub fn credential_lines(&self) -> Vec<String> {
+        self.credentials
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} ← {} ({})",
+                    c.used_by,
+                    c.source,
+                    if c.set { "set" } else { "NOT SET" }
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every recorded use of `source` found a value (true when none was recorded).
+    pub fn credential_set(&self, source: &str) -> bool {
+        self.credentials
+            .iter()
+            .filter(|c| c.source == source)
+            .all(|c| c.set)
+    }
+
+    /// The routes as structured JSON for `info --json`: no notes inside strings.
+    pub fn routes_json(&self) -> serde_json::Value {
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "host": r.host,
+                    "path_allowlist": r.path_allowlist,
+                    "auth": r.auth.as_ref().map(|a| serde_json::json!({
+                        "scheme": a.scheme.as_str(),
+                        "token_ref": a.token_ref,
+                        "set": self.credential_set(&a.token_ref),
+                    })),
+                    "tls_passthrough": r.tls_passthrough,
+                    "ssrf_ip_allowlist": r
+                        .ssrf_ip_allowlist
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(routes)
+    }
+
+    /// A dry-run note for a backend that is not built yet (`None` once it is).
+    pub fn backend_not_built(&self) -> Option<String> {
+        (self.backend == super::BackendKind::Smolmachines).then(|| {
+            "the `smolmachines` backend is not available yet; `start` will refuse it (use `--backend docker`)".to_string()
+        })
     }
 }

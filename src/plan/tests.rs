@@ -309,7 +309,7 @@ fn no_codex_token_in_summary_debug_or_files() {
             assert!(!blob.contains(s), "leak of {s}");
         }
     }
-    assert!(format!("{plan}").contains("chatgpt.com [auth:Bearer]"));
+    assert!(format!("{plan}").contains("chatgpt.com [auth:Bearer from "));
 }
 
 #[test]
@@ -323,8 +323,9 @@ fn summary_shows_names_markers_and_hides_placeholders() {
         "bot-bottle-reviewer-k3j9x2",
         "runsc",
         "GH, LIT, PIN (prompt)",
-        "api.anthropic.com [auth:Bearer]",
-        "github.com [auth:Bearer]",
+        "api.anthropic.com [auth:Bearer from CLAUDE_TOK, set]\n",
+        "github.com [auth:Bearer from GH_PAT, set]",
+        "egress github.com ← GH_PAT (set)",
         "pypi.example",
         "supervise  on",
         "claude",
@@ -337,7 +338,7 @@ fn summary_shows_names_markers_and_hides_placeholders() {
         !s.contains("Enter PIN"),
         "prompt messages are not part of the summary"
     );
-    assert!(!s.contains("[auth:Bearer]\n  egress"));
+    assert!(!s.contains("set]\n  egress"));
 }
 
 #[test]
@@ -407,6 +408,78 @@ fn validation_errors_stop_resolution() {
 }
 
 #[test]
+fn missing_credentials_name_the_bottle_file() {
+    let (m, mut h, _) = secretful();
+    let path = m.bottles["dev"].path.display().to_string();
+    for var in ["CLAUDE_TOK", "GH_PAT", "GH_HOST"] {
+        let mut h2 = h.clone();
+        h2.vars.remove(var);
+        let e = resolve(&m, "reviewer", &opts(), &h2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("{path}: ")) && e.contains(var),
+            "{e}"
+        );
+    }
+    h.vars.remove("GH_PAT");
+    assert!(matches!(
+        resolve(&m, "reviewer", &opts(), &h),
+        Err(PlanError::InBottle { .. })
+    ));
+}
+
+#[test]
+fn info_plan_records_which_credentials_are_set() {
+    let (m, mut h, secrets) = secretful();
+    h.vars.remove("GH_PAT");
+    h.vars.remove("GH_HOST");
+    let plan = resolve_for_info(&m, "reviewer", &opts(), &h).unwrap();
+    let state: Vec<(&str, &str, bool)> = plan
+        .credentials
+        .iter()
+        .map(|c| (c.used_by.as_str(), c.source.as_str(), c.set))
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("agent_provider.auth_token", "CLAUDE_TOK", true),
+            ("env.GH", "GH_HOST", false),
+            ("egress github.com", "GH_PAT", false),
+            ("egress uploads.github.com", "GH_PAT", false),
+        ]
+    );
+    let s = format!("{plan}");
+    assert!(
+        s.contains("github.com [auth:Bearer from GH_PAT, NOT SET]"),
+        "{s}"
+    );
+    assert!(s.contains("[auth:Bearer from CLAUDE_TOK, set]"), "{s}");
+    for v in secrets {
+        assert!(!s.contains(v) && !format!("{plan:?}").contains(v));
+    }
+    // The same bottle with everything set gives the same routes from `resolve`.
+    let (m, h, _) = secretful();
+    let strict = resolve(&m, "reviewer", &opts(), &h).unwrap();
+    let info = resolve_for_info(&m, "reviewer", &opts(), &h).unwrap();
+    assert_eq!(strict.route_lines(), info.route_lines());
+    assert!(strict.credentials.iter().all(|c| c.set));
+}
+
+#[test]
+fn dry_run_notes_an_unbuilt_backend() {
+    let (m, h, _) = secretful();
+    let mut o = opts();
+    assert_eq!(
+        resolve(&m, "reviewer", &o, &h).unwrap().backend_not_built(),
+        None
+    );
+    o.backend = BackendKind::Smolmachines;
+    let note = resolve(&m, "reviewer", &o, &h).unwrap().backend_not_built();
+    assert!(note.is_some_and(|n| n.contains("smolmachines") && n.contains("not available yet")));
+}
+
+#[test]
 fn every_error_message_is_one_line_with_a_way_out() {
     use super::codex_auth::CodexAuthError as C;
     let p = || PathBuf::from("/p");
@@ -430,6 +503,10 @@ fn every_error_message_is_one_line_with_a_way_out() {
             var: s(),
         },
         PlanError::MissingAuthToken { var: s() },
+        PlanError::InBottle {
+            path: p(),
+            inner: Box::new(PlanError::MissingAuthToken { var: s() }),
+        },
         PlanError::AuthTokenNotClaude { bottle: s() },
         PlanError::ForwardCredentialsNotCodex { bottle: s() },
         PlanError::RemoteControlUnsupported { provider: "codex" },

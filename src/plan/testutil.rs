@@ -49,6 +49,7 @@ pub fn manifest(bottles: Vec<Bottle>, agents: Vec<Agent>) -> Manifest {
         root: PathBuf::from("/root/.bot-bottle"),
         bottles: bottles.into_iter().map(|b| (b.name.clone(), b)).collect(),
         agents: agents.into_iter().map(|a| (a.name.clone(), a)).collect(),
+        broken: Default::default(),
         warnings: Vec::new(),
     }
 }
