@@ -3,3 +3,4 @@
 
 pub mod docker;
 pub mod interrupt;
+pub mod smolmachines;

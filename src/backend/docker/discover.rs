@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::compose::{LABEL_AGENT, LABEL_IDENTITY, LABEL_SERVICE};
+use super::compose::{LABEL_AGENT, LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
 use super::{DockerError, NAME_PREFIX, check, docker};
 use crate::runner::Runner;
 
@@ -68,7 +68,11 @@ pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
             continue;
         };
         let entry = by_id.entry(id.clone()).or_insert_with(|| ActiveBottle {
-            backend: "docker",
+            // The smolmachines bundle is a Docker container too; its label says whose it is.
+            backend: match c.labels.get(LABEL_BACKEND).map(String::as_str) {
+                Some("smolmachines") => "smolmachines",
+                _ => "docker",
+            },
             identity: id.clone(),
             agent: c.labels.get(LABEL_AGENT).cloned().unwrap_or_default(),
             services: Vec::new(),

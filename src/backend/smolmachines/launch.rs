@@ -1,0 +1,559 @@
+//! The smolmachines launch sequence: alias → state dir → sidecar bundle (Docker, published
+//! on the alias) → agent artifact (cache or pack) → `machine create` with the alias /32 as
+//! the only allowed CIDR (plus the database patch where smolvm drops it) → `machine start`
+//! → ownership repair → one provisioning stream through `machine exec` → provider checks →
+//! the session with terminal-size forwarding → transcript snapshot through `machine cp` →
+//! teardown in reverse order.
+//!
+//! Every step that creates something pushes its undo first, so a failure, a Ctrl-C or a
+//! normal exit unwind the same stack, as in the Docker backend's launch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::pack::{self, Artifact, Registry};
+use super::{
+    BACKEND_NAME, LABEL_ALIAS, LABEL_BACKEND_KV, SmolError, alias, bundle, check, version, vm,
+};
+use crate::backend::docker::{ComposeCmd, discover, launch as docker_launch, provision};
+use crate::backend::interrupt;
+use crate::plan::{BottlePlan, PREFIX};
+use crate::runner::{ProcessSpec, Runner};
+
+pub const COMPOSE_FILE: &str = "compose.yaml";
+/// How often, and how long apart, readiness is asked after `machine start`.
+const READY_TRIES: u32 = 50;
+const READY_PAUSE: Duration = Duration::from_millis(200);
+const REGISTRY_TRIES: u32 = 50;
+
+/// Facts about the host the launch needs, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct SmolHost {
+    /// macOS needs loopback aliases added; elsewhere `127.0.0.0/8` is routed already.
+    pub macos: bool,
+    /// `<cache>/bot-bottle/smolmachines`: artifacts and the allocation lock.
+    pub cache_dir: PathBuf,
+    /// smolvm's machine database (for the allowlist workaround).
+    pub smolvm_db: PathBuf,
+    /// From `smolvm --version`; `None` when unreadable.
+    pub version: Option<version::SmolvmVersion>,
+}
+
+/// What the launch undoes, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// A command that removes something (compose down, machine stop/delete, registry rm).
+    Run(ProcessSpec),
+    RemoveFile(PathBuf),
+    StateDir(PathBuf),
+}
+
+/// What the caller passes in: everything that is not the plan.
+pub struct Launcher<'a> {
+    pub runner: &'a dyn Runner,
+    pub host: SmolHost,
+    pub compose: ComposeCmd,
+    pub agent_image: String,
+    pub sidecar_image: String,
+    pub extra_ca_pem: Option<String>,
+    pub say: &'a dyn Fn(&str),
+    pub warn: &'a dyn Fn(&str),
+    /// Unix seconds, for metadata and tar mtimes.
+    pub now: u64,
+}
+
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub identity: String,
+    pub exit_code: i32,
+    pub preserved: bool,
+}
+
+/// The live part of a launch.
+pub struct Bottle {
+    pub identity: String,
+    pub machine: String,
+    pub alias: Ipv4Addr,
+    pub state_dir: PathBuf,
+    undo: Vec<Undo>,
+}
+
+/// The VM's name: `bot-bottle-<identity>`.
+pub fn machine_name(identity: &str) -> String {
+    format!("{PREFIX}{identity}")
+}
+
+/// The agent's environment in the VM: the Docker backend's, with the proxy pointed at the
+/// bundle on the alias instead of the in-container relay.
+pub fn agent_env(plan: &BottlePlan, alias: Ipv4Addr) -> BTreeMap<String, String> {
+    let mut env = docker_launch::agent_env(plan);
+    let proxy = format!("http://{alias}:{}", bundle::EGRESS_PORT);
+    for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        env.insert(k.to_string(), proxy.clone());
+    }
+    env
+}
+
+/// Aliases carried by running smolmachines bundles (from `docker ps` labels).
+pub fn aliases_in_use(ps_json: &str) -> BTreeSet<Ipv4Addr> {
+    discover::parse_ps(ps_json)
+        .iter()
+        .filter_map(|c| c.labels.get(LABEL_ALIAS))
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// `docker ps` of running smolmachines bundles.
+pub fn bundles_spec() -> ProcessSpec {
+    ProcessSpec::new("docker").args([
+        "ps",
+        "--filter",
+        &format!("label={LABEL_BACKEND_KV}"),
+        "--format",
+        "{{json .}}",
+    ])
+}
+
+impl Launcher<'_> {
+    fn check_interrupt(&self) -> Result<(), SmolError> {
+        if interrupt::interrupted() {
+            Err(SmolError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Create the bottle; on failure everything created so far is removed first.
+    pub fn create(&self, plan: &BottlePlan) -> Result<Bottle, SmolError> {
+        super::check_plan(plan)?;
+        let mut b = Bottle {
+            identity: plan.identity.clone(),
+            machine: machine_name(&plan.identity),
+            alias: Ipv4Addr::LOCALHOST,
+            state_dir: plan.root.join("state").join(&plan.identity),
+            undo: Vec::new(),
+        };
+        match self.bring_up(plan, &mut b) {
+            Ok(()) => Ok(b),
+            Err(e) => {
+                self.teardown(&mut b);
+                Err(e)
+            }
+        }
+    }
+
+    fn bring_up(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), SmolError> {
+        // The lock covers reading the aliases in use until this bundle carries its own.
+        let lock_path = self.host.cache_dir.join("alias.lock");
+        let lock =
+            alias::AllocationLock::acquire(&lock_path).map_err(|e| SmolError::io(&lock_path, e))?;
+        let ps = check(self.runner, &bundles_spec())?;
+        b.alias =
+            alias::allocate(&aliases_in_use(&ps.stdout_str())).ok_or(SmolError::PoolExhausted)?;
+        if self.host.macos {
+            self.ensure_aliases()?;
+        }
+        self.check_interrupt()?;
+
+        let state = self.state_dir(plan, b)?;
+        let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
+            .map_err(|e| SmolError::Refused(format!("cannot mint the bottle CA: {e}")))?;
+        let state_err = |e: crate::state::StateError| SmolError::Refused(e.to_string());
+        for (name, contents, mode) in
+            bundle::files(plan, &ca_cert, &ca_key, self.extra_ca_pem.as_deref())
+        {
+            state
+                .write_file(&format!("sidecar/{name}"), contents, Some(mode))
+                .map_err(state_err)?;
+        }
+        std::fs::create_dir_all(b.state_dir.join("logs"))
+            .map_err(|e| SmolError::io(b.state_dir.join("logs"), e))?;
+        state
+            .write_file("ca.pem", &ca_cert, Some(0o644))
+            .map_err(state_err)?;
+        let input = bundle::compose_input(plan, &self.sidecar_image, &b.state_dir, self.compose.v1);
+        let compose_file = state
+            .write_file(
+                COMPOSE_FILE,
+                crate::yaml::to_yaml_string(&bundle::render(&input, b.alias)),
+                Some(0o644),
+            )
+            .map_err(state_err)?;
+        self.check_interrupt()?;
+
+        (self.say)(&format!(
+            "starting the sidecar bundle of `{}` on {}",
+            b.identity, b.alias
+        ));
+        let project = plan.names.project.as_str();
+        b.undo.push(Undo::Run(self.compose.spec(
+            project,
+            &compose_file,
+            &["down", "--volumes", "--remove-orphans", "--timeout", "2"],
+        )));
+        let args: &[&str] = if self.compose.v1 {
+            &["up", "-d"]
+        } else {
+            &["up", "-d", "--no-build"]
+        };
+        let mut up = self.compose.spec(project, &compose_file, args);
+        // Egress tokens reach the bundle through the compose child's environment only.
+        for (k, v) in &plan.egress_tokens {
+            up = up.secret_env(k.clone(), v.clone());
+        }
+        check(self.runner, &up)?;
+        drop(lock);
+        self.check_interrupt()?;
+
+        let payload = self.ensure_artifact(plan)?;
+        self.check_interrupt()?;
+
+        let cidr = alias::allow_cidr(b.alias);
+        (self.say)(&format!("creating VM `{}` (allowed: {cidr})", b.machine));
+        b.undo.push(Undo::Run(vm::delete_spec(&b.machine)));
+        check(self.runner, &vm::create_spec(&b.machine, &payload, &cidr))?;
+        if version::needs_allowlist_patch(self.host.version) {
+            self.patch_allowlist(&b.machine, &cidr)?;
+        }
+        self.check_interrupt()?;
+        b.undo.push(Undo::Run(vm::stop_spec(&b.machine)));
+        check(self.runner, &vm::start_spec(&b.machine))?;
+        self.wait_ready(&b.machine)?;
+        check(
+            self.runner,
+            &vm::exec_root_spec(&b.machine, &["sh", "-c", vm::INIT_SCRIPT], false),
+        )?;
+        self.check_interrupt()?;
+
+        (self.say)("provisioning");
+        let transcript = b.state_dir.join(crate::state::TRANSCRIPT_DIR);
+        let stream = provision::build(&provision::ProvisionInput {
+            plan,
+            ca_cert_pem: &ca_cert,
+            transcript: plan.resume.then_some(transcript.as_path()),
+            mtime: self.now,
+        })?;
+        let script = provision::root_script();
+        check(
+            self.runner,
+            &vm::exec_root_spec(&b.machine, &["sh", "-c", script.as_str()], true).stdin(stream),
+        )?;
+        self.check_interrupt()?;
+        let env = agent_env(plan, b.alias);
+        for cmd in &plan.provider.verify {
+            let out = self
+                .runner
+                .run(&vm::agent_exec_spec(&b.machine, &env, cmd, false))?;
+            if !out.success() {
+                return Err(SmolError::Refused(format!(
+                    "`{}` failed in the bottle ({}); check the provider login on the host",
+                    cmd.join(" "),
+                    out.stderr_str()
+                        .trim()
+                        .lines()
+                        .last()
+                        .unwrap_or("no output")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn state_dir(
+        &self,
+        plan: &BottlePlan,
+        b: &mut Bottle,
+    ) -> Result<crate::state::StateDir, SmolError> {
+        if !b.state_dir.exists() {
+            b.undo.push(Undo::StateDir(b.state_dir.clone()));
+        }
+        let state = if plan.resume {
+            crate::state::StateDir::open(&plan.root, &b.identity)
+        } else {
+            crate::state::StateDir::create(&plan.root, &b.identity)
+        }
+        .map_err(|e| SmolError::Refused(e.to_string()))?;
+        state
+            .write_metadata(&crate::state::Metadata {
+                identity: b.identity.clone(),
+                agent: plan.agent.clone(),
+                bottle: plan.bottle.clone(),
+                cwd: plan.cwd.clone(),
+                copy_cwd: plan.copy_cwd,
+                started_at: crate::state::Metadata::now_rfc3339(),
+                compose_project: plan.names.project.clone(),
+                backend: BACKEND_NAME.to_string(),
+            })
+            .map_err(|e| SmolError::Refused(e.to_string()))?;
+        Ok(state)
+    }
+
+    /// macOS: add every missing pool alias with one sudo call (they last until reboot).
+    fn ensure_aliases(&self) -> Result<(), SmolError> {
+        let out = check(self.runner, &alias::show_lo0_spec())?;
+        let missing = alias::missing_on_lo0(&out.stdout_str());
+        if missing.is_empty() {
+            return Ok(());
+        }
+        (self.say)(&format!(
+            "adding {} loopback aliases on lo0 (127.0.0.16-127.0.0.31) so each bottle's VM can reach only its own bundle; sudo asks once, they last until reboot",
+            missing.len()
+        ));
+        let code = self
+            .runner
+            .run_interactive(&alias::add_aliases_spec(&missing))?;
+        if code != 0 {
+            return Err(SmolError::AliasSetup(code));
+        }
+        Ok(())
+    }
+
+    /// The smolvm versions that drop `--allow-cidr`: write it into the machine database
+    /// before the VM starts, and refuse if that cannot be done.
+    fn patch_allowlist(&self, machine: &str, cidr: &str) -> Result<(), SmolError> {
+        let db = &self.host.smolvm_db;
+        let shown = self
+            .host
+            .version
+            .map_or_else(|| "(unknown version)".to_string(), |v| v.to_string());
+        let fail = |reason: String| SmolError::Allowlist {
+            version: shown.clone(),
+            db: db.clone(),
+            reason,
+        };
+        if !db.is_file() {
+            return Err(fail("does not exist".into()));
+        }
+        tracing::info!(
+            "smolvm {shown}: writing the allowlist of `{machine}` into {}",
+            db.display()
+        );
+        let out = self
+            .runner
+            .run(&version::patch_spec(db, machine, &[cidr.to_string()]))
+            .map_err(|e| fail(format!("could not be updated ({e})")))?;
+        if !out.success() {
+            return Err(fail(format!(
+                "could not be updated ({})",
+                out.stderr_str().trim()
+            )));
+        }
+        if !version::patched_one_row(&out.stdout_str()) {
+            return Err(fail(format!("has no row for `{machine}`")));
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&self, machine: &str) -> Result<(), SmolError> {
+        let probe = vm::exec_root_spec(machine, &["true"], false);
+        for _ in 0..READY_TRIES {
+            self.check_interrupt()?;
+            if self.runner.run(&probe)?.success() {
+                return Ok(());
+            }
+            std::thread::sleep(READY_PAUSE);
+        }
+        Err(SmolError::NotReady(machine.to_string()))
+    }
+
+    /// The agent image as a smolmachine payload: from the cache when this image id was
+    /// packed before, else packed now through a throwaway registry.
+    fn ensure_artifact(&self, plan: &BottlePlan) -> Result<PathBuf, SmolError> {
+        let out = check(self.runner, &pack::image_id_spec(&self.agent_image))?;
+        let id = out.stdout_str();
+        let key = pack::cache_key(&id).ok_or_else(|| SmolError::ImageId {
+            image: self.agent_image.clone(),
+            got: id.trim().to_string(),
+        })?;
+        let cached = Artifact::cached(&self.host.cache_dir, &key);
+        if cached.payload.is_file() {
+            tracing::info!("agent artifact cached: {}", cached.payload.display());
+            return Ok(cached.payload);
+        }
+        (self.say)(&format!(
+            "packing `{}` for smolvm (once per image)",
+            self.agent_image
+        ));
+        std::fs::create_dir_all(&self.host.cache_dir)
+            .map_err(|e| SmolError::io(&self.host.cache_dir, e))?;
+        let mut undo = Vec::new();
+        let result = self.pack(plan, &key, &cached, &mut undo);
+        self.unwind(&mut undo);
+        result.map(|()| cached.payload)
+    }
+
+    fn pack(
+        &self,
+        plan: &BottlePlan,
+        key: &str,
+        cached: &Artifact,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), SmolError> {
+        let reg = Registry::for_identity(&plan.identity);
+        undo.push(Undo::Run(reg.network_remove()));
+        check(self.runner, &reg.network_create(&plan.identity))?;
+        undo.push(Undo::Run(reg.remove()));
+        check(self.runner, &reg.run(&plan.identity))?;
+        let port_out = check(self.runner, &reg.port())?;
+        let port = pack::parse_port(&port_out.stdout_str()).ok_or_else(|| {
+            SmolError::Refused(format!(
+                "`docker port {}` named no port (`{}`)",
+                reg.container,
+                port_out.stdout_str().trim()
+            ))
+        })?;
+        let mut ready = false;
+        for _ in 0..REGISTRY_TRIES {
+            self.check_interrupt()?;
+            if self.runner.run(&reg.ready())?.success() {
+                ready = true;
+                break;
+            }
+            std::thread::sleep(READY_PAUSE);
+        }
+        if !ready {
+            return Err(SmolError::Refused(format!(
+                "the local registry `{}` did not answer; see `docker logs {}`",
+                reg.container, reg.container
+            )));
+        }
+        let tarball = self
+            .host
+            .cache_dir
+            .join(format!(".{key}.{}.image.tar", plan.identity));
+        undo.push(Undo::RemoveFile(tarball.clone()));
+        check(self.runner, &pack::save_spec(&self.agent_image, &tarball))?;
+        check(self.runner, &reg.push(&tarball, key))?;
+        self.check_interrupt()?;
+        let partial = Artifact::partial(&self.host.cache_dir, key, &plan.identity);
+        undo.push(Undo::RemoveFile(partial.stub.clone()));
+        undo.push(Undo::RemoveFile(partial.payload.clone()));
+        check(self.runner, &pack::pack_spec(port, key, &partial))?;
+        if !partial.payload.is_file() {
+            return Err(SmolError::Refused(format!(
+                "`smolvm pack create` wrote no `{}`",
+                partial.payload.display()
+            )));
+        }
+        // Payload last: its presence is what marks the cache entry complete.
+        if partial.stub.is_file() {
+            rename(&partial.stub, &cached.stub)?;
+        }
+        rename(&partial.payload, &cached.payload)
+    }
+
+    /// The interactive session, with the terminal size forwarded while it runs.
+    pub fn session(&self, plan: &BottlePlan, b: &Bottle, tty: bool) -> Result<i32, SmolError> {
+        let spec = vm::agent_exec_spec(
+            &b.machine,
+            &agent_env(plan, b.alias),
+            &plan.provider.command,
+            tty,
+        );
+        let run = || self.runner.run_interactive(&spec);
+        let code = if tty {
+            vm::with_size_forwarding(self.runner, &b.machine, &vm::host_terminal_size, run)
+        } else {
+            run()
+        }?;
+        Ok(code)
+    }
+
+    /// Copy the provider's transcript dir out of the VM into the state dir.
+    pub fn snapshot_transcript(&self, plan: &BottlePlan, b: &Bottle) {
+        let dest = b.state_dir.join(crate::state::TRANSCRIPT_DIR);
+        let _ = std::fs::remove_dir_all(&dest);
+        let src = format!("{}:{}", b.machine, plan.provider.transcript_dir);
+        match self
+            .runner
+            .run(&vm::cp_spec(&src, &dest.display().to_string()))
+        {
+            Ok(o) if o.success() => {}
+            Ok(o) => tracing::info!("no transcript copied: {}", o.stderr_str().trim()),
+            Err(e) => (self.warn)(&format!("transcript snapshot failed: {e}")),
+        }
+    }
+
+    fn unwind(&self, undo: &mut Vec<Undo>) {
+        while let Some(step) = undo.pop() {
+            match step {
+                Undo::Run(spec) => match self.runner.run(&spec) {
+                    Ok(o) if o.success() => {}
+                    Ok(o) => (self.warn)(&format!(
+                        "teardown: `{spec}` failed: {}; run `bot-bottle cleanup`",
+                        o.stderr_str().trim()
+                    )),
+                    Err(e) => (self.warn)(&format!("teardown: {e}; run `bot-bottle cleanup`")),
+                },
+                Undo::RemoveFile(path) => {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            (self.warn)(&format!("cannot remove `{}`: {e}", path.display()));
+                        }
+                    }
+                }
+                Undo::StateDir(dir) => {
+                    if !dir.join(crate::state::PRESERVE_MARKER).exists() {
+                        if let Err(e) = std::fs::remove_dir_all(&dir) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                (self.warn)(&format!("cannot remove `{}`: {e}", dir.display()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undo in reverse order; every step is attempted even when an earlier one failed.
+    pub fn teardown(&self, b: &mut Bottle) {
+        self.unwind(&mut b.undo);
+    }
+
+    /// The whole launch: create, session, snapshot, preserve on failure, teardown.
+    pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, SmolError> {
+        let mut b = self.create(plan)?;
+        if plan.resume {
+            // The preserved state dir of a resumed bottle goes only after a clean exit.
+            b.undo.insert(0, Undo::StateDir(b.state_dir.clone()));
+        }
+        (self.say)(&format!(
+            "session: {} (exit the agent to tear the bottle down)",
+            plan.provider
+                .command
+                .first()
+                .map(String::as_str)
+                .unwrap_or("")
+        ));
+        let code = match self.session(plan, &b, tty) {
+            Ok(c) => c,
+            Err(e) => {
+                self.teardown(&mut b);
+                return Err(e);
+            }
+        };
+        self.snapshot_transcript(plan, &b);
+        let preserved = code != 0;
+        let marker = b.state_dir.join(crate::state::PRESERVE_MARKER);
+        if preserved {
+            if let Err(e) = std::fs::write(&marker, b"") {
+                (self.warn)(&format!("cannot write `{}`: {e}", marker.display()));
+            }
+        } else {
+            let _ = std::fs::remove_file(&marker);
+        }
+        self.teardown(&mut b);
+        Ok(Outcome {
+            identity: b.identity.clone(),
+            exit_code: code,
+            preserved,
+        })
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), SmolError> {
+    std::fs::rename(from, to).map_err(|e| SmolError::io(to, e))
+}
