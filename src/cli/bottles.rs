@@ -4,12 +4,17 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use crate::backend::docker::{discover, launch};
+use crate::backend::smolmachines;
 use crate::runner::{RealRunner, Runner as _};
 
 use super::output::{say, stdout_write};
 
 pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
-    let bottles = discover::active(&RealRunner)?;
+    let mut bottles = discover::active(&RealRunner)?;
+    // smolmachines bundles are in the Docker listing already; their VMs join them here.
+    if let Err(e) = smolmachines::discover::annotate(&RealRunner, &mut bottles) {
+        super::output::warn(&format!("smolmachines VMs not listed: {e}"));
+    }
     let text = if json {
         format!("{}\n", serde_json::to_string(&bottles)?)
     } else {
@@ -43,6 +48,10 @@ pub fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
 pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let left = discover::leftovers(&runner)?;
+    let machines = smolmachines::discover::machines(&runner).unwrap_or_else(|e| {
+        super::output::warn(&format!("smolmachines VMs not listed: {e}"));
+        Vec::new()
+    });
     let root = super::context::home_root().ok();
     let orphans: Vec<std::path::PathBuf> = match &root {
         Some(root) => crate::state::list(root)?
@@ -53,9 +62,12 @@ pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         None => Vec::new(),
     };
-    if left.is_empty() && orphans.is_empty() {
+    if left.is_empty() && orphans.is_empty() && machines.is_empty() {
         say("nothing to clean up");
         return Ok(ExitCode::SUCCESS);
+    }
+    for m in &machines {
+        eprintln!("  vm        {}", m.name);
     }
     for c in &left.containers {
         eprintln!("  container {c}");
@@ -83,14 +95,21 @@ pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
+    // VMs first: they reach their bundles' published ports until they stop.
+    smolmachines::discover::remove(&runner, &machines)?;
     discover::remove(&runner, &left)?;
     for o in &orphans {
         if let Err(e) = std::fs::remove_dir_all(o) {
             super::output::warn(&format!("cannot remove `{}`: {e}", o.display()));
         }
     }
+    let vms = if machines.is_empty() {
+        String::new()
+    } else {
+        format!("{} VMs, ", machines.len())
+    };
     say(&format!(
-        "removed {} containers, {} networks, {} volumes, {} state dirs",
+        "removed {vms}{} containers, {} networks, {} volumes, {} state dirs",
         left.containers.len(),
         left.networks.len(),
         left.volumes.len(),

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use crate::backend::docker::launch::Launcher;
 use crate::backend::docker::{ComposeCmd, DockerError};
 use crate::backend::interrupt;
+use crate::backend::smolmachines;
 use crate::engine_probe;
 use crate::envvars;
 use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
@@ -81,6 +82,19 @@ fn run_start(
         return Err(unknown_agent(&manifest, agent));
     }
     let host = HostEnv::from_process();
+    // smolvm is checked before anything else is shown, so a missing install is one line.
+    let smolvm = if opts.backend == BackendKind::Smolmachines {
+        match smolmachines::preflight(&RealRunner) {
+            Ok(v) => Some(v),
+            Err(e) if dry_run => {
+                say(&format!("note: {e}"));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     if opts.backend == BackendKind::Docker {
         let docker_host = host.vars.get("DOCKER_HOST").map(String::as_str);
         // The answer is cached in the user's cache dir, never in the bot-bottle home: a dry
@@ -112,11 +126,17 @@ fn run_start(
         "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled\n"
     );
     let missing = not_available(&plan);
+    let smol_refusal = (plan.backend == BackendKind::Smolmachines)
+        .then(|| smolmachines::check_plan(&plan).err())
+        .flatten();
     if dry_run {
         for m in &missing {
             say(&format!(
                 "note: {m} is not available yet; `start` will refuse this bottle"
             ));
+        }
+        if let Some(e) = &smol_refusal {
+            say(&format!("note: {e}"));
         }
         say("dry run: nothing was created");
         return Ok(ExitCode::SUCCESS);
@@ -127,11 +147,8 @@ fn run_start(
             plan.bottle
         );
     }
-    if plan.backend != BackendKind::Docker {
-        anyhow::bail!(
-            "the `{}` backend is not available yet; use `--backend docker`",
-            plan.backend.as_str()
-        );
+    if let Some(e) = smol_refusal {
+        return Err(e.into());
     }
     if !yes && !confirm()? {
         say("not started");
@@ -145,7 +162,7 @@ fn run_start(
         }
         rpassword::prompt_password(format!("bot-bottle: {message} ({name}): "))
     })?;
-    launch(&plan, &host)
+    launch(&plan, &host, smolvm.flatten())
 }
 
 /// `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`.
@@ -187,9 +204,16 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
+fn launch(
+    plan: &BottlePlan,
+    host: &HostEnv,
+    smolvm: Option<smolmachines::version::SmolvmVersion>,
+) -> anyhow::Result<ExitCode> {
     interrupt::install();
-    let result = launch_inner(plan, host);
+    let result = match plan.backend {
+        BackendKind::Docker => launch_inner(plan, host),
+        BackendKind::Smolmachines => launch_smolmachines(plan, host, smolvm),
+    };
     // A Ctrl-C ends the children too, so the step that was running fails; what counts for
     // the exit code is that the operator interrupted (everything created was undone).
     if interrupt::interrupted() {
@@ -245,6 +269,68 @@ fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Err(DockerError::Interrupted) => Ok(ExitCode::from(130)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The smolmachines launch: the same images as Docker (the agent's is packed for smolvm),
+/// then the backend's own sequence.
+fn launch_smolmachines(
+    plan: &BottlePlan,
+    host: &HostEnv,
+    version: Option<smolmachines::version::SmolvmVersion>,
+) -> anyhow::Result<ExitCode> {
+    let runner = RealRunner;
+    let cas = crate::backend::docker::images::extra_cas(host)?;
+    let extra_ca: Option<String> = (!cas.is_empty()).then(|| {
+        cas.iter()
+            .map(|c| String::from_utf8_lossy(c).trim_end().to_string() + "\n")
+            .collect()
+    });
+    let home = host
+        .home
+        .clone()
+        .context("HOME is not set; the smolmachines backend keeps its artifacts under it")?;
+    let cache = cache_dir(host)
+        .context("HOME is not set; the smolmachines backend keeps its artifacts under it")?;
+    say("checking images");
+    let images = crate::backend::docker::images::for_plan(&runner, plan, host, &cas)?;
+    let compose = ComposeCmd::detect(&runner)?;
+    let macos = cfg!(target_os = "macos");
+    let xdg_data = host.vars.get("XDG_DATA_HOME").map(std::path::PathBuf::from);
+    let launcher = smolmachines::launch::Launcher {
+        runner: &runner,
+        host: smolmachines::launch::SmolHost {
+            macos,
+            cache_dir: cache.join("smolmachines"),
+            smolvm_db: smolmachines::version::database_path(macos, &home, xdg_data.as_deref()),
+            version,
+        },
+        compose,
+        agent_image: images.agent,
+        sidecar_image: images.sidecar,
+        extra_ca_pem: extra_ca,
+        say: &|m| say(m),
+        warn: &|m| warn(m),
+        now: host.now_unix,
+    };
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    match launcher.run(plan, tty) {
+        Ok(outcome) if outcome.exit_code == 0 => {
+            say(&format!(
+                "bottle `{}` ended and was removed",
+                outcome.identity
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(outcome) => {
+            say(&format!(
+                "the agent exited with code {}; state kept: `bot-bottle resume {}`",
+                outcome.exit_code, outcome.identity
+            ));
+            Ok(ExitCode::from(1))
+        }
+        Err(smolmachines::SmolError::Interrupted) => Ok(ExitCode::from(130)),
         Err(e) => Err(e.into()),
     }
 }
