@@ -8,9 +8,20 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bot_bottle::images::{
-    self, ImageSpec, ImageStatus, Provider, ensure_image, find_sidecar_bin_dir, host_extra_cas,
+use bot_bottle::backend::docker::build::{
+    self as images, ImageSpec, ImageStatus, ensure_image, find_sidecar_bin_dir,
 };
+use bot_bottle::plan::{HostEnv, ProviderKind, SIDECAR_TAG, provider::default_image};
+
+/// The extra CAs as the plan reads them from this host.
+fn host_extra_cas() -> Result<Vec<Vec<u8>>, bot_bottle::plan::PlanError> {
+    bot_bottle::plan::extra_cas(&HostEnv::from_process())
+}
+
+/// The Claude image's tag, as the plan defines it.
+fn claude_tag() -> &'static str {
+    default_image(ProviderKind::Claude)
+}
 use bot_bottle::runner::{Output, ProcessSpec, RealRunner, Runner};
 
 /// Writes past the test harness's output capture, so skips and figures are always visible.
@@ -43,7 +54,7 @@ fn specs() -> (ImageSpec, ImageSpec) {
     let bin = find_sidecar_bin_dir().expect("sidecar binaries next to the test binary");
     (
         ImageSpec::sidecars(&bin, &cas, None),
-        ImageSpec::agent(Provider::Claude, &cas, None),
+        ImageSpec::agent(ProviderKind::Claude, &cas, None),
     )
 }
 
@@ -117,7 +128,7 @@ fn claude_image_runs_the_provider_cli() {
         "--rm",
         "--network",
         "none",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "claude",
         "--version",
     ]);
@@ -141,7 +152,7 @@ fn claude_image_runs_the_provider_cli() {
         "--rm",
         "--network",
         "none",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         "id -un; ls /usr/local/share/ca-certificates | grep -c bot-bottle-extra || true",
@@ -232,7 +243,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         &net,
         "--network-alias",
         "upstream",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "node",
         "-e",
         server,
@@ -263,7 +274,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         &cfg_mount,
         "--entrypoint",
         "/bin/sh",
-        images::SIDECARS_TAG,
+        SIDECAR_TAG,
         "-c",
         "cp /usr/local/bin/bot-bottle-relay /run/bot-bottle/.relay.tmp \\
          && mv /run/bot-bottle/.relay.tmp /run/bot-bottle/bot-bottle-relay \\
@@ -301,7 +312,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         "node",
         "-v",
         &format!("{sock}:/run/bot-bottle"),
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         &script,
@@ -365,7 +376,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         "node",
         "-v",
         &format!("{sock}:/run/bot-bottle"),
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         "/run/bot-bottle/bot-bottle-relay 9099=/run/bot-bottle/egress.sock 2>/dev/null &

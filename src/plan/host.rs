@@ -20,10 +20,12 @@ pub struct HostEnv {
     /// `$HOME`, when set and non-empty.
     pub home: Option<PathBuf>,
     pub cwd: PathBuf,
-    /// Seconds since the Unix epoch; used for token expiry checks.
+    /// Seconds since the Unix epoch: token expiry checks and the bottle's start time.
     pub now_unix: u64,
     /// [`SUFFIX_LEN`] chars of `[a-z0-9]`, the random part of a fresh identity.
     pub random_suffix: String,
+    /// The host's extra-CA directory ([`super::cas::SYSTEM_EXTRA_CA_DIR`]); `None` in tests.
+    pub system_ca_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HostEnv {
@@ -34,6 +36,7 @@ impl std::fmt::Debug for HostEnv {
             .field("cwd", &self.cwd)
             .field("now_unix", &self.now_unix)
             .field("random_suffix", &self.random_suffix)
+            .field("system_ca_dir", &self.system_ca_dir)
             .finish()
     }
 }
@@ -62,6 +65,7 @@ impl HostEnv {
             cwd,
             now_unix,
             random_suffix,
+            system_ca_dir: Some(PathBuf::from(super::cas::SYSTEM_EXTRA_CA_DIR)),
         }
     }
 
@@ -138,6 +142,7 @@ mod tests {
             cwd: PathBuf::from("/work/repo"),
             now_unix: 1,
             random_suffix: "abc123".into(),
+            system_ca_dir: None,
         }
     }
 

@@ -193,12 +193,12 @@ pub struct ProvisionInput<'a> {
     pub ca_cert_pem: &'a str,
     /// Host transcript snapshot to restore (resume).
     pub transcript: Option<&'a Path>,
-    pub mtime: u64,
 }
 
 pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
     let plan = input.plan;
-    let mut t = TarStream::new(input.mtime);
+    // Entries carry the plan's start time: the stream is the same for the same plan.
+    let mut t = TarStream::new(plan.started_at);
     t.exclude(&plan.root);
     t.file(CA_PATH, input.ca_cert_pem.as_bytes(), 0o644)?;
     t.dir(&format!("{AGENT_HOME}/.bot-bottle"), 0o700)?;

@@ -4,12 +4,12 @@
 //! bundle); this module only adapts the document.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::backend::docker::compose::{self, ComposeInput, LABEL_BACKEND};
-use crate::backend::docker::sidecar_config;
+use crate::backend::Prepared;
+use crate::backend::docker::compose::{self, ComposeInput};
+use crate::backend::docker::{launch as docker_launch, sidecar_config};
 use crate::plan::BottlePlan;
 
 use super::{BACKEND_NAME, LABEL_ALIAS};
@@ -17,50 +17,12 @@ use super::{BACKEND_NAME, LABEL_ALIAS};
 /// Egress's port inside the bundle and on the alias.
 pub const EGRESS_PORT: u16 = 9099;
 
-/// The compose input for the bundle; the agent fields are unused (the agent is a VM).
-pub fn compose_input(
-    plan: &BottlePlan,
-    sidecar_image: &str,
-    state_dir: &Path,
-    compose_v1: bool,
-) -> ComposeInput {
-    ComposeInput {
-        identity: plan.identity.clone(),
-        agent_name: plan.agent.clone(),
-        project: plan.names.project.clone(),
-        agent_container: plan.names.agent_container.clone(),
-        sidecar_container: plan.names.sidecar_container.clone(),
-        internal_network: plan.names.internal_network.clone(),
-        egress_network: plan.names.egress_network.clone(),
-        agent_image: String::new(),
-        sidecar_image: sidecar_image.to_string(),
-        runtime: None,
-        agent_env: Default::default(),
-        agent_env_forwarded: Vec::new(),
-        sidecar_env_forwarded: plan.egress_tokens.keys().cloned().collect(),
-        sidecar_config_dir: state_dir.join("sidecar"),
-        sidecar_log_dir: state_dir.join("logs"),
-        daemons: sidecar_config::daemons(plan),
-        compose_v1,
-    }
-}
-
-/// Sets the backend label on every labelled object in the document.
-fn relabel(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            if let Some(Value::Object(labels)) = map.get_mut("labels") {
-                if labels.contains_key(LABEL_BACKEND) {
-                    labels.insert(LABEL_BACKEND.into(), json!(BACKEND_NAME));
-                }
-            }
-            for (_, child) in map.iter_mut() {
-                relabel(child);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(relabel),
-        _ => {}
-    }
+/// The compose input for the bundle: the Docker backend's, labelled with this backend (the
+/// agent fields go unused: the agent is a VM).
+pub fn compose_input(plan: &BottlePlan, prepared: &Prepared, compose_v1: bool) -> ComposeInput {
+    let mut input = docker_launch::compose_input(plan, &plan.names, prepared, compose_v1);
+    input.backend = BACKEND_NAME.to_string();
+    input
 }
 
 /// The bundle document: sidecars only, on the egress network, port published on `alias`.
@@ -79,7 +41,6 @@ pub fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
     }
     sidecars["ports"] = json!([format!("{alias}:{EGRESS_PORT}:{EGRESS_PORT}")]);
     sidecars["labels"][LABEL_ALIAS] = json!(alias.to_string());
-    relabel(&mut doc);
     doc
 }
 
@@ -113,7 +74,7 @@ pub fn files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
+    use crate::backend::docker::compose::{LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
 
     fn plan() -> BottlePlan {
         super::super::tests::plan()
@@ -122,7 +83,11 @@ mod tests {
     #[test]
     fn the_bundle_has_no_agent_and_publishes_on_the_alias_only() {
         let p = plan();
-        let input = compose_input(&p, "bot-bottle-sidecars:latest", Path::new("/s"), false);
+        let prepared = Prepared {
+            agent_image: "bot-bottle-claude:latest".into(),
+            sidecar_image: "bot-bottle-sidecars:latest".into(),
+        };
+        let input = compose_input(&p, &prepared, false);
         let doc = render(&input, Ipv4Addr::new(127, 0, 0, 18));
         assert!(doc["services"].get("agent").is_none());
         let sidecars = &doc["services"]["sidecars"];

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::backend::docker::discover::ActiveBottle;
+use crate::backend::ActiveBottle;
 use crate::plan::PREFIX;
 use crate::runner::{RunError, Runner};
 
@@ -59,7 +59,7 @@ pub fn merge(bottles: &mut Vec<ActiveBottle>, machines: &[Machine]) {
                 b.containers.sort();
             }
             None => bottles.push(ActiveBottle {
-                backend: BACKEND_NAME,
+                backend: BACKEND_NAME.to_string(),
                 identity: identity.to_string(),
                 agent: String::new(),
                 services: vec!["vm".into()],
@@ -103,9 +103,9 @@ mod tests {
         {"name":"bot-bottle-old-zz9","state":"stopped"},
         {"name":"mine","state":"running"}]"#;
 
-    fn docker_bottle(backend: &'static str, id: &str) -> ActiveBottle {
+    fn docker_bottle(backend: &str, id: &str) -> ActiveBottle {
         ActiveBottle {
-            backend,
+            backend: backend.to_string(),
             identity: id.into(),
             agent: "rev".into(),
             services: vec!["sidecars".into()],

@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::pack::{self, Artifact, Registry};
-use super::{
-    BACKEND_NAME, LABEL_ALIAS, LABEL_BACKEND_KV, SmolError, alias, bundle, check, version, vm,
-};
+use super::{LABEL_ALIAS, LABEL_BACKEND_KV, SmolError, alias, bundle, check, version, vm};
+use crate::backend::docker::compose::SIDECAR_LOG_DIR;
 use crate::backend::docker::{ComposeCmd, discover, launch as docker_launch, provision};
-use crate::backend::interrupt;
+use crate::backend::{Outcome, Prepared, Ui, interrupt};
 use crate::plan::{BottlePlan, PREFIX};
 use crate::runner::{ProcessSpec, Runner};
+use crate::state::{StateDir, TRANSCRIPT_DIR};
 
 pub const COMPOSE_FILE: &str = "compose.yaml";
 /// How often, and how long apart, readiness is asked after `machine start`.
@@ -47,29 +47,17 @@ pub enum Undo {
     /// A command that removes something (compose down, machine stop/delete, registry rm).
     Run(ProcessSpec),
     RemoveFile(PathBuf),
-    StateDir(PathBuf),
+    /// Remove the state dir unless it carries the preserve marker.
+    StateDir(StateDir),
 }
 
 /// What the caller passes in: everything that is not the plan.
 pub struct Launcher<'a> {
     pub runner: &'a dyn Runner,
-    pub host: SmolHost,
+    pub host: &'a SmolHost,
     pub compose: ComposeCmd,
-    pub agent_image: String,
-    pub sidecar_image: String,
-    pub extra_ca_pem: Option<String>,
-    pub say: &'a dyn Fn(&str),
-    pub warn: &'a dyn Fn(&str),
-    /// Unix seconds, for metadata and tar mtimes.
-    pub now: u64,
-}
-
-/// How a launch ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub identity: String,
-    pub exit_code: i32,
-    pub preserved: bool,
+    pub prepared: &'a Prepared,
+    pub ui: &'a dyn Ui,
 }
 
 /// The live part of a launch.
@@ -77,7 +65,7 @@ pub struct Bottle {
     pub identity: String,
     pub machine: String,
     pub alias: Ipv4Addr,
-    pub state_dir: PathBuf,
+    pub state: StateDir,
     undo: Vec<Undo>,
 }
 
@@ -94,6 +82,20 @@ pub fn agent_env(plan: &BottlePlan, alias: Ipv4Addr) -> BTreeMap<String, String>
     for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
         env.insert(k.to_string(), proxy.clone());
     }
+    env
+}
+
+/// The proxy environment of a bottle's VM (for `exec` into a running bottle).
+pub fn proxy_env(identity: &str, alias: Ipv4Addr) -> BTreeMap<String, String> {
+    let proxy = format!("http://{alias}:{}", bundle::EGRESS_PORT);
+    let mut env = BTreeMap::new();
+    for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        env.insert(k.to_string(), proxy.clone());
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.insert(k.to_string(), "localhost,127.0.0.1".to_string());
+    }
+    env.insert("BOT_BOTTLE_IDENTITY".into(), identity.to_string());
     env
 }
 
@@ -133,7 +135,7 @@ impl Launcher<'_> {
             identity: plan.identity.clone(),
             machine: machine_name(&plan.identity),
             alias: Ipv4Addr::LOCALHOST,
-            state_dir: plan.root.join("state").join(&plan.identity),
+            state: StateDir::planned(&plan.root, &plan.identity),
             undo: Vec::new(),
         };
         match self.bring_up(plan, &mut b) {
@@ -158,24 +160,20 @@ impl Launcher<'_> {
         }
         self.check_interrupt()?;
 
-        let state = self.state_dir(plan, b)?;
+        self.state_dir(plan, b)?;
         let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
             .map_err(|e| SmolError::Refused(format!("cannot mint the bottle CA: {e}")))?;
-        let state_err = |e: crate::state::StateError| SmolError::Refused(e.to_string());
-        for (name, contents, mode) in
-            bundle::files(plan, &ca_cert, &ca_key, self.extra_ca_pem.as_deref())
-        {
-            state
-                .write_file(&format!("sidecar/{name}"), contents, Some(mode))
-                .map_err(state_err)?;
-        }
-        std::fs::create_dir_all(b.state_dir.join("logs"))
-            .map_err(|e| SmolError::io(b.state_dir.join("logs"), e))?;
-        state
+        // The bundle's config (CA key included) goes in through the engine after `up`, never
+        // to the host disk, as in the Docker backend.
+        let extra_ca = plan.extra_ca_pem();
+        let files = bundle::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
+        let config = docker_launch::sidecar_config_stream(&files, plan.started_at)?;
+        b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
-        let input = bundle::compose_input(plan, &self.sidecar_image, &b.state_dir, self.compose.v1);
-        let compose_file = state
+        let input = bundle::compose_input(plan, self.prepared, self.compose.v1);
+        let compose_file = b
+            .state
             .write_file(
                 COMPOSE_FILE,
                 crate::yaml::to_yaml_string(&bundle::render(&input, b.alias)),
@@ -184,7 +182,7 @@ impl Launcher<'_> {
             .map_err(state_err)?;
         self.check_interrupt()?;
 
-        (self.say)(&format!(
+        self.ui.say(&format!(
             "starting the sidecar bundle of `{}` on {}",
             b.identity, b.alias
         ));
@@ -206,13 +204,18 @@ impl Launcher<'_> {
         }
         check(self.runner, &up)?;
         drop(lock);
+        check(
+            self.runner,
+            &docker_launch::copy_in_spec(&plan.names.sidecar_container, config),
+        )?;
         self.check_interrupt()?;
 
         let payload = self.ensure_artifact(plan)?;
         self.check_interrupt()?;
 
         let cidr = alias::allow_cidr(b.alias);
-        (self.say)(&format!("creating VM `{}` (allowed: {cidr})", b.machine));
+        self.ui
+            .say(&format!("creating VM `{}` (allowed: {cidr})", b.machine));
         b.undo.push(Undo::Run(vm::delete_spec(&b.machine)));
         check(self.runner, &vm::create_spec(&b.machine, &payload, &cidr))?;
         if version::needs_allowlist_patch(self.host.version) {
@@ -228,13 +231,12 @@ impl Launcher<'_> {
         )?;
         self.check_interrupt()?;
 
-        (self.say)("provisioning");
-        let transcript = b.state_dir.join(crate::state::TRANSCRIPT_DIR);
+        self.ui.say("provisioning");
+        let transcript = b.state.transcript_dir();
         let stream = provision::build(&provision::ProvisionInput {
             plan,
             ca_cert_pem: &ca_cert,
             transcript: plan.resume.then_some(transcript.as_path()),
-            mtime: self.now,
         })?;
         let script = provision::root_script();
         check(
@@ -262,33 +264,30 @@ impl Launcher<'_> {
         Ok(())
     }
 
-    fn state_dir(
-        &self,
-        plan: &BottlePlan,
-        b: &mut Bottle,
-    ) -> Result<crate::state::StateDir, SmolError> {
-        if !b.state_dir.exists() {
-            b.undo.push(Undo::StateDir(b.state_dir.clone()));
-        }
+    fn state_dir(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), SmolError> {
         let state = if plan.resume {
-            crate::state::StateDir::open(&plan.root, &b.identity)
+            StateDir::open(&plan.root, &b.identity)
         } else {
-            crate::state::StateDir::create(&plan.root, &b.identity)
+            StateDir::create(&plan.root, &b.identity)
         }
-        .map_err(|e| SmolError::Refused(e.to_string()))?;
-        state
+        .map_err(state_err)?;
+        if !plan.resume {
+            b.undo.push(Undo::StateDir(state.clone()));
+        }
+        b.state = state;
+        b.state
             .write_metadata(&crate::state::Metadata {
                 identity: b.identity.clone(),
                 agent: plan.agent.clone(),
                 bottle: plan.bottle.clone(),
                 cwd: plan.cwd.clone(),
                 copy_cwd: plan.copy_cwd,
-                started_at: crate::state::Metadata::now_rfc3339(),
+                started_at: crate::state::Metadata::rfc3339(plan.started_at),
                 compose_project: plan.names.project.clone(),
-                backend: BACKEND_NAME.to_string(),
+                backend: plan.backend.as_str().to_string(),
             })
-            .map_err(|e| SmolError::Refused(e.to_string()))?;
-        Ok(state)
+            .map_err(state_err)?;
+        Ok(())
     }
 
     /// macOS: add every missing pool alias with one sudo call (they last until reboot).
@@ -298,7 +297,7 @@ impl Launcher<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        (self.say)(&format!(
+        self.ui.say(&format!(
             "adding {} loopback aliases on lo0 (127.0.0.16-127.0.0.31) so each bottle's VM can reach only its own bundle; sudo asks once, they last until reboot",
             missing.len()
         ));
@@ -362,10 +361,11 @@ impl Launcher<'_> {
     /// The agent image as a smolmachine payload: from the cache when this image id was
     /// packed before, else packed now through a throwaway registry.
     fn ensure_artifact(&self, plan: &BottlePlan) -> Result<PathBuf, SmolError> {
-        let out = check(self.runner, &pack::image_id_spec(&self.agent_image))?;
+        let image = &self.prepared.agent_image;
+        let out = check(self.runner, &pack::image_id_spec(image))?;
         let id = out.stdout_str();
         let key = pack::cache_key(&id).ok_or_else(|| SmolError::ImageId {
-            image: self.agent_image.clone(),
+            image: image.clone(),
             got: id.trim().to_string(),
         })?;
         let cached = Artifact::cached(&self.host.cache_dir, &key);
@@ -373,10 +373,8 @@ impl Launcher<'_> {
             tracing::info!("agent artifact cached: {}", cached.payload.display());
             return Ok(cached.payload);
         }
-        (self.say)(&format!(
-            "packing `{}` for smolvm (once per image)",
-            self.agent_image
-        ));
+        self.ui
+            .say(&format!("packing `{}` for smolvm (once per image)", image));
         std::fs::create_dir_all(&self.host.cache_dir)
             .map_err(|e| SmolError::io(&self.host.cache_dir, e))?;
         let mut undo = Vec::new();
@@ -425,7 +423,10 @@ impl Launcher<'_> {
             .cache_dir
             .join(format!(".{key}.{}.image.tar", plan.identity));
         undo.push(Undo::RemoveFile(tarball.clone()));
-        check(self.runner, &pack::save_spec(&self.agent_image, &tarball))?;
+        check(
+            self.runner,
+            &pack::save_spec(&self.prepared.agent_image, &tarball),
+        )?;
         check(self.runner, &reg.push(&tarball, key))?;
         self.check_interrupt()?;
         let partial = Artifact::partial(&self.host.cache_dir, key, &plan.identity);
@@ -462,18 +463,34 @@ impl Launcher<'_> {
         Ok(code)
     }
 
-    /// Copy the provider's transcript dir out of the VM into the state dir.
-    pub fn snapshot_transcript(&self, plan: &BottlePlan, b: &Bottle) {
-        let dest = b.state_dir.join(crate::state::TRANSCRIPT_DIR);
-        let _ = std::fs::remove_dir_all(&dest);
-        let src = format!("{}:{}", b.machine, plan.provider.transcript_dir);
-        match self
+    /// Copy the provider's transcript out of the VM (a tar stream through `machine exec`)
+    /// and the bundle's logs out of the bundle (through the engine) into the state dir.
+    pub fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+        let out = self
             .runner
-            .run(&vm::cp_spec(&src, &dest.display().to_string()))
-        {
-            Ok(o) if o.success() => {}
+            .run(&vm::tar_out_spec(&b.machine, &plan.provider.transcript_dir));
+        match out {
+            Ok(o) if o.success() => {
+                if let Err(e) = b.state.replace_from_tar(TRANSCRIPT_DIR, &o.stdout) {
+                    self.ui.warn(&format!("transcript snapshot failed: {e}"));
+                }
+            }
             Ok(o) => tracing::info!("no transcript copied: {}", o.stderr_str().trim()),
-            Err(e) => (self.warn)(&format!("transcript snapshot failed: {e}")),
+            Err(e) => self.ui.warn(&format!("transcript snapshot failed: {e}")),
+        }
+        let logs = ProcessSpec::new("docker").args([
+            "cp".to_string(),
+            format!("{}:{SIDECAR_LOG_DIR}", plan.names.sidecar_container),
+            "-".into(),
+        ]);
+        match self.runner.run(&logs) {
+            Ok(o) if o.success() => {
+                if let Err(e) = b.state.replace_from_tar(docker_launch::LOGS_DIR, &o.stdout) {
+                    self.ui.warn(&format!("log snapshot failed: {e}"));
+                }
+            }
+            Ok(o) => tracing::info!("no bundle logs copied: {}", o.stderr_str().trim()),
+            Err(e) => tracing::info!("no bundle logs copied: {e}"),
         }
     }
 
@@ -482,26 +499,25 @@ impl Launcher<'_> {
             match step {
                 Undo::Run(spec) => match self.runner.run(&spec) {
                     Ok(o) if o.success() => {}
-                    Ok(o) => (self.warn)(&format!(
+                    Ok(o) => self.ui.warn(&format!(
                         "teardown: `{spec}` failed: {}; run `bot-bottle cleanup`",
                         o.stderr_str().trim()
                     )),
-                    Err(e) => (self.warn)(&format!("teardown: {e}; run `bot-bottle cleanup`")),
+                    Err(e) => self
+                        .ui
+                        .warn(&format!("teardown: {e}; run `bot-bottle cleanup`")),
                 },
                 Undo::RemoveFile(path) => {
                     if let Err(e) = std::fs::remove_file(&path) {
                         if e.kind() != std::io::ErrorKind::NotFound {
-                            (self.warn)(&format!("cannot remove `{}`: {e}", path.display()));
+                            self.ui
+                                .warn(&format!("cannot remove `{}`: {e}", path.display()));
                         }
                     }
                 }
-                Undo::StateDir(dir) => {
-                    if !dir.join(crate::state::PRESERVE_MARKER).exists() {
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            if e.kind() != std::io::ErrorKind::NotFound {
-                                (self.warn)(&format!("cannot remove `{}`: {e}", dir.display()));
-                            }
-                        }
+                Undo::StateDir(state) => {
+                    if let Err(e) = state.remove_unless_preserved() {
+                        self.ui.warn(&e.to_string());
                     }
                 }
             }
@@ -518,9 +534,9 @@ impl Launcher<'_> {
         let mut b = self.create(plan)?;
         if plan.resume {
             // The preserved state dir of a resumed bottle goes only after a clean exit.
-            b.undo.insert(0, Undo::StateDir(b.state_dir.clone()));
+            b.undo.insert(0, Undo::StateDir(b.state.clone()));
         }
-        (self.say)(&format!(
+        self.ui.say(&format!(
             "session: {} (exit the agent to tear the bottle down)",
             plan.provider
                 .command
@@ -535,15 +551,15 @@ impl Launcher<'_> {
                 return Err(e);
             }
         };
-        self.snapshot_transcript(plan, &b);
+        self.snapshot(plan, &b);
         let preserved = code != 0;
-        let marker = b.state_dir.join(crate::state::PRESERVE_MARKER);
-        if preserved {
-            if let Err(e) = std::fs::write(&marker, b"") {
-                (self.warn)(&format!("cannot write `{}`: {e}", marker.display()));
-            }
+        let marked = if preserved {
+            b.state.preserve()
         } else {
-            let _ = std::fs::remove_file(&marker);
+            b.state.unpreserve()
+        };
+        if let Err(e) = marked {
+            self.ui.warn(&e.to_string());
         }
         self.teardown(&mut b);
         Ok(Outcome {
@@ -552,6 +568,10 @@ impl Launcher<'_> {
             preserved,
         })
     }
+}
+
+fn state_err(e: crate::state::StateError) -> SmolError {
+    SmolError::Refused(e.to_string())
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), SmolError> {

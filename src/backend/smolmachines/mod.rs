@@ -17,9 +17,14 @@ pub mod pack;
 pub mod version;
 pub mod vm;
 
+use std::cell::OnceCell;
 use std::path::PathBuf;
 
-use crate::backend::docker::DockerError;
+use crate::backend::docker::{ComposeCmd, DockerError};
+use crate::backend::{
+    ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
+};
+use crate::plan::{BackendKind, BottlePlan, HostEnv};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 pub use crate::backend::docker::compose::{LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
@@ -162,6 +167,176 @@ pub fn check_plan(plan: &crate::plan::BottlePlan) -> Result<(), SmolError> {
             .collect::<Vec<_>>()
             .join(", "),
     })
+}
+
+impl From<SmolError> for BackendError {
+    fn from(e: SmolError) -> Self {
+        match e {
+            SmolError::Interrupted => BackendError::Interrupted,
+            SmolError::NotInstalled => BackendError::HostNotReady(INSTALL_HINT.to_string()),
+            SmolError::Docker(d) => d.into(),
+            other => BackendError::HostNotReady(other.to_string()),
+        }
+    }
+}
+
+/// The smolmachines backend behind the [`Backend`] trait. [`Backend::check_host`] records
+/// what the launch needs from the host (smolvm's version, the cache dir, smolvm's database),
+/// so nothing later reads the environment.
+pub struct SmolmachinesBackend<'r> {
+    runner: &'r dyn Runner,
+    host: OnceCell<launch::SmolHost>,
+}
+
+impl<'r> SmolmachinesBackend<'r> {
+    pub fn new(runner: &'r dyn Runner) -> Self {
+        SmolmachinesBackend {
+            runner,
+            host: OnceCell::new(),
+        }
+    }
+
+    /// The host facts `check_host` recorded.
+    fn host(&self) -> Result<&launch::SmolHost, BackendError> {
+        self.host.get().ok_or_else(|| {
+            BackendError::HostNotReady("the smolmachines host check did not run".into())
+        })
+    }
+}
+
+/// The host facts a launch needs, from the [`HostEnv`] and `smolvm --version`.
+pub fn host_facts(
+    host: &HostEnv,
+    version: Option<version::SmolvmVersion>,
+) -> Result<launch::SmolHost, SmolError> {
+    let home = host.home.clone().ok_or_else(|| {
+        SmolError::Refused(
+            "HOME is not set; the smolmachines backend keeps its artifacts under it".into(),
+        )
+    })?;
+    let cache = match host
+        .var_nonempty("XDG_CACHE_HOME")
+        .filter(|v| v.starts_with('/'))
+    {
+        Some(x) => PathBuf::from(x).join("bot-bottle"),
+        None => home.join(".cache").join("bot-bottle"),
+    };
+    let macos = cfg!(target_os = "macos");
+    let xdg_data = host.var_nonempty("XDG_DATA_HOME").map(PathBuf::from);
+    Ok(launch::SmolHost {
+        macos,
+        cache_dir: cache.join("smolmachines"),
+        smolvm_db: version::database_path(macos, &home, xdg_data.as_deref()),
+        version,
+    })
+}
+
+impl Backend for SmolmachinesBackend<'_> {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Smolmachines
+    }
+
+    fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError> {
+        let version = preflight(self.runner)?;
+        let facts = host_facts(host, version)?;
+        let mut warnings = Vec::new();
+        if !facts.macos {
+            warnings.push(
+                "the smolmachines backend is built for macOS and is experimental elsewhere"
+                    .to_string(),
+            );
+        }
+        let _ = self.host.set(facts);
+        Ok(HostCheck {
+            gvisor: None,
+            warnings,
+        })
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError> {
+        check_plan(plan)?;
+        ui.say("checking images");
+        Ok(crate::backend::docker::images::for_plan(
+            self.runner,
+            plan,
+            ui,
+        )?)
+    }
+
+    fn launch(
+        &self,
+        plan: &BottlePlan,
+        prepared: &Prepared,
+        ui: &dyn Ui,
+        tty: bool,
+    ) -> Result<Outcome, BackendError> {
+        let compose = ComposeCmd::detect(self.runner)?;
+        let launcher = launch::Launcher {
+            runner: self.runner,
+            host: self.host()?,
+            compose,
+            prepared,
+            ui,
+        };
+        Ok(launcher.run(plan, tty)?)
+    }
+
+    fn exec(&self, identity: &str, command: &[String], tty: bool) -> Result<i32, BackendError> {
+        let machine = launch::machine_name(identity);
+        let running = discover::machines(self.runner)?
+            .iter()
+            .any(|m| m.name == machine && m.state.eq_ignore_ascii_case("running"));
+        // The bundle says which alias the bottle's proxy is on.
+        let ps = check(self.runner, &launch::bundles_spec())?;
+        let alias = crate::backend::docker::discover::parse_ps(&ps.stdout_str())
+            .into_iter()
+            .find(|c| c.labels.get(LABEL_IDENTITY).map(String::as_str) == Some(identity))
+            .and_then(|c| c.labels.get(LABEL_ALIAS).and_then(|a| a.parse().ok()));
+        let (true, Some(alias)) = (running, alias) else {
+            return Err(DockerError::NotRunning(identity.to_string()).into());
+        };
+        let spec = vm::agent_exec_spec(&machine, &launch::proxy_env(identity, alias), command, tty);
+        Ok(self
+            .runner
+            .run_interactive(&spec)
+            .map_err(SmolError::from)?)
+    }
+
+    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
+        let mut all = crate::backend::docker::discover::active(self.runner)?;
+        discover::annotate(self.runner, &mut all)?;
+        Ok(all
+            .into_iter()
+            .filter(|b| b.backend == BACKEND_NAME)
+            .collect())
+    }
+
+    fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {
+        let items = discover::machines(self.runner)?
+            .into_iter()
+            .map(|m| CleanupItem {
+                kind: "vm",
+                name: m.name,
+            })
+            .collect();
+        Ok(CleanupPlan {
+            items,
+            state_dirs: Vec::new(),
+        })
+    }
+
+    fn cleanup(&self, plan: &CleanupPlan, _ui: &dyn Ui) -> Result<(), BackendError> {
+        let machines: Vec<discover::Machine> = plan
+            .items
+            .iter()
+            .filter(|i| i.kind == "vm")
+            .map(|i| discover::Machine {
+                name: i.name.clone(),
+                state: String::new(),
+            })
+            .collect();
+        Ok(discover::remove(self.runner, &machines)?)
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,21 @@ pub fn cp_spec(from: &str, to: &str) -> ProcessSpec {
     smolvm(["machine", "cp", from, to])
 }
 
+/// `dir` of the VM as a tar stream on stdout, its own name as the top entry (the shape
+/// [`crate::state::StateDir::replace_from_tar`] takes).
+pub fn tar_out_spec(machine: &str, dir: &str) -> ProcessSpec {
+    exec_root_spec(
+        machine,
+        &[
+            "sh",
+            "-c",
+            "cd \"$(dirname \"$0\")\" && exec tar -cf - \"$(basename \"$0\")\"",
+            dir,
+        ],
+        false,
+    )
+}
+
 /// Repairs what packing changes: smolvm maps file owners to the packing user, so the agent's
 /// home and the temp dirs get their owners and modes back. One exec, right after start.
 pub const INIT_SCRIPT: &str = "chown -R node:node /home/node && chown root:root /tmp /var/tmp \

@@ -9,7 +9,6 @@
 //! when the label of the existing image differs.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -19,25 +18,21 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::envvars;
+use crate::plan::provider::default_image;
+use crate::plan::{ProviderKind, SIDECAR_TAG};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 /// Dockerfile of the Claude Code agent image.
-pub const CLAUDE_DOCKERFILE: &str = include_str!("../Dockerfile.claude");
+pub const CLAUDE_DOCKERFILE: &str = include_str!("../../../Dockerfile.claude");
 /// Dockerfile of the Codex agent image.
-pub const CODEX_DOCKERFILE: &str = include_str!("../Dockerfile.codex");
+pub const CODEX_DOCKERFILE: &str = include_str!("../../../Dockerfile.codex");
 /// Dockerfile of the sidecar bundle image.
-pub const SIDECARS_DOCKERFILE: &str = include_str!("../Dockerfile.sidecars");
-
-pub const CLAUDE_TAG: &str = "bot-bottle-claude:latest";
-pub const CODEX_TAG: &str = "bot-bottle-codex:latest";
-pub const SIDECARS_TAG: &str = "bot-bottle-sidecars:latest";
+pub const SIDECARS_DOCKERFILE: &str = include_str!("../../../Dockerfile.sidecars");
 
 /// Image label holding the hash of the build context the image was built from.
 pub const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
 /// Build argument naming the base image in every embedded Dockerfile.
 pub const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
-/// Where the host keeps extra CA certificates (Debian convention).
-pub const SYSTEM_EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
 /// Sidecar binaries copied into the sidecar image's `bin/`.
 pub const SIDECAR_BINARIES: [&str; 3] =
     ["bot-bottle-egress", "bot-bottle-init", "bot-bottle-relay"];
@@ -68,8 +63,6 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} holds no PEM certificate; point {} at PEM files or a directory of them", .path.display(), envvars::EXTRA_CA_CERTS)]
-    NotPem { path: PathBuf },
     #[error(
         "sidecar binary `{name}` not found in {searched}; build the crate's binaries (`cargo build --bins`) or set {} to a published image",
         envvars::SIDECAR_IMAGE
@@ -122,26 +115,12 @@ impl fmt::Display for ImageStatus {
     }
 }
 
-/// A provider's agent image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provider {
-    Claude,
-    Codex,
-}
-
-impl Provider {
-    pub fn dockerfile(self) -> &'static str {
-        match self {
-            Provider::Claude => CLAUDE_DOCKERFILE,
-            Provider::Codex => CODEX_DOCKERFILE,
-        }
-    }
-
-    pub fn tag(self) -> &'static str {
-        match self {
-            Provider::Claude => CLAUDE_TAG,
-            Provider::Codex => CODEX_TAG,
-        }
+/// The embedded Dockerfile of a provider's default image (its tag is the plan's
+/// [`default_image`]).
+pub fn provider_dockerfile(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Claude => CLAUDE_DOCKERFILE,
+        ProviderKind::Codex => CODEX_DOCKERFILE,
     }
 }
 
@@ -158,15 +137,15 @@ impl ImageSpec {
     }
 
     /// The agent image of `provider`, with the given extra CAs and optional base image.
-    pub fn agent(provider: Provider, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
-        ImageSpec::new(provider.tag(), provider.dockerfile())
+    pub fn agent(provider: ProviderKind, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
+        ImageSpec::new(default_image(provider), provider_dockerfile(provider))
             .with_extra_cas(extra_cas)
             .with_base_image(base_image)
     }
 
     /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir`]).
     pub fn sidecars(bin_dir: &Path, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
-        let mut spec = ImageSpec::new(SIDECARS_TAG, SIDECARS_DOCKERFILE)
+        let mut spec = ImageSpec::new(SIDECAR_TAG, SIDECARS_DOCKERFILE)
             .with_extra_cas(extra_cas)
             .with_base_image(base_image);
         for name in SIDECAR_BINARIES {
@@ -393,100 +372,6 @@ fn engine_unreachable(stderr: &str) -> bool {
         || (s.contains("permission denied") && s.contains("docker.sock"))
 }
 
-/// Splits PEM text into one `-----BEGIN CERTIFICATE-----` block per entry.
-pub fn split_pem_certs(text: &[u8]) -> Vec<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(text);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find(BEGIN) {
-        let after = &rest[start..];
-        let Some(end) = after.find(END) else { break };
-        let block = &after[..end + END.len()];
-        out.push(format!("{block}\n").into_bytes());
-        rest = &after[end + END.len()..];
-    }
-    out
-}
-
-fn read_pem_file(path: &Path) -> Result<Vec<Vec<u8>>, ImageError> {
-    let bytes = fs::read(path).map_err(|source| ImageError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(split_pem_certs(&bytes))
-}
-
-/// Files under `dir` (recursively) whose extension is one of `exts`, sorted.
-fn cert_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = fs::read_dir(&d).map_err(|source| ImageError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .and_then(OsStr::to_str)
-                .is_some_and(|x| exts.contains(&x))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The extra CA certificates for image builds: every `*.crt` under `system_dir` (skipped when
-/// absent) plus `extra` (a PEM file, or a directory of `*.crt`/`*.pem`), one PEM block per
-/// entry, without duplicates, in a stable order.
-pub fn collect_extra_cas(
-    system_dir: &Path,
-    extra: Option<&Path>,
-) -> Result<Vec<Vec<u8>>, ImageError> {
-    let mut certs: Vec<Vec<u8>> = Vec::new();
-    if system_dir.is_dir() {
-        for f in cert_files(system_dir, &["crt"])? {
-            certs.extend(read_pem_file(&f)?);
-        }
-    }
-    if let Some(p) = extra {
-        let found = if p.is_dir() {
-            let mut v = Vec::new();
-            for f in cert_files(p, &["crt", "pem"])? {
-                v.extend(read_pem_file(&f)?);
-            }
-            v
-        } else {
-            read_pem_file(p)?
-        };
-        if found.is_empty() {
-            return Err(ImageError::NotPem {
-                path: p.to_path_buf(),
-            });
-        }
-        certs.extend(found);
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    certs.retain(|c| seen.insert(c.clone()));
-    Ok(certs)
-}
-
-/// [`collect_extra_cas`] from the host: the system dir and `BOT_BOTTLE_EXTRA_CA_CERTS`.
-pub fn host_extra_cas() -> Result<Vec<Vec<u8>>, ImageError> {
-    let extra = std::env::var_os(envvars::EXTRA_CA_CERTS)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    collect_extra_cas(Path::new(SYSTEM_EXTRA_CA_DIR), extra.as_deref())
-}
-
 /// Finds the directory holding all [`SIDECAR_BINARIES`]: next to `exe`, or its parent (test
 /// binaries live in `target/<profile>/deps`).
 pub fn find_sidecar_bin_dir_from(exe: &Path) -> Result<PathBuf, ImageError> {
@@ -535,7 +420,7 @@ mod tests {
 
     fn spec() -> ImageSpec {
         ImageSpec::agent(
-            Provider::Claude,
+            ProviderKind::Claude,
             &[PEM_A.as_bytes().to_vec()],
             Some("node:22-slim"),
         )
@@ -578,7 +463,7 @@ mod tests {
         assert_eq!(ensure_image(&rec, &s).unwrap(), ImageStatus::Cached);
         let calls = rec.calls();
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0], inspect_spec(CLAUDE_TAG));
+        assert_eq!(calls[0], inspect_spec(default_image(ProviderKind::Claude)));
         assert_eq!(
             calls[0].to_string(),
             "docker image inspect --format '{{index .Config.Labels \"dev.bot-bottle.context-hash\"}}' bot-bottle-claude:latest"
@@ -601,7 +486,10 @@ mod tests {
             let (mode, build) = &calls[1];
             assert_eq!(*mode, Mode::Streaming);
             let argv = build.argv();
-            assert_eq!(&argv[..4], ["docker", "build", "-t", CLAUDE_TAG]);
+            assert_eq!(
+                &argv[..4],
+                ["docker", "build", "-t", default_image(ProviderKind::Claude)]
+            );
             let hash = s.context_hash().unwrap();
             assert!(
                 argv.windows(2)
@@ -627,7 +515,10 @@ mod tests {
         });
         let err = ensure_image(&rec, &spec()).unwrap_err();
         assert!(matches!(err, ImageError::BuildFailed { code: 3, .. }));
-        assert!(err.to_string().contains(CLAUDE_TAG));
+        assert!(
+            err.to_string()
+                .contains(default_image(ProviderKind::Claude))
+        );
     }
 
     #[test]
@@ -723,51 +614,13 @@ mod tests {
 
         // an empty extra-ca dir still exists (the Dockerfiles COPY it)
         let ctx2 = tempfile::tempdir().unwrap();
-        ImageSpec::agent(Provider::Codex, &[], None)
+        ImageSpec::agent(ProviderKind::Codex, &[], None)
             .write_context(ctx2.path())
             .unwrap();
         assert!(ctx2.path().join(EXTRA_CA_DIR).is_dir());
 
         let gone = ImageSpec::sidecars(Path::new("/nonexistent"), &[], None);
         assert!(matches!(gone.context_hash(), Err(ImageError::Read { .. })));
-    }
-
-    #[test]
-    fn extra_cas_from_system_dir_and_env_file_or_dir() {
-        let sys = tempfile::tempdir().unwrap();
-        fs::create_dir(sys.path().join("corp")).unwrap();
-        fs::write(sys.path().join("corp/a.crt"), PEM_A).unwrap();
-        fs::write(sys.path().join("ignored.pem"), PEM_B).unwrap(); // not *.crt: ignored there
-        assert_eq!(
-            collect_extra_cas(sys.path(), None).unwrap(),
-            [PEM_A.as_bytes()]
-        );
-
-        let bundle = sys.path().join("bundle.pem");
-        fs::write(&bundle, format!("junk\n{PEM_A}{PEM_B}")).unwrap();
-        let got = collect_extra_cas(sys.path(), Some(&bundle)).unwrap();
-        assert_eq!(
-            got,
-            [PEM_A.as_bytes(), PEM_B.as_bytes()],
-            "split and deduplicated"
-        );
-
-        let extra_dir = tempfile::tempdir().unwrap();
-        fs::write(extra_dir.path().join("b.pem"), PEM_B).unwrap();
-        let got = collect_extra_cas(Path::new("/nonexistent"), Some(extra_dir.path())).unwrap();
-        assert_eq!(got, [PEM_B.as_bytes()]);
-
-        let not_pem = sys.path().join("notes.txt");
-        fs::write(&not_pem, "hello").unwrap();
-        let err = collect_extra_cas(sys.path(), Some(&not_pem)).unwrap_err();
-        assert!(
-            err.to_string().contains("BOT_BOTTLE_EXTRA_CA_CERTS"),
-            "{err}"
-        );
-        assert!(matches!(
-            collect_extra_cas(sys.path(), Some(Path::new("/nonexistent/ca.pem"))),
-            Err(ImageError::Read { .. })
-        ));
     }
 
     #[test]
