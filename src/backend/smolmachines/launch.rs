@@ -577,3 +577,129 @@ fn state_err(e: crate::state::StateError) -> SmolError {
 fn rename(from: &Path, to: &Path) -> Result<(), SmolError> {
     std::fs::rename(from, to).map_err(|e| SmolError::io(to, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{Mode, Output, RecordingRunner};
+
+    struct Quiet;
+    impl Ui for Quiet {
+        fn say(&self, _msg: &str) {}
+        fn warn(&self, _msg: &str) {}
+    }
+
+    fn host(version: Option<version::SmolvmVersion>) -> SmolHost {
+        SmolHost {
+            macos: true,
+            cache_dir: PathBuf::from("/nonexistent-cache"),
+            smolvm_db: PathBuf::from("/nonexistent-db/smolvm.db"),
+            version,
+        }
+    }
+
+    fn with_launcher<T>(
+        rec: &RecordingRunner,
+        h: &SmolHost,
+        f: impl FnOnce(&Launcher<'_>) -> T,
+    ) -> T {
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let l = Launcher {
+            runner: rec,
+            host: h,
+            compose: ComposeCmd::assume_v2(),
+            prepared: &prepared,
+            ui: &Quiet,
+        };
+        f(&l)
+    }
+
+    #[test]
+    fn macos_adds_missing_aliases_with_one_interactive_sudo() {
+        let rec = RecordingRunner::new(|s| {
+            if s.program == "ifconfig" {
+                Output::ok(
+                    "lo0: flags=8049\n\tinet 127.0.0.1 netmask 0xff000000\n\tinet 127.0.0.16 netmask 0xffffffff\n",
+                )
+            } else {
+                Output::default()
+            }
+        });
+        let h = host(None);
+        with_launcher(&rec, &h, |l| l.ensure_aliases()).unwrap();
+        let calls = rec.calls_with_mode();
+        assert_eq!(calls.len(), 2, "{calls:#?}");
+        assert_eq!(calls[0].1.argv(), vec!["ifconfig", "lo0"]);
+        let (mode, sudo) = &calls[1];
+        // Interactive: sudo needs the terminal for its one password prompt.
+        assert_eq!(*mode, Mode::Interactive);
+        assert_eq!(sudo.program, "sudo");
+        let script = sudo.args.last().unwrap();
+        assert_eq!(script.matches("ifconfig lo0 alias").count(), 15, "{script}");
+        assert!(!script.contains("127.0.0.16/32"), "{script}");
+        assert!(script.contains("127.0.0.31/32"), "{script}");
+    }
+
+    #[test]
+    fn aliases_present_since_boot_ask_for_no_password() {
+        let all: String = alias::pool()
+            .iter()
+            .map(|a| format!("\tinet {a} netmask 0xffffffff\n"))
+            .collect();
+        let rec = RecordingRunner::new(move |s| {
+            if s.program == "ifconfig" {
+                Output::ok(all.clone())
+            } else {
+                Output::default()
+            }
+        });
+        let h = host(None);
+        with_launcher(&rec, &h, |l| l.ensure_aliases()).unwrap();
+        assert_eq!(rec.calls().len(), 1);
+    }
+
+    #[test]
+    fn a_refused_sudo_is_an_error_that_says_what_to_do() {
+        let rec = RecordingRunner::new(|s| {
+            if s.program == "sudo" {
+                Output::failed(1, "")
+            } else {
+                Output::ok("")
+            }
+        });
+        let h = host(None);
+        let err = with_launcher(&rec, &h, |l| l.ensure_aliases()).unwrap_err();
+        assert!(matches!(err, SmolError::AliasSetup(1)));
+        assert!(err.to_string().contains("sudo ifconfig lo0 alias"));
+    }
+
+    #[test]
+    fn the_workaround_refuses_without_the_database_and_never_runs_sqlite() {
+        let rec = RecordingRunner::succeeding();
+        let h = host(version::parse("smolvm 0.8.0"));
+        let err = with_launcher(&rec, &h, |l| {
+            l.patch_allowlist("bot-bottle-x", "127.0.0.16/32")
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(rec.calls().is_empty());
+    }
+
+    #[test]
+    fn the_session_proxy_is_the_bundle_on_the_alias() {
+        let p = super::super::tests::plan();
+        let env = agent_env(&p, Ipv4Addr::new(127, 0, 0, 20));
+        for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            assert_eq!(env[k], "http://127.0.0.20:9099");
+        }
+        assert_eq!(env["NO_PROXY"], "localhost,127.0.0.1");
+        let ps = "{\"Names\":\"bot-bottle-sidecars-a\",\"Labels\":\"dev.bot-bottle.alias=127.0.0.19,dev.bot-bottle.backend=smolmachines\"}\n{\"Names\":\"x\",\"Labels\":\"dev.bot-bottle.alias=nonsense\"}\n";
+        assert_eq!(
+            aliases_in_use(ps),
+            BTreeSet::from([Ipv4Addr::new(127, 0, 0, 19)])
+        );
+    }
+}
