@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bot_bottle::backend::docker::build::{
-    self as images, ImageSpec, ImageStatus, ensure_image, find_sidecar_bin_dir,
+    self as images, ImageSpec, ImageStatus, ensure_image, find_sidecar_bin_dir_from,
 };
 use bot_bottle::plan::{HostEnv, ProviderKind, SIDECAR_TAG, provider::default_image};
 
@@ -51,7 +51,8 @@ where
 
 fn specs() -> (ImageSpec, ImageSpec) {
     let cas = host_extra_cas().expect("extra CAs readable");
-    let bin = find_sidecar_bin_dir().expect("sidecar binaries next to the test binary");
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = find_sidecar_bin_dir_from(&exe).expect("sidecar binaries next to the test binary");
     (
         ImageSpec::sidecars(&bin, &cas, None),
         ImageSpec::agent(ProviderKind::Claude, &cas, None),

@@ -80,11 +80,12 @@ pub fn resolve_image(
 /// The default tag of the sidecar bundle image, built from the embedded Dockerfile.
 pub const SIDECAR_TAG: &str = "bot-bottle-sidecars:latest";
 
-/// Which sidecar bundle image runs: the bundled one (built or found cached), or a published
-/// one named by `BOT_BOTTLE_SIDECAR_IMAGE` that must exist and is never built.
+/// Which sidecar bundle image runs: the bundled one (built or found cached from the sidecar
+/// binaries installed next to `exe`, the running `bot-bottle`), or a published one named by
+/// `BOT_BOTTLE_SIDECAR_IMAGE` that must exist and is never built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SidecarImage {
-    Bundled,
+    Bundled { exe: Option<PathBuf> },
     Named(String),
 }
 
@@ -92,13 +93,15 @@ impl SidecarImage {
     pub fn resolve(host: &HostEnv) -> SidecarImage {
         match host.var_nonempty(envvars::SIDECAR_IMAGE) {
             Some(tag) => SidecarImage::Named(tag.to_string()),
-            None => SidecarImage::Bundled,
+            None => SidecarImage::Bundled {
+                exe: host.exe.clone(),
+            },
         }
     }
 
     pub fn tag(&self) -> &str {
         match self {
-            SidecarImage::Bundled => SIDECAR_TAG,
+            SidecarImage::Bundled { .. } => SIDECAR_TAG,
             SidecarImage::Named(t) => t,
         }
     }
@@ -175,7 +178,10 @@ mod tests {
         let mut h = host();
         assert_eq!(SidecarImage::resolve(&h).tag(), SIDECAR_TAG);
         h.vars.insert(envvars::SIDECAR_IMAGE.into(), String::new());
-        assert_eq!(SidecarImage::resolve(&h), SidecarImage::Bundled);
+        assert_eq!(
+            SidecarImage::resolve(&h),
+            SidecarImage::Bundled { exe: None }
+        );
         h.vars
             .insert(envvars::SIDECAR_IMAGE.into(), "reg/sidecars:1".into());
         assert_eq!(

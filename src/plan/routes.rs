@@ -153,6 +153,7 @@ mod tests {
             cwd: PathBuf::from("/c"),
             now_unix: 0,
             random_suffix: "aaaaaa".into(),
+            exe: None,
             system_ca_dir: None,
         }
     }

@@ -2,7 +2,7 @@
 //! costs one `docker image inspect` when nothing changed.
 //!
 //! An installed `bot-bottle` has no source tree, so the Dockerfiles are compiled in and the
-//! build context is assembled in a temporary directory: the Dockerfile, `extra-ca/` (the
+//! build context is packed in memory as a tar stream for `docker build -`: the Dockerfile, `extra-ca/` (the
 //! operator's extra CA certificates, for TLS-intercepting proxies) and, for the sidecar image,
 //! `bin/` with the crate's own sidecar binaries. A SHA-256 over everything that goes into the
 //! context is stored in the image label [`CONTEXT_HASH_LABEL`]; [`ensure_image`] builds only
@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -57,7 +56,7 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot assemble the build context in {}: {source}; check free space in the temp dir", .path.display())]
+    #[error("cannot pack `{}` into the build context: {source}; check free memory", .path.display())]
     Context {
         path: PathBuf,
         #[source]
@@ -143,7 +142,7 @@ impl ImageSpec {
             .with_base_image(base_image)
     }
 
-    /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir`]).
+    /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir_from`]).
     pub fn sidecars(bin_dir: &Path, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
         let mut spec = ImageSpec::new(SIDECAR_TAG, SIDECARS_DOCKERFILE)
             .with_extra_cas(extra_cas)
@@ -243,34 +242,52 @@ impl ImageSpec {
         Ok(hex::encode(h.finish()))
     }
 
-    /// Writes the context (Dockerfile, dirs, files with their modes) into `dir`.
-    pub fn write_context(&self, dir: &Path) -> Result<(), ImageError> {
-        let ctx = |path: &Path| {
-            let path = path.to_path_buf();
+    /// The build context as one tar stream (Dockerfile, dirs, files with their modes), sent
+    /// to `docker build -` on stdin: nothing is written on the host and no temp dir is
+    /// needed, and a remote engine gets the same context.
+    pub fn context_tar(&self) -> Result<Vec<u8>, ImageError> {
+        let ctx = |name: &str| {
+            let path = PathBuf::from(name);
             move |source| ImageError::Context { path, source }
         };
-        fs::write(dir.join("Dockerfile"), &self.dockerfile).map_err(ctx(dir))?;
-        for d in &self.dirs {
-            let p = dir.join(d);
-            fs::create_dir_all(&p).map_err(ctx(&p))?;
+        let mut t = tar::Builder::new(Vec::new());
+        let header = |kind: tar::EntryType, mode: u32, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_mtime(0);
+            h
+        };
+        let mut h = header(tar::EntryType::Regular, 0o644, self.dockerfile.len() as u64);
+        t.append_data(&mut h, "Dockerfile", self.dockerfile.as_bytes())
+            .map_err(ctx("Dockerfile"))?;
+        let mut dirs: std::collections::BTreeSet<String> = self.dirs.iter().cloned().collect();
+        for name in self.files.keys() {
+            let mut p = Path::new(name).parent();
+            while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+                dirs.insert(d.to_string_lossy().into_owned());
+                p = d.parent();
+            }
+        }
+        for d in &dirs {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            t.append_data(&mut h, format!("{d}/"), &[][..])
+                .map_err(ctx(d))?;
         }
         for (name, f) in &self.files {
-            let p = dir.join(name);
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(ctx(parent))?;
-            }
-            match &f.source {
-                Source::Bytes(b) => fs::write(&p, b).map_err(ctx(&p))?,
-                Source::File(src) => {
-                    fs::copy(src, &p).map_err(|source| ImageError::Read {
-                        path: src.clone(),
-                        source,
-                    })?;
-                }
-            }
-            fs::set_permissions(&p, fs::Permissions::from_mode(f.mode)).map_err(ctx(&p))?;
+            let bytes = match &f.source {
+                Source::Bytes(b) => b.clone(),
+                Source::File(src) => fs::read(src).map_err(|source| ImageError::Read {
+                    path: src.clone(),
+                    source,
+                })?,
+            };
+            let mut h = header(tar::EntryType::Regular, f.mode, bytes.len() as u64);
+            t.append_data(&mut h, name, bytes.as_slice())
+                .map_err(ctx(name))?;
         }
-        Ok(())
+        t.into_inner().map_err(ctx("."))
     }
 }
 
@@ -285,14 +302,14 @@ pub fn inspect_spec(tag: &str) -> ProcessSpec {
     ])
 }
 
-/// `docker build` of `spec` from the context in `dir`, labelled with `hash`.
-pub fn build_spec(spec: &ImageSpec, dir: &Path, hash: &str) -> ProcessSpec {
+/// `docker build` of `spec` from `context` (a tar stream on stdin), labelled with `hash`.
+pub fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> ProcessSpec {
     let mut p = ProcessSpec::new(DOCKER).args(["build", "-t", &spec.tag]);
     p = p.arg("--label").arg(format!("{CONTEXT_HASH_LABEL}={hash}"));
     for (k, v) in &spec.build_args {
         p = p.arg("--build-arg").arg(format!("{k}={v}"));
     }
-    p.arg(dir.to_string_lossy().into_owned())
+    p.arg("-").stdin(context)
 }
 
 /// Makes sure `spec.tag` exists and was built from exactly this context: one inspect when it
@@ -314,16 +331,9 @@ pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus
             });
         }
     }
-    let dir = tempfile::Builder::new()
-        .prefix("bot-bottle-build-")
-        .tempdir()
-        .map_err(|source| ImageError::Context {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    spec.write_context(dir.path())?;
+    let context = spec.context_tar()?;
     tracing::info!(tag = %spec.tag, "building image");
-    let code = runner.run_streaming(&build_spec(spec, dir.path(), &hash))?;
+    let code = runner.run_streaming(&build_spec(spec, context, &hash))?;
     if code != 0 {
         return Err(ImageError::BuildFailed {
             tag: spec.tag.clone(),
@@ -401,19 +411,11 @@ pub fn find_sidecar_bin_dir_from(exe: &Path) -> Result<PathBuf, ImageError> {
     })
 }
 
-/// [`find_sidecar_bin_dir_from`] for the running executable.
-pub fn find_sidecar_bin_dir() -> Result<PathBuf, ImageError> {
-    let exe = std::env::current_exe().map_err(|source| ImageError::Read {
-        path: PathBuf::from("/proc/self/exe"),
-        source,
-    })?;
-    find_sidecar_bin_dir_from(&exe)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runner::{Mode, Output, RecordingRunner};
+    use std::os::unix::fs::PermissionsExt;
 
     const PEM_A: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     const PEM_B: &str = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
@@ -499,8 +501,16 @@ mod tests {
                 argv.windows(2)
                     .any(|w| w == ["--build-arg", "BASE_IMAGE=node:22-slim"])
             );
-            // the temp context is gone once the build returned
-            assert!(!Path::new(argv[argv.len() - 1]).exists());
+            // the context is a tar stream on stdin: nothing on the host
+            assert_eq!(argv[argv.len() - 1], "-");
+            let sent = build.stdin.as_deref().expect("context on stdin");
+            assert_eq!(sent, s.context_tar().unwrap());
+            let names: Vec<String> = tar::Archive::new(sent)
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            assert!(names.contains(&"Dockerfile".to_string()), "{names:?}");
         }
     }
 
@@ -582,6 +592,14 @@ mod tests {
         assert_eq!(hashes.len(), variants.len() + 1);
     }
 
+    /// What `docker build -` sees of a spec's context.
+    fn unpack(spec: &ImageSpec, dir: &Path) {
+        let tar = spec.context_tar().unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        a.set_preserve_permissions(true);
+        a.unpack(dir).unwrap();
+    }
+
     #[test]
     fn file_sources_are_hashed_by_content_and_written_with_modes() {
         let bins = tempfile::tempdir().unwrap();
@@ -594,7 +612,7 @@ mod tests {
         assert_ne!(h1, s.context_hash().unwrap());
 
         let ctx = tempfile::tempdir().unwrap();
-        s.write_context(ctx.path()).unwrap();
+        unpack(&s, ctx.path());
         assert_eq!(
             fs::read_to_string(ctx.path().join("Dockerfile")).unwrap(),
             SIDECARS_DOCKERFILE
@@ -614,9 +632,10 @@ mod tests {
 
         // an empty extra-ca dir still exists (the Dockerfiles COPY it)
         let ctx2 = tempfile::tempdir().unwrap();
-        ImageSpec::agent(ProviderKind::Codex, &[], None)
-            .write_context(ctx2.path())
-            .unwrap();
+        unpack(
+            &ImageSpec::agent(ProviderKind::Codex, &[], None),
+            ctx2.path(),
+        );
         assert!(ctx2.path().join(EXTRA_CA_DIR).is_dir());
 
         let gone = ImageSpec::sidecars(Path::new("/nonexistent"), &[], None);

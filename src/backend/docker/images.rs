@@ -42,9 +42,14 @@ pub fn sidecar_image(
 ) -> Result<String, DockerError> {
     match image {
         SidecarImage::Named(tag) => require(runner, tag, envvars::SIDECAR_IMAGE),
-        SidecarImage::Bundled => {
-            let bin_dir =
-                build::find_sidecar_bin_dir().map_err(|e| DockerError::Other(e.to_string()))?;
+        SidecarImage::Bundled { exe } => {
+            let exe = exe.as_deref().ok_or_else(|| {
+                DockerError::Other(
+                    "cannot tell where `bot-bottle` runs from, so its sidecar binaries cannot be found; set BOT_BOTTLE_SIDECAR_IMAGE to a published image".into(),
+                )
+            })?;
+            let bin_dir = build::find_sidecar_bin_dir_from(exe)
+                .map_err(|e| DockerError::Other(e.to_string()))?;
             ensure(runner, &ImageSpec::sidecars(&bin_dir, cas, None), ui)
         }
     }

@@ -529,3 +529,117 @@ pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec 
     args.extend(command.iter().cloned());
     docker(args)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testutil::{agent, bottle, host, manifest};
+    use crate::plan::{BackendKind, StartOptions};
+    use crate::runner::{Output, RecordingRunner};
+
+    struct Quiet;
+    impl Ui for Quiet {
+        fn say(&self, _: &str) {}
+        fn warn(&self, _: &str) {}
+    }
+
+    fn plan_in(root: &std::path::Path) -> BottlePlan {
+        let mut m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
+        m.root = root.to_path_buf();
+        let opts = StartOptions {
+            identity: None,
+            copy_cwd: false,
+            remote_control: false,
+            backend: BackendKind::Docker,
+            gvisor: Some(false),
+            resume: false,
+        };
+        crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap()
+    }
+
+    fn tar_mtimes(tar: &[u8]) -> Vec<u64> {
+        tar::Archive::new(tar)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().mtime().unwrap())
+            .collect()
+    }
+
+    /// The launch takes its time from the plan, never from the clock: the same plan gives
+    /// the same metadata and streams, whenever it runs.
+    #[test]
+    fn the_start_time_comes_from_the_plan() {
+        let root = tempfile::tempdir().unwrap();
+        let mut plan = plan_in(root.path());
+        plan.started_at = 1_000_000_000; // 2001: far from any clock this test runs under
+        // A non-zero session keeps the state dir for inspection.
+        let runner = RecordingRunner::new(|spec| {
+            if spec.argv().contains(&"-u") && spec.argv().contains(&AGENT_USER) {
+                Output::failed(3, "")
+            } else {
+                Output::default()
+            }
+        });
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let launcher = Launcher {
+            runner: &runner,
+            compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
+            prepared: &prepared,
+            ui: &Quiet,
+        };
+        let outcome = launcher.run(&plan, false).unwrap();
+        assert_eq!(outcome.exit_code, 3);
+        assert!(outcome.preserved);
+        let meta = crate::state::load_metadata(root.path(), &plan.identity).unwrap();
+        assert_eq!(meta.started_at, "2001-09-09T01:46:40Z");
+        let calls = runner.calls();
+        let streams: Vec<&Vec<u8>> = calls.iter().filter_map(|c| c.stdin.as_ref()).collect();
+        assert_eq!(streams.len(), 2, "provisioning and sidecar config");
+        for s in streams {
+            let mtimes = tar_mtimes(s);
+            assert!(!mtimes.is_empty());
+            assert!(mtimes.iter().all(|m| *m == 1_000_000_000), "{mtimes:?}");
+        }
+    }
+
+    #[test]
+    fn a_taken_name_retries_under_the_plans_next_identity() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = plan_in(root.path());
+        let ups = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = ups.clone();
+        let runner = RecordingRunner::new(move |spec| {
+            let argv = spec.argv();
+            if argv.contains(&"up") && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Output::failed(1, "Conflict. The container name is already in use")
+            } else {
+                Output::default()
+            }
+        });
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let launcher = Launcher {
+            runner: &runner,
+            compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
+            prepared: &prepared,
+            ui: &Quiet,
+        };
+        let outcome = launcher.run(&plan, false).unwrap();
+        let second = plan.names.attempt(2).unwrap();
+        assert_eq!(outcome.identity, second.identity);
+        let projects: Vec<String> = runner
+            .calls()
+            .iter()
+            .filter(|c| c.argv().contains(&"up"))
+            .map(|c| c.argv()[3].to_string())
+            .collect();
+        assert_eq!(projects, [plan.names.project.clone(), second.project]);
+        // Both attempts' state dirs are gone: the first by its teardown, the second at exit.
+        assert!(crate::state::list(root.path()).unwrap().is_empty());
+    }
+}
