@@ -12,7 +12,7 @@
 
 pub mod docker;
 pub mod interrupt;
-pub mod smolmachines;
+pub(crate) mod smolmachines;
 
 use std::path::Path;
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::runner::{ProcessSpec, shell_escape};
 
@@ -83,7 +83,6 @@ pub fn add_aliases_spec(missing: &[Ipv4Addr]) -> ProcessSpec {
 /// until the new bundle runs and carries its own.
 pub struct AllocationLock {
     file: std::fs::File,
-    pub path: PathBuf,
 }
 
 impl AllocationLock {
@@ -102,10 +101,7 @@ impl AllocationLock {
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(AllocationLock {
-            file,
-            path: path.to_path_buf(),
-        })
+        Ok(AllocationLock { file })
     }
 }
 

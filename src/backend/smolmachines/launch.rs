@@ -2,8 +2,8 @@
 //! on the alias) → agent artifact (cache or pack) → `machine create` with the alias /32 as
 //! the only allowed CIDR (plus the database patch where smolvm drops it) → `machine start`
 //! → ownership repair → one provisioning stream through `machine exec` → provider checks →
-//! the session with terminal-size forwarding → transcript snapshot through `machine cp` →
-//! teardown in reverse order.
+//! the session with terminal-size forwarding → transcript (a tar stream from `machine exec`)
+//! and bundle logs snapshot → teardown in reverse order.
 //!
 //! Every step that creates something pushes its undo first, so a failure, a Ctrl-C or a
 //! normal exit unwind the same stack, as in the Docker backend's launch.

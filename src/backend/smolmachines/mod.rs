@@ -27,7 +27,7 @@ use crate::backend::{
 use crate::plan::{BackendKind, BottlePlan, HostEnv};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
-pub use crate::backend::docker::compose::{LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
+pub(crate) use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
 
 /// The backend's name in labels, metadata and `list active`.
 pub const BACKEND_NAME: &str = "smolmachines";

@@ -48,11 +48,6 @@ pub fn exec_root_spec(machine: &str, argv: &[&str], stdin: bool) -> ProcessSpec 
     spec.arg("--").args(argv.iter().copied())
 }
 
-/// `machine cp <from> <to>`; a VM path is written `<machine>:<path>`.
-pub fn cp_spec(from: &str, to: &str) -> ProcessSpec {
-    smolvm(["machine", "cp", from, to])
-}
-
 /// `dir` of the VM as a tar stream on stdout, its own name as the top entry (the shape
 /// [`crate::state::StateDir::replace_from_tar`] takes).
 pub fn tar_out_spec(machine: &str, dir: &str) -> ProcessSpec {
