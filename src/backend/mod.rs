@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod interrupt;
+pub(crate) mod smolmachines;
 
 use std::path::Path;
 
@@ -35,8 +36,6 @@ pub enum BackendError {
     /// The host lacks what the backend needs; the message names what to install.
     #[error("{0}")]
     HostNotReady(String),
-    #[error("the `{0}` backend is not available yet; use `--backend docker`")]
-    Unavailable(&'static str),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// The operator pressed Ctrl-C; everything created was undone.
@@ -117,8 +116,8 @@ impl CleanupPlan {
     }
 }
 
-/// A place bottles run. Implementations: [`docker::DockerBackend`] and the smolmachines
-/// micro-VM backend.
+/// A place bottles run. Implementations: [`docker::DockerBackend`] and
+/// [`smolmachines::SmolmachinesBackend`].
 pub trait Backend {
     fn kind(&self) -> BackendKind;
 
@@ -160,14 +159,19 @@ pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolm
 pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
     match kind {
         BackendKind::Docker => Box::new(docker::DockerBackend::new(runner)),
-        BackendKind::Smolmachines => Box::new(NotBuilt(kind)),
+        BackendKind::Smolmachines => Box::new(smolmachines::SmolmachinesBackend::new(runner)),
     }
 }
 
 /// Running bottles of every backend: one engine listing, since every backend's sidecar
 /// bundle is a labelled Docker container.
 pub fn list_active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, BackendError> {
-    Ok(docker::discover::active(runner)?)
+    let mut bottles = docker::discover::active(runner)?;
+    // smolmachines VMs join their bundles (a missing smolvm lists none).
+    if let Err(e) = smolmachines::discover::annotate(runner, &mut bottles) {
+        tracing::warn!("smolmachines VMs not listed: {e}");
+    }
+    Ok(bottles)
 }
 
 /// The cleanup plan of every backend plus the unpreserved state dirs under `root`.
@@ -193,8 +197,9 @@ pub fn cleanup_plan(runner: &dyn Runner, root: Option<&Path>) -> Result<CleanupP
 
 /// Run every backend's cleanup, then remove the listed state dirs through [`crate::state`].
 pub fn cleanup(runner: &dyn Runner, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(), BackendError> {
-    for kind in ALL_KINDS {
-        backend_for(kind, runner).cleanup(plan, ui)?;
+    // In reverse listing order: micro-VMs stop before the Docker bundles they reach.
+    for kind in ALL_KINDS.iter().rev() {
+        backend_for(*kind, runner).cleanup(plan, ui)?;
     }
     for dir in &plan.state_dirs {
         if let Err(e) = dir.remove() {
@@ -202,47 +207,4 @@ pub fn cleanup(runner: &dyn Runner, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(
         }
     }
     Ok(())
-}
-
-/// A backend this build does not provide yet: refuses to launch, owns no resources.
-struct NotBuilt(BackendKind);
-
-impl Backend for NotBuilt {
-    fn kind(&self) -> BackendKind {
-        self.0
-    }
-
-    fn check_host(&self, _host: &HostEnv) -> Result<HostCheck, BackendError> {
-        Err(BackendError::Unavailable(self.0.as_str()))
-    }
-
-    fn prepare(&self, _plan: &BottlePlan, _ui: &dyn Ui) -> Result<Prepared, BackendError> {
-        Err(BackendError::Unavailable(self.0.as_str()))
-    }
-
-    fn launch(
-        &self,
-        _plan: &BottlePlan,
-        _prepared: &Prepared,
-        _ui: &dyn Ui,
-        _tty: bool,
-    ) -> Result<Outcome, BackendError> {
-        Err(BackendError::Unavailable(self.0.as_str()))
-    }
-
-    fn exec(&self, _identity: &str, _cmd: &[String], _tty: bool) -> Result<i32, BackendError> {
-        Err(BackendError::Unavailable(self.0.as_str()))
-    }
-
-    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
-        Ok(Vec::new())
-    }
-
-    fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {
-        Ok(CleanupPlan::default())
-    }
-
-    fn cleanup(&self, _plan: &CleanupPlan, _ui: &dyn Ui) -> Result<(), BackendError> {
-        Ok(())
-    }
 }

@@ -108,8 +108,13 @@ pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
         }
     }
     backend::cleanup(&runner, &plan, &CliUi)?;
+    // VMs are named only when there were some, so a Docker-only cleanup reads as before.
+    let vms = match plan.count("vm") {
+        0 => String::new(),
+        n => format!("{n} VMs, "),
+    };
     say(&format!(
-        "removed {} containers, {} networks, {} volumes, {} state dirs",
+        "removed {vms}{} containers, {} networks, {} volumes, {} state dirs",
         plan.count("container"),
         plan.count("network"),
         plan.count("volume"),

@@ -1,0 +1,127 @@
+//! The sidecar bundle of a smolmachines bottle: the Docker backend's compose project without
+//! the agent service, egress listening on TCP, and its port published on the bottle's
+//! loopback alias only. Rendering reuses the Docker backend's (one definition of the
+//! bundle); this module only adapts the document.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use crate::backend::Prepared;
+use crate::backend::docker::compose::{self, ComposeInput};
+use crate::backend::docker::{launch as docker_launch, sidecar_config};
+use crate::plan::BottlePlan;
+
+use super::{BACKEND_NAME, LABEL_ALIAS};
+
+/// Egress's port inside the bundle and on the alias.
+pub const EGRESS_PORT: u16 = 9099;
+
+/// The compose input for the bundle: the Docker backend's, labelled with this backend (the
+/// agent fields go unused: the agent is a VM).
+pub fn compose_input(plan: &BottlePlan, prepared: &Prepared, compose_v1: bool) -> ComposeInput {
+    let mut input = docker_launch::compose_input(plan, &plan.names, prepared, compose_v1);
+    input.backend = BACKEND_NAME.to_string();
+    input
+}
+
+/// The bundle document: sidecars only, on the egress network, port published on `alias`.
+pub fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
+    let mut doc = compose::render(input);
+    if let Some(services) = doc.get_mut("services").and_then(Value::as_object_mut) {
+        services.remove("agent");
+    }
+    // The internal network joined the bundle to the agent container; there is none.
+    if let Some(networks) = doc.get_mut("networks").and_then(Value::as_object_mut) {
+        networks.remove("internal");
+    }
+    let sidecars = &mut doc["services"]["sidecars"];
+    if let Some(nets) = sidecars.get_mut("networks").and_then(Value::as_object_mut) {
+        nets.remove("internal");
+    }
+    sidecars["ports"] = json!([format!("{alias}:{EGRESS_PORT}:{EGRESS_PORT}")]);
+    sidecars["labels"][LABEL_ALIAS] = json!(alias.to_string());
+    doc
+}
+
+/// Egress's argv with a TCP listener instead of the agent-side unix socket.
+pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
+    let mut args = sidecar_config::egress_args(has_extra_ca);
+    if let Some(i) = args.iter().position(|a| a == "--listen") {
+        if let Some(v) = args.get_mut(i + 1) {
+            *v = format!("0.0.0.0:{EGRESS_PORT}");
+        }
+    }
+    args
+}
+
+/// The sidecar config files, with egress listening on TCP.
+pub fn files(
+    plan: &BottlePlan,
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    extra_ca_pem: Option<&str>,
+) -> Vec<(String, String, u32)> {
+    let mut files = sidecar_config::files(plan, ca_cert_pem, ca_key_pem, extra_ca_pem);
+    for (name, contents, _) in &mut files {
+        if name == "egress.args" {
+            *contents = format!("{}\n", json!(egress_args(extra_ca_pem.is_some())));
+        }
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::docker::compose::{LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
+
+    fn plan() -> BottlePlan {
+        super::super::tests::plan()
+    }
+
+    #[test]
+    fn the_bundle_has_no_agent_and_publishes_on_the_alias_only() {
+        let p = plan();
+        let prepared = Prepared {
+            agent_image: "bot-bottle-claude:latest".into(),
+            sidecar_image: "bot-bottle-sidecars:latest".into(),
+        };
+        let input = compose_input(&p, &prepared, false);
+        let doc = render(&input, Ipv4Addr::new(127, 0, 0, 18));
+        assert!(doc["services"].get("agent").is_none());
+        let sidecars = &doc["services"]["sidecars"];
+        assert_eq!(sidecars["ports"], json!(["127.0.0.18:9099:9099"]));
+        assert!(sidecars["networks"].get("internal").is_none());
+        assert!(doc["networks"].get("internal").is_none());
+        assert_eq!(sidecars["labels"][LABEL_BACKEND], BACKEND_NAME);
+        assert_eq!(sidecars["labels"][LABEL_ALIAS], "127.0.0.18");
+        assert_eq!(sidecars["labels"][LABEL_SERVICE], "sidecars");
+        assert_eq!(sidecars["labels"][LABEL_IDENTITY], p.identity.as_str());
+        assert_eq!(
+            doc["networks"]["egress"]["labels"][LABEL_BACKEND],
+            BACKEND_NAME
+        );
+        assert_eq!(
+            doc["volumes"]["sockets"]["labels"][LABEL_BACKEND],
+            BACKEND_NAME
+        );
+        // Nothing anywhere is labelled as the Docker backend.
+        let text = doc.to_string();
+        assert!(
+            !text.contains(&format!("\"{LABEL_BACKEND}\":\"docker\"")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn egress_listens_on_tcp_inside_the_bundle() {
+        let args = egress_args(false);
+        let i = args.iter().position(|a| a == "--listen").unwrap();
+        assert_eq!(args[i + 1], "0.0.0.0:9099");
+        let p = plan();
+        let files = files(&p, "CERT", "KEY", None);
+        let egress = files.iter().find(|(n, _, _)| n == "egress.args").unwrap();
+        assert!(egress.1.contains("0.0.0.0:9099") && !egress.1.contains("unix:"));
+    }
+}
