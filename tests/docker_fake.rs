@@ -166,9 +166,22 @@ fn launch_runs_in_order_and_tears_down() {
     let session = position(&calls, "-u node").expect("session exec");
     let snapshot = position(&calls, "docker cp bot-bottle-").expect("transcript snapshot");
     let down = position(&calls, " down ").expect("compose down");
-    assert!(up < provision && provision < session && session < snapshot && snapshot < down);
-    // The bundle's config goes in through the engine after `up`, before the session.
-    assert!(up < config && config < session, "{calls:#?}");
+    assert!(up < provision && up < config && up < session, "{calls:#?}");
+    assert!(provision < snapshot && config < snapshot && session < snapshot && snapshot < down);
+    // The session's exec starts beside provisioning, but the provider runs only once the
+    // root script has written its marker, as its last step.
+    assert!(
+        calls[session].contains("/run/bot-bottle-provisioned"),
+        "{}",
+        calls[session]
+    );
+    assert!(
+        calls[provision]
+            .trim_end()
+            .ends_with("touch\\ /run/bot-bottle-provisioned"),
+        "{}",
+        calls[provision]
+    );
     // Exactly one provisioning exec and one config copy: both streams are batched.
     assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 1);
     assert_eq!(calls.iter().filter(|c| c.contains("cp - ")).count(), 1);

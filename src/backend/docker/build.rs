@@ -302,6 +302,19 @@ pub fn inspect_spec(tag: &str) -> ProcessSpec {
     ])
 }
 
+/// One `docker image inspect` printing the context-hash label of each tag, one line per tag
+/// in order (it fails when any tag is missing).
+pub fn inspect_spec_many(tags: &[&str]) -> ProcessSpec {
+    ProcessSpec::new(DOCKER)
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{CONTEXT_HASH_LABEL}\"}}}}"),
+        ])
+        .args(tags.iter().copied())
+}
+
 /// `docker build` of `spec` from `context` (a tar stream on stdin), labelled with `hash`.
 pub fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> ProcessSpec {
     let mut p = ProcessSpec::new(DOCKER).args(["build", "-t", &spec.tag]);

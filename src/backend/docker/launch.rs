@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::compose::{self, ComposeInput, SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SIDECAR_READY};
-use super::provision::{self, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, TarStream, WORKDIR};
+use super::provision::{self, AGENT_HOME, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, TarStream, WORKDIR};
 use super::{ComposeCmd, DockerError, check, command_error, docker, sidecar_config};
 use crate::backend::{Outcome, Prepared, Ui, interrupt};
 use crate::plan::{BottlePlan, Names};
@@ -160,6 +160,22 @@ pub fn audit_lines(
         .collect())
 }
 
+/// The bundle's config and the agent's provisioning are independent engine calls into two
+/// containers: run them side by side.
+fn finish_setup(runner: &dyn Runner, setup: &Setup) -> Result<(), DockerError> {
+    let (copied, provisioned) = std::thread::scope(|scope| {
+        let copied = scope.spawn(|| check(runner, &setup.config));
+        let provisioned = check(runner, &setup.provision);
+        let copied = copied
+            .join()
+            .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
+        (copied, provisioned)
+    });
+    copied?;
+    provisioned?;
+    Ok(())
+}
+
 /// What the launch undoes, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
@@ -186,6 +202,15 @@ pub struct Bottle {
     pub state: StateDir,
     pub compose_file: PathBuf,
     undo: Vec<Undo>,
+    /// The bundle's config copy and the agent's provisioning exec, when they run beside the
+    /// session's start instead of before it.
+    setup: Option<Setup>,
+}
+
+/// The two engine calls that finish a bottle after `up`.
+struct Setup {
+    config: ProcessSpec,
+    provision: ProcessSpec,
 }
 
 fn state_err(e: crate::state::StateError) -> DockerError {
@@ -245,6 +270,7 @@ impl Launcher<'_> {
                 compose_file: PathBuf::new(),
                 names,
                 undo: Vec::new(),
+                setup: None,
             };
             match self.bring_up(plan, &mut bottle) {
                 Ok(()) => return Ok(bottle),
@@ -350,19 +376,17 @@ impl Launcher<'_> {
             provision::root_script().as_str(),
         ])
         .stdin(stream);
-        // The bundle's config and the agent's provisioning are independent engine calls
-        // into two containers: run them side by side.
-        let copy = copy_in_spec(&b.names.sidecar_container, config);
-        let (copied, provisioned) = std::thread::scope(|scope| {
-            let copied = scope.spawn(|| check(self.runner, &copy));
-            let provisioned = check(self.runner, &exec);
-            let copied = copied
-                .join()
-                .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
-            (copied, provisioned)
-        });
-        copied?;
-        provisioned?;
+        let setup = Setup {
+            config: copy_in_spec(&b.names.sidecar_container, config),
+            provision: exec,
+        };
+        if plan.provider.verify.is_empty() {
+            // Nothing has to run between provisioning and the session: the session starts
+            // beside it, gated on provisioning's marker ([`provision::gated_command`]).
+            b.setup = Some(setup);
+            return Ok(());
+        }
+        finish_setup(self.runner, &setup)?;
         self.check_interrupt()?;
         // Provider checks (e.g. `codex login status` with forwarded credentials): the bottle
         // is refused rather than handed to an agent that cannot work.
@@ -406,10 +430,43 @@ impl Launcher<'_> {
         Ok(())
     }
 
-    /// The interactive session: `docker exec -it` as the agent user in the workspace.
-    pub fn session(&self, plan: &BottlePlan, b: &Bottle, tty: bool) -> Result<i32, DockerError> {
-        let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
-        Ok(self.runner.run_interactive(&spec)?)
+    /// The interactive session: `docker exec -it` as the agent user in the workspace. When
+    /// setup is still pending it runs beside the session's start; if it fails, the agent
+    /// container is stopped, which ends the waiting session, and the setup error is returned.
+    pub fn session(
+        &self,
+        plan: &BottlePlan,
+        b: &mut Bottle,
+        tty: bool,
+    ) -> Result<i32, DockerError> {
+        let Some(setup) = b.setup.take() else {
+            let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
+            return Ok(self.runner.run_interactive(&spec)?);
+        };
+        let gated = docker_exec(
+            &b.names.agent_container,
+            AGENT_HOME,
+            &provision::gated_command(&plan.provider.command),
+            tty,
+        );
+        let container = b.names.agent_container.as_str();
+        let runner = self.runner;
+        let (code, set_up) = std::thread::scope(|scope| {
+            let set_up = scope.spawn(|| {
+                let r = finish_setup(runner, &setup);
+                if r.is_err() {
+                    let _ = runner.run(&docker(["kill", "--signal", "KILL", container]));
+                }
+                r
+            });
+            let code = self.runner.run_interactive(&gated);
+            let set_up = set_up
+                .join()
+                .unwrap_or_else(|_| Err(DockerError::Other("provisioning failed".into())));
+            (code, set_up)
+        });
+        set_up?;
+        Ok(code?)
     }
 
     /// Copy the provider's transcript dir out of the agent, and the bundle's logs out of the
@@ -487,7 +544,7 @@ impl Launcher<'_> {
                 .map(String::as_str)
                 .unwrap_or("")
         ));
-        let code = match self.session(plan, &b, tty) {
+        let code = match self.session(plan, &mut b, tty) {
             Ok(c) => c,
             Err(e) => {
                 self.teardown(&mut b);
@@ -515,6 +572,11 @@ impl Launcher<'_> {
 
 /// Run a command in a running bottle as the agent user (`bot-bottle exec`).
 pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec {
+    docker_exec(container, WORKDIR, command, tty)
+}
+
+/// `docker exec -i [-t] -u node -w <dir> <container> <command…>`.
+fn docker_exec(container: &str, dir: &str, command: &[String], tty: bool) -> ProcessSpec {
     let mut args: Vec<String> = vec!["exec".into(), "-i".into()];
     if tty {
         args.push("-t".into());
@@ -523,7 +585,7 @@ pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec 
         "-u".into(),
         AGENT_USER.into(),
         "-w".into(),
-        WORKDIR.into(),
+        dir.into(),
         container.to_string(),
     ]);
     args.extend(command.iter().cloned());
