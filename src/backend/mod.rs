@@ -33,6 +33,8 @@ pub trait Ui: Sync {
 pub enum BackendError {
     #[error(transparent)]
     Docker(docker::DockerError),
+    #[error(transparent)]
+    Smolmachines(smolmachines::SmolError),
     /// The host lacks what the backend needs; the message names what to install.
     #[error("{0}")]
     HostNotReady(String),

@@ -175,7 +175,7 @@ impl From<SmolError> for BackendError {
             SmolError::Interrupted => BackendError::Interrupted,
             SmolError::NotInstalled => BackendError::HostNotReady(INSTALL_HINT.to_string()),
             SmolError::Docker(d) => d.into(),
-            other => BackendError::HostNotReady(other.to_string()),
+            other => BackendError::Smolmachines(other),
         }
     }
 }
