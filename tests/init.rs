@@ -1,9 +1,15 @@
 //! `bot-bottle-init` with real child processes: fail closed, signal forwarding, SIGKILL
-//! escalation, zombie reaping, configuration errors.
+//! escalation, zombie reaping, configuration errors, and the signal state a daemon inherits.
+//!
+//! Every daemon loop ends once the test's scratch dir is gone, so a failing test leaves no
+//! process behind.
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const INIT: &str = env!("CARGO_BIN_EXE_bot-bottle-init");
@@ -32,40 +38,87 @@ impl Bundle {
         self.dir.path().join(name)
     }
 
-    fn start(&self, list: &str, timeout: &str) -> Child {
-        Command::new(INIT)
-            .env("BOT_BOTTLE_SIDECAR_DAEMONS", list)
+    fn command(&self, list: &str, timeout: &str) -> Command {
+        let mut cmd = Command::new(INIT);
+        cmd.env("BOT_BOTTLE_SIDECAR_DAEMONS", list)
             .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", self.dir.path())
             .env("BOT_BOTTLE_SIDECAR_STOP_TIMEOUT", timeout)
             .env("D", self.dir.path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn start(&self, list: &str, timeout: &str) -> Child {
+        self.command(list, timeout).spawn().unwrap()
+    }
+
+    /// Starts the init with `ignored` set to `SIG_IGN`, the way a program started in the
+    /// background by a non-interactive shell gets SIGINT and SIGQUIT.
+    fn start_ignoring(&self, list: &str, timeout: &str, ignored: &[libc::c_int]) -> Child {
+        let ignored = ignored.to_vec();
+        let mut cmd = self.command(list, timeout);
+        // SAFETY: only `signal` (async-signal-safe) runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for &s in &ignored {
+                    libc::signal(s, libc::SIG_IGN);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
     }
 }
 
-/// Waits for the child (hang guard only, not a timing assertion).
-fn wait(mut child: Child) -> (i32, String) {
+/// Collects a pipe on a thread; the receiver yields the bytes once every writer is gone.
+fn collect(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            let _ = tx.send(all);
+        });
+    }
+    rx
+}
+
+/// Waits for the init (hang guard only, not a timing assertion; kills it on a hang) and
+/// returns its exit code, stdout and stderr. The pipes are read on threads and given up on
+/// after a while: daemons that outlived a broken init still hold them, and a test must then
+/// fail, not hang.
+fn wait_output(mut child: Child) -> (i32, String, String) {
+    let (out, err) = (collect(child.stdout.take()), collect(child.stderr.take()));
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let code = out.status.code().unwrap_or(-1);
-            return (code, String::from_utf8_lossy(&out.stderr).into_owned());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "init did not exit; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let text = |rx: mpsc::Receiver<Vec<u8>>| {
+        let bytes = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let (stdout, stderr) = (text(out), text(err));
+    let Some(status) = status else {
+        panic!("init did not exit; stderr:\n{stderr}");
+    };
+    (status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// [`wait_output`] without the stdout.
+fn wait(child: Child) -> (i32, String) {
+    let (code, _, stderr) = wait_output(child);
+    (code, stderr)
 }
 
 fn wait_for_file(p: &Path) {
@@ -127,7 +180,8 @@ fn send(child: &Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
 }
 
-const LOOP_FOREVER: &str = "while :; do sleep 0.05; done";
+/// A daemon's main loop: runs until the scratch dir is removed (the test's end).
+const LOOP_FOREVER: &str = r#"while [ -d "$D" ]; do sleep 0.05; done"#;
 
 #[test]
 fn a_dead_daemon_stops_the_others_and_fails_closed() {
@@ -162,14 +216,17 @@ fn a_daemon_exiting_cleanly_still_fails_closed() {
     assert_eq!(code, 1, "{stderr}");
 }
 
-fn forwards(sig: libc::c_int) {
+/// Two daemons that stop on any forwarded signal; the init is started with `ignored` set to
+/// `SIG_IGN`. Each daemon must act on the signal itself, not on the SIGKILL escalation.
+fn forwards(sig: libc::c_int, ignored: &[libc::c_int]) {
     let script = |n: &str| {
         format!(
-            "trap 'echo got > $D/{n}.sig; exit 0' TERM INT; echo $$ > $D/{n}.pid; {LOOP_FOREVER}"
+            "trap 'echo got > $D/{n}.sig; exit 0' TERM INT HUP QUIT; echo $$ > $D/{n}.pid; \
+             {LOOP_FOREVER}"
         )
     };
     let b = Bundle::new(&[("a", &script("a")), ("b", &script("b"))]);
-    let child = b.start("a,b", "10s");
+    let child = b.start_ignoring("a,b", "10s", ignored);
     let (pa, pb) = (read_pid(&b.path("a.pid")), read_pid(&b.path("b.pid")));
     send(&child, sig);
     let (code, stderr) = wait(child);
@@ -178,17 +235,94 @@ fn forwards(sig: libc::c_int) {
         b.path("a.sig").exists() && b.path("b.sig").exists(),
         "{stderr}"
     );
+    assert!(!stderr.contains("SIGKILL"), "{stderr}");
     assert!(!alive(pa) && !alive(pb));
 }
 
 #[test]
 fn sigterm_is_forwarded_to_every_daemon() {
-    forwards(libc::SIGTERM);
+    forwards(libc::SIGTERM, &[]);
 }
 
 #[test]
 fn sigint_is_forwarded_to_every_daemon() {
-    forwards(libc::SIGINT);
+    forwards(libc::SIGINT, &[]);
+}
+
+const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+#[test]
+fn daemons_act_on_forwarded_signals_the_init_inherited_as_ignored() {
+    // A program started in the background by a non-interactive shell (`cargo test &` in a
+    // script, many CI runners) inherits SIGINT and SIGQUIT ignored, and `exec` keeps that. A
+    // daemon that inherited it from the init would never act on the SIGINT the init forwards,
+    // and the bundle would sit out the stop timeout.
+    for sig in STOP_SIGNALS {
+        forwards(sig, &STOP_SIGNALS);
+    }
+}
+
+#[test]
+fn a_dead_daemon_is_noticed_when_the_init_inherited_sigchld_ignored() {
+    // With SIGCHLD ignored the kernel reaps exited children itself and waitpid never reports
+    // them: unless the init restores the default, a dead gate goes unnoticed (fail open).
+    let b = Bundle::new(&[
+        ("gate", &format!("echo $$ > $D/gate.pid; {LOOP_FOREVER}")),
+        (
+            "dies",
+            "while [ ! -s $D/gate.pid ]; do sleep 0.02; done; exit 3",
+        ),
+    ]);
+    let child = b.start_ignoring("gate,dies", "5s", &[libc::SIGCHLD]);
+    let gate = read_pid(&b.path("gate.pid"));
+    let (code, stderr) = wait(child);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(!alive(gate), "gate daemon survived the bundle");
+}
+
+#[test]
+fn a_stop_signal_pending_at_start_starts_no_daemon() {
+    // The earliest a signal can reach the init: already pending when it execs. The init must
+    // neither lose it nor start the gates it was asked to stop.
+    let b = Bundle::new(&[("gate", &format!("touch $D/started; {LOOP_FOREVER}"))]);
+    let mut cmd = b.command("gate", "10s");
+    // SAFETY: sigprocmask/getpid/kill are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let (code, stderr) = wait(cmd.spawn().unwrap());
+    assert_eq!(code, 143, "{stderr}");
+    // The log, not the daemon, tells: a daemon killed by the forwarded signal before its
+    // first command would leave no trace of having run.
+    assert!(!stderr.contains("started"), "{stderr}");
+    assert!(!b.path("started").exists(), "{stderr}");
+}
+
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_forwarding() {
+    // The init logs to stderr; when nobody reads it any more, the stop signal must still reach
+    // the daemons (a failed log write is not a reason to exit and orphan them). The daemon's
+    // own stderr goes elsewhere: this is about the init's pipe, not the shell's.
+    let script = format!(
+        "exec 2>/dev/null; trap 'echo got > $D/gate.sig; exit 0' TERM; echo $$ > $D/gate.pid; \
+         {LOOP_FOREVER}"
+    );
+    let b = Bundle::new(&[("gate", &script)]);
+    let mut child = b.start("gate", "10s");
+    let pid = read_pid(&b.path("gate.pid"));
+    drop(child.stderr.take());
+    send(&child, libc::SIGTERM);
+    let (code, _) = wait(child);
+    assert_eq!(code, 143);
+    assert!(b.path("gate.sig").exists(), "the daemon never got SIGTERM");
+    assert!(!alive(pid));
 }
 
 #[test]
@@ -208,10 +342,15 @@ fn a_daemon_ignoring_sigterm_is_killed_after_the_timeout() {
 
 #[test]
 fn orphaned_grandchildren_are_reaped() {
-    // Each `( sleep & )` leaves an orphan that is re-parented to the init (subreaper).
+    // Each `( … & )` leaves an orphan that is re-parented to the init (subreaper). The orphans
+    // live until the test releases them: one that exited before the test looked would make the
+    // test fail under load.
     let b = Bundle::new(&[(
         "spawner",
-        "for i in 1 2 3; do (sleep 0.5 &); done; touch $D/spawned; exec sleep 1000",
+        &format!(
+            "for i in 1 2 3; do (while [ -d $D ] && [ ! -e $D/release ]; do sleep 0.02; done &); done; \
+             touch $D/spawned; {LOOP_FOREVER}"
+        ),
     )]);
     let child = b.start("spawner", "5s");
     wait_for_file(&b.path("spawned"));
@@ -227,6 +366,7 @@ fn orphaned_grandchildren_are_reaped() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // ...and, once they exit, are reaped instead of lingering as zombies.
+    fs::write(b.path("release"), "").unwrap();
     loop {
         let kids = children_of(init_pid);
         if kids.len() == 1 && kids[0].1 != "Z" {
@@ -290,7 +430,7 @@ fn configuration_errors_start_nothing() {
 #[test]
 fn daemons_inherit_the_environment_and_start_in_order() {
     let b = Bundle::new(&[
-        ("one", "echo one >> $D/order; sleep 1000"),
+        ("one", &format!("echo one >> $D/order; {LOOP_FOREVER}")),
         (
             "two",
             "while [ ! -s $D/order ]; do sleep 0.02; done; test \"$GATE_TOKEN\" = tok && exit 42; exit 1",
@@ -308,26 +448,50 @@ fn daemons_inherit_the_environment_and_start_in_order() {
 }
 
 #[test]
-fn daemons_start_with_no_blocked_signals() {
-    // The init blocks the signals it waits for; a daemon must not inherit that mask (a shell
-    // would hide the problem by clearing it, so read the mask of a plain program).
+fn daemons_start_with_a_clean_signal_state() {
+    // The init blocks the signals it waits for, and may itself have inherited ignored ones;
+    // `exec` keeps both. A daemon must start with nothing blocked and nothing ignored (a shell
+    // would hide the problem by resetting its own state, so read a plain program's).
     let dir = tempfile::tempdir().unwrap();
     fs::write(
         dir.path().join("mask.args.json"),
-        r#"["grep","SigBlk","/proc/self/status"]"#,
+        r#"["grep","-E","^Sig(Blk|Ign):","/proc/self/status"]"#,
     )
     .unwrap();
-    let out = Command::new(INIT)
-        .env("BOT_BOTTLE_SIDECAR_DAEMONS", "mask")
-        .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let mask = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
-        .map(str::trim);
-    assert_eq!(mask, Some("0000000000000000"), "{stdout}");
+    let mut cmd = Command::new(INIT);
+    cmd.env("BOT_BOTTLE_SIDECAR_DAEMONS", "mask")
+        .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", dir.path());
+    // SAFETY: only `signal` (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for s in [
+                libc::SIGINT,
+                libc::SIGQUIT,
+                libc::SIGHUP,
+                libc::SIGTERM,
+                libc::SIGCHLD,
+                libc::SIGUSR1,
+            ] {
+                libc::signal(s, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (_, stdout, stderr) = wait_output(cmd.spawn().unwrap());
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+    };
+    assert_eq!(field("SigBlk:"), Some(0), "{stdout}{stderr}");
+    // Standard signals (1..=31): the ones the init resets and forwards.
+    assert_eq!(
+        field("SigIgn:").map(|m| m & 0x7fff_ffff),
+        Some(0),
+        "{stdout}{stderr}"
+    );
 }
 
 #[test]

@@ -16,6 +16,12 @@
 //! Each daemon runs in its own process group, so signals reach the helpers it spawns too. The
 //! init registers as a child subreaper, so orphaned grandchildren are reaped even when the init
 //! is not PID 1 (e.g. under compose's `init: true`).
+//!
+//! Signal state is normalised at both ends, because both survive `exec`: the init takes its
+//! signals ([`claim_signals`]) before anything else, and every daemon starts with no signal
+//! blocked and every signal at its default action. A daemon that inherited an ignored SIGINT
+//! (any program started in the background by a non-interactive shell has one) would never act
+//! on the SIGINT the init forwards, and the bundle would wait out the stop timeout instead.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -165,27 +171,78 @@ impl InitConfig {
     }
 }
 
-/// A signal set holding the forwarded signals and SIGCHLD.
-fn handled_set() -> libc::sigset_t {
+/// A signal set holding `signals`.
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write into the provided set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in FORWARDED {
+        for &s in signals {
             libc::sigaddset(&mut set, s);
         }
-        libc::sigaddset(&mut set, libc::SIGCHLD);
         set
     }
 }
 
-/// Blocks the handled signals so they queue for `sigtimedwait` instead of killing us.
-/// Children get an empty mask again (see the `pre_exec` in [`run`]).
-fn block_signals(set: &libc::sigset_t) -> Result<(), InitError> {
+/// The stop signals the init forwards.
+fn forwarded_set() -> libc::sigset_t {
+    sigset(&FORWARDED)
+}
+
+/// Every signal the init handles: the forwarded ones and SIGCHLD.
+fn handled_set() -> libc::sigset_t {
+    let mut all = FORWARDED.to_vec();
+    all.push(libc::SIGCHLD);
+    sigset(&all)
+}
+
+/// Takes the signals the init handles: blocks them, so they queue for `sigtimedwait`, then sets
+/// them to their default action. Call it first thing in `main`; [`run`] calls it again.
+///
+/// Blocking early means a stop signal sent during startup waits in the queue: as PID 1 an
+/// unblocked signal at its default action is dropped by the kernel, anywhere else it would kill
+/// the init before it could stop any daemon. The default action matters for SIGCHLD: an
+/// inherited `SIG_IGN` makes the kernel reap exited daemons itself, and the init would never
+/// learn that a gate died (fail open). The order (block, then reset) keeps a signal that
+/// arrives in between: a blocked signal is queued even while it is ignored.
+pub fn claim_signals() -> Result<(), InitError> {
+    let set = handled_set();
     // SAFETY: valid set pointer; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(InitError::Signals(std::io::Error::from_raw_os_error(rc)));
+    }
+    for sig in FORWARDED.into_iter().chain([libc::SIGCHLD]) {
+        // SAFETY: installs SIG_DFL; no handler code runs.
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            return Err(InitError::Signals(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs in the child between `fork` and `exec` (async-signal-safe calls only): every standard
+/// signal back to its default action, then an empty mask. `exec` resets caught signals but
+/// keeps ignored ones and the mask, and `std::process::Command` resets neither (SIGPIPE
+/// aside). Dispositions first, so a signal already pending meets its default action.
+fn reset_signals_for_exec() -> std::io::Result<()> {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction-backed, async-signal-safe; installs SIG_DFL only.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: sigemptyset writes into a local set; pthread_sigmask reads it.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
     }
     Ok(())
 }
@@ -270,8 +327,8 @@ impl Stop {
 
 /// Runs the daemons until one exits or a stop signal arrives; returns the init's exit code.
 pub fn run(config: &InitConfig) -> Result<i32, InitError> {
+    claim_signals()?;
     let set = handled_set();
-    block_signals(&set)?;
     // SAFETY: prctl with integer arguments. Failure only loses orphan reaping outside PID 1.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -281,22 +338,21 @@ pub fn run(config: &InitConfig) -> Result<i32, InitError> {
     let mut live: BTreeMap<libc::pid_t, String> = BTreeMap::new();
     let mut groups: Vec<libc::pid_t> = Vec::new();
     let mut stop: Option<Stop> = None;
+    let mut term_sent_at: Option<Instant> = None;
+    let mut kill_sent_at: Option<Instant> = None;
+    let stop_signals = forwarded_set();
 
     for d in &config.daemons {
+        // A stop asked for while we start: start nothing more, stop what already runs.
+        if let Some(sig) = wait_signal(&stop_signals, Duration::ZERO) {
+            forward_stop(sig, &groups, &mut stop, &mut term_sent_at);
+            break;
+        }
         let mut cmd = Command::new(&d.argv[0]);
         cmd.args(&d.argv[1..]).process_group(0);
-        // The mask we set is inherited across exec: a daemon must start with signals unblocked,
-        // or it would never see the SIGTERM we forward.
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: the closure makes only async-signal-safe calls.
         unsafe {
-            cmd.pre_exec(|| {
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(reset_signals_for_exec);
         }
         match cmd.spawn() {
             Ok(child) => {
@@ -316,15 +372,10 @@ pub fn run(config: &InitConfig) -> Result<i32, InitError> {
                     126
                 };
                 stop = Some(Stop::SpawnFailed(code));
+                begin_stop(&groups, &mut term_sent_at);
                 break;
             }
         }
-    }
-
-    let mut term_sent_at: Option<Instant> = None;
-    let mut kill_sent_at: Option<Instant> = None;
-    if stop.is_some() {
-        begin_stop(&groups, &mut term_sent_at);
     }
 
     loop {
@@ -372,19 +423,33 @@ pub fn run(config: &InitConfig) -> Result<i32, InitError> {
         };
         if let Some(sig) = wait_signal(&set, timeout.max(Duration::from_millis(1))) {
             if FORWARDED.contains(&sig) {
-                tracing::info!("received {}, stopping daemons", signal_name(sig));
-                for &g in &groups {
-                    signal_group(g, sig);
-                }
-                if stop.is_none() {
-                    stop = Some(Stop::Signalled(sig));
-                    term_sent_at = Some(Instant::now());
-                }
+                forward_stop(sig, &groups, &mut stop, &mut term_sent_at);
             }
             // SIGCHLD: loop around and reap.
         }
     }
     Ok(stop.map_or(1, Stop::exit_code))
+}
+
+/// Forwards a stop signal to every daemon group. The first stop decides the exit code and
+/// starts the SIGKILL clock; later signals are forwarded too (a second SIGINT still reaches a
+/// daemon that wants it).
+fn forward_stop(
+    sig: libc::c_int,
+    groups: &[libc::pid_t],
+    stop: &mut Option<Stop>,
+    term_sent_at: &mut Option<Instant>,
+) {
+    // Forward before logging: nothing may stand between a stop signal and the daemons, not
+    // even a slow or broken log pipe.
+    for &g in groups {
+        signal_group(g, sig);
+    }
+    tracing::info!("received {}, stopping daemons", signal_name(sig));
+    if stop.is_none() {
+        *stop = Some(Stop::Signalled(sig));
+        *term_sent_at = Some(Instant::now());
+    }
 }
 
 fn kill_groups(groups: &[libc::pid_t], kill_sent_at: &mut Option<Instant>) {
