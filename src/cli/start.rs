@@ -86,9 +86,6 @@ fn run_start(
     eprint!("{plan}");
     let missing = not_available(&plan);
     if dry_run {
-        if let Some(note) = plan.backend_not_built() {
-            say(&format!("note: {note}"));
-        }
         for m in &missing {
             say(&format!(
                 "note: {m} is not available yet; `start` will refuse this bottle"

@@ -209,11 +209,4 @@ impl BottlePlan {
             .collect();
         serde_json::Value::Array(routes)
     }
-
-    /// A dry-run note for a backend that is not built yet (`None` once it is).
-    pub fn backend_not_built(&self) -> Option<String> {
-        (self.backend == super::BackendKind::Smolmachines).then(|| {
-            "the `smolmachines` backend is not available yet; `start` will refuse it (use `--backend docker`)".to_string()
-        })
-    }
 }

@@ -467,19 +467,6 @@ fn info_plan_records_which_credentials_are_set() {
 }
 
 #[test]
-fn dry_run_notes_an_unbuilt_backend() {
-    let (m, h, _) = secretful();
-    let mut o = opts();
-    assert_eq!(
-        resolve(&m, "reviewer", &o, &h).unwrap().backend_not_built(),
-        None
-    );
-    o.backend = BackendKind::Smolmachines;
-    let note = resolve(&m, "reviewer", &o, &h).unwrap().backend_not_built();
-    assert!(note.is_some_and(|n| n.contains("smolmachines") && n.contains("not available yet")));
-}
-
-#[test]
 fn every_error_message_is_one_line_with_a_way_out() {
     use super::codex_auth::CodexAuthError as C;
     let p = || PathBuf::from("/p");
