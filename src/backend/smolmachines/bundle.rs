@@ -11,6 +11,7 @@ use crate::backend::Prepared;
 use crate::backend::docker::compose::{self, ComposeInput};
 use crate::backend::docker::{launch as docker_launch, sidecar_config};
 use crate::plan::BottlePlan;
+use crate::sidecar::wire::{DaemonArgv, WireFile as _, daemon_args_file};
 
 use super::{BACKEND_NAME, LABEL_ALIAS};
 
@@ -63,9 +64,10 @@ pub fn files(
     extra_ca_pem: Option<&str>,
 ) -> Vec<(String, String, u32)> {
     let mut files = sidecar_config::files(plan, ca_cert_pem, ca_key_pem, extra_ca_pem);
+    let egress_file = daemon_args_file("egress");
     for (name, contents, _) in &mut files {
-        if name == "egress.args" {
-            *contents = format!("{}\n", json!(egress_args(extra_ca_pem.is_some())));
+        if *name == egress_file {
+            *contents = DaemonArgv(egress_args(extra_ca_pem.is_some())).render();
         }
     }
     files
@@ -121,7 +123,10 @@ mod tests {
         assert_eq!(args[i + 1], "0.0.0.0:9099");
         let p = plan();
         let files = files(&p, "CERT", "KEY", None);
-        let egress = files.iter().find(|(n, _, _)| n == "egress.args").unwrap();
+        let egress = files
+            .iter()
+            .find(|(n, _, _)| *n == daemon_args_file("egress"))
+            .unwrap();
         assert!(egress.1.contains("0.0.0.0:9099") && !egress.1.contains("unix:"));
     }
 }
