@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(mode_of(&p), 0o600);
         assert_eq!(fs::read_to_string(&p).unwrap(), "services: {}\n");
         let p = sd
-            .write_file("egress/routes.yaml", b"routes: []", Some(0o644))
+            .write_file("egress/routes.json", b"{\"routes\": []}", Some(0o644))
             .unwrap();
         assert_eq!(mode_of(&p), 0o644);
         assert_eq!(mode_of(&sd.path().join("egress")), 0o700);

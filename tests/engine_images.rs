@@ -252,10 +252,10 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
     assert!(out.success(), "{}", out.stderr_str());
 
     // The bundle: publishes the relay binary into the socket volume (as the compose file
-    // does), then bot-bottle-init runs the relay in reverse mode, argv from `relay.args`.
+    // does), then bot-bottle-init runs the relay in reverse mode, argv from `relay.args.json`.
     let cfg = tempfile::tempdir().unwrap();
     std::fs::write(
-        cfg.path().join("relay.args"),
+        cfg.path().join("relay.args.json"),
         r#"["bot-bottle-relay","--unix-to-tcp","/run/bot-bottle/egress.sock=upstream:8080"]"#,
     )
     .unwrap();
