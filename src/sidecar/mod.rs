@@ -3,3 +3,4 @@
 pub mod egress;
 pub mod init;
 pub mod relay;
+pub mod supervise;
