@@ -11,6 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bot_bottle::sidecar::egress::ListenAddr;
+use bot_bottle::sidecar::supervise::apply_decision;
+use bot_bottle::sidecar::supervise::grants::Grants;
 use bot_bottle::sidecar::supervise::server::{self, Listener, SuperviseConfig};
 use bot_bottle::sidecar::supervise::spool::{Decision, Spool};
 use clap::{Parser, Subcommand};
@@ -53,10 +55,20 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         spool: PathBuf,
     },
-    /// Record the decision read as JSON on stdin.
+    /// Record the decision read as JSON on stdin; an approved route goes live at once.
     Decide {
         #[arg(long, value_name = "DIR")]
         spool: PathBuf,
+        /// Egress's routes file (rewritten with the granted route).
+        #[arg(long, value_name = "FILE")]
+        routes: PathBuf,
+    },
+    /// Print grant events (granted, expired) after the first `skip` lines, one JSON per line.
+    Events {
+        #[arg(long, value_name = "DIR")]
+        spool: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
     },
 }
 
@@ -157,7 +169,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
-        Cmd::Decide { spool } => {
+        Cmd::Events { spool, skip } => {
+            let path = spool.join("events.jsonl");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            };
+            for line in text.lines().skip(skip) {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Cmd::Decide { spool, routes } => {
+            let grants = Grants::new(&spool, &routes);
             let spool = Spool::open(&spool)?;
             let mut buf = String::new();
             std::io::stdin()
@@ -170,7 +195,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             let d: Decision =
                 serde_json::from_str(&buf).context("the decision on stdin is not valid")?;
-            spool.decide(&d)?;
+            apply_decision(&spool, &grants, &d)?;
             Ok(())
         }
     }

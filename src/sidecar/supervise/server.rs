@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
+use super::grants::Grants;
 use super::refusals;
 use super::spool::{Change, Decision, Spool, Verdict};
 use super::{SuperviseError, validate};
@@ -373,9 +374,26 @@ impl Listener {
     }
 }
 
-/// Serve until the task is dropped.
+/// How often expired grants are looked for.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
+/// Serve until the task is dropped; expired grants leave the routes file meanwhile.
 pub async fn serve(listener: Listener, cfg: SuperviseConfig) -> Result<(), SuperviseError> {
+    let grants = Grants::new(&cfg.spool, &cfg.routes_file);
     let svc = service(cfg)?;
+    let _expiry = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(EXPIRY_TICK).await;
+            match grants.apply(super::grants::now_ms()) {
+                Ok(expired) => {
+                    for g in expired {
+                        tracing::info!(id = %g.id, host = %g.route.host, "grant expired");
+                    }
+                }
+                Err(e) => tracing::warn!("cannot apply grants: {e}"),
+            }
+        }
+    }));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = match slots.clone().acquire_owned().await {
@@ -393,6 +411,15 @@ pub async fn serve(listener: Listener, cfg: SuperviseConfig) -> Result<(), Super
                 Err(e) => accept_error(e).await,
             },
         }
+    }
+}
+
+/// Stops the expiry task with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
