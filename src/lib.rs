@@ -10,6 +10,7 @@ pub mod envvars;
 pub mod images;
 pub mod manifest;
 pub mod plan;
+pub mod requests;
 pub mod runner;
 pub mod scan;
 pub mod secret;
