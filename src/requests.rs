@@ -24,7 +24,7 @@ pub const SUPERVISE_BIN: &str = "/usr/local/bin/bot-bottle-supervise";
 /// The spool inside the bundle (not in the socket volume the agent shares).
 pub const BUNDLE_SPOOL: &str = "/var/lib/bot-bottle/supervise";
 /// Egress's live routes file inside the bundle.
-pub const BUNDLE_ROUTES: &str = "/etc/bot-bottle/routes.yaml";
+pub const BUNDLE_ROUTES: &str = "/etc/bot-bottle/routes.json";
 
 /// What can go wrong on the operator's side.
 #[derive(Debug, thiserror::Error)]

@@ -34,10 +34,10 @@ impl Drop for Fixture {
 async fn start() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let routes = dir.path().join("routes.yaml");
+    let routes = dir.path().join("routes.json");
     std::fs::write(
         &routes,
-        "routes:\n  - host: api.github.com\n    path_allowlist: [/repos/]\n    auth_scheme: Bearer\n    token_env: GH_TOKEN\n  - host: pypi.org\n",
+        r#"{"routes": [{"host": "api.github.com", "path_allowlist": ["/repos/"], "auth_scheme": "Bearer", "token_env": "GH_TOKEN"}, {"host": "pypi.org"}]}"#,
     )
     .unwrap();
     let audit = dir.path().join("audit.log");

@@ -4,3 +4,4 @@ pub mod egress;
 pub mod init;
 pub mod relay;
 pub mod supervise;
+pub mod wire;

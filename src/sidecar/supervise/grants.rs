@@ -1,26 +1,25 @@
 //! Approved routes with a lifetime, applied to egress's live routes file.
 //!
-//! The routes egress started with are kept as the base (`base-routes.yaml` in the spool,
+//! The routes egress started with are kept as the base (`base-routes.json` in the spool,
 //! copied from the routes file the first time a grant is applied). The live routes file is
 //! always the base plus the grants still in force, rendered whole and renamed into place, so
 //! egress (which re-reads the file when it changes) never sees half a file. A grant that
 //! expires leaves the live file the next time [`Grants::apply`] runs, and is written to the
 //! spool's event log (`events.jsonl`) for the host's audit.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::SuperviseError;
 use super::spool::{Lifetime, now_rfc3339, write_atomic};
 use super::validate::RouteProposal;
 use crate::sidecar::egress::config::parse_routes;
 use crate::sidecar::egress::reload::read_routes_file;
+use crate::sidecar::wire::{RouteEntry, RoutesFile};
 
 /// One approved route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,57 +57,33 @@ pub fn now_ms() -> u64 {
 /// host already in the base widens that route's path allowlist (an empty list on either side
 /// means the whole host); a new host is added without credential or passthrough.
 pub fn render(base: &str, grants: &[Grant]) -> Result<String, String> {
-    let routes = parse_routes(base)?;
-    let mut by_host: BTreeMap<String, Value> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for r in routes {
-        let mut v = json!({
-            "host": r.host,
-            "path_allowlist": r.path_allowlist,
-            "tls_passthrough": r.tls_passthrough,
-            "ssrf_ip_allowlist": r.ssrf_ip_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-        if let Some(s) = r.auth_scheme {
-            v["auth_scheme"] = json!(s.as_str());
-        }
-        if let Some(t) = &r.token_env {
-            v["token_env"] = json!(t);
-        }
-        let key = r.host.to_ascii_lowercase();
-        order.push(key.clone());
-        by_host.insert(key, v);
-    }
+    let mut routes: Vec<RouteEntry> = parse_routes(base)?;
     for g in grants {
-        let key = g.route.host.to_ascii_lowercase();
-        match by_host.get_mut(&key) {
-            Some(v) => {
-                let mut paths: Vec<String> =
-                    serde_json::from_value(v["path_allowlist"].clone()).unwrap_or_default();
-                if paths.is_empty() || g.route.path_prefixes.is_empty() {
-                    paths.clear();
+        let existing = routes
+            .iter_mut()
+            .find(|r| r.host.eq_ignore_ascii_case(&g.route.host));
+        match existing {
+            Some(r) => {
+                if r.path_allowlist.is_empty() || g.route.path_prefixes.is_empty() {
+                    r.path_allowlist.clear();
                 } else {
                     for p in &g.route.path_prefixes {
-                        if !paths.contains(p) {
-                            paths.push(p.clone());
+                        if !r.path_allowlist.contains(p) {
+                            r.path_allowlist.push(p.clone());
                         }
                     }
                 }
-                v["path_allowlist"] = json!(paths);
             }
             None => {
-                order.push(key.clone());
-                by_host.insert(
-                    key,
-                    json!({"host": g.route.host, "path_allowlist": g.route.path_prefixes}),
-                );
+                let mut r = RouteEntry::host(g.route.host.clone());
+                r.path_allowlist = g.route.path_prefixes.clone();
+                routes.push(r);
             }
         }
     }
-    let routes: Vec<Value> = order
-        .iter()
-        .filter_map(|k| by_host.get(k).cloned())
-        .collect();
-    Ok(format!("{:#}\n", json!({ "routes": routes })))
+    serde_json::to_string_pretty(&RoutesFile { routes })
+        .map(|t| t + "\n")
+        .map_err(|e| e.to_string())
 }
 
 /// The grants of one bottle, kept in the spool.
@@ -131,7 +106,7 @@ impl Grants {
     }
 
     fn base_path(&self) -> PathBuf {
-        self.spool.join("base-routes.yaml")
+        self.spool.join("base-routes.json")
     }
 
     /// The event log the host follows.
@@ -254,7 +229,7 @@ mod tests {
         }
     }
 
-    const BASE: &str = "routes:\n  - host: api.github.com\n    path_allowlist: [/repos/]\n    auth_scheme: Bearer\n    token_env: GH\n  - host: pypi.org\n";
+    const BASE: &str = r#"{"routes": [{"host": "api.github.com", "path_allowlist": ["/repos/"], "auth_scheme": "Bearer", "token_env": "GH"}, {"host": "pypi.org"}]}"#;
 
     #[test]
     fn render_adds_and_widens_routes_keeping_credentials() {
