@@ -8,6 +8,7 @@ pub mod cli;
 pub mod envvars;
 pub mod manifest;
 pub mod plan;
+pub mod requests;
 pub mod runner;
 pub mod scan;
 pub mod secret;

@@ -9,6 +9,7 @@ mod info;
 mod init;
 mod list;
 mod output;
+mod requests;
 mod start;
 
 use std::io::Write;
@@ -58,6 +59,12 @@ pub enum Command {
     Exec(ExecArgs),
     /// Terminal dashboard: proposals, running agents, new launches (not built yet)
     Dashboard,
+    /// Requests agents made through supervise that wait for you (oldest first)
+    Requests(RequestsArgs),
+    /// Approve a request (a route goes live at once, without a restart)
+    Approve(ApproveArgs),
+    /// Reject a request (the waiting agent gets your reason)
+    Reject(RejectArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Build (or find cached) the provider and sidecar images without starting anything
@@ -191,6 +198,41 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("lifetime").args(["for_", "once", "session", "save"])))]
+pub struct ApproveArgs {
+    /// Request id (see `bot-bottle requests`)
+    pub id: String,
+    /// Keep the grant this long, e.g. 10m or 2h
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+    /// Only the next matching request (not available yet)
+    #[arg(long)]
+    pub once: bool,
+    /// Until the bottle ends (the default)
+    #[arg(long)]
+    pub session: bool,
+    /// Save the route to the bottle file (not available yet)
+    #[arg(long)]
+    pub save: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Request id (see `bot-bottle requests`)
+    pub id: String,
+    /// Why, in one line; the waiting agent reads it
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// Shell to generate for
     pub shell: clap_complete::Shell,
@@ -275,6 +317,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cleanup(args) => bottles::cleanup(&args),
         Command::Exec(args) => bottles::exec(&args),
         Command::Dashboard => not_yet("dashboard"),
+        Command::Requests(args) => requests::list(&args),
+        Command::Approve(args) => requests::approve(&args),
+        Command::Reject(args) => requests::reject(&args),
         Command::BuildImages => start::build_images(),
     }
 }

@@ -587,7 +587,7 @@ fn egress(v: &V<'_>, x: &Value) -> Result<Egress, ManifestError> {
     Ok(Egress { routes })
 }
 
-fn check_host(h: &str) -> Result<(), String> {
+pub(crate) fn check_host(h: &str) -> Result<(), String> {
     if h.contains("://") || h.contains('/') {
         return Err(format!(
             "`{}` looks like a URL; give the host name only (e.g. api.github.com)",

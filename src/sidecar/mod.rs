@@ -3,4 +3,5 @@
 pub mod egress;
 pub mod init;
 pub mod relay;
+pub mod supervise;
 pub mod wire;

@@ -45,7 +45,24 @@ impl Layer {
         }
     }
 
-    fn hint(self) -> &'static str {
+    /// The layer named by [`Layer::as_str`] (as audit lines spell it).
+    pub fn parse(s: &str) -> Option<Layer> {
+        [
+            Layer::Allowlist,
+            Layer::Path,
+            Layer::HostMismatch,
+            Layer::Ssrf,
+            Layer::SecretScan,
+            Layer::Protocol,
+            Layer::Limit,
+            Layer::Upstream,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+
+    /// What the agent can do about a refusal by this layer (part of every refusal text).
+    pub fn hint(self) -> &'static str {
         match self {
             Layer::Allowlist => {
                 "this host is not in the bottle's egress routes; ask the operator to add it through the supervise tool `propose-egress-route`"

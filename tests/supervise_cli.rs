@@ -1,0 +1,155 @@
+//! `requests`, `approve` and `reject` against the fake `docker`: requests are pulled out of
+//! the bundle with `docker exec`, queued under `<root>/queue/`, decisions handed back in on
+//! stdin, and every step lands in the append-only audit log.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+const ID: &str = "0000000000001-00000a";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("bbhome");
+        let bin = tmp.path().join("bin");
+        for d in [&home, &bin] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake/docker");
+        std::fs::copy(&fake, bin.join("docker")).unwrap();
+        let log = tmp.path().join("docker.log");
+        std::fs::write(&log, "").unwrap();
+        Env {
+            _tmp: tmp,
+            home,
+            bin,
+            log,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("bot-bottle").unwrap();
+        let path = format!(
+            "{}:{}",
+            self.bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let request = serde_json::json!({
+            "id": ID, "created_at": "2026-01-01T00:00:00.000Z",
+            "change": {"kind": "route", "host": "example.com", "path_prefixes": ["/api/"]},
+            "reason": "fetch the docs"
+        });
+        cmd.env_clear()
+            .env("PATH", path)
+            .env("HOME", &self.home)
+            .env("BOT_BOTTLE_HOME", &self.home)
+            .env("FAKE_DOCKER_LOG", &self.log)
+            .env(
+                "FAKE_PS_JSON",
+                r#"{"Names":"bot-bottle-sidecars-dev-1","State":"running","Labels":"dev.bot-bottle.identity=dev-1,dev.bot-bottle.service=sidecars"}"#,
+            )
+            .env("FAKE_SUPERVISE_PENDING", format!("{request}\n"));
+        cmd
+    }
+
+    fn audit_events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.home.join("queue/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn list_approve_and_audit() {
+    let env = Env::new();
+    let out = env.cmd().args(["requests", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v[0]["bottle"], "dev-1");
+    assert_eq!(v[0]["request"]["id"], ID);
+    assert!(env.home.join(format!("queue/{ID}/request.json")).is_file());
+
+    let out = env.cmd().args(["requests"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains("route example.com paths /api/") && text.contains("fetch the docs"),
+        "{text}"
+    );
+
+    env.cmd()
+        .args(["approve", ID, "--for", "10m"])
+        .assert()
+        .success();
+    let calls = std::fs::read_to_string(&env.log).unwrap();
+    assert!(
+        calls.lines().any(|l| l.starts_with(
+            "docker exec -i bot-bottle-sidecars-dev-1 /usr/local/bin/bot-bottle-supervise decide"
+        )),
+        "{calls}"
+    );
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["id"], ID);
+    assert_eq!(sent["verdict"], "approved");
+    assert_eq!(sent["lifetime"], serde_json::json!({"seconds": 600}));
+
+    // Decided once; the bottle still lists it until its spool catches up, but the queue knows.
+    let out = env.cmd().args(["approve", ID]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.starts_with("bot-bottle: error:") && err.contains("already decided"),
+        "{err}"
+    );
+    assert_eq!(env.audit_events(), ["requested", "approved"]);
+}
+
+#[test]
+fn reject_carries_the_reason() {
+    let env = Env::new();
+    env.cmd()
+        .args(["reject", ID, "--reason", "use the mirror"])
+        .assert()
+        .success();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["verdict"], "rejected");
+    assert_eq!(sent["note"], "use the mirror");
+    assert_eq!(env.audit_events(), ["requested", "rejected"]);
+}
+
+#[test]
+fn unsupported_and_bad_input_is_one_error_line() {
+    let env = Env::new();
+    for args in [
+        vec!["approve", ID, "--once"],
+        vec!["approve", ID, "--save"],
+        vec!["approve", ID, "--for", "soon"],
+        vec!["approve", "../../etc", "--for", "1m"],
+        vec!["reject", ID, "--reason", "two\nlines"],
+    ] {
+        let out = env.cmd().args(&args).assert().code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.starts_with("bot-bottle: error:") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was decided by any of them.
+    assert!(!env.home.join(format!("queue/{ID}/decision.json")).exists());
+}
