@@ -459,3 +459,30 @@ fn undeclared_repos_and_traversal_are_refused() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{path}");
     }
 }
+
+#[test]
+fn secret_split_by_a_line_continuation_or_glued_into_a_word_is_refused() {
+    let Some((up, gate, agent, work)) = setup("continuation", json!({})) else {
+        return;
+    };
+    let secret = github_pat();
+    let (a, b) = secret.split_at(15);
+    let bad = agent.commit(
+        &work,
+        "deploy.sh",
+        format!("TOKEN=x{a}\\\n{b}yz\n").as_bytes(),
+        "deploy script",
+    );
+    assert_scan_refused(
+        &up,
+        &gate,
+        &agent,
+        &work,
+        Refused {
+            rule: "github-pat",
+            commit: &bad,
+            place: "deploy.sh",
+            secret: b,
+        },
+    );
+}

@@ -507,7 +507,6 @@ mod tests {
         z.write_all(secret).unwrap();
         let z = z.finish().unwrap();
         let s = Scanner::new();
-        assert!(s.scan(&gz).is_none() && s.scan(&z).is_none());
         assert_eq!(scan_inflated(&s, &gz).unwrap().rule, "aws-access-key-id");
         assert_eq!(scan_inflated(&s, &z).unwrap().rule, "aws-access-key-id");
         assert!(scan_inflated(&s, b"\x1f\x8bgarbage").is_none());
