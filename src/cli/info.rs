@@ -44,6 +44,9 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
             "env": env_summary(bottle),
             "egress_routes": routes,
             "git_repos": bottle.git_gate.repos.keys().collect::<Vec<_>>(),
+            "git_refs": bottle.git_gate.repos.iter().map(|(name, r)| (name.clone(), serde_json::json!({
+                "allow": r.refs.allow, "force": r.refs.force, "tags": r.refs.tags,
+            }))).collect::<serde_json::Map<_, _>>(),
             "supervise": bottle.supervise,
             "prompt_chars": agent.prompt.chars().count(),
         });
@@ -73,7 +76,12 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let _ = writeln!(s, "egress    {}", list_or_none(&hosts));
-        let repos: Vec<String> = bottle.git_gate.repos.keys().cloned().collect();
+        let repos: Vec<String> = bottle
+            .git_gate
+            .repos
+            .iter()
+            .map(|(name, r)| format!("{name} (push: {})", r.refs))
+            .collect();
         let _ = writeln!(s, "git-gate  {}", list_or_none(&repos));
         let _ = writeln!(
             s,
