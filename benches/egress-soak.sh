@@ -24,9 +24,9 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$WORK/upstream.addr" ] && break; sleep 0.05; done
 UP_PORT="$(sed 's/.*://' "$WORK/upstream.addr")"
 "$BIN/examples/egress_load" mint-ca "$WORK"
-echo '{"routes": [{"host": "bench.test", "path_allowlist": ["/soak"], "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"}]}' > "$WORK/routes.yaml"
+echo '{"routes": [{"host": "bench.test", "path_allowlist": ["/soak"], "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"}]}' > "$WORK/routes.json"
 EG_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-EGRESS_TOKEN_0=injected-secret "$BIN/bot-bottle-egress" --listen "127.0.0.1:$EG_PORT" --routes "$WORK/routes.yaml" \
+EGRESS_TOKEN_0=injected-secret "$BIN/bot-bottle-egress" --listen "127.0.0.1:$EG_PORT" --routes "$WORK/routes.json" \
   --ca-cert "$WORK/ca.pem" --ca-key "$WORK/ca-key.pem" --extra-ca "$WORK/upstream-ca.pem" \
   --resolve "bench.test=127.0.0.1:$UP_PORT" --allow-cidr 127.0.0.1/32 --audit-log "$WORK/audit.jsonl" &
 EG_PID=$!; PIDS+=($EG_PID)

@@ -45,11 +45,11 @@ UP_ADDR="$(cat "$WORK/upstream.addr")"; UP_PORT="${UP_ADDR##*:}"
 
 # Egress.
 "$LOAD" mint-ca "$WORK"
-cat > "$WORK/routes.yaml" <<JSON
+cat > "$WORK/routes.json" <<JSON
 {"routes": [{"host": "bench.test", "path_allowlist": ["/"], "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"}]}
 JSON
 EG_PORT="$(free_port)"
-EGRESS_TOKEN_0=injected-secret "$BIN/bot-bottle-egress" --listen "127.0.0.1:$EG_PORT" --routes "$WORK/routes.yaml" \
+EGRESS_TOKEN_0=injected-secret "$BIN/bot-bottle-egress" --listen "127.0.0.1:$EG_PORT" --routes "$WORK/routes.json" \
   --ca-cert "$WORK/ca.pem" --ca-key "$WORK/ca-key.pem" --extra-ca "$WORK/upstream-ca.pem" \
   --resolve "bench.test=127.0.0.1:$UP_PORT" --allow-cidr 127.0.0.1/32 --audit-log "$WORK/audit.jsonl" \
   --threads "${EGRESS_THREADS:-1}" &

@@ -12,7 +12,7 @@ pub const IMAGE: &str = "BOT_BOTTLE_IMAGE";
 pub const EXTRA_CA_CERTS: &str = "BOT_BOTTLE_EXTRA_CA_CERTS";
 /// Daemons the sidecar init starts (comma separated).
 pub const SIDECAR_DAEMONS: &str = "BOT_BOTTLE_SIDECAR_DAEMONS";
-/// Directory holding each sidecar daemon's argv as `<name>.args` (a JSON array of strings).
+/// Directory holding each sidecar daemon's argv as `<name>.args.json` (a JSON array of strings).
 pub const SIDECAR_CONFIG_DIR: &str = "BOT_BOTTLE_SIDECAR_CONFIG_DIR";
 /// Grace period between SIGTERM and SIGKILL when the sidecar init stops (`5s`, `500ms`).
 pub const SIDECAR_STOP_TIMEOUT: &str = "BOT_BOTTLE_SIDECAR_STOP_TIMEOUT";

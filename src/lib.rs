@@ -5,9 +5,7 @@
 
 pub mod backend;
 pub mod cli;
-pub mod engine_probe;
 pub mod envvars;
-pub mod images;
 pub mod manifest;
 pub mod plan;
 pub mod runner;

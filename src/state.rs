@@ -34,7 +34,7 @@ pub struct Metadata {
     pub bottle: String,
     pub cwd: PathBuf,
     pub copy_cwd: bool,
-    /// RFC 3339 UTC timestamp, see [`Metadata::now_rfc3339`].
+    /// RFC 3339 UTC timestamp of the plan's start time, see [`Metadata::rfc3339`].
     pub started_at: String,
     pub compose_project: String,
     /// `docker` or `smolmachines`.
@@ -42,9 +42,10 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// The current time in the format `started_at` uses.
-    pub fn now_rfc3339() -> String {
-        humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    /// Unix seconds in the format `started_at` uses.
+    pub fn rfc3339(unix_secs: u64) -> String {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+        humantime::format_rfc3339_seconds(t).to_string()
     }
 }
 
@@ -233,6 +234,15 @@ impl StateDir {
         })
     }
 
+    /// The handle of `<root>/state/<id>` without touching the disk: the directory may not
+    /// exist yet (a launch names it before creating it).
+    pub fn planned(root: &Path, id: &str) -> StateDir {
+        StateDir {
+            id: id.to_string(),
+            path: state_root(root).join(id),
+        }
+    }
+
     /// Opens an existing state directory (for `resume` and teardown).
     pub fn open(root: &Path, id: &str) -> Result<StateDir, StateError> {
         validate_id(id)?;
@@ -296,6 +306,63 @@ impl StateDir {
     /// Marks the state to be kept after the session.
     pub fn preserve(&self) -> Result<(), StateError> {
         write_atomic(&self.path.join(PRESERVE_MARKER), b"", DEFAULT_FILE_MODE)
+    }
+
+    /// Drops the preserve marker (a resumed bottle that ended cleanly).
+    pub fn unpreserve(&self) -> Result<(), StateError> {
+        match fs::remove_file(self.path.join(PRESERVE_MARKER)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.path)(e)),
+        }
+    }
+
+    /// Replaces the subdirectory `name` with the contents of a tar stream whose entries all
+    /// sit under one top directory (what `docker cp <container>:<dir> -` prints); that top
+    /// directory becomes `name`. Only regular files and directories are kept, each path
+    /// checked like [`StateDir::write_file`]'s: a stream can never write outside `name`.
+    pub fn replace_from_tar(&self, name: &str, tar_bytes: &[u8]) -> Result<PathBuf, StateError> {
+        let rel = checked_name(name)?.to_path_buf();
+        let dest = self.path.join(&rel);
+        match fs::remove_dir_all(&dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&dest)(e)),
+        }
+        mkdir_private(&dest)?;
+        let bad = |what: &str| StateError::InvalidName {
+            name: format!("{name}: {what}"),
+        };
+        let mut archive = tar::Archive::new(tar_bytes);
+        for entry in archive.entries().map_err(io_err(&dest))? {
+            let mut entry = entry.map_err(io_err(&dest))?;
+            let path = entry.path().map_err(io_err(&dest))?.into_owned();
+            // Strip the top directory; the entry for the top directory itself is skipped.
+            let inner: PathBuf = path.components().skip(1).collect();
+            if inner.as_os_str().is_empty() {
+                continue;
+            }
+            let inner_str = inner.to_string_lossy().to_string();
+            let inner_rel = checked_name(&inner_str).map_err(|_| bad(&inner_str))?;
+            let target = rel.join(inner_rel);
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => {
+                    let mut dir = self.path.clone();
+                    for c in target.components() {
+                        dir.push(c);
+                        mkdir_private(&dir)?;
+                    }
+                }
+                tar::EntryType::Regular => {
+                    let mut data = Vec::new();
+                    std::io::Read::read_to_end(&mut entry, &mut data).map_err(io_err(&dest))?;
+                    self.write_file(&target.to_string_lossy(), data, None)?;
+                }
+                // Links and devices mean nothing in a snapshot and could point anywhere.
+                _ => {}
+            }
+        }
+        Ok(dest)
     }
 
     pub fn is_preserved(&self) -> bool {
@@ -407,7 +474,7 @@ mod tests {
             bottle: "base".into(),
             cwd: PathBuf::from("/work/project"),
             copy_cwd: true,
-            started_at: Metadata::now_rfc3339(),
+            started_at: Metadata::rfc3339(1_800_000_000),
             compose_project: format!("bot-bottle-{id}"),
             backend: "docker".into(),
         }

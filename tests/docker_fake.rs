@@ -162,12 +162,40 @@ fn launch_runs_in_order_and_tears_down() {
     let calls = env.calls();
     let up = position(&calls, " up -d").expect("compose up");
     let provision = position(&calls, "-u root").expect("provisioning exec");
+    let config = position(&calls, "docker cp - bot-bottle-sidecars-worker-").expect("config copy");
     let session = position(&calls, "-u node").expect("session exec");
-    let snapshot = position(&calls, "docker cp ").expect("transcript snapshot");
+    let snapshot = position(&calls, "docker cp bot-bottle-").expect("transcript snapshot");
     let down = position(&calls, " down ").expect("compose down");
-    assert!(up < provision && provision < session && session < snapshot && snapshot < down);
-    // Exactly one provisioning exec: the stream is batched.
+    assert!(up < provision && up < config && up < session, "{calls:#?}");
+    assert!(provision < snapshot && config < snapshot && session < snapshot && snapshot < down);
+    // The session's exec starts beside provisioning, but the provider runs only once the
+    // root script has written its marker, as its last step.
+    assert!(
+        calls[session].contains("/run/bot-bottle-provisioned"),
+        "{}",
+        calls[session]
+    );
+    assert!(
+        calls[provision]
+            .trim_end()
+            .ends_with("touch\\ /run/bot-bottle-provisioned"),
+        "{}",
+        calls[provision]
+    );
+    // Exactly one provisioning exec and one config copy: both streams are batched.
     assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 1);
+    assert_eq!(calls.iter().filter(|c| c.contains("cp - ")).count(), 1);
+    let config_tar = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
+    let order: Vec<String> = tar::Archive::new(config_tar.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    let names: Vec<&str> = order.iter().map(String::as_str).collect();
+    assert!(names.contains(&"etc/bot-bottle/routes.yaml"), "{names:?}");
+    assert!(names.contains(&"etc/bot-bottle/ca-key.pem"), "{names:?}");
+    // The ready marker comes last, so the bundle never starts on a partial config.
+    assert_eq!(names.last(), Some(&"etc/bot-bottle/.ready"), "{names:?}");
     // The session runs the provider command as the agent user.
     assert!(calls[session].contains("claude"), "{}", calls[session]);
     assert!(
@@ -208,10 +236,18 @@ fn secrets_reach_compose_only_through_its_environment() {
         }
     }
     let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let config = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
     for secret in [SECRET_ENV, SECRET_TOKEN] {
         assert!(!contains(&tar, secret), "secret in the provisioning stream");
+        assert!(!contains(&config, secret), "secret in the sidecar config");
     }
     assert!(states[0].join(".preserve").exists());
+    // No sidecar config (the CA key among it) is left on the host.
+    assert!(
+        !files.iter().any(|(p, _)| p.ends_with("ca-key.pem")),
+        "{:?}",
+        files.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -220,6 +256,7 @@ fn a_failure_at_each_step_tears_down_what_was_created() {
         ("image inspect", false),
         (" up -d", true),
         ("-u root", true),
+        ("cp - ", true),
     ] {
         let env = Env::new("");
         let out = env
@@ -323,6 +360,44 @@ fn list_active_is_one_engine_call() {
 }
 
 #[test]
+fn list_active_shows_both_backends_from_one_engine_call() {
+    let env = Env::new("");
+    // A smolmachines bottle's bundle runs in Docker and carries its backend label.
+    let ps = "{\"Names\":\"bot-bottle-d-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=d-1,dev.bot-bottle.agent=worker,dev.bot-bottle.backend=docker,dev.bot-bottle.service=agent\"}\n\
+              {\"Names\":\"bot-bottle-sidecars-v-1\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity=v-1,dev.bot-bottle.agent=worker,dev.bot-bottle.backend=smolmachines,dev.bot-bottle.service=sidecars\"}\n";
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .args(["list", "active"])
+        .assert()
+        .success()
+        .stdout("docker\td-1\tworker\tagent\nsmolmachines\tv-1\tworker\tsidecars\n");
+    assert_eq!(env.calls().len(), 1, "{:#?}", env.calls());
+}
+
+#[test]
+fn the_compose_file_carries_the_backend_label_and_no_host_path() {
+    let env = Env::new("");
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "2")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    let states = env.state_dirs();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(
+        compose.contains("dev.bot-bottle.backend: docker"),
+        "{compose}"
+    );
+    assert!(
+        !compose.contains(&env.home.display().to_string()),
+        "{compose}"
+    );
+    // The bundle's log dir came back through the engine into the state dir.
+    assert!(states[0].join("logs").is_dir());
+    assert!(!states[0].join("sidecar").exists());
+}
+
+#[test]
 fn cleanup_lists_asks_and_removes() {
     let env = Env::new("");
     let ps = "{\"Names\":\"bot-bottle-w-1\",\"State\":\"exited\",\"Labels\":\"dev.bot-bottle.identity=w-1\"}\n";
@@ -379,7 +454,7 @@ fn a_failing_snapshot_or_teardown_step_warns_and_goes_on() {
     assert!(env.state_dirs().is_empty());
     let env = Env::new("");
     env.cmd()
-        .env("FAKE_DOCKER_FAIL", "docker cp ")
+        .env("FAKE_DOCKER_FAIL", "docker cp bot-bottle-")
         .args(["start", "--yes", "worker"])
         .assert()
         .success();

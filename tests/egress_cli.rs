@@ -77,13 +77,13 @@ fn startup_errors_are_one_line_and_exit_1() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     };
 
-    let missing = dir.path().join("nope.yaml");
-    one_line_error(&egress_run("127.0.0.1:0", &missing, &ca, &[]), "nope.yaml");
+    let missing = dir.path().join("nope.json");
+    one_line_error(&egress_run("127.0.0.1:0", &missing, &ca, &[]), "nope.json");
 
-    let routes = dir.path().join("routes.yaml");
+    let routes = dir.path().join("routes.json");
     std::fs::write(
         &routes,
-        "routes:\n  - host: a.test\n    auth_scheme: Bearer\n    token_env: EGRESS_TOKEN_7\n",
+        r#"{"routes": [{"host": "a.test", "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_7"}]}"#,
     )
     .unwrap();
     let out = egress_run("127.0.0.1:0", &routes, &ca, &[]);
@@ -105,10 +105,10 @@ async fn binary_serves_on_a_unix_socket_with_token_from_env() {
     let plain = plain_upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let (c, k) = ca_files(dir.path());
-    let routes = dir.path().join("routes.yaml");
+    let routes = dir.path().join("routes.json");
     std::fs::write(
         &routes,
-        "routes:\n  - host: plain.test\n    auth_scheme: Bearer\n    token_env: EGRESS_TOKEN_0\n",
+        r#"{"routes": [{"host": "plain.test", "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"}]}"#,
     )
     .unwrap();
     let sock = dir.path().join("egress.sock");

@@ -8,9 +8,20 @@ use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bot_bottle::images::{
-    self, ImageSpec, ImageStatus, Provider, ensure_image, find_sidecar_bin_dir, host_extra_cas,
+use bot_bottle::backend::docker::build::{
+    self as images, ImageSpec, ImageStatus, ensure_image, find_sidecar_bin_dir_from,
 };
+use bot_bottle::plan::{HostEnv, ProviderKind, SIDECAR_TAG, provider::default_image};
+
+/// The extra CAs as the plan reads them from this host.
+fn host_extra_cas() -> Result<Vec<Vec<u8>>, bot_bottle::plan::PlanError> {
+    bot_bottle::plan::extra_cas(&HostEnv::from_process())
+}
+
+/// The Claude image's tag, as the plan defines it.
+fn claude_tag() -> &'static str {
+    default_image(ProviderKind::Claude)
+}
 use bot_bottle::runner::{Output, ProcessSpec, RealRunner, Runner};
 
 /// Writes past the test harness's output capture, so skips and figures are always visible.
@@ -40,10 +51,11 @@ where
 
 fn specs() -> (ImageSpec, ImageSpec) {
     let cas = host_extra_cas().expect("extra CAs readable");
-    let bin = find_sidecar_bin_dir().expect("sidecar binaries next to the test binary");
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = find_sidecar_bin_dir_from(&exe).expect("sidecar binaries next to the test binary");
     (
         ImageSpec::sidecars(&bin, &cas, None),
-        ImageSpec::agent(Provider::Claude, &cas, None),
+        ImageSpec::agent(ProviderKind::Claude, &cas, None),
     )
 }
 
@@ -117,7 +129,7 @@ fn claude_image_runs_the_provider_cli() {
         "--rm",
         "--network",
         "none",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "claude",
         "--version",
     ]);
@@ -141,7 +153,7 @@ fn claude_image_runs_the_provider_cli() {
         "--rm",
         "--network",
         "none",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         "id -un; ls /usr/local/share/ca-certificates | grep -c bot-bottle-extra || true",
@@ -232,7 +244,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         &net,
         "--network-alias",
         "upstream",
-        images::CLAUDE_TAG,
+        claude_tag(),
         "node",
         "-e",
         server,
@@ -263,7 +275,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         &cfg_mount,
         "--entrypoint",
         "/bin/sh",
-        images::SIDECARS_TAG,
+        SIDECAR_TAG,
         "-c",
         "cp /usr/local/bin/bot-bottle-relay /run/bot-bottle/.relay.tmp \\
          && mv /run/bot-bottle/.relay.tmp /run/bot-bottle/bot-bottle-relay \\
@@ -301,7 +313,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         "node",
         "-v",
         &format!("{sock}:/run/bot-bottle"),
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         &script,
@@ -365,7 +377,7 @@ fn relay_is_the_only_way_out_of_a_network_less_container() {
         "node",
         "-v",
         &format!("{sock}:/run/bot-bottle"),
-        images::CLAUDE_TAG,
+        claude_tag(),
         "sh",
         "-c",
         "/run/bot-bottle/bot-bottle-relay 9099=/run/bot-bottle/egress.sock 2>/dev/null &

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bot_bottle::backend::docker::launch;
+use bot_bottle::runner::RealRunner;
+
 const TOKEN: &str = "engine-test-token-7f3a9c2e51";
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
@@ -413,11 +416,47 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
     assert!(!direct.status.success(), "direct request succeeded");
     let dns = w.exec(&id, "getent hosts example.com");
     assert!(!dns.status.success(), "DNS answered inside the agent");
+
+    // Nothing of the host is mounted into the bundle: its config came through the engine.
+    let sidecar = format!("bot-bottle-sidecars-{id}");
+    let mounts = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Type}} {{end}}",
+        &sidecar,
+    ]);
+    assert_eq!(mounts.trim(), "volume", "bundle mounts: {mounts}");
+    // The audit lines are read back through the engine too.
+    let audit = launch::audit_lines(&RealRunner, &sidecar).expect("audit readable");
+    assert!(
+        audit.iter().any(|l| l.contains("upstream.test")),
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|l| l.contains(TOKEN)), "{audit:?}");
+
+    // Live route reload: a new routes file copied in through the engine takes effect in the
+    // running bundle (the route to upstream.test is withdrawn), with no restart.
+    launch::update_routes(&RealRunner, &sidecar, "{\"routes\": []}\n", 1_800_000_000)
+        .expect("routes copied in");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = w.exec(
+            &id,
+            "curl -sS --max-time 10 -o /dev/null -w '%{http_code}' https://upstream.test/hello",
+        );
+        if !out.status.success() || String::from_utf8_lossy(&out.stdout) == "403" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the withdrawn route still forwards"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let _ = docker(&["rm", "-f", &upstream]);
 
     // Fail closed: when egress dies, the bundle's init takes the bundle down and the agent
     // is left with no way out at all (never a direct path).
-    let sidecar = format!("bot-bottle-sidecars-{id}");
     let top = docker_ok(&["top", &sidecar, "-eo", "pid,args"]);
     let egress_pid = top
         .lines()

@@ -13,13 +13,17 @@ struct Bundle {
 }
 
 impl Bundle {
-    /// A config dir with one `<name>.args` per daemon; each daemon is `sh -c <script>` where
+    /// A config dir with one `<name>.args.json` per daemon; each daemon is `sh -c <script>` where
     /// `$D` is the scratch dir.
     fn new(daemons: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (name, script) in daemons {
             let argv = serde_json::json!(["sh", "-c", script]);
-            fs::write(dir.path().join(format!("{name}.args")), argv.to_string()).unwrap();
+            fs::write(
+                dir.path().join(format!("{name}.args.json")),
+                argv.to_string(),
+            )
+            .unwrap();
         }
         Bundle { dir }
     }
@@ -239,7 +243,7 @@ fn orphaned_grandchildren_are_reaped() {
 fn an_unstartable_daemon_stops_those_already_started() {
     let b = Bundle::new(&[("gate", &format!("echo $$ > $D/gate.pid; {LOOP_FOREVER}"))]);
     fs::write(
-        b.path("missing.args"),
+        b.path("missing.args.json"),
         r#"["/nonexistent/bot-bottle-daemon"]"#,
     )
     .unwrap();
@@ -263,14 +267,14 @@ fn configuration_errors_start_nothing() {
     // second daemon has no args file: the whole config is refused before anything runs
     let (code, stderr) = wait(b.start("first,second", "5s"));
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("second.args"), "{stderr}");
+    assert!(stderr.contains("second.args.json"), "{stderr}");
     assert!(!b.path("first-ran").exists());
 
     let (code, stderr) = wait(b.start("", "5s"));
     assert_eq!(code, 2);
     assert!(stderr.contains("BOT_BOTTLE_SIDECAR_DAEMONS"), "{stderr}");
 
-    fs::write(b.path("bad.args"), "not json").unwrap();
+    fs::write(b.path("bad.args.json"), "not json").unwrap();
     let (code, stderr) = wait(b.start("bad", "5s"));
     assert_eq!(code, 2);
     assert!(stderr.contains("JSON array"), "{stderr}");
@@ -309,7 +313,7 @@ fn daemons_start_with_no_blocked_signals() {
     // would hide the problem by clearing it, so read the mask of a plain program).
     let dir = tempfile::tempdir().unwrap();
     fs::write(
-        dir.path().join("mask.args"),
+        dir.path().join("mask.args.json"),
         r#"["grep","SigBlk","/proc/self/status"]"#,
     )
     .unwrap();
@@ -336,7 +340,7 @@ fn a_relay_daemon_stops_on_forwarded_sigterm() {
         "--unix-to-tcp",
         format!("{}=127.0.0.1:9", sock.display())
     ]);
-    fs::write(dir.path().join("relay.args"), argv.to_string()).unwrap();
+    fs::write(dir.path().join("relay.args.json"), argv.to_string()).unwrap();
     let child = Command::new(INIT)
         .env("BOT_BOTTLE_SIDECAR_DAEMONS", "relay")
         .env("BOT_BOTTLE_SIDECAR_CONFIG_DIR", dir.path())

@@ -1,5 +1,248 @@
 //! Backends: where a bottle runs. Each turns a resolved plan into resources through the
 //! runner (the only place a process is spawned) and can find and remove what it created.
+//!
+//! [`Backend`] is the one seam between the CLI and a backend: the CLI resolves the plan,
+//! asks [`Backend::check_host`] for the preflight, prints it, and then calls
+//! [`Backend::prepare`] and [`Backend::launch`]. A backend reads nothing from the process
+//! environment or the clock: every decision (names, images, CAs, start time) is in the plan.
+//!
+//! Every backend runs its sidecar bundle as a Docker container labelled with the bottle's
+//! identity and backend ([`docker::compose::LABEL_BACKEND`]), so one engine listing finds the
+//! bottles of every backend ([`list_active`]).
 
 pub mod docker;
 pub mod interrupt;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::runner::Runner;
+
+/// Where a backend reports progress: the CLI prints it, tests record it. `Sync` because
+/// image checks report from two threads.
+pub trait Ui: Sync {
+    fn say(&self, msg: &str);
+    fn warn(&self, msg: &str);
+}
+
+/// What a backend could not do, with what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Docker(docker::DockerError),
+    /// The host lacks what the backend needs; the message names what to install.
+    #[error("{0}")]
+    HostNotReady(String),
+    #[error("the `{0}` backend is not available yet; use `--backend docker`")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The operator pressed Ctrl-C; everything created was undone.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl From<docker::DockerError> for BackendError {
+    fn from(e: docker::DockerError) -> Self {
+        match e {
+            docker::DockerError::Interrupted => BackendError::Interrupted,
+            other => BackendError::Docker(other),
+        }
+    }
+}
+
+/// The host preflight, answered before the plan is resolved (the runtime is part of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCheck {
+    /// Whether bottles run under gVisor; `None` when the engine did not answer.
+    pub gvisor: Option<bool>,
+    /// Lines the preflight shows the operator (never fatal).
+    pub warnings: Vec<String>,
+}
+
+/// What [`Backend::prepare`] made ready: the image references the launch runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub agent_image: String,
+    pub sidecar_image: String,
+}
+
+/// How a launch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub identity: String,
+    pub exit_code: i32,
+    /// The state dir was kept for `resume`.
+    pub preserved: bool,
+}
+
+/// A running bottle as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveBottle {
+    /// `docker` or `smolmachines`, from the bundle's backend label.
+    pub backend: String,
+    /// The bottle identity (what `exec`, `resume` and the labels use).
+    #[serde(rename = "id")]
+    pub identity: String,
+    pub agent: String,
+    pub services: Vec<String>,
+    pub containers: Vec<String>,
+}
+
+/// One thing `cleanup` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupItem {
+    /// `container`, `network`, `volume`, `vm`, …: shown in the listing.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// Everything `cleanup` would remove, listed before asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupPlan {
+    pub items: Vec<CleanupItem>,
+    /// Unpreserved state dirs (cleanup removes every bottle, so they are all orphans).
+    pub state_dirs: Vec<crate::state::StateDir>,
+}
+
+impl CleanupPlan {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.state_dirs.is_empty()
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.items.iter().filter(|i| i.kind == kind).count()
+    }
+}
+
+/// A place bottles run. Implementations: [`docker::DockerBackend`] and the smolmachines
+/// micro-VM backend.
+pub trait Backend {
+    fn kind(&self) -> BackendKind;
+
+    /// Can this host run bottles here? Warnings are shown; an error says what to install.
+    /// Runs before plan resolution, so it sees the [`HostEnv`] and nothing else.
+    fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError>;
+
+    /// Make sure the plan's images exist (found cached or built).
+    fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError>;
+
+    /// Create → session → snapshot → teardown. A resumed plan (`plan.resume`) pins its
+    /// identity; the same call resumes it.
+    fn launch(
+        &self,
+        plan: &BottlePlan,
+        prepared: &Prepared,
+        ui: &dyn Ui,
+        tty: bool,
+    ) -> Result<Outcome, BackendError>;
+
+    /// Run `command` in the running bottle `identity` as the agent user; its exit code.
+    fn exec(&self, identity: &str, command: &[String], tty: bool) -> Result<i32, BackendError>;
+
+    /// Running bottles of this backend.
+    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError>;
+
+    /// What `cleanup` would remove of this backend (state dirs are listed by
+    /// [`cleanup_plan`], once for all backends).
+    fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError>;
+
+    /// Remove what [`Backend::cleanup_plan`] listed.
+    fn cleanup(&self, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(), BackendError>;
+}
+
+/// Every backend kind, in listing order.
+pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolmachines];
+
+/// The backend of `kind`, running its commands through `runner`.
+pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
+    match kind {
+        BackendKind::Docker => Box::new(docker::DockerBackend::new(runner)),
+        BackendKind::Smolmachines => Box::new(NotBuilt(kind)),
+    }
+}
+
+/// Running bottles of every backend: one engine listing, since every backend's sidecar
+/// bundle is a labelled Docker container.
+pub fn list_active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, BackendError> {
+    Ok(docker::discover::active(runner)?)
+}
+
+/// The cleanup plan of every backend plus the unpreserved state dirs under `root`.
+pub fn cleanup_plan(runner: &dyn Runner, root: Option<&Path>) -> Result<CleanupPlan, BackendError> {
+    let mut plan = CleanupPlan::default();
+    for kind in ALL_KINDS {
+        let part = backend_for(kind, runner).cleanup_plan()?;
+        for item in part.items {
+            if !plan.items.contains(&item) {
+                plan.items.push(item);
+            }
+        }
+    }
+    if let Some(root) = root {
+        plan.state_dirs = crate::state::list(root)?
+            .into_iter()
+            .filter(|e| !e.preserved)
+            .map(|e| e.dir())
+            .collect();
+    }
+    Ok(plan)
+}
+
+/// Run every backend's cleanup, then remove the listed state dirs through [`crate::state`].
+pub fn cleanup(runner: &dyn Runner, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(), BackendError> {
+    for kind in ALL_KINDS {
+        backend_for(kind, runner).cleanup(plan, ui)?;
+    }
+    for dir in &plan.state_dirs {
+        if let Err(e) = dir.remove() {
+            ui.warn(&e.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// A backend this build does not provide yet: refuses to launch, owns no resources.
+struct NotBuilt(BackendKind);
+
+impl Backend for NotBuilt {
+    fn kind(&self) -> BackendKind {
+        self.0
+    }
+
+    fn check_host(&self, _host: &HostEnv) -> Result<HostCheck, BackendError> {
+        Err(BackendError::Unavailable(self.0.as_str()))
+    }
+
+    fn prepare(&self, _plan: &BottlePlan, _ui: &dyn Ui) -> Result<Prepared, BackendError> {
+        Err(BackendError::Unavailable(self.0.as_str()))
+    }
+
+    fn launch(
+        &self,
+        _plan: &BottlePlan,
+        _prepared: &Prepared,
+        _ui: &dyn Ui,
+        _tty: bool,
+    ) -> Result<Outcome, BackendError> {
+        Err(BackendError::Unavailable(self.0.as_str()))
+    }
+
+    fn exec(&self, _identity: &str, _cmd: &[String], _tty: bool) -> Result<i32, BackendError> {
+        Err(BackendError::Unavailable(self.0.as_str()))
+    }
+
+    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {
+        Ok(CleanupPlan::default())
+    }
+
+    fn cleanup(&self, _plan: &CleanupPlan, _ui: &dyn Ui) -> Result<(), BackendError> {
+        Ok(())
+    }
+}

@@ -1,15 +1,17 @@
-//! Commands over running bottles: `list active`, `exec`, `cleanup`.
+//! Commands over running bottles: `list active`, `exec`, `cleanup`. Each goes through the
+//! backend trait; one engine listing covers every backend.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use crate::backend::docker::{discover, launch};
-use crate::runner::{RealRunner, Runner as _};
+use crate::backend::{self, backend_for};
+use crate::plan::BackendKind;
+use crate::runner::RealRunner;
 
-use super::output::{say, stdout_write};
+use super::output::{CliUi, say, stdout_write};
 
 pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
-    let bottles = discover::active(&RealRunner)?;
+    let bottles = backend::list_active(&RealRunner)?;
     let text = if json {
         format!("{}\n", serde_json::to_string(&bottles)?)
     } else {
@@ -31,10 +33,14 @@ pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
-    let runner = RealRunner;
-    let container = discover::agent_container(&runner, &args.identity)?;
+    // The backend recorded in the bottle's state; a bottle without one is Docker's.
+    let kind = super::context::home_root()
+        .ok()
+        .and_then(|root| crate::state::load_metadata(&root, &args.identity).ok())
+        .and_then(|m| BackendKind::parse(&m.backend).ok())
+        .unwrap_or(BackendKind::Docker);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let code = runner.run_interactive(&launch::exec_spec(&container, &args.command, tty))?;
+    let code = backend_for(kind, &RealRunner).exec(&args.identity, &args.command, tty)?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))
@@ -42,32 +48,17 @@ pub fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
 
 pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
-    let left = discover::leftovers(&runner)?;
     let root = super::context::home_root().ok();
-    let orphans: Vec<std::path::PathBuf> = match &root {
-        Some(root) => crate::state::list(root)?
-            .into_iter()
-            // Cleanup removes every bottle, so every unpreserved state dir is an orphan.
-            .filter(|e| !e.preserved)
-            .map(|e| e.path)
-            .collect(),
-        None => Vec::new(),
-    };
-    if left.is_empty() && orphans.is_empty() {
+    let plan = backend::cleanup_plan(&runner, root.as_deref())?;
+    if plan.is_empty() {
         say("nothing to clean up");
         return Ok(ExitCode::SUCCESS);
     }
-    for c in &left.containers {
-        eprintln!("  container {c}");
+    for item in &plan.items {
+        eprintln!("  {:<9} {}", item.kind, item.name);
     }
-    for n in &left.networks {
-        eprintln!("  network   {n}");
-    }
-    for v in &left.volumes {
-        eprintln!("  volume    {v}");
-    }
-    for o in &orphans {
-        eprintln!("  state     {}", o.display());
+    for dir in &plan.state_dirs {
+        eprintln!("  {:<9} {}", "state", dir.path().display());
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -83,18 +74,13 @@ pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
-    discover::remove(&runner, &left)?;
-    for o in &orphans {
-        if let Err(e) = std::fs::remove_dir_all(o) {
-            super::output::warn(&format!("cannot remove `{}`: {e}", o.display()));
-        }
-    }
+    backend::cleanup(&runner, &plan, &CliUi)?;
     say(&format!(
         "removed {} containers, {} networks, {} volumes, {} state dirs",
-        left.containers.len(),
-        left.networks.len(),
-        left.volumes.len(),
-        orphans.len()
+        plan.count("container"),
+        plan.count("network"),
+        plan.count("volume"),
+        plan.state_dirs.len()
     ));
     Ok(ExitCode::SUCCESS)
 }

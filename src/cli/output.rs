@@ -32,6 +32,19 @@ pub fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "bot-bottle: {msg}");
 }
 
+/// The backends' progress and warnings, printed like every other CLI message.
+pub struct CliUi;
+
+impl crate::backend::Ui for CliUi {
+    fn say(&self, msg: &str) {
+        say(msg);
+    }
+
+    fn warn(&self, msg: &str) {
+        warn(msg);
+    }
+}
+
 /// Write data to stdout; a broken pipe (`| head`) ends quietly.
 pub fn stdout_write(data: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

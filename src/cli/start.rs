@@ -1,27 +1,20 @@
 //! `start` and `resume`: resolve the plan, show the preflight summary, and (unless
-//! `--dry-run`) confirm and launch. The dry run creates nothing: no container, network,
-//! image or state dir.
+//! `--dry-run`) confirm and hand the plan to its backend. The dry run creates nothing: no
+//! container, network, image or state dir.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::backend::docker::launch::Launcher;
-use crate::backend::docker::{ComposeCmd, DockerError};
-use crate::backend::interrupt;
-use crate::engine_probe;
+use crate::backend::{BackendError, backend_for, interrupt};
 use crate::envvars;
 use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
 use crate::runner::RealRunner;
 
 use super::context::{home_root, load_manifest, unknown_agent};
-use super::output::{say, warn};
+use super::output::{CliUi, say, warn};
 use super::{BackendArg, ResumeArgs, StartArgs};
-
-/// How long the preflight waits for the engine's answer before calling it unknown.
-const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 
 pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let dry_run = args.dry_run || std::env::var(envvars::DRY_RUN).is_ok_and(|v| v == "1");
@@ -49,15 +42,12 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
             root.join("state").display()
         )
     })?;
-    let backend = match meta.backend.as_str() {
-        "smolmachines" => BackendKind::Smolmachines,
-        _ => BackendKind::Docker,
-    };
     let opts = StartOptions {
         identity: Some(meta.identity.clone()),
         copy_cwd: meta.copy_cwd,
         remote_control: false,
-        backend,
+        // The backend recorded at start; state from before the field existed is Docker's.
+        backend: BackendKind::parse(&meta.backend).unwrap_or(BackendKind::Docker),
         gvisor: None,
         resume: true,
     };
@@ -81,32 +71,19 @@ fn run_start(
         return Err(unknown_agent(&manifest, agent));
     }
     let host = HostEnv::from_process();
-    if opts.backend == BackendKind::Docker {
-        let docker_host = host.vars.get("DOCKER_HOST").map(String::as_str);
-        // The answer is cached in the user's cache dir, never in the bot-bottle home: a dry
-        // run leaves the home exactly as it was.
-        let probe = match cache_dir(&host) {
-            Some(dir) => engine_probe::probe_gvisor_cached(
-                docker_host,
-                ENGINE_PROBE_TIMEOUT,
-                &dir.join("engine-probe"),
-            ),
-            None => engine_probe::probe_gvisor(docker_host, ENGINE_PROBE_TIMEOUT),
-        };
-        opts.gvisor = probe.map(|g| g == engine_probe::Gvisor::Usable);
-        match probe {
-            None => warn(
-                "the Docker engine did not answer; runtime shown as `runc` (start Docker to launch)",
-            ),
-            Some(engine_probe::Gvisor::NoHostUds) => warn(
-                "gVisor (`runsc`) is registered without `--host-uds=open`, which the agent's relay needs; running under runc (add \"runtimeArgs\": [\"--host-uds=open\"] to its daemon.json entry to use gVisor)",
-            ),
-            Some(_) => {}
+    let runner = RealRunner;
+    let backend = backend_for(opts.backend, &runner);
+    match backend.check_host(&host) {
+        Ok(check) => {
+            check.warnings.iter().for_each(|w| warn(w));
+            opts.gvisor = check.gvisor;
         }
+        // The dry run still shows the plan on a host that cannot launch it.
+        Err(e) if dry_run => warn(&e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     let mut plan = plan::resolve(&manifest, agent, &opts, &host)?;
-    // The summary, then which gates this build runs, so the operator knows what enforces the
-    // routes above.
+    // From here on the plan holds every decision: nothing reads the environment or the clock.
     eprintln!("{}", plan.to_string().trim_end());
     eprintln!(
         "  gates      egress (allowlist, credential injection, secret scan, SSRF guard); pipelock: not bundled\n"
@@ -127,12 +104,6 @@ fn run_start(
             plan.bottle
         );
     }
-    if plan.backend != BackendKind::Docker {
-        anyhow::bail!(
-            "the `{}` backend is not available yet; use `--backend docker`",
-            plan.backend.as_str()
-        );
-    }
     if !yes && !confirm()? {
         say("not started");
         return Ok(ExitCode::from(1));
@@ -145,21 +116,34 @@ fn run_start(
         }
         rpassword::prompt_password(format!("bot-bottle: {message} ({name}): "))
     })?;
-    launch(&plan, &host)
-}
-
-/// `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`.
-fn cache_dir(host: &HostEnv) -> Option<std::path::PathBuf> {
-    match host
-        .vars
-        .get("XDG_CACHE_HOME")
-        .filter(|v| v.starts_with('/'))
-    {
-        Some(x) => Some(std::path::PathBuf::from(x).join("bot-bottle")),
-        None => host
-            .home
-            .as_ref()
-            .map(|h| h.join(".cache").join("bot-bottle")),
+    interrupt::install();
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let result = backend
+        .prepare(&plan, &CliUi)
+        .and_then(|prepared| backend.launch(&plan, &prepared, &CliUi, tty));
+    // A Ctrl-C ends the children too, so the step that was running fails; what counts for
+    // the exit code is that the operator interrupted (everything created was undone).
+    if interrupt::interrupted() {
+        say("interrupted; everything created was removed");
+        return Ok(ExitCode::from(130));
+    }
+    match result {
+        Ok(outcome) if outcome.exit_code == 0 => {
+            say(&format!(
+                "bottle `{}` ended and was removed",
+                outcome.identity
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(outcome) => {
+            say(&format!(
+                "the agent exited with code {}; state kept: `bot-bottle resume {}`",
+                outcome.exit_code, outcome.identity
+            ));
+            Ok(ExitCode::from(1))
+        }
+        Err(BackendError::Interrupted) => Ok(ExitCode::from(130)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -187,72 +171,15 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-fn launch(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
-    interrupt::install();
-    let result = launch_inner(plan, host);
-    // A Ctrl-C ends the children too, so the step that was running fails; what counts for
-    // the exit code is that the operator interrupted (everything created was undone).
-    if interrupt::interrupted() {
-        say("interrupted; everything created was removed");
-        return Ok(ExitCode::from(130));
-    }
-    result
-}
-
-fn launch_inner(plan: &BottlePlan, host: &HostEnv) -> anyhow::Result<ExitCode> {
-    let runner = RealRunner;
-    // The operator's extra CAs go into both images and, for upstream verification, to egress.
-    let cas = crate::backend::docker::images::extra_cas(host)?;
-    let extra_ca: Option<String> = (!cas.is_empty()).then(|| {
-        cas.iter()
-            .map(|c| String::from_utf8_lossy(c).trim_end().to_string() + "\n")
-            .collect()
-    });
-    say("checking images");
-    let images = crate::backend::docker::images::for_plan(&runner, plan, host, &cas)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let launcher = Launcher {
-        runner: &runner,
-        compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
-        agent_image: images.agent,
-        sidecar_image: images.sidecar,
-        extra_ca_pem: extra_ca,
-        say: &|m| say(m),
-        warn: &|m| warn(m),
-        now,
-    };
-    let pinned = plan
-        .names
-        .container_pinned
-        .then_some(plan.names.agent_container.as_str());
-    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    match launcher.run(plan, pinned, tty) {
-        Ok(outcome) if outcome.exit_code == 0 => {
-            say(&format!(
-                "bottle `{}` ended and was removed",
-                outcome.identity
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(outcome) => {
-            say(&format!(
-                "the agent exited with code {}; state kept: `bot-bottle resume {}`",
-                outcome.exit_code, outcome.identity
-            ));
-            Ok(ExitCode::from(1))
-        }
-        Err(DockerError::Interrupted) => Ok(ExitCode::from(130)),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// `build-images`: every provider image and the sidecar image, built or found cached.
 pub fn build_images() -> anyhow::Result<ExitCode> {
-    let runner = RealRunner;
     let host = HostEnv::from_process();
-    crate::backend::docker::images::build_all(&runner, &host, &|m| say(m))?;
+    let cas = plan::extra_cas(&host)?;
+    crate::backend::docker::images::build_all(
+        &RealRunner,
+        &plan::SidecarImage::resolve(&host),
+        &cas,
+        &CliUi,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

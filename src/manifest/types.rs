@@ -145,20 +145,8 @@ pub struct Route {
     pub pipelock: PipelockOpts,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthScheme {
-    Bearer,
-    Token,
-}
-
-impl AuthScheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthScheme::Bearer => "Bearer",
-            AuthScheme::Token => "token",
-        }
-    }
-}
+/// One definition for the manifest, the plan and the egress routes file.
+pub use crate::sidecar::wire::AuthScheme;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAuth {

@@ -71,6 +71,14 @@ pub enum PlanError {
         "BOT_BOTTLE_CONTAINER=`{0}` is not a usable container name; use a name starting with `bot-bottle-` made of letters, digits, `_`, `.` and `-`"
     )]
     BadPinnedContainer(String),
+    #[error("cannot read extra CA certificates at {}: {source}; fix {} or the file's permissions", .path.display(), crate::envvars::EXTRA_CA_CERTS)]
+    ExtraCaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} holds no PEM certificate; point {} at PEM files or a directory of them", .path.display(), crate::envvars::EXTRA_CA_CERTS)]
+    ExtraCaNotPem { path: PathBuf },
     #[error(transparent)]
     CodexAuth(#[from] CodexAuthError),
     #[error("could not read a value for env `{name}`: {reason}; run `start` from a terminal")]

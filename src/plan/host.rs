@@ -20,10 +20,14 @@ pub struct HostEnv {
     /// `$HOME`, when set and non-empty.
     pub home: Option<PathBuf>,
     pub cwd: PathBuf,
-    /// Seconds since the Unix epoch; used for token expiry checks.
+    /// Seconds since the Unix epoch: token expiry checks and the bottle's start time.
     pub now_unix: u64,
     /// [`SUFFIX_LEN`] chars of `[a-z0-9]`, the random part of a fresh identity.
     pub random_suffix: String,
+    /// The running executable (the bundled sidecar binaries are found next to it).
+    pub exe: Option<PathBuf>,
+    /// The host's extra-CA directory ([`super::cas::SYSTEM_EXTRA_CA_DIR`]); `None` in tests.
+    pub system_ca_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HostEnv {
@@ -34,6 +38,8 @@ impl std::fmt::Debug for HostEnv {
             .field("cwd", &self.cwd)
             .field("now_unix", &self.now_unix)
             .field("random_suffix", &self.random_suffix)
+            .field("exe", &self.exe)
+            .field("system_ca_dir", &self.system_ca_dir)
             .finish()
     }
 }
@@ -62,6 +68,8 @@ impl HostEnv {
             cwd,
             now_unix,
             random_suffix,
+            exe: std::env::current_exe().ok(),
+            system_ca_dir: Some(PathBuf::from(super::cas::SYSTEM_EXTRA_CA_DIR)),
         }
     }
 
@@ -138,6 +146,8 @@ mod tests {
             cwd: PathBuf::from("/work/repo"),
             now_unix: 1,
             random_suffix: "abc123".into(),
+            exe: None,
+            system_ca_dir: None,
         }
     }
 

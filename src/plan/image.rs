@@ -77,6 +77,36 @@ pub fn resolve_image(
     })
 }
 
+/// The default tag of the sidecar bundle image, built from the embedded Dockerfile.
+pub const SIDECAR_TAG: &str = "bot-bottle-sidecars:latest";
+
+/// Which sidecar bundle image runs: the bundled one (built or found cached from the sidecar
+/// binaries installed next to `exe`, the running `bot-bottle`), or a published one named by
+/// `BOT_BOTTLE_SIDECAR_IMAGE` that must exist and is never built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SidecarImage {
+    Bundled { exe: Option<PathBuf> },
+    Named(String),
+}
+
+impl SidecarImage {
+    pub fn resolve(host: &HostEnv) -> SidecarImage {
+        match host.var_nonempty(envvars::SIDECAR_IMAGE) {
+            Some(tag) => SidecarImage::Named(tag.to_string()),
+            None => SidecarImage::Bundled {
+                exe: host.exe.clone(),
+            },
+        }
+    }
+
+    pub fn tag(&self) -> &str {
+        match self {
+            SidecarImage::Bundled { .. } => SIDECAR_TAG,
+            SidecarImage::Named(t) => t,
+        }
+    }
+}
+
 /// `bot-bottle-custom-<first 12 hex of sha256(path)>:latest`: one tag per Dockerfile location.
 fn custom_tag(path: &Path) -> String {
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
@@ -140,6 +170,23 @@ mod tests {
         assert_eq!(
             (p.tag.as_str(), p.source),
             ("mine:dev", ImageSource::Override)
+        );
+    }
+
+    #[test]
+    fn sidecar_image_is_bundled_unless_named() {
+        let mut h = host();
+        assert_eq!(SidecarImage::resolve(&h).tag(), SIDECAR_TAG);
+        h.vars.insert(envvars::SIDECAR_IMAGE.into(), String::new());
+        assert_eq!(
+            SidecarImage::resolve(&h),
+            SidecarImage::Bundled { exe: None }
+        );
+        h.vars
+            .insert(envvars::SIDECAR_IMAGE.into(), "reg/sidecars:1".into());
+        assert_eq!(
+            SidecarImage::resolve(&h),
+            SidecarImage::Named("reg/sidecars:1".into())
         );
     }
 

@@ -9,6 +9,7 @@
 //! `Display` on the plan is the preflight summary; it never prints a value that could be a
 //! secret.
 
+mod cas;
 pub mod codex_auth;
 mod env;
 mod error;
@@ -26,11 +27,12 @@ pub(crate) mod testutil;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use cas::{SYSTEM_EXTRA_CA_DIR, extra_cas};
 pub use env::{EnvPlan, interpolate};
 pub use error::PlanError;
 pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
 pub use host::HostEnv;
-pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE};
+pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
 pub use provider::{ProviderPlan, ProvisionFile};
 pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};
@@ -142,6 +144,13 @@ pub struct BottlePlan {
     pub runtime: Runtime,
     pub names: Names,
     pub image: ImagePlan,
+    /// The sidecar bundle image (`BOT_BOTTLE_SIDECAR_IMAGE` or the bundled one).
+    pub sidecar_image: SidecarImage,
+    /// The operator's extra CA certificates (PEM blocks), for both images and egress.
+    pub extra_cas: Vec<Vec<u8>>,
+    /// Unix seconds when the plan was made: the metadata's `started_at` and the provisioning
+    /// stream's mtimes. Nothing after plan resolution reads the clock.
+    pub started_at: u64,
     pub provider: ProviderPlan,
     pub env: EnvPlan,
     pub skills: Vec<Skill>,
@@ -157,6 +166,16 @@ pub struct BottlePlan {
 }
 
 impl BottlePlan {
+    /// The extra CAs as one PEM text, for egress's upstream trust; `None` without any.
+    pub fn extra_ca_pem(&self) -> Option<String> {
+        (!self.extra_cas.is_empty()).then(|| {
+            self.extra_cas
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).trim_end().to_string() + "\n")
+                .collect()
+        })
+    }
+
     /// Names of the env the agent sees (bottle and provider), sorted, placeholders left out.
     pub fn visible_env_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
@@ -200,6 +219,7 @@ pub fn resolve(
     let names = Names::new(
         &identity,
         host.vars.get(envvars::CONTAINER).map(String::as_str),
+        opts.resume,
     )?;
     let state_dir = m.root.join("state").join(&identity);
 
@@ -209,6 +229,7 @@ pub fn resolve(
     let (routes, egress_tokens) =
         routes::effective_routes(&provider_routes, &b.egress.routes, host)?;
     let image = image::resolve_image(b, &identity, &state_dir, host)?;
+    let extra_cas = cas::extra_cas(host)?;
     let skills = skills::resolve_skills(&a.skills, host)?;
     let git_user = GitIdentity::overlay(&a.git_user, &b.git_gate.user);
     let bottle_dir = b.path.parent().unwrap_or(&m.root);
@@ -227,6 +248,9 @@ pub fn resolve(
         runtime: Runtime::from_probe(opts.backend, opts.gvisor),
         names,
         image,
+        sidecar_image: SidecarImage::resolve(host),
+        extra_cas,
+        started_at: host.now_unix,
         provider,
         env,
         skills,

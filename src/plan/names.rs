@@ -6,11 +6,13 @@ use super::PlanError;
 
 /// Prefix shared by every resource a bottle creates.
 pub const PREFIX: &str = "bot-bottle-";
-/// Highest `-N` suffix tried when the default container name is taken.
+/// Highest `-N` suffix tried when the bottle's names are taken.
 pub const MAX_NAME_ATTEMPTS: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
+    /// The identity these names derive from (the plan's, or `<id>-N` on a retry).
+    pub identity: String,
     /// Compose project `bot-bottle-<id>`.
     pub project: String,
     /// Agent container `bot-bottle-<id>`, or the `BOT_BOTTLE_CONTAINER` pin.
@@ -24,10 +26,16 @@ pub struct Names {
     /// The agent container name came from `BOT_BOTTLE_CONTAINER`: a taken name is an error
     /// instead of a retry.
     pub container_pinned: bool,
+    /// The identity is pinned (a resume): it is never retried under another name.
+    pub identity_pinned: bool,
 }
 
 impl Names {
-    pub fn new(identity: &str, pinned_container: Option<&str>) -> Result<Names, PlanError> {
+    pub fn new(
+        identity: &str,
+        pinned_container: Option<&str>,
+        identity_pinned: bool,
+    ) -> Result<Names, PlanError> {
         let pinned = pinned_container.filter(|c| !c.is_empty());
         if let Some(c) = pinned {
             if !is_valid_pinned_container(c) {
@@ -35,24 +43,29 @@ impl Names {
             }
         }
         Ok(Names {
+            identity: identity.to_string(),
             project: format!("{PREFIX}{identity}"),
             agent_container: pinned.map_or_else(|| format!("{PREFIX}{identity}"), str::to_string),
             sidecar_container: format!("{PREFIX}sidecars-{identity}"),
             internal_network: format!("{PREFIX}net-{identity}"),
             egress_network: format!("{PREFIX}egress-{identity}"),
             container_pinned: pinned.is_some(),
+            identity_pinned,
         })
     }
 
-    /// The agent container name to try on `attempt` (1-based) when earlier ones were taken:
-    /// the name itself, then `-2`, `-3` … up to [`MAX_NAME_ATTEMPTS`]. A pinned name has only
-    /// the first attempt.
-    pub fn agent_container_attempt(&self, attempt: u32) -> Option<String> {
+    /// The names to try on `attempt` (1-based) when an earlier attempt's were taken: these
+    /// names, then those of identity `<id>-2`, `<id>-3` … up to [`MAX_NAME_ATTEMPTS`]. Every
+    /// name moves together (a taken identity is taken for all its resources). A pinned
+    /// container name or a resumed identity has only the first attempt.
+    pub fn attempt(&self, attempt: u32) -> Option<Names> {
         match attempt {
             0 => None,
-            1 => Some(self.agent_container.clone()),
-            _ if self.container_pinned || attempt > MAX_NAME_ATTEMPTS => None,
-            n => Some(format!("{}-{n}", self.agent_container)),
+            1 => Some(self.clone()),
+            _ if self.container_pinned || self.identity_pinned || attempt > MAX_NAME_ATTEMPTS => {
+                None
+            }
+            n => Names::new(&format!("{}-{n}", self.identity), None, false).ok(),
         }
     }
 }
@@ -128,7 +141,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_prefix_scheme() {
-        let n = Names::new("dev-abc123", None).unwrap();
+        let n = Names::new("dev-abc123", None, false).unwrap();
         assert_eq!(n.project, "bot-bottle-dev-abc123");
         assert_eq!(n.agent_container, "bot-bottle-dev-abc123");
         assert_eq!(n.sidecar_container, "bot-bottle-sidecars-dev-abc123");
@@ -148,45 +161,46 @@ mod tests {
 
     #[test]
     fn pinned_container_is_used_and_marked() {
-        let n = Names::new("dev-abc123", Some("bot-bottle-mine")).unwrap();
+        let n = Names::new("dev-abc123", Some("bot-bottle-mine"), false).unwrap();
         assert_eq!(n.agent_container, "bot-bottle-mine");
         assert!(n.container_pinned);
         assert_eq!(n.project, "bot-bottle-dev-abc123");
         // An empty pin is no pin.
-        assert!(!Names::new("x-1", Some("")).unwrap().container_pinned);
+        assert!(!Names::new("x-1", Some(""), false).unwrap().container_pinned);
     }
 
     #[test]
     fn pinned_container_must_carry_the_prefix_and_be_a_docker_name() {
         for bad in ["mine", "bot-bottle-a b", "bot-bottle-x;rm", "/bot-bottle-x"] {
-            let err = Names::new("x-1", Some(bad)).unwrap_err();
+            let err = Names::new("x-1", Some(bad), false).unwrap_err();
             assert!(matches!(err, PlanError::BadPinnedContainer(_)), "{bad}");
         }
     }
 
     #[test]
-    fn container_attempts_retry_up_to_the_limit_unless_pinned() {
-        let n = Names::new("d-1", None).unwrap();
+    fn attempts_retry_every_name_up_to_the_limit_unless_pinned() {
+        let n = Names::new("d-1", None, false).unwrap();
+        assert_eq!(n.attempt(1).as_ref(), Some(&n));
+        let second = n.attempt(2).unwrap();
+        assert_eq!(second.identity, "d-1-2");
+        assert_eq!(second.agent_container, "bot-bottle-d-1-2");
+        assert_eq!(second.sidecar_container, "bot-bottle-sidecars-d-1-2");
+        assert_eq!(second.project, "bot-bottle-d-1-2");
         assert_eq!(
-            n.agent_container_attempt(1).as_deref(),
-            Some("bot-bottle-d-1")
-        );
-        assert_eq!(
-            n.agent_container_attempt(2).as_deref(),
-            Some("bot-bottle-d-1-2")
-        );
-        assert_eq!(
-            n.agent_container_attempt(100).as_deref(),
+            n.attempt(100).map(|a| a.agent_container).as_deref(),
             Some("bot-bottle-d-1-100")
         );
-        assert_eq!(n.agent_container_attempt(101), None);
-        assert_eq!(n.agent_container_attempt(0), None);
-        let p = Names::new("d-1", Some("bot-bottle-pin")).unwrap();
+        assert_eq!(n.attempt(101), None);
+        assert_eq!(n.attempt(0), None);
+        let p = Names::new("d-1", Some("bot-bottle-pin"), false).unwrap();
         assert_eq!(
-            p.agent_container_attempt(1).as_deref(),
+            p.attempt(1).map(|a| a.agent_container).as_deref(),
             Some("bot-bottle-pin")
         );
-        assert_eq!(p.agent_container_attempt(2), None);
+        assert_eq!(p.attempt(2), None);
+        let resumed = Names::new("d-1", None, true).unwrap();
+        assert!(resumed.attempt(1).is_some());
+        assert_eq!(resumed.attempt(2), None);
     }
 
     #[test]

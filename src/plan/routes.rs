@@ -153,6 +153,8 @@ mod tests {
             cwd: PathBuf::from("/c"),
             now_unix: 0,
             random_suffix: "aaaaaa".into(),
+            exe: None,
+            system_ca_dir: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub fn host() -> HostEnv {
         cwd: PathBuf::from("/nonexistent-cwd"),
         now_unix: 1_800_000_000,
         random_suffix: "k3j9x2".into(),
+        exe: None,
+        system_ca_dir: None,
     }
 }
 

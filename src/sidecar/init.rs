@@ -7,8 +7,9 @@
 //!
 //! Configuration (no secrets in it; daemons read secrets from their own environment):
 //! - `BOT_BOTTLE_SIDECAR_DAEMONS=egress,git-gate`: the daemons to start, in order.
-//! - `$BOT_BOTTLE_SIDECAR_CONFIG_DIR/<name>.args` (default dir [`DEFAULT_CONFIG_DIR`]): a JSON
-//!   array of strings, the daemon's argv (`["bot-bottle-egress", "--routes", "…"]`).
+//! - `$BOT_BOTTLE_SIDECAR_CONFIG_DIR/<name>.args.json` (default dir [`DEFAULT_CONFIG_DIR`]): a
+//!   JSON array of strings, the daemon's argv (`["bot-bottle-egress", "--routes", "…"]`), the
+//!   wire type [`crate::sidecar::wire::DaemonArgv`].
 //! - `BOT_BOTTLE_SIDECAR_STOP_TIMEOUT` (e.g. `5s`, `500ms`; default [`DEFAULT_STOP_TIMEOUT`]):
 //!   how long daemons get between SIGTERM and SIGKILL.
 //!
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::envvars;
 
-/// Where `<name>.args` files are read from when `BOT_BOTTLE_SIDECAR_CONFIG_DIR` is unset.
+/// Where `<name>.args.json` files are read from when `BOT_BOTTLE_SIDECAR_CONFIG_DIR` is unset.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/bot-bottle/sidecar";
 /// Grace period between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,16 +113,17 @@ pub fn parse_daemon_list(list: &str) -> Result<Vec<String>, InitError> {
     Ok(names)
 }
 
-/// Reads `<dir>/<name>.args`.
+/// Reads `<dir>/<name>.args.json`.
 pub fn read_argv(dir: &Path, name: &str) -> Result<Vec<String>, InitError> {
-    let path = dir.join(format!("{name}.args"));
-    let bytes = std::fs::read(&path).map_err(|source| InitError::ReadArgs {
+    use crate::sidecar::wire::{DaemonArgv, WireFile};
+    let path = dir.join(crate::sidecar::wire::daemon_args_file(name));
+    let text = std::fs::read_to_string(&path).map_err(|source| InitError::ReadArgs {
         path: path.clone(),
         source,
     })?;
-    let argv: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| InitError::BadArgs {
+    let DaemonArgv(argv) = DaemonArgv::parse(&text).map_err(|reason| InitError::BadArgs {
         path: path.clone(),
-        reason: e.to_string(),
+        reason,
     })?;
     if argv.first().is_none_or(String::is_empty) {
         return Err(InitError::BadArgs {
@@ -426,10 +428,10 @@ mod tests {
     #[test]
     fn argv_files_are_validated() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ok.args"), r#"["/bin/true","-x"]"#).unwrap();
-        std::fs::write(dir.path().join("empty.args"), "[]").unwrap();
-        std::fs::write(dir.path().join("obj.args"), r#"{"a":1}"#).unwrap();
-        std::fs::write(dir.path().join("num.args"), "[1]").unwrap();
+        std::fs::write(dir.path().join("ok.args.json"), r#"["/bin/true","-x"]"#).unwrap();
+        std::fs::write(dir.path().join("empty.args.json"), "[]").unwrap();
+        std::fs::write(dir.path().join("obj.args.json"), r#"{"a":1}"#).unwrap();
+        std::fs::write(dir.path().join("num.args.json"), "[1]").unwrap();
         assert_eq!(read_argv(dir.path(), "ok").unwrap(), ["/bin/true", "-x"]);
         for bad in ["empty", "obj", "num"] {
             assert!(
@@ -438,7 +440,7 @@ mod tests {
             );
         }
         let err = read_argv(dir.path(), "missing").unwrap_err();
-        assert!(err.to_string().contains("missing.args"), "{err}");
+        assert!(err.to_string().contains("missing.args.json"), "{err}");
     }
 
     #[test]

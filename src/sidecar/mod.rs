@@ -4,3 +4,4 @@ pub mod egress;
 pub mod git_gate;
 pub mod init;
 pub mod relay;
+pub mod wire;

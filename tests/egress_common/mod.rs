@@ -252,7 +252,7 @@ pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
     std::fs::write(&bottle_ca, &bottle_cert).unwrap();
     let upstream_ca = dir.path().join("upstream-ca.pem");
     std::fs::write(&upstream_ca, &ca.cert_pem).unwrap();
-    let routes = dir.path().join("routes.yaml");
+    let routes = dir.path().join("routes.json");
     std::fs::write(&routes, routes_json).unwrap();
     let audit = dir.path().join("audit.jsonl");
     let mut resolve: Vec<ResolvePin> = TLS_HOSTS

@@ -6,15 +6,17 @@
 //! DNS; if the relay or a gate dies, the agent simply has no way out.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
 /// Where the shared socket volume is mounted in both containers.
 pub const SOCKET_DIR: &str = "/run/bot-bottle";
-/// Where the sidecar configuration (routes, CA, daemon argv) is mounted in the bundle.
+/// Where the sidecar configuration (routes, CA, daemon argv) is copied into the bundle,
+/// through the engine (`docker cp`), never from a host path.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle";
-/// Where the bundle writes its audit log (the bottle's state dir, read-write).
+/// Marker the config copy writes last; the bundle starts its daemons only once it exists.
+pub const SIDECAR_READY: &str = ".ready";
+/// Where the bundle writes its audit log; read back through the engine.
 pub const SIDECAR_LOG_DIR: &str = "/var/log/bot-bottle";
 /// The relay binary inside the sidecar image; the bundle publishes a copy in the socket volume.
 pub const SIDECAR_RELAY_BIN: &str = "/usr/local/bin/bot-bottle-relay";
@@ -39,6 +41,9 @@ pub const RELAY_PORTS: &[(u16, &str)] = &[
 pub struct ComposeInput {
     pub identity: String,
     pub agent_name: String,
+    /// The backend label value (`docker`, `smolmachines`): one `docker ps` lists the
+    /// bundles of every backend.
+    pub backend: String,
     pub project: String,
     pub agent_container: String,
     pub sidecar_container: String,
@@ -55,10 +60,6 @@ pub struct ComposeInput {
     /// Names whose values reach the bundle from the compose process's environment
     /// (`EGRESS_TOKEN_N`): the compose file never holds a value.
     pub sidecar_env_forwarded: Vec<String>,
-    /// Host directory with the rendered sidecar configuration, mounted read-only.
-    pub sidecar_config_dir: PathBuf,
-    /// Host directory the bundle writes its audit log to.
-    pub sidecar_log_dir: PathBuf,
     /// Daemons the bundle's init starts.
     pub daemons: Vec<String>,
     /// Compose v1 needs a file-format version and has no top-level `name`.
@@ -79,14 +80,17 @@ pub fn agent_command() -> Vec<String> {
     ]
 }
 
-/// The bundle's entrypoint: publish the relay binary into the shared volume (copy, then an
-/// atomic rename, so the agent never runs a half-written file), then hand over to the init.
+/// The bundle's entrypoint: wait until the launcher has copied the config in (its ready
+/// marker comes last), publish the relay binary into the shared volume (copy, then an atomic
+/// rename, so the agent never runs a half-written file), then hand over to the init.
 pub fn sidecar_entrypoint() -> Vec<String> {
     vec![
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "cp {SIDECAR_RELAY_BIN} {SOCKET_DIR}/.relay.tmp && chmod 0755 {SOCKET_DIR}/.relay.tmp \
+            "while [ ! -e {SIDECAR_CONFIG_DIR}/{SIDECAR_READY} ]; do sleep 0.02; done; \
+             mkdir -p {SIDECAR_LOG_DIR} \
+             && cp {SIDECAR_RELAY_BIN} {SOCKET_DIR}/.relay.tmp && chmod 0755 {SOCKET_DIR}/.relay.tmp \
              && mv -f {SOCKET_DIR}/.relay.tmp {SOCKET_DIR}/bot-bottle-relay && exec {SIDECAR_INIT_BIN}"
         ),
     ]
@@ -97,7 +101,7 @@ pub fn render(input: &ComposeInput) -> Value {
         json!({
             LABEL_IDENTITY: input.identity,
             LABEL_AGENT: input.agent_name,
-            LABEL_BACKEND: "docker",
+            LABEL_BACKEND: input.backend,
             LABEL_SERVICE: service,
         })
     };
@@ -156,11 +160,9 @@ pub fn render(input: &ComposeInput) -> Value {
         "security_opt": ["no-new-privileges:true"],
         "entrypoint": sidecar_entrypoint(),
         "environment": Value::Object(sidecar_env),
-        "volumes": [
-            socket_volume,
-            format!("{}:{SIDECAR_CONFIG_DIR}:ro", input.sidecar_config_dir.display()),
-            format!("{}:{SIDECAR_LOG_DIR}", input.sidecar_log_dir.display()),
-        ],
+        // Only the relay-socket volume: config and logs travel through the engine, so a
+        // remote engine (`DOCKER_HOST`, contexts) works the same as a local one.
+        "volumes": [socket_volume],
         "networks": {
             "internal": {"aliases": ["egress", "pipelock", "git-gate", "supervise"]},
             "egress": {},
@@ -203,6 +205,7 @@ mod tests {
         ComposeInput {
             identity: "reviewer-ab12cd".into(),
             agent_name: "reviewer".into(),
+            backend: "docker".into(),
             project: "bot-bottle-reviewer-ab12cd".into(),
             agent_container: "bot-bottle-reviewer-ab12cd".into(),
             sidecar_container: "bot-bottle-sidecars-reviewer-ab12cd".into(),
@@ -220,8 +223,6 @@ mod tests {
             ]),
             agent_env_forwarded: vec!["API_KEY".into()],
             sidecar_env_forwarded: vec!["EGRESS_TOKEN_0".into()],
-            sidecar_config_dir: PathBuf::from("/home/op/.bot-bottle/state/reviewer-ab12cd/sidecar"),
-            sidecar_log_dir: PathBuf::from("/home/op/.bot-bottle/state/reviewer-ab12cd/logs"),
             daemons: vec!["egress".into()],
             compose_v1: v1,
         }
@@ -298,6 +299,61 @@ mod tests {
                     .starts_with("bot-bottle-")
             );
         }
+    }
+
+    #[test]
+    fn no_volume_entry_is_a_host_path() {
+        for v1 in [false, true] {
+            let doc = render(&input(v1));
+            let mut seen = 0;
+            for (name, svc) in doc["services"].as_object().unwrap() {
+                for v in svc["volumes"].as_array().unwrap() {
+                    let v = v.as_str().unwrap();
+                    let source = v.split(':').next().unwrap();
+                    // A named volume, declared at the top level; a host path would start
+                    // with `/`, `.` or `~`.
+                    assert!(
+                        doc["volumes"].get(source).is_some(),
+                        "{name}: `{v}` is not a named volume"
+                    );
+                    assert!(!source.starts_with(['/', '.', '~']), "{name}: {v}");
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, 2, "one socket volume per service");
+            assert_eq!(
+                doc["volumes"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .collect::<Vec<_>>(),
+                ["sockets"]
+            );
+        }
+    }
+
+    #[test]
+    fn the_backend_label_names_the_backend() {
+        let mut i = input(false);
+        i.backend = "smolmachines".into();
+        let doc = render(&i);
+        assert_eq!(
+            doc["services"]["sidecars"]["labels"][LABEL_BACKEND],
+            "smolmachines"
+        );
+        assert_eq!(
+            render(&input(false))["services"]["agent"]["labels"][LABEL_BACKEND],
+            "docker"
+        );
+    }
+
+    #[test]
+    fn the_bundle_waits_for_its_config_before_starting_the_daemons() {
+        let script = &sidecar_entrypoint()[2];
+        let wait = script.find("/etc/bot-bottle/.ready").unwrap();
+        let init = script.find(SIDECAR_INIT_BIN).unwrap();
+        let publish = script.find(".relay.tmp").unwrap();
+        assert!(wait < publish && publish < init, "{script}");
     }
 
     #[test]

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::compose::{LABEL_AGENT, LABEL_IDENTITY, LABEL_SERVICE};
-use super::{DockerError, NAME_PREFIX, check, docker};
+use super::compose::{LABEL_AGENT, LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
+use super::{DockerError, check, docker};
+use crate::backend::ActiveBottle;
+use crate::plan::PREFIX as NAME_PREFIX;
 use crate::runner::Runner;
 
 /// One container as `docker ps --format '{{json .}}'` reports it.
@@ -15,18 +17,6 @@ pub struct Container {
     pub name: String,
     pub state: String,
     pub labels: BTreeMap<String, String>,
-}
-
-/// A bottle seen by the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ActiveBottle {
-    pub backend: &'static str,
-    /// The bottle identity (what `exec`, `resume` and the labels use).
-    #[serde(rename = "id")]
-    pub identity: String,
-    pub agent: String,
-    pub services: Vec<String>,
-    pub containers: Vec<String>,
 }
 
 /// `docker ps` prints labels as `k=v,k=v`; values of ours never contain commas.
@@ -60,7 +50,8 @@ pub fn parse_ps(stdout: &str) -> Vec<Container> {
         .collect()
 }
 
-/// Group containers into bottles by identity label, sorted by identity.
+/// Group containers into bottles by identity label, sorted by identity. The backend comes
+/// from the bundle's backend label (containers from before the label count as Docker).
 pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
     let mut by_id: BTreeMap<String, ActiveBottle> = BTreeMap::new();
     for c in containers {
@@ -68,7 +59,11 @@ pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
             continue;
         };
         let entry = by_id.entry(id.clone()).or_insert_with(|| ActiveBottle {
-            backend: "docker",
+            backend: c
+                .labels
+                .get(LABEL_BACKEND)
+                .cloned()
+                .unwrap_or_else(|| "docker".to_string()),
             identity: id.clone(),
             agent: c.labels.get(LABEL_AGENT).cloned().unwrap_or_default(),
             services: Vec::new(),
@@ -86,7 +81,7 @@ pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
     by_id.into_values().collect()
 }
 
-/// Running bottles: exactly one engine call.
+/// Running bottles of every backend: exactly one engine call.
 pub fn active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, DockerError> {
     let out = check(
         runner,
@@ -247,6 +242,20 @@ not json
         assert_eq!(b.identity, "rev-ab12cd");
         assert_eq!(b.agent, "reviewer");
         assert_eq!(b.services, vec!["agent", "sidecars"]);
+        assert_eq!(b.backend, "docker");
+    }
+
+    #[test]
+    fn the_backend_comes_from_the_label() {
+        let ps = r#"{"Names":"bot-bottle-sidecars-vm-1","State":"running","Labels":"dev.bot-bottle.identity=vm-1,dev.bot-bottle.agent=a,dev.bot-bottle.backend=smolmachines,dev.bot-bottle.service=sidecars"}
+{"Names":"bot-bottle-d-1","State":"running","Labels":"dev.bot-bottle.identity=d-1,dev.bot-bottle.agent=a,dev.bot-bottle.backend=docker,dev.bot-bottle.service=agent"}
+"#;
+        let bottles = group(&parse_ps(ps));
+        let kinds: Vec<(&str, &str)> = bottles
+            .iter()
+            .map(|b| (b.identity.as_str(), b.backend.as_str()))
+            .collect();
+        assert_eq!(kinds, [("d-1", "docker"), ("vm-1", "smolmachines")]);
     }
 
     #[test]

@@ -1,61 +1,31 @@
-//! The launch sequence (SPEC F-DOCK): images → names → state dir → CA and sidecar config →
-//! compose file → `compose up` (secrets only in the child's environment) → one provisioning
-//! stream → the interactive session → transcript snapshot → teardown in reverse order.
+//! The launch sequence (SPEC F-DOCK): names from the plan → state dir → CA → compose file →
+//! `compose up` (secrets only in the child's environment) → the sidecar config copied into
+//! the bundle through the engine, beside one provisioning stream into the agent → the
+//! interactive session → transcript and log snapshot → teardown in reverse order.
 //!
 //! Every step that creates something pushes its undo first, so a failure, a Ctrl-C or a
 //! normal exit all unwind the same stack. A SIGKILL leaves labelled, prefixed resources and
 //! an unpreserved state dir, which `cleanup` finds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::compose::{self, ComposeInput};
-use super::provision::{self, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, WORKDIR};
-use super::{ComposeCmd, DockerError, NAME_PREFIX, check, command_error, docker, sidecar_config};
-use crate::backend::interrupt;
-use crate::plan::BottlePlan;
+use super::compose::{self, ComposeInput, SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SIDECAR_READY};
+use super::provision::{self, AGENT_HOME, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, TarStream, WORKDIR};
+use super::{ComposeCmd, DockerError, check, command_error, docker, sidecar_config};
+use crate::backend::{Outcome, Prepared, Ui, interrupt};
+use crate::plan::{BottlePlan, Names};
 use crate::runner::{ProcessSpec, Runner};
 use crate::secret::Secret;
+use crate::state::{StateDir, TRANSCRIPT_DIR};
 
 /// Loopback port of the relay that forwards to egress inside the agent.
 pub const PROXY_URL: &str = "http://127.0.0.1:9099";
 pub const COMPOSE_FILE: &str = "compose.yaml";
-const MAX_NAME_TRIES: u32 = 100;
-
-/// Names of one bottle's resources, all derived from its identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BottleNames {
-    pub identity: String,
-    pub project: String,
-    pub agent_container: String,
-    pub sidecar_container: String,
-    pub internal_network: String,
-    pub egress_network: String,
-}
-
-impl BottleNames {
-    pub fn for_identity(identity: &str, pinned_container: Option<&str>) -> Self {
-        BottleNames {
-            identity: identity.to_string(),
-            project: format!("{NAME_PREFIX}{identity}"),
-            agent_container: pinned_container
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{NAME_PREFIX}{identity}")),
-            sidecar_container: format!("{NAME_PREFIX}sidecars-{identity}"),
-            internal_network: format!("{NAME_PREFIX}net-{identity}"),
-            egress_network: format!("{NAME_PREFIX}egress-{identity}"),
-        }
-    }
-}
-
-/// The candidate identities in order: `id`, `id-2`, … `id-100`.
-pub fn candidate_identity(base: &str, attempt: u32) -> String {
-    if attempt <= 1 {
-        base.to_string()
-    } else {
-        format!("{base}-{attempt}")
-    }
-}
+/// Egress's audit log in the bundle's log dir (as its argv in [`sidecar_config`] names it).
+pub const EGRESS_AUDIT_LOG: &str = "egress-audit.jsonl";
+/// Where the bundle's log dir is copied back into the state dir at session end.
+pub const LOGS_DIR: &str = "logs";
 
 /// Agent environment that is not secret: proxy through the relay, CA trust, provider and
 /// literal bottle env. Forwarded names are listed separately (their values never touch the
@@ -83,28 +53,25 @@ pub fn agent_env(plan: &BottlePlan) -> BTreeMap<String, String> {
 
 pub fn compose_input(
     plan: &BottlePlan,
-    names: &BottleNames,
-    agent_image: &str,
-    sidecar_image: &str,
-    state_dir: &Path,
+    names: &Names,
+    prepared: &Prepared,
     compose_v1: bool,
 ) -> ComposeInput {
     ComposeInput {
         identity: names.identity.clone(),
         agent_name: plan.agent.clone(),
+        backend: plan.backend.as_str().to_string(),
         project: names.project.clone(),
         agent_container: names.agent_container.clone(),
         sidecar_container: names.sidecar_container.clone(),
         internal_network: names.internal_network.clone(),
         egress_network: names.egress_network.clone(),
-        agent_image: agent_image.to_string(),
-        sidecar_image: sidecar_image.to_string(),
+        agent_image: prepared.agent_image.clone(),
+        sidecar_image: prepared.sidecar_image.clone(),
         runtime: plan.runtime.is_runsc().then(|| "runsc".to_string()),
         agent_env: agent_env(plan),
         agent_env_forwarded: plan.env.forwarded.keys().cloned().collect(),
         sidecar_env_forwarded: plan.egress_tokens.keys().cloned().collect(),
-        sidecar_config_dir: state_dir.join("sidecar"),
-        sidecar_log_dir: state_dir.join("logs"),
         daemons: sidecar_config::daemons(plan),
         compose_v1,
     }
@@ -122,41 +89,132 @@ pub fn secret_env(plan: &BottlePlan) -> BTreeMap<String, Secret> {
     env
 }
 
+/// The sidecar configuration as one tar stream for `docker cp - <bundle>:/`: the config dir,
+/// the (empty) log dir, and last the ready marker the bundle's entrypoint waits for, so the
+/// daemons never start on a half-copied config.
+pub fn sidecar_config_stream(
+    files: &[(String, String, u32)],
+    mtime: u64,
+) -> Result<Vec<u8>, DockerError> {
+    let mut t = TarStream::new(mtime);
+    t.dir(SIDECAR_CONFIG_DIR, 0o755)?;
+    t.dir(SIDECAR_LOG_DIR, 0o755)?;
+    for (name, contents, mode) in files {
+        t.file(
+            &format!("{SIDECAR_CONFIG_DIR}/{name}"),
+            contents.as_bytes(),
+            *mode,
+        )?;
+    }
+    t.file(&format!("{SIDECAR_CONFIG_DIR}/{SIDECAR_READY}"), b"", 0o644)?;
+    t.finish()
+}
+
+/// `docker cp - <container>:/` with `tar` on stdin: files reach the bundle through the
+/// engine, so a remote engine works the same as a local one.
+pub fn copy_in_spec(container: &str, tar: Vec<u8>) -> ProcessSpec {
+    docker(["cp", "-", &format!("{container}:/")]).stdin(tar)
+}
+
+/// Replace the routes file of a running bundle; egress notices the new content and swaps its
+/// policy (live reload). `routes` is the rendered routes document.
+pub fn update_routes(
+    runner: &dyn Runner,
+    sidecar_container: &str,
+    routes: &str,
+    mtime: u64,
+) -> Result<(), DockerError> {
+    let mut t = TarStream::new(mtime);
+    t.file(
+        &format!("{SIDECAR_CONFIG_DIR}/{}", sidecar_config::ROUTES_FILE),
+        routes.as_bytes(),
+        0o644,
+    )?;
+    check(runner, &copy_in_spec(sidecar_container, t.finish()?))?;
+    Ok(())
+}
+
+/// `docker cp <container>:<dir> -`: the directory as a tar stream on stdout.
+fn copy_out(runner: &dyn Runner, container: &str, dir: &str) -> Result<Vec<u8>, DockerError> {
+    let spec = docker(["cp".to_string(), format!("{container}:{dir}"), "-".into()]);
+    Ok(check(runner, &spec)?.stdout)
+}
+
+/// The bundle's audit lines so far (`egress-audit.jsonl`), read through the engine.
+pub fn audit_lines(
+    runner: &dyn Runner,
+    sidecar_container: &str,
+) -> Result<Vec<String>, DockerError> {
+    let spec = docker([
+        "exec",
+        sidecar_container,
+        "cat",
+        &format!("{SIDECAR_LOG_DIR}/{EGRESS_AUDIT_LOG}"),
+    ]);
+    let out = check(runner, &spec)?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The bundle's config and the agent's provisioning are independent engine calls into two
+/// containers: run them side by side.
+fn finish_setup(runner: &dyn Runner, setup: &Setup) -> Result<(), DockerError> {
+    let (copied, provisioned) = std::thread::scope(|scope| {
+        let copied = scope.spawn(|| check(runner, &setup.config));
+        let provisioned = check(runner, &setup.provision);
+        let copied = copied
+            .join()
+            .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
+        (copied, provisioned)
+    });
+    copied?;
+    provisioned?;
+    Ok(())
+}
+
 /// What the launch undoes, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Undo {
-    ComposeDown { project: String, file: PathBuf },
-    StateDir(PathBuf),
+    ComposeDown {
+        project: String,
+        file: PathBuf,
+    },
+    /// Remove the state dir unless it carries the preserve marker.
+    StateDir(StateDir),
 }
 
-/// What the caller passes in: everything that is not the plan.
+/// Everything a launch needs besides the plan.
 pub struct Launcher<'a> {
     pub runner: &'a dyn Runner,
     /// Starts as [`ComposeCmd::assume_v2`]; switches to v1 when `docker compose` is missing.
     pub compose: std::cell::Cell<ComposeCmd>,
-    pub agent_image: String,
-    pub sidecar_image: String,
-    pub extra_ca_pem: Option<String>,
-    pub say: &'a dyn Fn(&str),
-    pub warn: &'a dyn Fn(&str),
-    /// Unix seconds, for metadata and tar mtimes.
-    pub now: u64,
-}
-
-/// How a launch ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub identity: String,
-    pub exit_code: i32,
-    pub preserved: bool,
+    pub prepared: &'a Prepared,
+    pub ui: &'a dyn Ui,
 }
 
 /// The live part of a launch: what was created, for teardown.
 pub struct Bottle {
-    pub names: BottleNames,
-    pub state_dir: PathBuf,
+    pub names: Names,
+    pub state: StateDir,
     pub compose_file: PathBuf,
     undo: Vec<Undo>,
+    /// The bundle's config copy and the agent's provisioning exec, when they run beside the
+    /// session's start instead of before it.
+    setup: Option<Setup>,
+}
+
+/// The two engine calls that finish a bottle after `up`.
+struct Setup {
+    config: ProcessSpec,
+    provision: ProcessSpec,
+}
+
+fn state_err(e: crate::state::StateError) -> DockerError {
+    DockerError::Other(e.to_string())
 }
 
 impl Launcher<'_> {
@@ -180,12 +238,14 @@ impl Launcher<'_> {
     }
 
     /// Create the bottle: state dir, config, compose up. On failure everything created so
-    /// far is removed before the error is returned.
-    pub fn create(&self, plan: &BottlePlan, pinned: Option<&str>) -> Result<Bottle, DockerError> {
-        // Only a pinned name is checked up front (it is never retried). Random identities
-        // rarely collide; when one does, `compose up` reports it and the loop below retries,
-        // which saves an engine call on every start.
-        let taken = if pinned.is_some() {
+    /// far is removed before the error is returned. The names of each attempt come from the
+    /// plan ([`Names::attempt`]).
+    pub fn create(&self, plan: &BottlePlan) -> Result<Bottle, DockerError> {
+        // Only a pinned or resumed name is checked up front (it is never retried). Random
+        // identities rarely collide; when one does, `compose up` reports it and the loop
+        // below retries, which saves an engine call on every start.
+        let fixed = plan.names.container_pinned || plan.names.identity_pinned;
+        let taken = if fixed {
             self.taken_names()?
         } else {
             BTreeSet::new()
@@ -193,48 +253,40 @@ impl Launcher<'_> {
         let mut attempt = 1;
         loop {
             self.check_interrupt()?;
-            let identity = if plan.resume {
-                plan.identity.clone()
-            } else {
-                candidate_identity(&plan.identity, attempt)
+            let Some(names) = plan.names.attempt(attempt) else {
+                return Err(DockerError::NoFreeName(plan.identity.clone()));
             };
-            let names = BottleNames::for_identity(&identity, pinned);
             if taken.contains(&names.agent_container) || taken.contains(&names.sidecar_container) {
-                if pinned.is_some() {
+                if plan.names.container_pinned {
                     return Err(DockerError::PinnedNameTaken(names.agent_container));
                 }
-                if plan.resume {
-                    return Err(DockerError::Refused(format!(
-                        "bottle `{identity}` is already running; attach with `bot-bottle exec {identity} -- …` or stop it with `bot-bottle cleanup`"
-                    )));
-                }
-                attempt += 1;
-                if attempt > MAX_NAME_TRIES {
-                    return Err(DockerError::NoFreeName(plan.identity.clone()));
-                }
-                continue;
+                return Err(DockerError::Refused(format!(
+                    "bottle `{}` is already running; attach with `bot-bottle exec {} -- …` or stop it with `bot-bottle cleanup`",
+                    names.identity, names.identity
+                )));
             }
             let mut bottle = Bottle {
-                state_dir: plan.root.join("state").join(&identity),
+                state: StateDir::planned(&plan.root, &names.identity),
                 compose_file: PathBuf::new(),
                 names,
                 undo: Vec::new(),
+                setup: None,
             };
             match self.bring_up(plan, &mut bottle) {
                 Ok(()) => return Ok(bottle),
                 Err(e) => {
                     let conflict = matches!(&e, DockerError::Command { stderr, .. } if stderr.contains("already in use"));
                     self.teardown(&mut bottle);
-                    if conflict && pinned.is_none() && !plan.resume && attempt < MAX_NAME_TRIES {
-                        (self.say)(&format!(
+                    if conflict && plan.names.container_pinned {
+                        return Err(DockerError::PinnedNameTaken(bottle.names.agent_container));
+                    }
+                    if conflict && plan.names.attempt(attempt + 1).is_some() {
+                        self.ui.say(&format!(
                             "name `{}` was taken meanwhile; trying the next one",
                             bottle.names.agent_container
                         ));
                         attempt += 1;
                         continue;
-                    }
-                    if conflict && pinned.is_some() {
-                        return Err(DockerError::PinnedNameTaken(bottle.names.agent_container));
                     }
                     return Err(e);
                 }
@@ -243,51 +295,49 @@ impl Launcher<'_> {
     }
 
     fn bring_up(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), DockerError> {
-        let existed = b.state_dir.exists();
-        if !existed {
-            b.undo.push(Undo::StateDir(b.state_dir.clone()));
-        }
         let state = if plan.resume {
-            crate::state::StateDir::open(&plan.root, &b.names.identity)
+            StateDir::open(&plan.root, &b.names.identity)
         } else {
-            crate::state::StateDir::create(&plan.root, &b.names.identity)
+            StateDir::create(&plan.root, &b.names.identity)
         }
-        .map_err(|e| DockerError::Other(e.to_string()))?;
-        state
+        .map_err(state_err)?;
+        if !plan.resume {
+            b.undo.push(Undo::StateDir(state.clone()));
+        }
+        b.state = state;
+        b.state
             .write_metadata(&crate::state::Metadata {
                 identity: b.names.identity.clone(),
                 agent: plan.agent.clone(),
                 bottle: plan.bottle.clone(),
                 cwd: plan.cwd.clone(),
                 copy_cwd: plan.copy_cwd,
-                started_at: crate::state::Metadata::now_rfc3339(),
+                started_at: crate::state::Metadata::rfc3339(plan.started_at),
                 compose_project: b.names.project.clone(),
                 backend: plan.backend.as_str().to_string(),
             })
-            .map_err(|e| DockerError::Other(e.to_string()))?;
+            .map_err(state_err)?;
         self.check_interrupt()?;
 
         let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
             .map_err(|e| DockerError::Other(format!("cannot mint the bottle CA: {e}")))?;
-        let state_err = |e: crate::state::StateError| DockerError::Other(e.to_string());
-        let files = sidecar_config::files(plan, &ca_cert, &ca_key, self.extra_ca_pem.as_deref());
-        for (name, contents, mode) in &files {
-            state
-                .write_file(&format!("sidecar/{name}"), contents, Some(*mode))
-                .map_err(state_err)?;
-        }
-        std::fs::create_dir_all(b.state_dir.join("logs"))
-            .map_err(|e| DockerError::io(b.state_dir.join("logs"), e))?;
-        state
+        // The config (CA key included) never touches the host disk: it goes to the bundle
+        // through the engine after `up`.
+        let extra_ca = plan.extra_ca_pem();
+        let files = sidecar_config::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
+        let config = sidecar_config_stream(&files, plan.started_at)?;
+        b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
 
-        b.compose_file = state
+        b.compose_file = b
+            .state
             .write_file(COMPOSE_FILE, self.render_compose(plan, b), Some(0o644))
             .map_err(state_err)?;
         self.check_interrupt()?;
 
-        (self.say)(&format!("starting bottle `{}`", b.names.identity));
+        self.ui
+            .say(&format!("starting bottle `{}`", b.names.identity));
         b.undo.push(Undo::ComposeDown {
             project: b.names.project.clone(),
             file: b.compose_file.clone(),
@@ -299,7 +349,7 @@ impl Launcher<'_> {
                 }
                 tracing::info!("`docker compose` is missing; using `docker-compose` (v1)");
                 self.compose.set(ComposeCmd { v1: true });
-                state
+                b.state
                     .write_file(COMPOSE_FILE, self.render_compose(plan, b), Some(0o644))
                     .map_err(state_err)?;
                 self.compose_up(plan, b)?;
@@ -308,13 +358,12 @@ impl Launcher<'_> {
         }
         self.check_interrupt()?;
 
-        (self.say)("provisioning");
-        let transcript = b.state_dir.join("transcript");
+        self.ui.say("provisioning");
+        let transcript = b.state.transcript_dir();
         let stream = provision::build(&provision::ProvisionInput {
             plan,
             ca_cert_pem: &ca_cert,
             transcript: plan.resume.then_some(transcript.as_path()),
-            mtime: self.now,
         })?;
         let exec = docker([
             "exec",
@@ -327,7 +376,17 @@ impl Launcher<'_> {
             provision::root_script().as_str(),
         ])
         .stdin(stream);
-        check(self.runner, &exec)?;
+        let setup = Setup {
+            config: copy_in_spec(&b.names.sidecar_container, config),
+            provision: exec,
+        };
+        if plan.provider.verify.is_empty() {
+            // Nothing has to run between provisioning and the session: the session starts
+            // beside it, gated on provisioning's marker ([`provision::gated_command`]).
+            b.setup = Some(setup);
+            return Ok(());
+        }
+        finish_setup(self.runner, &setup)?;
         self.check_interrupt()?;
         // Provider checks (e.g. `codex login status` with forwarded credentials): the bottle
         // is refused rather than handed to an agent that cannot work.
@@ -351,14 +410,7 @@ impl Launcher<'_> {
 
     /// The compose file for the compose flavour in use (v1 has another shape).
     fn render_compose(&self, plan: &BottlePlan, b: &Bottle) -> String {
-        let input = compose_input(
-            plan,
-            &b.names,
-            &self.agent_image,
-            &self.sidecar_image,
-            &b.state_dir,
-            self.compose.get().v1,
-        );
+        let input = compose_input(plan, &b.names, self.prepared, self.compose.get().v1);
         crate::yaml::to_yaml_string(&compose::render(&input))
     }
 
@@ -378,29 +430,71 @@ impl Launcher<'_> {
         Ok(())
     }
 
-    /// The interactive session: `docker exec -it` as the agent user in the workspace.
-    pub fn session(&self, plan: &BottlePlan, b: &Bottle, tty: bool) -> Result<i32, DockerError> {
-        let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
-        Ok(self.runner.run_interactive(&spec)?)
+    /// The interactive session: `docker exec -it` as the agent user in the workspace. When
+    /// setup is still pending it runs beside the session's start; if it fails, the agent
+    /// container is stopped, which ends the waiting session, and the setup error is returned.
+    pub fn session(
+        &self,
+        plan: &BottlePlan,
+        b: &mut Bottle,
+        tty: bool,
+    ) -> Result<i32, DockerError> {
+        let Some(setup) = b.setup.take() else {
+            let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
+            return Ok(self.runner.run_interactive(&spec)?);
+        };
+        let gated = docker_exec(
+            &b.names.agent_container,
+            AGENT_HOME,
+            &provision::gated_command(&plan.provider.command),
+            tty,
+        );
+        let container = b.names.agent_container.as_str();
+        let runner = self.runner;
+        let (code, set_up) = std::thread::scope(|scope| {
+            let set_up = scope.spawn(|| {
+                let r = finish_setup(runner, &setup);
+                if r.is_err() {
+                    let _ = runner.run(&docker(["kill", "--signal", "KILL", container]));
+                }
+                r
+            });
+            let code = self.runner.run_interactive(&gated);
+            let set_up = set_up
+                .join()
+                .unwrap_or_else(|_| Err(DockerError::Other("provisioning failed".into())));
+            (code, set_up)
+        });
+        set_up?;
+        Ok(code?)
     }
 
-    /// Copy the provider's transcript dir out of the agent into the state dir.
-    pub fn snapshot_transcript(&self, plan: &BottlePlan, b: &Bottle) {
-        let dest = b.state_dir.join("transcript");
-        let _ = std::fs::remove_dir_all(&dest);
-        if let Err(e) = std::fs::create_dir_all(&dest) {
-            (self.warn)(&format!("cannot create `{}`: {e}", dest.display()));
-            return;
-        }
-        let src = format!(
-            "{}:{}/.",
-            b.names.agent_container, plan.provider.transcript_dir
+    /// Copy the provider's transcript dir out of the agent, and the bundle's logs out of the
+    /// bundle, into the state dir (both through the engine).
+    pub fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+        let transcript = copy_out(
+            self.runner,
+            &b.names.agent_container,
+            &plan.provider.transcript_dir,
         );
-        let spec = docker(["cp".to_string(), src, dest.display().to_string()]);
-        match self.runner.run(&spec) {
-            Ok(o) if o.success() => {}
-            Ok(o) => tracing::info!("no transcript copied: {}", o.stderr_str().trim()),
-            Err(e) => (self.warn)(&format!("transcript snapshot failed: {e}")),
+        match transcript {
+            Ok(tar) => {
+                if let Err(e) = b.state.replace_from_tar(TRANSCRIPT_DIR, &tar) {
+                    self.ui.warn(&format!("transcript snapshot failed: {e}"));
+                }
+            }
+            Err(DockerError::Command { stderr, .. }) => {
+                tracing::info!("no transcript copied: {stderr}");
+            }
+            Err(e) => self.ui.warn(&format!("transcript snapshot failed: {e}")),
+        }
+        match copy_out(self.runner, &b.names.sidecar_container, SIDECAR_LOG_DIR) {
+            Ok(tar) => {
+                if let Err(e) = b.state.replace_from_tar(LOGS_DIR, &tar) {
+                    self.ui.warn(&format!("log snapshot failed: {e}"));
+                }
+            }
+            Err(e) => tracing::info!("no bundle logs copied: {e}"),
         }
     }
 
@@ -416,48 +510,33 @@ impl Launcher<'_> {
                     );
                     match self.runner.run(&spec) {
                         Ok(o) if o.success() => {}
-                        Ok(o) => (self.warn)(&format!(
+                        Ok(o) => self.ui.warn(&format!(
                             "teardown: {}; run `bot-bottle cleanup`",
                             command_error(&spec, &o)
                         )),
-                        Err(e) => (self.warn)(&format!("teardown: {e}; run `bot-bottle cleanup`")),
+                        Err(e) => self
+                            .ui
+                            .warn(&format!("teardown: {e}; run `bot-bottle cleanup`")),
                     }
                 }
-                Undo::StateDir(dir) => {
-                    if !dir.join(crate::state::PRESERVE_MARKER).exists() {
-                        if let Err(e) = std::fs::remove_dir_all(&dir) {
-                            if e.kind() != std::io::ErrorKind::NotFound {
-                                (self.warn)(&format!("cannot remove `{}`: {e}", dir.display()));
-                            }
-                        }
+                Undo::StateDir(state) => {
+                    if let Err(e) = state.remove_unless_preserved() {
+                        self.ui.warn(&e.to_string());
                     }
                 }
             }
         }
     }
 
-    /// Mark the state preserved (non-zero exit, or a pending resume).
-    pub fn preserve(&self, b: &Bottle) {
-        let marker = b.state_dir.join(crate::state::PRESERVE_MARKER);
-        if let Err(e) = std::fs::write(&marker, b"") {
-            (self.warn)(&format!("cannot write `{}`: {e}", marker.display()));
-        }
-    }
-
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
-    pub fn run(
-        &self,
-        plan: &BottlePlan,
-        pinned: Option<&str>,
-        tty: bool,
-    ) -> Result<Outcome, DockerError> {
-        let mut b = self.create(plan, pinned)?;
+    pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, DockerError> {
+        let mut b = self.create(plan)?;
         if plan.resume {
             // A resumed bottle's state dir is the preserved one: drop the marker only after
             // a clean exit.
-            b.undo.insert(0, Undo::StateDir(b.state_dir.clone()));
+            b.undo.insert(0, Undo::StateDir(b.state.clone()));
         }
-        (self.say)(&format!(
+        self.ui.say(&format!(
             "session: {} (exit the agent to tear the bottle down)",
             plan.provider
                 .command
@@ -465,19 +544,22 @@ impl Launcher<'_> {
                 .map(String::as_str)
                 .unwrap_or("")
         ));
-        let code = match self.session(plan, &b, tty) {
+        let code = match self.session(plan, &mut b, tty) {
             Ok(c) => c,
             Err(e) => {
                 self.teardown(&mut b);
                 return Err(e);
             }
         };
-        self.snapshot_transcript(plan, &b);
+        self.snapshot(plan, &b);
         let preserved = code != 0;
-        if preserved {
-            self.preserve(&b);
+        let marked = if preserved {
+            b.state.preserve()
         } else {
-            let _ = std::fs::remove_file(b.state_dir.join(crate::state::PRESERVE_MARKER));
+            b.state.unpreserve()
+        };
+        if let Err(e) = marked {
+            self.ui.warn(&e.to_string());
         }
         self.teardown(&mut b);
         Ok(Outcome {
@@ -490,6 +572,11 @@ impl Launcher<'_> {
 
 /// Run a command in a running bottle as the agent user (`bot-bottle exec`).
 pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec {
+    docker_exec(container, WORKDIR, command, tty)
+}
+
+/// `docker exec -i [-t] -u node -w <dir> <container> <command…>`.
+fn docker_exec(container: &str, dir: &str, command: &[String], tty: bool) -> ProcessSpec {
     let mut args: Vec<String> = vec!["exec".into(), "-i".into()];
     if tty {
         args.push("-t".into());
@@ -498,9 +585,123 @@ pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec 
         "-u".into(),
         AGENT_USER.into(),
         "-w".into(),
-        WORKDIR.into(),
+        dir.into(),
         container.to_string(),
     ]);
     args.extend(command.iter().cloned());
     docker(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::testutil::{agent, bottle, host, manifest};
+    use crate::plan::{BackendKind, StartOptions};
+    use crate::runner::{Output, RecordingRunner};
+
+    struct Quiet;
+    impl Ui for Quiet {
+        fn say(&self, _: &str) {}
+        fn warn(&self, _: &str) {}
+    }
+
+    fn plan_in(root: &std::path::Path) -> BottlePlan {
+        let mut m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
+        m.root = root.to_path_buf();
+        let opts = StartOptions {
+            identity: None,
+            copy_cwd: false,
+            remote_control: false,
+            backend: BackendKind::Docker,
+            gvisor: Some(false),
+            resume: false,
+        };
+        crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap()
+    }
+
+    fn tar_mtimes(tar: &[u8]) -> Vec<u64> {
+        tar::Archive::new(tar)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().mtime().unwrap())
+            .collect()
+    }
+
+    /// The launch takes its time from the plan, never from the clock: the same plan gives
+    /// the same metadata and streams, whenever it runs.
+    #[test]
+    fn the_start_time_comes_from_the_plan() {
+        let root = tempfile::tempdir().unwrap();
+        let mut plan = plan_in(root.path());
+        plan.started_at = 1_000_000_000; // 2001: far from any clock this test runs under
+        // A non-zero session keeps the state dir for inspection.
+        let runner = RecordingRunner::new(|spec| {
+            if spec.argv().contains(&"-u") && spec.argv().contains(&AGENT_USER) {
+                Output::failed(3, "")
+            } else {
+                Output::default()
+            }
+        });
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let launcher = Launcher {
+            runner: &runner,
+            compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
+            prepared: &prepared,
+            ui: &Quiet,
+        };
+        let outcome = launcher.run(&plan, false).unwrap();
+        assert_eq!(outcome.exit_code, 3);
+        assert!(outcome.preserved);
+        let meta = crate::state::load_metadata(root.path(), &plan.identity).unwrap();
+        assert_eq!(meta.started_at, "2001-09-09T01:46:40Z");
+        let calls = runner.calls();
+        let streams: Vec<&Vec<u8>> = calls.iter().filter_map(|c| c.stdin.as_ref()).collect();
+        assert_eq!(streams.len(), 2, "provisioning and sidecar config");
+        for s in streams {
+            let mtimes = tar_mtimes(s);
+            assert!(!mtimes.is_empty());
+            assert!(mtimes.iter().all(|m| *m == 1_000_000_000), "{mtimes:?}");
+        }
+    }
+
+    #[test]
+    fn a_taken_name_retries_under_the_plans_next_identity() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = plan_in(root.path());
+        let ups = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = ups.clone();
+        let runner = RecordingRunner::new(move |spec| {
+            let argv = spec.argv();
+            if argv.contains(&"up") && seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                Output::failed(1, "Conflict. The container name is already in use")
+            } else {
+                Output::default()
+            }
+        });
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let launcher = Launcher {
+            runner: &runner,
+            compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
+            prepared: &prepared,
+            ui: &Quiet,
+        };
+        let outcome = launcher.run(&plan, false).unwrap();
+        let second = plan.names.attempt(2).unwrap();
+        assert_eq!(outcome.identity, second.identity);
+        let projects: Vec<String> = runner
+            .calls()
+            .iter()
+            .filter(|c| c.argv().contains(&"up"))
+            .map(|c| c.argv()[3].to_string())
+            .collect();
+        assert_eq!(projects, [plan.names.project.clone(), second.project]);
+        // Both attempts' state dirs are gone: the first by its teardown, the second at exit.
+        assert!(crate::state::list(root.path()).unwrap().is_empty());
+    }
 }

@@ -2,21 +2,27 @@
 //! no network at all, a sidecar bundle that holds every gate.
 //!
 //! Rendering is pure ([`compose`], [`sidecar_config`], [`provision`]); [`launch`] sequences
-//! runner calls and undoes them in reverse; [`discover`] reads what exists in one engine call.
+//! runner calls and undoes them in reverse; [`discover`] reads what exists in one engine call;
+//! [`build`] and [`images`] make the images; [`engine_probe`] answers the preflight.
+//! [`DockerBackend`] ties them to the [`Backend`] trait.
 
+pub mod build;
 pub mod compose;
 pub mod discover;
+pub mod engine_probe;
 pub mod images;
 pub mod launch;
 pub mod provision;
 pub mod sidecar_config;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::backend::{
+    ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
+};
+use crate::plan::{BackendKind, BottlePlan, HostEnv};
 use crate::runner::{Output, ProcessSpec, RunError, Runner};
-
-/// Prefix of every resource name (security invariant 6: `cleanup` finds them all by it).
-pub const NAME_PREFIX: &str = "bot-bottle-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -148,5 +154,141 @@ pub fn command_error(spec: &ProcessSpec, out: &Output) -> DockerError {
         command: spec.to_string(),
         code: out.code,
         stderr: last,
+    }
+}
+
+/// How long the preflight waits for the engine's answer before calling it unknown.
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// The Docker backend: one compose project per bottle on the engine `docker` talks to.
+pub struct DockerBackend<'r> {
+    runner: &'r dyn Runner,
+}
+
+impl<'r> DockerBackend<'r> {
+    pub fn new(runner: &'r dyn Runner) -> Self {
+        DockerBackend { runner }
+    }
+}
+
+/// `$XDG_CACHE_HOME/bot-bottle`, else `~/.cache/bot-bottle`: where the engine probe's answer
+/// is cached (never in the bot-bottle home, so a dry run leaves the home as it was).
+fn cache_dir(host: &HostEnv) -> Option<PathBuf> {
+    match host
+        .var_nonempty("XDG_CACHE_HOME")
+        .filter(|v| v.starts_with('/'))
+    {
+        Some(x) => Some(PathBuf::from(x).join("bot-bottle")),
+        None => host
+            .home
+            .as_ref()
+            .map(|h| h.join(".cache").join("bot-bottle")),
+    }
+}
+
+impl Backend for DockerBackend<'_> {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
+    }
+
+    fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError> {
+        let docker_host = host.var_nonempty("DOCKER_HOST");
+        let probe = match cache_dir(host) {
+            Some(dir) => engine_probe::probe_gvisor_cached(
+                docker_host,
+                ENGINE_PROBE_TIMEOUT,
+                &dir.join("engine-probe"),
+            ),
+            None => engine_probe::probe_gvisor(docker_host, ENGINE_PROBE_TIMEOUT),
+        };
+        let mut warnings = Vec::new();
+        match probe {
+            None => warnings.push(
+                "the Docker engine did not answer; runtime shown as `runc` (start Docker to launch)"
+                    .to_string(),
+            ),
+            Some(engine_probe::Gvisor::NoHostUds) => warnings.push(
+                "gVisor (`runsc`) is registered without `--host-uds=open`, which the agent's relay needs; running under runc (add \"runtimeArgs\": [\"--host-uds=open\"] to its daemon.json entry to use gVisor)"
+                    .to_string(),
+            ),
+            Some(_) => {}
+        }
+        Ok(HostCheck {
+            gvisor: probe.map(|g| g == engine_probe::Gvisor::Usable),
+            warnings,
+        })
+    }
+
+    fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError> {
+        ui.say("checking images");
+        Ok(images::for_plan(self.runner, plan, ui)?)
+    }
+
+    fn launch(
+        &self,
+        plan: &BottlePlan,
+        prepared: &Prepared,
+        ui: &dyn Ui,
+        tty: bool,
+    ) -> Result<Outcome, BackendError> {
+        let launcher = launch::Launcher {
+            runner: self.runner,
+            compose: std::cell::Cell::new(ComposeCmd::assume_v2()),
+            prepared,
+            ui,
+        };
+        Ok(launcher.run(plan, tty)?)
+    }
+
+    fn exec(&self, identity: &str, command: &[String], tty: bool) -> Result<i32, BackendError> {
+        let container = discover::agent_container(self.runner, identity)?;
+        let spec = launch::exec_spec(&container, command, tty);
+        Ok(self
+            .runner
+            .run_interactive(&spec)
+            .map_err(DockerError::from)?)
+    }
+
+    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
+        Ok(discover::active(self.runner)?
+            .into_iter()
+            .filter(|b| b.backend == BackendKind::Docker.as_str())
+            .collect())
+    }
+
+    fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {
+        let left = discover::leftovers(self.runner)?;
+        let mut items = Vec::new();
+        for (kind, names) in [
+            ("container", &left.containers),
+            ("network", &left.networks),
+            ("volume", &left.volumes),
+        ] {
+            items.extend(names.iter().map(|n| CleanupItem {
+                kind,
+                name: n.clone(),
+            }));
+        }
+        Ok(CleanupPlan {
+            items,
+            state_dirs: Vec::new(),
+        })
+    }
+
+    fn cleanup(&self, plan: &CleanupPlan, _ui: &dyn Ui) -> Result<(), BackendError> {
+        let of = |kind: &str| -> Vec<String> {
+            plan.items
+                .iter()
+                .filter(|i| i.kind == kind)
+                .map(|i| i.name.clone())
+                .collect()
+        };
+        let left = discover::Leftovers {
+            containers: of("container"),
+            networks: of("network"),
+            volumes: of("volume"),
+            identities: Vec::new(),
+        };
+        Ok(discover::remove(self.runner, &left)?)
     }
 }

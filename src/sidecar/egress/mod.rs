@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod ca;
 pub mod config;
+pub(crate) mod decide;
 pub mod inject;
 pub mod inspect;
 pub mod limits;

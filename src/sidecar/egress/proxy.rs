@@ -1,4 +1,8 @@
-//! The accept loop and request handling.
+//! The accept loop and the transport of each request.
+//!
+//! Every head goes to [`decide`] (the policy, pure); what needs I/O stays here: the body read
+//! and scan, the SSRF resolve and connect, TLS, the upstream and its answer. [`Shared::refuse`]
+//! is the one writer of a refusal's audit line and response.
 //!
 //! Client side: hyper HTTP/1.1 with keep-alive and upgrades, over TCP (TCP_NODELAY) or a unix
 //! socket. `CONNECT host:443` to an intercepted route is answered 200, then TLS is terminated
@@ -14,23 +18,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
-use super::audit::{Audit, Decision, log_path};
+use super::EgressError;
+use super::audit::{Audit, Decision};
 use super::ca::BottleCa;
 use super::config::{EgressConfig, ListenAddr, parse_routes};
-use super::inject::{inject_credential, strip_agent_credentials, strip_hop_by_hop};
-use super::inspect::{collect_body, loggable, scan_body, scan_headers, scan_target};
+use super::decide::{Connect, Denial, Forward, Head, Origin, Verdict, decide};
+use super::inject::strip_hop_by_hop;
+use super::inspect::{collect_body, loggable, scan_body};
 use super::limits::{IdleIo, Limits};
 use super::redact::{Decoder, Needles, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
@@ -39,9 +45,7 @@ use super::routes::{Route, RouteTable};
 use super::smuggle::{Sniff, SniffIo};
 use super::sni::read_client_hello;
 use super::ssrf::{DestinationError, Resolver, resolve_checked};
-use super::target::{check_proxy_target, split_host_port};
 use super::upstream::{self, UpstreamError, UpstreamSettings, find_upstream_error, open_stream};
-use super::{EgressError, routes::normalize_request_host};
 use crate::scan::Scanner;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -262,15 +266,6 @@ fn server_builder(limits: &Limits) -> http1::Builder {
     b
 }
 
-/// What the requests on one client connection are aimed at.
-#[derive(Clone)]
-enum Origin {
-    /// The proxy listener itself: absolute-form requests and CONNECT.
-    Proxy,
-    /// Inside an intercepted CONNECT tunnel to this host.
-    Tunnel(Arc<str>),
-}
-
 async fn serve_client<S>(shared: Arc<Shared>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -296,7 +291,9 @@ where
                 Origin::Proxy => Arc::from(""),
                 Origin::Tunnel(h) => h.clone(),
             };
-            sniff.on_refusal(move |r| shared.deny_unparsed(&host, r));
+            sniff.on_refusal(move |r| {
+                shared.record_denial(&Denial::new(r.clone(), true, &*host, "", ""))
+            });
         }
         let limits = shared.limits;
         let io = TokioIo::new(SniffIo::new(
@@ -319,11 +316,6 @@ where
     })
 }
 
-fn refusal_response(r: &Refusal, close: bool) -> Response<RespBody> {
-    r.response::<Full<Bytes>>(close)
-        .map(|b| b.map_err(|never| match never {}).boxed())
-}
-
 fn empty() -> RespBody {
     Full::new(Bytes::new())
         .map_err(|never| match never {})
@@ -331,31 +323,54 @@ fn empty() -> RespBody {
 }
 
 impl Shared {
-    /// A refusal of a request whose head could not be parsed (no method, no path).
-    fn deny_unparsed(&self, host: &str, r: &Refusal) {
+    /// The one writer of a refusal: its audit line, then the response the agent reads.
+    fn refuse(&self, d: &Denial) -> Response<RespBody> {
+        self.record_denial(d);
+        d.refusal
+            .response::<Full<Bytes>>(d.close)
+            .map(|b| b.map_err(|never| match never {}).boxed())
+    }
+
+    /// The audit line of a refusal. Called alone only where no HTTP response can follow (a
+    /// head refused below hyper, a tunnel that never became TLS). The host, method and path
+    /// were logged before (or instead of) the secret scan: a credential may hide in any.
+    fn record_denial(&self, d: &Denial) {
         self.audit.record(&Decision {
-            host,
-            method: "",
-            path: "",
+            host: loggable(&self.scanner, &d.host),
+            method: loggable(&self.scanner, &d.method),
+            path: loggable(&self.scanner, &d.path),
             allowed: false,
-            layer: r.layer.as_str(),
-            rule: &r.rule,
-            status: r.status.as_u16(),
+            layer: d.refusal.layer.as_str(),
+            rule: &d.refusal.rule,
+            status: d.refusal.status.as_u16(),
             injected: None,
         });
     }
 
-    fn deny(&self, host: &str, method: &Method, path: &str, r: &Refusal) {
-        // Refused before (or instead of) the secret scan: a credential may hide in either.
+    fn record_allowed(&self, host: &str, method: &str, path: &str, rule: &str, status: u16) {
+        self.record_allowed_with(host, method, path, "allowlist", rule, status, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_allowed_with(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        layer: &str,
+        rule: &str,
+        status: u16,
+        injected: Option<&str>,
+    ) {
         self.audit.record(&Decision {
-            host: loggable(&self.scanner, host),
-            method: loggable(&self.scanner, method.as_str()),
-            path: loggable(&self.scanner, path),
-            allowed: false,
-            layer: r.layer.as_str(),
-            rule: &r.rule,
-            status: r.status.as_u16(),
-            injected: None,
+            host,
+            method,
+            path,
+            allowed: true,
+            layer,
+            rule,
+            status,
+            injected,
         });
     }
 }
@@ -366,134 +381,68 @@ async fn dispatch(
     origin: Origin,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
-    if let Err(rule) = sniff.check(req.headers()) {
-        let r = Refusal::new(
-            StatusCode::BAD_REQUEST,
-            Layer::Protocol,
-            rule,
-            "ambiguous request framing",
-        );
-        let host = req.uri().host().unwrap_or("");
-        shared.deny(host, req.method(), log_path(req.uri().path()), &r);
-        return refusal_response(&r, true);
-    }
-    if let Err(rule) = check_proxy_target(req.method(), req.uri(), req.headers()) {
-        let r = Refusal::new(
-            StatusCode::BAD_REQUEST,
-            Layer::Protocol,
-            rule,
-            "write the target as `http://host[:port]/path` or CONNECT `host:port`, without userinfo or a body",
-        );
-        shared.deny("", req.method(), log_path(req.uri().path()), &r);
-        return refusal_response(&r, true);
-    }
-    match origin {
-        Origin::Proxy if req.method() == Method::CONNECT => handle_connect(shared, req).await,
-        Origin::Proxy => {
-            let scheme = req.uri().scheme_str().map(str::to_ascii_lowercase);
-            match scheme.as_deref() {
-                Some("http") => handle_request(shared, req, Target::Plain).await,
-                Some("https") => handle_request(shared, req, Target::AbsoluteHttps).await,
-                _ => {
-                    let r = Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        Layer::Protocol,
-                        "not-a-proxy-request",
-                        "use this address only as an HTTP(S) proxy",
-                    );
-                    shared.deny("", req.method(), log_path(req.uri().path()), &r);
-                    refusal_response(&r, true)
-                }
-            }
-        }
-        Origin::Tunnel(host) => {
-            if req.method() == Method::CONNECT {
-                let r = Refusal::forbidden(Layer::Protocol, "connect-inside-tunnel", "");
-                shared.deny(&host, req.method(), "", &r);
-                return refusal_response(&r, true);
-            }
-            handle_request(shared, req, Target::Tunnel(host)).await
-        }
+    let framing = sniff.check(req.headers());
+    let (parts, body) = req.into_parts();
+    // One policy generation for the whole request: the decision and the upstream pool.
+    let policy = shared.policy.current();
+    let head = Head {
+        parts,
+        origin,
+        framing,
+    };
+    match decide(&policy.routes, &shared.scanner, head) {
+        Verdict::Deny(d) => shared.refuse(&d),
+        Verdict::Connect(c) => handle_connect(shared, *c).await,
+        Verdict::Forward(f) => forward(shared, policy, *f, body).await,
     }
 }
 
-/// A refused CONNECT also closes the connection: a client may already have sent tunnel bytes
-/// (its ClientHello) that must not be read as the next request.
-async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
-    let method = Method::CONNECT;
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or_default();
-    let Some((host_raw, port)) = split_host_port(&authority) else {
-        let r = Refusal::new(
-            StatusCode::BAD_REQUEST,
-            Layer::Protocol,
-            "bad-connect-target",
-            "CONNECT needs host:port",
-        );
-        shared.deny("", &method, "", &r);
-        return refusal_response(&r, true);
-    };
-    let policy = shared.policy.current();
-    let Some(route) = policy.routes.lookup(host_raw).cloned() else {
-        let r = Refusal::forbidden(
-            Layer::Allowlist,
-            "host-not-in-routes",
-            format!("no route for `{host_raw}`"),
-        );
-        shared.deny(host_raw, &method, "", &r);
-        return refusal_response(&r, true);
-    };
+/// Tunnel an allowed CONNECT: passthrough routes after the SSRF check and an SNI check,
+/// intercepted routes after the SSRF check, through the bottle CA.
+async fn handle_connect(shared: Arc<Shared>, c: Connect) -> Response<RespBody> {
+    let Connect {
+        parts,
+        route,
+        host_raw,
+    } = c;
     let host = route.host.clone();
-    if port != Some(443) {
-        let r = Refusal::forbidden(
-            Layer::Allowlist,
-            "port-not-allowed",
-            format!("only port 443 is routed for `{host}`"),
-        );
-        shared.deny(&host, &method, "", &r);
-        return refusal_response(&r, true);
-    }
+    let upgrade = hyper::upgrade::on(Request::from_parts(parts, ()));
+    // A refused CONNECT closes the connection (see `decide`).
+    let refused = |r: Refusal| Denial::new(r, true, host.as_str(), "CONNECT", "");
     let upstream = shared.upstream.clone();
     if route.tunnels() {
         let stream = match open_stream(&upstream, &host, 443, &route.ssrf_ip_allowlist).await {
             Ok(s) => s,
-            Err(e) => {
-                let r = upstream_refusal(&e);
-                shared.deny(&host, &method, "", &r);
-                return refusal_response(&r, true);
-            }
+            Err(e) => return shared.refuse(&refused(upstream_refusal(&e))),
         };
-        allow_connect(&shared, &host, "tls-passthrough");
+        shared.record_allowed(&host, "CONNECT", "", "tls-passthrough", 200);
+        let refusal_host = host.clone();
         tokio::spawn(async move {
-            if let Ok(up) = hyper::upgrade::on(req).await {
-                let mut client = TokioIo::new(up);
-                // Not intercepted, but the ClientHello must still name the CONNECT host.
-                let timeout = shared.limits.handshake_timeout;
-                let refusal = match read_client_hello(&mut client, timeout).await {
-                    Ok(hello) => match passthrough_sni_refusal(hello.server_name.as_deref(), &host)
-                    {
-                        Some(r) => r,
-                        None => {
-                            let mut stream = stream;
-                            if stream.write_all(&hello.raw).await.is_ok() {
-                                let _ =
-                                    tokio::io::copy_bidirectional(&mut client, &mut stream).await;
-                            }
-                            return;
+            let Ok(up) = upgrade.await else {
+                return;
+            };
+            let mut client = TokioIo::new(up);
+            // Not intercepted, but the ClientHello must still name the CONNECT host.
+            let timeout = shared.limits.handshake_timeout;
+            let refusal = match read_client_hello(&mut client, timeout).await {
+                Ok(hello) => match passthrough_sni_refusal(hello.server_name.as_deref(), &host) {
+                    Some(r) => r,
+                    None => {
+                        let mut stream = stream;
+                        if stream.write_all(&hello.raw).await.is_ok() {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
                         }
-                    },
-                    Err(e) => Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        Layer::Protocol,
-                        "not-tls",
-                        e.to_string(),
-                    ),
-                };
-                shared.deny(&host, &Method::CONNECT, "", &refusal);
-            }
+                        return;
+                    }
+                },
+                Err(e) => Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    Layer::Protocol,
+                    "not-tls",
+                    e.to_string(),
+                ),
+            };
+            shared.record_denial(&Denial::new(refusal, true, refusal_host, "CONNECT", ""));
         });
         return Response::new(empty());
     }
@@ -507,15 +456,13 @@ async fn handle_connect(shared: Arc<Shared>, req: Request<Incoming>) -> Response
     )
     .await
     {
-        let r = destination_refusal(&e);
-        shared.deny(&host, &method, "", &r);
-        return refusal_response(&r, true);
+        return shared.refuse(&refused(destination_refusal(&e)));
     }
-    allow_connect(&shared, &host, "intercept");
+    shared.record_allowed(&host, "CONNECT", "", "intercept", 200);
     // The tunnel keeps the host as the agent wrote it: only an exact match gets the credential.
     let tunnel_host: Arc<str> = Arc::from(host_raw);
     tokio::spawn(async move {
-        if let Ok(up) = hyper::upgrade::on(req).await {
+        if let Ok(up) = upgrade.await {
             intercept(shared, TokioIo::new(up), tunnel_host, host).await;
         }
     });
@@ -540,19 +487,6 @@ fn passthrough_sni_refusal(sni: Option<&str>, host: &str) -> Option<Refusal> {
     }
 }
 
-fn allow_connect(shared: &Shared, host: &str, rule: &str) {
-    shared.audit.record(&Decision {
-        host,
-        method: "CONNECT",
-        path: "",
-        allowed: true,
-        layer: "allowlist",
-        rule,
-        status: 200,
-        injected: None,
-    });
-}
-
 async fn intercept<S>(shared: Arc<Shared>, io: S, tunnel_host: Arc<str>, host: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -560,9 +494,14 @@ where
     let timeout = shared.limits.handshake_timeout;
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     // A tunnel that never becomes TLS is a decision too: audit it.
+    let refused = |r: Refusal| shared.record_denial(&Denial::new(r, true, &host, "CONNECT", ""));
     let failed = |rule: &str, detail: String| {
-        let r = Refusal::new(StatusCode::BAD_REQUEST, Layer::Protocol, rule, detail);
-        shared.deny(&host, &Method::CONNECT, "", &r);
+        refused(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            Layer::Protocol,
+            rule,
+            detail,
+        ))
     };
     let start = match tokio::time::timeout(timeout, acceptor).await {
         Ok(Ok(s)) => s,
@@ -571,13 +510,11 @@ where
     };
     if let Some(sni) = start.client_hello().server_name() {
         if !sni.eq_ignore_ascii_case(&host) {
-            let r = Refusal::forbidden(
+            return refused(Refusal::forbidden(
                 Layer::HostMismatch,
                 "sni-mismatch",
                 format!("SNI `{sni}` is not the CONNECT host"),
-            );
-            shared.deny(&host, &Method::CONNECT, "", &r);
-            return;
+            ));
         }
     }
     let config = match shared.ca.server_config(&host) {
@@ -593,16 +530,6 @@ where
         Err(_) => return failed("tls-handshake-timeout", String::new()),
     };
     serve_http(shared, tls, Origin::Tunnel(tunnel_host)).await;
-}
-
-#[derive(Clone)]
-enum Target {
-    /// `GET http://host/…` on the proxy listener.
-    Plain,
-    /// `GET https://host/…` on the proxy listener (the proxy does the TLS).
-    AbsoluteHttps,
-    /// Origin-form request inside an intercepted tunnel.
-    Tunnel(Arc<str>),
 }
 
 fn upstream_refusal(e: &UpstreamError) -> Refusal {
@@ -633,208 +560,44 @@ fn destination_refusal(e: &DestinationError) -> Refusal {
     }
 }
 
-fn is_websocket(req: &Request<Incoming>) -> bool {
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let conn = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    upgrade && conn && req.method() == Method::GET
-}
-
-async fn handle_request(
+/// The transport of an allowed head: read and scan the body, forward, relay the answer.
+async fn forward(
     shared: Arc<Shared>,
-    mut req: Request<Incoming>,
-    target: Target,
+    policy: Arc<Policy>,
+    f: Forward,
+    body: Incoming,
 ) -> Response<RespBody> {
-    let method = req.method().clone();
-    let full_path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let path_only = log_path(&full_path).to_string();
-
-    // 1. Which host, and is it consistent with how the agent reached us?
-    let (host_raw, scheme, default_port) = match &target {
-        Target::Tunnel(t) => (t.to_string(), "https", 443u16),
-        Target::Plain | Target::AbsoluteHttps => {
-            let https = matches!(target, Target::AbsoluteHttps);
-            let Some(h) = req.uri().host() else {
-                let r = Refusal::new(StatusCode::BAD_REQUEST, Layer::Protocol, "no-host", "");
-                shared.deny("", &method, &path_only, &r);
-                return refusal_response(&r, true);
-            };
-            let port = req.uri().port_u16();
-            let default = if https { 443 } else { 80 };
-            if port.is_some_and(|p| p != default) {
-                let r = Refusal::forbidden(
-                    Layer::Allowlist,
-                    "port-not-allowed",
-                    format!("only port {default} is routed"),
-                );
-                shared.deny(h, &method, &path_only, &r);
-                return refusal_response(&r, false);
-            }
-            (h.to_string(), if https { "https" } else { "http" }, default)
-        }
-    };
-    let policy = shared.policy.current();
-    let Some(route) = policy.routes.lookup(&host_raw).cloned() else {
-        let r = Refusal::forbidden(
-            Layer::Allowlist,
-            "host-not-in-routes",
-            format!("no route for `{host_raw}`"),
-        );
-        shared.deny(&host_raw, &method, &path_only, &r);
-        return refusal_response(&r, false);
-    };
-    let host = route.host.as_str();
-    if let Err(r) = check_host_consistency(&req, host, default_port, &target) {
-        shared.deny(host, &method, &path_only, &r);
-        return refusal_response(&r, true);
-    }
-    if !matches!(target, Target::Tunnel(_)) && route.tunnels() && scheme == "https" {
-        let r = Refusal::forbidden(
-            Layer::Allowlist,
-            "passthrough-route",
-            "this host is tunnelled; use CONNECT",
-        );
-        shared.deny(host, &method, &path_only, &r);
-        return refusal_response(&r, false);
-    }
-    let exact_host = host_raw.trim_start_matches('[').trim_end_matches(']') == route.host
-        && req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .and_then(split_host_port)
-            .is_none_or(|(h, _)| h.trim_start_matches('[').trim_end_matches(']') == route.host);
-    // 2. Path allowlist.
-    if !route.path_allowed(req.uri().path()) {
-        let r = Refusal::forbidden(
-            Layer::Path,
-            "path-not-allowed",
-            format!("`{}` is outside the allowlist", path_only),
-        );
-        shared.deny(host, &method, &path_only, &r);
-        return refusal_response(&r, false);
-    }
-    // 3. Headers: drop what must not travel, then scan what is left (before injection).
-    let websocket = is_websocket(&req);
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    strip_agent_credentials(&mut parts.headers, &route, websocket);
-    // The method travels too: an extension method is any token the agent likes.
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PATCH,
-        Method::TRACE,
-        Method::CONNECT,
-    ];
-    let in_request_line = scan_target(&shared.scanner, &full_path).or_else(|| {
-        (!STANDARD.contains(&method))
-            .then(|| shared.scanner.scan(method.as_str().as_bytes()))
-            .flatten()
-    });
-    if let Some(f) = in_request_line {
-        let r = Refusal::forbidden(
-            Layer::SecretScan,
-            f.rule,
-            format!("{} in the request line", f.description),
-        );
-        shared.deny(host, &method, "[redacted]", &r);
-        return refusal_response(&r, false);
-    }
-    if let Some(f) = scan_headers(&shared.scanner, &parts.headers) {
-        let r = Refusal::forbidden(
-            Layer::SecretScan,
-            f.rule,
-            format!("{} in a request header", f.description),
-        );
-        shared.deny(host, &method, &path_only, &r);
-        return refusal_response(&r, false);
-    }
-    // 4. Body: bounded read and scan.
-    let body = if websocket {
-        Bytes::new()
-    } else {
-        use hyper::body::Body;
-        if body.is_end_stream() {
-            Bytes::new()
-        } else {
-            match collect_body(body, shared.limits.max_body_bytes).await {
-                Ok(b) => b,
-                Err(r) => {
-                    shared.deny(host, &method, &path_only, &r);
-                    return refusal_response(&r, true);
-                }
-            }
-        }
-    };
-    if let Err(r) = scan_body_off_loop(&shared, &parts.headers, &body).await {
-        shared.deny(host, &method, &path_only, &r);
-        return refusal_response(&r, false);
-    }
-    // The body is buffered: the upstream gets the length egress read, as hyper writes it,
-    // never the agent's own spelling of it.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    // 5. Inject (only on an exact host spelling) and forward.
-    let injected = if exact_host {
-        inject_credential(&mut parts.headers, &route)
+    let Forward {
+        mut parts,
+        route,
+        websocket,
+        injected,
+        rule,
+        host,
+        method,
+        path,
+    } = f;
+    let injected = injected
+        .then(|| route.auth.as_ref().map(|a| a.token_env.as_str()))
+        .flatten();
+    let refused = |r: Refusal, close: bool| Denial::new(r, close, &host, &method, &path);
+    let client_upgrade = if websocket {
+        parts.extensions.remove::<OnUpgrade>()
     } else {
         None
     };
-    if injected.is_some() {
-        // Uncompressed answers, so an echoed credential can be masked (see `redact`).
-        parts.headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-    }
-    let authority = match &target {
-        Target::Tunnel(_) => host.to_string(),
-        _ => req_authority(host, None),
-    };
-    if !parts.headers.contains_key(header::HOST) || !matches!(target, Target::Tunnel(_)) {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
-    let uri = match Uri::builder()
-        .scheme(scheme)
-        .authority(authority.as_str())
-        .path_and_query(full_path.as_str())
-        .build()
-    {
-        Ok(u) => u,
-        Err(_) => {
-            let r = Refusal::new(
-                StatusCode::BAD_REQUEST,
-                Layer::Protocol,
-                "bad-request-target",
-                "",
-            );
-            shared.deny(host, &method, &path_only, &r);
-            return refusal_response(&r, true);
+    // The body: bounded read and scan (a WebSocket handshake has none).
+    let body = if websocket || hyper::body::Body::is_end_stream(&body) {
+        Bytes::new()
+    } else {
+        match collect_body(body, shared.limits.max_body_bytes).await {
+            Ok(b) => b,
+            Err(r) => return shared.refuse(&refused(r, true)),
         }
     };
-    parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
+    if let Err(r) = scan_body_off_loop(&shared, &parts.headers, &body).await {
+        return shared.refuse(&refused(r, false));
+    }
     let up_req = Request::from_parts(parts, Full::new(body));
     let resp = match policy.client.request(up_req).await {
         Ok(r) => r,
@@ -848,33 +611,15 @@ async fn handle_request(
                     e.to_string(),
                 ),
             };
-            shared.deny(host, &method, &path_only, &r);
-            return refusal_response(&r, false);
+            return shared.refuse(&refused(r, false));
         }
-    };
-    let rule = match (route.auth.is_some(), injected.is_some()) {
-        (true, true) => "route-auth",
-        (true, false) => "route-auth-withheld-inexact-host",
-        _ => "route",
     };
     let status = resp.status().as_u16();
     let resp = match finish_response(resp, client_upgrade, route.clone()) {
         Ok(resp) => resp,
-        Err(r) => {
-            shared.deny(host, &method, &path_only, &r);
-            return refusal_response(&r, true);
-        }
+        Err(r) => return shared.refuse(&refused(r, true)),
     };
-    shared.audit.record(&Decision {
-        host,
-        method: method.as_str(),
-        path: &path_only,
-        allowed: true,
-        layer: "egress",
-        rule,
-        status,
-        injected,
-    });
+    shared.record_allowed_with(&host, &method, &path, "egress", rule, status, injected);
     resp
 }
 
@@ -902,63 +647,6 @@ async fn scan_body_off_loop(
                 "the body could not be scanned",
             ))
         })
-}
-
-fn req_authority(host: &str, port: Option<u16>) -> String {
-    let h = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    match port {
-        Some(p) => format!("{h}:{p}"),
-        None => h,
-    }
-}
-
-/// The Host header (and an absolute-form target inside a tunnel) must name the route host.
-fn check_host_consistency(
-    req: &Request<Incoming>,
-    host: &str,
-    default_port: u16,
-    target: &Target,
-) -> Result<(), Refusal> {
-    let mismatch = |what: &str| {
-        Refusal::forbidden(
-            Layer::HostMismatch,
-            "host-header-mismatch",
-            format!("{what} does not name `{host}`"),
-        )
-    };
-    let same = |authority: &str| -> bool {
-        match split_host_port(authority) {
-            Some((h, port)) => {
-                normalize_request_host(h).is_some_and(|n| n == host)
-                    && port.is_none_or(|p| p == default_port)
-            }
-            None => false,
-        }
-    };
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    if let Some(v) = hosts.next() {
-        if hosts.next().is_some() {
-            return Err(mismatch("a second Host header"));
-        }
-        let ok = v.to_str().ok().is_some_and(same);
-        // For absolute-form proxy requests the URI wins and Host is rewritten; a different
-        // Host there is still suspicious, so refuse it too.
-        if !ok {
-            return Err(mismatch("the Host header"));
-        }
-    }
-    if let Target::Tunnel(_) = target {
-        if let Some(a) = req.uri().authority() {
-            if !same(a.as_str()) {
-                return Err(mismatch("the request target"));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn finish_response(

@@ -15,8 +15,8 @@ use super::EgressError;
 use super::routes::RouteTable;
 use super::upstream::UpstreamClient;
 
-/// Routes file size accepted (the CLI renders a few kilobytes).
-pub const MAX_ROUTES_FILE: u64 = 1 << 20;
+/// Routes file size accepted (the launcher renders a few kilobytes).
+pub const MAX_ROUTES_FILE: u64 = crate::sidecar::wire::MAX_FILE_BYTES;
 
 /// Pause between the two reads that must agree before a change is applied.
 const SETTLE: Duration = Duration::from_millis(50);

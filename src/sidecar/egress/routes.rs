@@ -10,40 +10,8 @@ use ipnet::IpNet;
 
 use crate::secret::Secret;
 
-/// How the credential is written: `Authorization: <scheme> <value>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthScheme {
-    Bearer,
-    Token,
-}
-
-impl AuthScheme {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "Bearer" => Some(AuthScheme::Bearer),
-            "token" => Some(AuthScheme::Token),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthScheme::Bearer => "Bearer",
-            AuthScheme::Token => "token",
-        }
-    }
-}
-
-/// A route as written in the routes file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRoute {
-    pub host: String,
-    pub path_allowlist: Vec<String>,
-    pub auth_scheme: Option<AuthScheme>,
-    pub token_env: Option<String>,
-    pub tls_passthrough: bool,
-    pub ssrf_ip_allowlist: Vec<IpNet>,
-}
+pub use crate::sidecar::wire::AuthScheme;
+use crate::sidecar::wire::RouteEntry;
 
 /// The credential a route injects; the value comes from the daemon's environment.
 #[derive(Debug, Clone)]
@@ -140,8 +108,11 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Resolve raw routes, reading token values through `env` (the daemon's environment).
-    pub fn build(raw: Vec<RawRoute>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+    /// Resolve the routes file's entries, reading token values through `env` (the daemon's environment).
+    pub fn build(
+        raw: Vec<RouteEntry>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let mut by_host = HashMap::new();
         for (i, r) in raw.into_iter().enumerate() {
             let host = normalize_route_host(&r.host)
@@ -256,15 +227,8 @@ pub fn normalize_request_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
 mod tests {
     use super::*;
 
-    fn raw(host: &str) -> RawRoute {
-        RawRoute {
-            host: host.into(),
-            path_allowlist: vec![],
-            auth_scheme: None,
-            token_env: None,
-            tls_passthrough: false,
-            ssrf_ip_allowlist: vec![],
-        }
+    fn raw(host: &str) -> RouteEntry {
+        RouteEntry::host(host)
     }
 
     fn no_env(_: &str) -> Option<String> {

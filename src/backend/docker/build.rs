@@ -2,42 +2,36 @@
 //! costs one `docker image inspect` when nothing changed.
 //!
 //! An installed `bot-bottle` has no source tree, so the Dockerfiles are compiled in and the
-//! build context is assembled in a temporary directory: the Dockerfile, `extra-ca/` (the
+//! build context is packed in memory as a tar stream for `docker build -`: the Dockerfile, `extra-ca/` (the
 //! operator's extra CA certificates, for TLS-intercepting proxies) and, for the sidecar image,
 //! `bin/` with the crate's own sidecar binaries. A SHA-256 over everything that goes into the
 //! context is stored in the image label [`CONTEXT_HASH_LABEL`]; [`ensure_image`] builds only
 //! when the label of the existing image differs.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::envvars;
+use crate::plan::provider::default_image;
+use crate::plan::{ProviderKind, SIDECAR_TAG};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 /// Dockerfile of the Claude Code agent image.
-pub const CLAUDE_DOCKERFILE: &str = include_str!("../Dockerfile.claude");
+pub const CLAUDE_DOCKERFILE: &str = include_str!("../../../Dockerfile.claude");
 /// Dockerfile of the Codex agent image.
-pub const CODEX_DOCKERFILE: &str = include_str!("../Dockerfile.codex");
+pub const CODEX_DOCKERFILE: &str = include_str!("../../../Dockerfile.codex");
 /// Dockerfile of the sidecar bundle image.
-pub const SIDECARS_DOCKERFILE: &str = include_str!("../Dockerfile.sidecars");
-
-pub const CLAUDE_TAG: &str = "bot-bottle-claude:latest";
-pub const CODEX_TAG: &str = "bot-bottle-codex:latest";
-pub const SIDECARS_TAG: &str = "bot-bottle-sidecars:latest";
+pub const SIDECARS_DOCKERFILE: &str = include_str!("../../../Dockerfile.sidecars");
 
 /// Image label holding the hash of the build context the image was built from.
 pub const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
 /// Build argument naming the base image in every embedded Dockerfile.
 pub const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
-/// Where the host keeps extra CA certificates (Debian convention).
-pub const SYSTEM_EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
 /// Sidecar binaries copied into the sidecar image's `bin/`.
 pub const SIDECAR_BINARIES: [&str; 3] =
     ["bot-bottle-egress", "bot-bottle-init", "bot-bottle-relay"];
@@ -62,14 +56,12 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot assemble the build context in {}: {source}; check free space in the temp dir", .path.display())]
+    #[error("cannot pack `{}` into the build context: {source}; check free memory", .path.display())]
     Context {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{} holds no PEM certificate; point {} at PEM files or a directory of them", .path.display(), envvars::EXTRA_CA_CERTS)]
-    NotPem { path: PathBuf },
     #[error(
         "sidecar binary `{name}` not found in {searched}; build the crate's binaries (`cargo build --bins`) or set {} to a published image",
         envvars::SIDECAR_IMAGE
@@ -122,26 +114,12 @@ impl fmt::Display for ImageStatus {
     }
 }
 
-/// A provider's agent image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Provider {
-    Claude,
-    Codex,
-}
-
-impl Provider {
-    pub fn dockerfile(self) -> &'static str {
-        match self {
-            Provider::Claude => CLAUDE_DOCKERFILE,
-            Provider::Codex => CODEX_DOCKERFILE,
-        }
-    }
-
-    pub fn tag(self) -> &'static str {
-        match self {
-            Provider::Claude => CLAUDE_TAG,
-            Provider::Codex => CODEX_TAG,
-        }
+/// The embedded Dockerfile of a provider's default image (its tag is the plan's
+/// [`default_image`]).
+pub fn provider_dockerfile(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Claude => CLAUDE_DOCKERFILE,
+        ProviderKind::Codex => CODEX_DOCKERFILE,
     }
 }
 
@@ -158,15 +136,15 @@ impl ImageSpec {
     }
 
     /// The agent image of `provider`, with the given extra CAs and optional base image.
-    pub fn agent(provider: Provider, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
-        ImageSpec::new(provider.tag(), provider.dockerfile())
+    pub fn agent(provider: ProviderKind, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
+        ImageSpec::new(default_image(provider), provider_dockerfile(provider))
             .with_extra_cas(extra_cas)
             .with_base_image(base_image)
     }
 
-    /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir`]).
+    /// The sidecar image, with binaries from `bin_dir` (see [`find_sidecar_bin_dir_from`]).
     pub fn sidecars(bin_dir: &Path, extra_cas: &[Vec<u8>], base_image: Option<&str>) -> Self {
-        let mut spec = ImageSpec::new(SIDECARS_TAG, SIDECARS_DOCKERFILE)
+        let mut spec = ImageSpec::new(SIDECAR_TAG, SIDECARS_DOCKERFILE)
             .with_extra_cas(extra_cas)
             .with_base_image(base_image);
         for name in SIDECAR_BINARIES {
@@ -264,34 +242,52 @@ impl ImageSpec {
         Ok(hex::encode(h.finish()))
     }
 
-    /// Writes the context (Dockerfile, dirs, files with their modes) into `dir`.
-    pub fn write_context(&self, dir: &Path) -> Result<(), ImageError> {
-        let ctx = |path: &Path| {
-            let path = path.to_path_buf();
+    /// The build context as one tar stream (Dockerfile, dirs, files with their modes), sent
+    /// to `docker build -` on stdin: nothing is written on the host and no temp dir is
+    /// needed, and a remote engine gets the same context.
+    pub fn context_tar(&self) -> Result<Vec<u8>, ImageError> {
+        let ctx = |name: &str| {
+            let path = PathBuf::from(name);
             move |source| ImageError::Context { path, source }
         };
-        fs::write(dir.join("Dockerfile"), &self.dockerfile).map_err(ctx(dir))?;
-        for d in &self.dirs {
-            let p = dir.join(d);
-            fs::create_dir_all(&p).map_err(ctx(&p))?;
+        let mut t = tar::Builder::new(Vec::new());
+        let header = |kind: tar::EntryType, mode: u32, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_mtime(0);
+            h
+        };
+        let mut h = header(tar::EntryType::Regular, 0o644, self.dockerfile.len() as u64);
+        t.append_data(&mut h, "Dockerfile", self.dockerfile.as_bytes())
+            .map_err(ctx("Dockerfile"))?;
+        let mut dirs: std::collections::BTreeSet<String> = self.dirs.iter().cloned().collect();
+        for name in self.files.keys() {
+            let mut p = Path::new(name).parent();
+            while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+                dirs.insert(d.to_string_lossy().into_owned());
+                p = d.parent();
+            }
+        }
+        for d in &dirs {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            t.append_data(&mut h, format!("{d}/"), &[][..])
+                .map_err(ctx(d))?;
         }
         for (name, f) in &self.files {
-            let p = dir.join(name);
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(ctx(parent))?;
-            }
-            match &f.source {
-                Source::Bytes(b) => fs::write(&p, b).map_err(ctx(&p))?,
-                Source::File(src) => {
-                    fs::copy(src, &p).map_err(|source| ImageError::Read {
-                        path: src.clone(),
-                        source,
-                    })?;
-                }
-            }
-            fs::set_permissions(&p, fs::Permissions::from_mode(f.mode)).map_err(ctx(&p))?;
+            let bytes = match &f.source {
+                Source::Bytes(b) => b.clone(),
+                Source::File(src) => fs::read(src).map_err(|source| ImageError::Read {
+                    path: src.clone(),
+                    source,
+                })?,
+            };
+            let mut h = header(tar::EntryType::Regular, f.mode, bytes.len() as u64);
+            t.append_data(&mut h, name, bytes.as_slice())
+                .map_err(ctx(name))?;
         }
-        Ok(())
+        t.into_inner().map_err(ctx("."))
     }
 }
 
@@ -306,14 +302,27 @@ pub fn inspect_spec(tag: &str) -> ProcessSpec {
     ])
 }
 
-/// `docker build` of `spec` from the context in `dir`, labelled with `hash`.
-pub fn build_spec(spec: &ImageSpec, dir: &Path, hash: &str) -> ProcessSpec {
+/// One `docker image inspect` printing the context-hash label of each tag, one line per tag
+/// in order (it fails when any tag is missing).
+pub fn inspect_spec_many(tags: &[&str]) -> ProcessSpec {
+    ProcessSpec::new(DOCKER)
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Config.Labels \"{CONTEXT_HASH_LABEL}\"}}}}"),
+        ])
+        .args(tags.iter().copied())
+}
+
+/// `docker build` of `spec` from `context` (a tar stream on stdin), labelled with `hash`.
+pub fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> ProcessSpec {
     let mut p = ProcessSpec::new(DOCKER).args(["build", "-t", &spec.tag]);
     p = p.arg("--label").arg(format!("{CONTEXT_HASH_LABEL}={hash}"));
     for (k, v) in &spec.build_args {
         p = p.arg("--build-arg").arg(format!("{k}={v}"));
     }
-    p.arg(dir.to_string_lossy().into_owned())
+    p.arg("-").stdin(context)
 }
 
 /// Makes sure `spec.tag` exists and was built from exactly this context: one inspect when it
@@ -335,16 +344,9 @@ pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus
             });
         }
     }
-    let dir = tempfile::Builder::new()
-        .prefix("bot-bottle-build-")
-        .tempdir()
-        .map_err(|source| ImageError::Context {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    spec.write_context(dir.path())?;
+    let context = spec.context_tar()?;
     tracing::info!(tag = %spec.tag, "building image");
-    let code = runner.run_streaming(&build_spec(spec, dir.path(), &hash))?;
+    let code = runner.run_streaming(&build_spec(spec, context, &hash))?;
     if code != 0 {
         return Err(ImageError::BuildFailed {
             tag: spec.tag.clone(),
@@ -393,100 +395,6 @@ fn engine_unreachable(stderr: &str) -> bool {
         || (s.contains("permission denied") && s.contains("docker.sock"))
 }
 
-/// Splits PEM text into one `-----BEGIN CERTIFICATE-----` block per entry.
-pub fn split_pem_certs(text: &[u8]) -> Vec<Vec<u8>> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(text);
-    let mut out = Vec::new();
-    let mut rest = text.as_ref();
-    while let Some(start) = rest.find(BEGIN) {
-        let after = &rest[start..];
-        let Some(end) = after.find(END) else { break };
-        let block = &after[..end + END.len()];
-        out.push(format!("{block}\n").into_bytes());
-        rest = &after[end + END.len()..];
-    }
-    out
-}
-
-fn read_pem_file(path: &Path) -> Result<Vec<Vec<u8>>, ImageError> {
-    let bytes = fs::read(path).map_err(|source| ImageError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(split_pem_certs(&bytes))
-}
-
-/// Files under `dir` (recursively) whose extension is one of `exts`, sorted.
-fn cert_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, ImageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = fs::read_dir(&d).map_err(|source| ImageError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .and_then(OsStr::to_str)
-                .is_some_and(|x| exts.contains(&x))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The extra CA certificates for image builds: every `*.crt` under `system_dir` (skipped when
-/// absent) plus `extra` (a PEM file, or a directory of `*.crt`/`*.pem`), one PEM block per
-/// entry, without duplicates, in a stable order.
-pub fn collect_extra_cas(
-    system_dir: &Path,
-    extra: Option<&Path>,
-) -> Result<Vec<Vec<u8>>, ImageError> {
-    let mut certs: Vec<Vec<u8>> = Vec::new();
-    if system_dir.is_dir() {
-        for f in cert_files(system_dir, &["crt"])? {
-            certs.extend(read_pem_file(&f)?);
-        }
-    }
-    if let Some(p) = extra {
-        let found = if p.is_dir() {
-            let mut v = Vec::new();
-            for f in cert_files(p, &["crt", "pem"])? {
-                v.extend(read_pem_file(&f)?);
-            }
-            v
-        } else {
-            read_pem_file(p)?
-        };
-        if found.is_empty() {
-            return Err(ImageError::NotPem {
-                path: p.to_path_buf(),
-            });
-        }
-        certs.extend(found);
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    certs.retain(|c| seen.insert(c.clone()));
-    Ok(certs)
-}
-
-/// [`collect_extra_cas`] from the host: the system dir and `BOT_BOTTLE_EXTRA_CA_CERTS`.
-pub fn host_extra_cas() -> Result<Vec<Vec<u8>>, ImageError> {
-    let extra = std::env::var_os(envvars::EXTRA_CA_CERTS)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    collect_extra_cas(Path::new(SYSTEM_EXTRA_CA_DIR), extra.as_deref())
-}
-
 /// Finds the directory holding all [`SIDECAR_BINARIES`]: next to `exe`, or its parent (test
 /// binaries live in `target/<profile>/deps`).
 pub fn find_sidecar_bin_dir_from(exe: &Path) -> Result<PathBuf, ImageError> {
@@ -516,26 +424,18 @@ pub fn find_sidecar_bin_dir_from(exe: &Path) -> Result<PathBuf, ImageError> {
     })
 }
 
-/// [`find_sidecar_bin_dir_from`] for the running executable.
-pub fn find_sidecar_bin_dir() -> Result<PathBuf, ImageError> {
-    let exe = std::env::current_exe().map_err(|source| ImageError::Read {
-        path: PathBuf::from("/proc/self/exe"),
-        source,
-    })?;
-    find_sidecar_bin_dir_from(&exe)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runner::{Mode, Output, RecordingRunner};
+    use std::os::unix::fs::PermissionsExt;
 
     const PEM_A: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     const PEM_B: &str = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n";
 
     fn spec() -> ImageSpec {
         ImageSpec::agent(
-            Provider::Claude,
+            ProviderKind::Claude,
             &[PEM_A.as_bytes().to_vec()],
             Some("node:22-slim"),
         )
@@ -578,7 +478,7 @@ mod tests {
         assert_eq!(ensure_image(&rec, &s).unwrap(), ImageStatus::Cached);
         let calls = rec.calls();
         assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0], inspect_spec(CLAUDE_TAG));
+        assert_eq!(calls[0], inspect_spec(default_image(ProviderKind::Claude)));
         assert_eq!(
             calls[0].to_string(),
             "docker image inspect --format '{{index .Config.Labels \"dev.bot-bottle.context-hash\"}}' bot-bottle-claude:latest"
@@ -601,7 +501,10 @@ mod tests {
             let (mode, build) = &calls[1];
             assert_eq!(*mode, Mode::Streaming);
             let argv = build.argv();
-            assert_eq!(&argv[..4], ["docker", "build", "-t", CLAUDE_TAG]);
+            assert_eq!(
+                &argv[..4],
+                ["docker", "build", "-t", default_image(ProviderKind::Claude)]
+            );
             let hash = s.context_hash().unwrap();
             assert!(
                 argv.windows(2)
@@ -611,8 +514,16 @@ mod tests {
                 argv.windows(2)
                     .any(|w| w == ["--build-arg", "BASE_IMAGE=node:22-slim"])
             );
-            // the temp context is gone once the build returned
-            assert!(!Path::new(argv[argv.len() - 1]).exists());
+            // the context is a tar stream on stdin: nothing on the host
+            assert_eq!(argv[argv.len() - 1], "-");
+            let sent = build.stdin.as_deref().expect("context on stdin");
+            assert_eq!(sent, s.context_tar().unwrap());
+            let names: Vec<String> = tar::Archive::new(sent)
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            assert!(names.contains(&"Dockerfile".to_string()), "{names:?}");
         }
     }
 
@@ -627,7 +538,10 @@ mod tests {
         });
         let err = ensure_image(&rec, &spec()).unwrap_err();
         assert!(matches!(err, ImageError::BuildFailed { code: 3, .. }));
-        assert!(err.to_string().contains(CLAUDE_TAG));
+        assert!(
+            err.to_string()
+                .contains(default_image(ProviderKind::Claude))
+        );
     }
 
     #[test]
@@ -691,6 +605,14 @@ mod tests {
         assert_eq!(hashes.len(), variants.len() + 1);
     }
 
+    /// What `docker build -` sees of a spec's context.
+    fn unpack(spec: &ImageSpec, dir: &Path) {
+        let tar = spec.context_tar().unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        a.set_preserve_permissions(true);
+        a.unpack(dir).unwrap();
+    }
+
     #[test]
     fn file_sources_are_hashed_by_content_and_written_with_modes() {
         let bins = tempfile::tempdir().unwrap();
@@ -703,7 +625,7 @@ mod tests {
         assert_ne!(h1, s.context_hash().unwrap());
 
         let ctx = tempfile::tempdir().unwrap();
-        s.write_context(ctx.path()).unwrap();
+        unpack(&s, ctx.path());
         assert_eq!(
             fs::read_to_string(ctx.path().join("Dockerfile")).unwrap(),
             SIDECARS_DOCKERFILE
@@ -723,51 +645,14 @@ mod tests {
 
         // an empty extra-ca dir still exists (the Dockerfiles COPY it)
         let ctx2 = tempfile::tempdir().unwrap();
-        ImageSpec::agent(Provider::Codex, &[], None)
-            .write_context(ctx2.path())
-            .unwrap();
+        unpack(
+            &ImageSpec::agent(ProviderKind::Codex, &[], None),
+            ctx2.path(),
+        );
         assert!(ctx2.path().join(EXTRA_CA_DIR).is_dir());
 
         let gone = ImageSpec::sidecars(Path::new("/nonexistent"), &[], None);
         assert!(matches!(gone.context_hash(), Err(ImageError::Read { .. })));
-    }
-
-    #[test]
-    fn extra_cas_from_system_dir_and_env_file_or_dir() {
-        let sys = tempfile::tempdir().unwrap();
-        fs::create_dir(sys.path().join("corp")).unwrap();
-        fs::write(sys.path().join("corp/a.crt"), PEM_A).unwrap();
-        fs::write(sys.path().join("ignored.pem"), PEM_B).unwrap(); // not *.crt: ignored there
-        assert_eq!(
-            collect_extra_cas(sys.path(), None).unwrap(),
-            [PEM_A.as_bytes()]
-        );
-
-        let bundle = sys.path().join("bundle.pem");
-        fs::write(&bundle, format!("junk\n{PEM_A}{PEM_B}")).unwrap();
-        let got = collect_extra_cas(sys.path(), Some(&bundle)).unwrap();
-        assert_eq!(
-            got,
-            [PEM_A.as_bytes(), PEM_B.as_bytes()],
-            "split and deduplicated"
-        );
-
-        let extra_dir = tempfile::tempdir().unwrap();
-        fs::write(extra_dir.path().join("b.pem"), PEM_B).unwrap();
-        let got = collect_extra_cas(Path::new("/nonexistent"), Some(extra_dir.path())).unwrap();
-        assert_eq!(got, [PEM_B.as_bytes()]);
-
-        let not_pem = sys.path().join("notes.txt");
-        fs::write(&not_pem, "hello").unwrap();
-        let err = collect_extra_cas(sys.path(), Some(&not_pem)).unwrap_err();
-        assert!(
-            err.to_string().contains("BOT_BOTTLE_EXTRA_CA_CERTS"),
-            "{err}"
-        );
-        assert!(matches!(
-            collect_extra_cas(sys.path(), Some(Path::new("/nonexistent/ca.pem"))),
-            Err(ImageError::Read { .. })
-        ));
     }
 
     #[test]
