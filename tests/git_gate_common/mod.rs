@@ -225,6 +225,19 @@ pub struct RepoSpec {
     pub refs: serde_json::Value,
 }
 
+/// The gate binary: cargo names it for tests; an example finds it beside its own directory
+/// (`target/<profile>/examples/..` → `target/<profile>/bot-bottle-git-gate`).
+pub fn gate_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_bot-bottle-git-gate") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("bot-bottle-git-gate"))
+        .expect("target dir")
+}
+
 /// A running gate (the real binary) on a free loopback port.
 pub struct Gate {
     pub dir: tempfile::TempDir,
@@ -254,7 +267,7 @@ impl Gate {
         )
         .unwrap();
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_bot-bottle-git-gate"))
+        let child = Command::new(gate_bin())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--repos")

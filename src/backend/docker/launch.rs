@@ -126,7 +126,7 @@ pub fn update_routes(
 ) -> Result<(), DockerError> {
     let mut t = TarStream::new(mtime);
     t.file(
-        &format!("{SIDECAR_CONFIG_DIR}/{}", sidecar_config::ROUTES_FILE),
+        &format!("{SIDECAR_CONFIG_DIR}/{}", crate::sidecar::wire::ROUTES_FILE),
         routes.as_bytes(),
         0o644,
     )?;
