@@ -192,7 +192,7 @@ fn launch_runs_in_order_and_tears_down() {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     let names: Vec<&str> = order.iter().map(String::as_str).collect();
-    assert!(names.contains(&"etc/bot-bottle/routes.yaml"), "{names:?}");
+    assert!(names.contains(&"etc/bot-bottle/routes.json"), "{names:?}");
     assert!(names.contains(&"etc/bot-bottle/ca-key.pem"), "{names:?}");
     // The ready marker comes last, so the bundle never starts on a partial config.
     assert_eq!(names.last(), Some(&"etc/bot-bottle/.ready"), "{names:?}");
