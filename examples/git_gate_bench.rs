@@ -99,13 +99,13 @@ fn main() {
         direct.push(secs(|| {
             ok(plain_git(&work)
                 .env("GIT_SSH_COMMAND", up.direct_ssh())
-                .args(["push", "--quiet", &d, "HEAD:refs/heads/main"]));
+                .args(["push", "--quiet", &d, "HEAD:refs/heads/bench"]));
         }));
         let g = up.url(&format!("gated{r}"));
         gated.push(secs(|| {
             ok(agent
                 .git(&work)
-                .args(["push", "--quiet", &g, "HEAD:refs/heads/main"]));
+                .args(["push", "--quiet", &g, "HEAD:refs/heads/bench"]));
         }));
     }
     let (pd, pg) = (median(direct), median(gated));
