@@ -65,6 +65,7 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
                 "name": u.name,
                 "host": u.host,
                 "port": u.port,
+                "refs": {"allow": u.refs.allow, "force": u.refs.force, "tags": u.refs.tags},
             })).collect::<Vec<_>>(),
             "supervise": plan.supervise,
             "prompt_chars": agent.prompt.chars().count(),
@@ -100,7 +101,7 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
         let upstreams: Vec<String> = plan
             .git_upstreams
             .iter()
-            .map(|u| format!("{} → {}:{}", u.name, u.host, u.port))
+            .map(|u| format!("{} → {}:{} (push: {})", u.name, u.host, u.port, u.refs))
             .collect();
         block(&mut s, "git-gate", &upstreams);
         let _ = writeln!(s, "supervise {}", if plan.supervise { "on" } else { "off" });

@@ -965,3 +965,32 @@ fn unknown_key_error_points_at_the_format_doc() {
     let s = bottle_err("egres: {}\n", "egres");
     assert!(s.contains("docs/manifest.md"), "{s}");
 }
+
+#[test]
+fn git_refs_policy_is_validated_and_defaults_to_any_branch_no_force() {
+    let base = "git-gate:\n  repos:\n    p:\n      url: ssh://git@h.example/o/r.git\n      identity: ~/.ssh/id\n";
+    let b = bottle(base);
+    assert_eq!(b.git_repos.unwrap()["p"].refs, GitRefs::default());
+    let b = bottle(&format!(
+        "{base}      refs: {{allow: [agent/*, \"fix-*\"], force: true, tags: false}}\n"
+    ));
+    let refs = &b.git_repos.unwrap()["p"].refs;
+    assert_eq!(refs.allow, ["agent/*", "fix-*"]);
+    assert!(refs.force && !refs.tags);
+    assert_eq!(
+        refs.to_string(),
+        "branches agent/* fix-*, force allowed, no tags, no deletes"
+    );
+    let with = |refs: &str| format!("{base}      refs: {refs}\n");
+    let k = "git-gate.repos.p.refs";
+    assert!(
+        bottle_err(&with("{delete: true}"), &format!("{k}.delete")).contains("allow, force, tags")
+    );
+    bottle_err(&with("{force: yes}"), &format!("{k}.force"));
+    bottle_err(&with("{tags: 1}"), &format!("{k}.tags"));
+    bottle_err(&with("{allow: agent/*}"), &format!("{k}.allow"));
+    bottle_err(&with("{allow: [refs/heads/x]}"), &format!("{k}.allow[0]"));
+    bottle_err(&with("{allow: [\"a b\"]}"), &format!("{k}.allow[0]"));
+    bottle_err(&with("{allow: [\"\"]}"), &format!("{k}.allow[0]"));
+    bottle_err(&with("[agent/*]"), k);
+}

@@ -97,6 +97,40 @@ pub struct GitRepo {
     pub identity: String,
     /// Optional known-hosts line to pin the upstream's host key.
     pub host_key: Option<String>,
+    /// What the agent may push (F-REFS); default: any branch, no force, no tags.
+    pub refs: GitRefs,
+}
+
+/// `git-gate.repos.<name>.refs`: the ref policy the git-gate enforces on pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitRefs {
+    /// Branch-name globs (`agent/*`); empty: any branch.
+    pub allow: Vec<String>,
+    /// Non-fast-forward pushes allowed.
+    pub force: bool,
+    /// Tag pushes allowed.
+    pub tags: bool,
+}
+
+impl std::fmt::Display for GitRefs {
+    /// `branches agent/*, no force, no tags` (the preflight's and `info`'s wording).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.allow.is_empty() {
+            write!(f, "any branch")?;
+        } else {
+            write!(f, "branches {}", self.allow.join(" "))?;
+        }
+        write!(
+            f,
+            ", {}, {}, no deletes",
+            if self.force {
+                "force allowed"
+            } else {
+                "no force"
+            },
+            if self.tags { "tags allowed" } else { "no tags" }
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -38,7 +38,8 @@ const PROVIDER_KEYS: &[&str] = &[
 ];
 const GIT_GATE_KEYS: &[&str] = &["repos", "user"];
 const GIT_USER_KEYS: &[&str] = &["email", "name"];
-const REPO_KEYS: &[&str] = &["host_key", "identity", "url"];
+const REPO_KEYS: &[&str] = &["host_key", "identity", "refs", "url"];
+const REFS_KEYS: &[&str] = &["allow", "force", "tags"];
 const EGRESS_KEYS: &[&str] = &["routes"];
 const ROUTE_KEYS: &[&str] = &["auth", "host", "path_allowlist", "pipelock"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref"];
@@ -57,6 +58,7 @@ pub(crate) const KEY_TABLES: &[(&str, &str, &[&str])] = &[
     ("bottle", "git-gate", GIT_GATE_KEYS),
     ("bottle", "git-gate.user", GIT_USER_KEYS),
     ("bottle", "git-gate.repos.<name>", REPO_KEYS),
+    ("bottle", "git-gate.repos.<name>.refs", REFS_KEYS),
     ("bottle", "egress", EGRESS_KEYS),
     ("bottle", "egress.routes[]", ROUTE_KEYS),
     ("bottle", "egress.routes[].auth", AUTH_KEYS),
@@ -497,16 +499,49 @@ fn repos(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, GitRepo>, ManifestErro
                 Ok(s.to_owned())
             })
             .transpose()?;
+        let refs = e
+            .get("refs")
+            .map(|r| git_refs(v, r, &join(&key, "refs")))
+            .transpose()?
+            .unwrap_or_default();
         out.insert(
             name.clone(),
             GitRepo {
                 url: url.to_owned(),
                 identity: identity.to_owned(),
                 host_key,
+                refs,
             },
         );
     }
     Ok(out)
+}
+
+/// `refs: {allow: [glob…], force: bool, tags: bool}` (F-REFS).
+fn git_refs(v: &V<'_>, x: &Value, key: &str) -> Result<GitRefs, ManifestError> {
+    let m = v.map(x, key)?;
+    v.keys(m, key, REFS_KEYS)?;
+    let mut refs = GitRefs::default();
+    if let Some(a) = m.get("allow") {
+        let ak = join(key, "allow");
+        for (j, item) in v.list(a, &ak)?.iter().enumerate() {
+            let ik = format!("{ak}[{j}]");
+            let glob = v.nonempty(item, &ik)?;
+            let one = crate::sidecar::git_gate::RefPolicy {
+                allow: vec![glob.to_owned()],
+                ..Default::default()
+            };
+            one.check().map_err(|m| v.err(&ik, m))?;
+            refs.allow.push(glob.to_owned());
+        }
+    }
+    if let Some(b) = m.get("force") {
+        refs.force = v.boolean(b, &join(key, "force"))?;
+    }
+    if let Some(b) = m.get("tags") {
+        refs.tags = v.boolean(b, &join(key, "tags"))?;
+    }
+    Ok(refs)
 }
 
 fn is_host_char(b: u8) -> bool {

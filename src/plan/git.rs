@@ -76,6 +76,8 @@ pub struct GitUpstream {
     /// Private key file on the host (expanded, checked to exist).
     pub identity: PathBuf,
     pub host_key: Option<String>,
+    /// The ref policy the gate enforces on pushes (F-REFS).
+    pub refs: crate::manifest::GitRefs,
 }
 
 /// Split `ssh://user@host[:port]/path`. Errors say which part is wrong.
@@ -137,6 +139,7 @@ pub fn resolve_upstreams(
             path,
             identity,
             host_key: repo.host_key.clone(),
+            refs: repo.refs.clone(),
         });
     }
     Ok(out)
@@ -226,6 +229,7 @@ mod tests {
                 url: "ssh://git@h.example:2200/a/b.git".into(),
                 identity: "~/.ssh/id_gate".into(),
                 host_key: Some("h.example ssh-ed25519 AAAA".into()),
+                refs: Default::default(),
             },
         )]);
         let ups = resolve_upstreams(&repos, Path::new("/nonexistent"), &h).unwrap();
@@ -261,6 +265,7 @@ mod tests {
                 url: "ssh://git@h/x.git".into(),
                 identity: "key".into(),
                 host_key: None,
+                refs: Default::default(),
             },
         )]);
         assert!(matches!(
@@ -280,6 +285,7 @@ mod tests {
                 url: "git@github.com:o/r".into(),
                 identity: "/nonexistent".into(),
                 host_key: None,
+                refs: Default::default(),
             },
         )]);
         let err = resolve_upstreams(&repos, Path::new("/nonexistent"), &host()).unwrap_err();

@@ -100,7 +100,17 @@ impl fmt::Display for BottlePlan {
         let upstreams: Vec<String> = self
             .git_upstreams
             .iter()
-            .map(|u| format!("{} → {}:{}", u.name, u.host, u.port))
+            .map(|u| {
+                let pin = if u.host_key.is_some() {
+                    "host key pinned"
+                } else {
+                    "host key NOT pinned (first key seen is trusted)"
+                };
+                format!(
+                    "{} → {}:{} ({pin}; push: {})",
+                    u.name, u.host, u.port, u.refs
+                )
+            })
             .collect();
         if !upstreams.is_empty() {
             list(f, "git-gate", &upstreams)?;

@@ -353,6 +353,7 @@ fn summary_lists_skills_and_git_gate_upstreams() {
             url: "ssh://git@code.example:2222/me/proj.git".into(),
             identity: "~/key".into(),
             host_key: None,
+            refs: Default::default(),
         },
     )]);
     let mut a = agent("reviewer", "dev");
@@ -384,6 +385,7 @@ fn validation_errors_stop_resolution() {
             url: "ssh://git@h/x.git".into(),
             identity: "/nonexistent/key".into(),
             host_key: None,
+            refs: Default::default(),
         },
     );
     let m = manifest(vec![b], vec![agent("reviewer", "dev")]);

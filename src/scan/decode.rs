@@ -61,6 +61,12 @@ pub(crate) struct Layer {
 /// double encoding): its runs were already decoded.
 pub(crate) fn decodings(data: &[u8], kind: Option<Kind>, budget: &mut Budget) -> Vec<Layer> {
     let mut out = Vec::new();
+    if let Some(bytes) = inflate_embedded(data, budget) {
+        out.push(Layer {
+            bytes,
+            kind: Kind::Runs,
+        });
+    }
     let unescaped = (has_escape(data) && budget.take(data.len())).then(|| unescape(data));
     if kind != Some(Kind::Unescaped) {
         let runs = encoded_runs(unescaped.as_deref().unwrap_or(data), budget);
@@ -98,7 +104,11 @@ fn is_percent_escape(data: &[u8], i: usize) -> bool {
 }
 
 fn is_json_escape(data: &[u8], i: usize) -> bool {
-    data[i] == b'\\' && matches!(data.get(i + 1), Some(b'u' | b'/' | b'"' | b'\\'))
+    data[i] == b'\\'
+        && matches!(
+            data.get(i + 1),
+            Some(b'u' | b'/' | b'"' | b'\\' | b'\n' | b'\r')
+        )
 }
 
 fn has_escape(data: &[u8]) -> bool {
@@ -140,6 +150,19 @@ pub(crate) fn unescape(data: &[u8]) -> Vec<u8> {
 
 /// Decode the JSON escape at `data[i]` (a backslash) into `out`; returns bytes consumed.
 fn json_escape(data: &[u8], i: usize, out: &mut Vec<u8>) -> usize {
+    // A line continuation (`\` at the end of a line) joins the lines: a value split that way
+    // (shell, C, a diff's added lines with their `+`) is one value again.
+    let continued = match (data.get(i + 1), data.get(i + 2)) {
+        (Some(b'\n'), _) => Some(2),
+        (Some(b'\r'), Some(b'\n')) => Some(3),
+        _ => None,
+    };
+    if let Some(mut used) = continued {
+        if data.get(i + used) == Some(&b'+') {
+            used += 1;
+        }
+        return used;
+    }
     let simple = match data.get(i + 1) {
         Some(b'/') => Some(b'/'),
         Some(b'"') => Some(b'"'),
@@ -308,6 +331,9 @@ fn encoded_runs(data: &[u8], budget: &mut Budget) -> Vec<u8> {
             scratch.clear();
             base64_into(&run[align..], &mut scratch);
             keep_text(&scratch, &mut out);
+            if let Some(inflated) = inflate_embedded(&scratch, budget) {
+                keep_text(&inflated, &mut out);
+            }
         }
         // Hex sub-runs inside the base64 run (hex digits are a subset of its alphabet).
         let mut j = 0;
@@ -331,6 +357,45 @@ fn encoded_runs(data: &[u8], budget: &mut Budget) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Most bytes one compressed stream may inflate to within a scan window.
+const MAX_INFLATE: usize = 1 << 20;
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b, 0x08];
+
+fn find_gzip(data: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = data.get(from..)?.iter().position(|&b| b == GZIP_MAGIC[0]) {
+        let at = from + i;
+        if data.get(at..at + GZIP_MAGIC.len()) == Some(GZIP_MAGIC) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// A gzip stream anywhere in `data`, or a zlib stream at its start, inflated (bounded by the
+/// budget; a truncated stream yields what decoded before the cut).
+fn inflate_embedded(data: &[u8], budget: &mut Budget) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let zlib = matches!(data, [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..]);
+    let gzip_at = find_gzip(data);
+    if !zlib && gzip_at.is_none() {
+        return None;
+    }
+    let cap = budget.left.min(MAX_INFLATE) as u64;
+    let mut out = Vec::new();
+    if let Some(at) = gzip_at {
+        let _ = flate2::read::MultiGzDecoder::new(&data[at..])
+            .take(cap)
+            .read_to_end(&mut out);
+    } else {
+        let _ = flate2::read::ZlibDecoder::new(data)
+            .take(cap)
+            .read_to_end(&mut out);
+    }
+    (!out.is_empty() && budget.take(out.len())).then_some(out)
 }
 
 #[cfg(test)]

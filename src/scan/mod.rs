@@ -7,6 +7,8 @@
 //! fixed-size overlap, and [`Scanner::scan_gzip`] decompresses with an output cap.
 
 mod decode;
+#[cfg(test)]
+mod fixtures;
 mod gzip;
 mod rules;
 mod stream;

@@ -48,6 +48,8 @@ const fn checked(
     }
 }
 
+// No pattern depends on a word boundary or on what follows a value: the sender controls both,
+// so a secret glued into a longer word or padded with more characters is still found.
 // Patterns are compiled with Unicode off: `\b`, `\s` and classes are ASCII and `[^x]` matches
 // any byte. Repetitions are bounded or end at the first byte outside their class, so a forward
 // search never runs far past a match (keeps `find`/`captures` iteration linear).
@@ -65,18 +67,18 @@ pub(crate) static RULES: &[RuleDef] = &[
     rule(
         "aws-access-key-id",
         "AWS access key id",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+        r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
     ),
     checked(
         "aws-secret-access-key",
         "AWS secret access key",
-        r#"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key)\\?["']?\s*(?:=>|[:=])\s*\\?["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        r#"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key)\\?["']?\s*(?:=>|[:=])\s*\\?["']?([A-Za-z0-9/+]{40})"#,
         high_entropy,
     ),
     rule(
         "google-api-key",
         "Google API key",
-        r"\bAIza[0-9A-Za-z_\-]{35}(?:[^0-9A-Za-z_\-]|$)",
+        r"AIza[0-9A-Za-z_\-]{35}",
     ),
     rule(
         "azure-storage-key",
@@ -86,32 +88,32 @@ pub(crate) static RULES: &[RuleDef] = &[
     rule(
         "github-pat",
         "GitHub personal access token (classic)",
-        r"\bghp_[A-Za-z0-9]{36}\b",
+        r"ghp_[A-Za-z0-9]{36}",
     ),
     rule(
         "github-oauth-token",
         "GitHub OAuth access token",
-        r"\bgho_[A-Za-z0-9]{36}\b",
+        r"gho_[A-Za-z0-9]{36}",
     ),
     rule(
         "github-app-token",
         "GitHub App user-to-server or server-to-server token",
-        r"\bgh[us]_[A-Za-z0-9]{36}\b",
+        r"gh[us]_[A-Za-z0-9]{36}",
     ),
     rule(
         "github-refresh-token",
         "GitHub refresh token",
-        r"\bghr_[A-Za-z0-9]{36,76}\b",
+        r"ghr_[A-Za-z0-9]{36,76}",
     ),
     rule(
         "github-fine-grained-pat",
         "GitHub fine-grained personal access token",
-        r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b",
+        r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
     ),
     rule(
         "gitlab-pat",
         "GitLab personal access token",
-        r"\bglpat-[A-Za-z0-9_\-]{20}",
+        r"glpat-[A-Za-z0-9_\-]{20}",
     ),
     rule(
         "slack-webhook",
@@ -121,81 +123,79 @@ pub(crate) static RULES: &[RuleDef] = &[
     rule(
         "slack-token",
         "Slack bot/user/app token",
-        r"\bxox[abposr]-[0-9A-Za-z]{1,16}-[0-9A-Za-z\-]{10}",
+        r"xox[abposr]-[0-9A-Za-z]{1,16}-[0-9A-Za-z\-]{10}",
     ),
     rule(
         "stripe-secret-key",
         "Stripe live secret key",
-        r"\bsk_live_[0-9A-Za-z]{24}",
+        r"sk_live_[0-9A-Za-z]{24}",
     ),
     rule(
         "stripe-restricted-key",
         "Stripe live restricted key",
-        r"\brk_live_[0-9A-Za-z]{24}",
+        r"rk_live_[0-9A-Za-z]{24}",
     ),
-    rule("npm-token", "npm access token", r"\bnpm_[A-Za-z0-9]{36}\b"),
+    rule("npm-token", "npm access token", r"npm_[A-Za-z0-9]{36}"),
     rule(
         "pypi-token",
         "PyPI upload token",
-        r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50}",
+        r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50}",
     ),
     rule(
         "anthropic-api-key",
         "Anthropic API key",
-        r"\bsk-ant-(?:api03|admin01)-[A-Za-z0-9_\-]{80}",
+        r"sk-ant-(?:api03|admin01)-[A-Za-z0-9_\-]{80}",
     ),
     rule(
         "anthropic-oauth-token",
         "Anthropic OAuth token",
-        r"\bsk-ant-(?:oat01|ort01)-[A-Za-z0-9_\-]{80}",
+        r"sk-ant-(?:oat01|ort01)-[A-Za-z0-9_\-]{80}",
     ),
     rule(
         "openai-api-key",
         "OpenAI API key",
-        r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}\b)",
+        r"sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20})",
     ),
     checked(
         "huggingface-token",
         "Hugging Face access token",
-        r"\b(hf_[A-Za-z0-9]{34,40})\b",
+        r"(hf_[A-Za-z0-9]{34,40})",
         mixed_case,
     ),
-    rule("twilio-api-key", "Twilio API key", r"\bSK[0-9a-f]{32}\b"),
+    rule("twilio-api-key", "Twilio API key", r"SK[0-9a-f]{32}"),
     rule(
         "sendgrid-api-key",
         "SendGrid API key",
-        r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?:[^A-Za-z0-9_\-]|$)",
+        r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}",
     ),
-    rule(
-        "mailgun-api-key",
-        "Mailgun API key",
-        r"\bkey-[0-9a-f]{32}\b",
-    ),
+    rule("mailgun-api-key", "Mailgun API key", r"key-[0-9a-f]{32}"),
     rule(
         "digitalocean-token",
         "DigitalOcean token",
-        r"\bdo[por]_v1_[a-f0-9]{64}\b",
+        r"do[por]_v1_[a-f0-9]{64}",
     ),
     rule(
         "shopify-token",
         "Shopify access token",
-        r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b",
+        r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
     ),
     checked(
         "discord-bot-token",
         "Discord bot token",
-        r"\b([MNO][A-Za-z0-9_\-]{23,27})\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}(?:[^A-Za-z0-9_\-]|$)",
+        // The id part is found by the check among the run's last 24-28 bytes: a pattern
+        // starting at a common letter would keep many counters live and slow the set down.
+        r"([A-Za-z0-9_\-]{24,28})\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}",
         discord_user_id,
     ),
     rule(
         "telegram-bot-token",
         "Telegram bot token",
-        r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?:[^A-Za-z0-9_\-]|$)",
+        r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}",
     ),
     checked(
         "jwt",
         "JSON Web Token",
-        r"\b(eyJ[A-Za-z0-9_\-]{8,})\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{16}",
+        r"(eyJ[A-Za-z0-9_\-]{8,})\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{16}",
         jwt_header,
     ),
     checked(
@@ -289,10 +289,16 @@ fn random_looking(v: &[u8]) -> bool {
     (classes || long_hex) && !template && entropy(v) >= 3.5
 }
 
-/// Discord bot tokens start with the bot's user id (a decimal snowflake) in base64.
+/// Discord bot tokens start with the bot's user id (a decimal snowflake) in base64. `v` may
+/// carry padding glued before the id: every suffix of an id's length is tried.
 fn discord_user_id(v: &[u8]) -> bool {
-    let id = crate::scan::decode::base64_lenient(v);
-    (17..=20).contains(&id.len()) && id.iter().all(u8::is_ascii_digit)
+    (24..=28.min(v.len())).any(|n| {
+        let cand = &v[v.len() - n..];
+        matches!(cand.first(), Some(b'M' | b'N' | b'O')) && {
+            let id = crate::scan::decode::base64_lenient(cand);
+            (17..=20).contains(&id.len()) && id.iter().all(u8::is_ascii_digit)
+        }
+    })
 }
 
 /// A JWT header is base64url JSON naming its algorithm.

@@ -1,6 +1,7 @@
 //! Daemons that run in the sidecar bundle; `src/bin/` holds their thin mains.
 
 pub mod egress;
+pub mod git_gate;
 pub mod init;
 pub mod relay;
 pub mod supervise;

@@ -1,0 +1,365 @@
+//! Loopback fixtures for the git-gate: a real `sshd` upstream on a free port with a throwaway
+//! host key and user key, bare upstream repos, the gate binary, and an "agent" git that
+//! reaches its upstream only through the gate (`insteadOf`), with no key of its own.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// The sshd binary, or `None` after saying loudly why the test does not run. Where the suite
+/// is expected to have it (CI, engine builds), its absence fails the test instead.
+pub fn sshd_or_skip(test: &str) -> Option<&'static str> {
+    if Path::new(SSHD).is_file() {
+        return Some(SSHD);
+    }
+    let required =
+        std::env::var_os("CI").is_some() || option_env!("BOT_BOTTLE_ENGINE_TESTS") == Some("1");
+    assert!(
+        !required,
+        "{SSHD} is missing; CI must install openssh-server (see .ci/run)"
+    );
+    eprintln!("SKIPPED: {test}: needs {SSHD} (apt-get install openssh-server)");
+    None
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn keygen(path: &Path) -> String {
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "throwaway", "-f"])
+        .arg(path));
+    std::fs::read_to_string(path.with_extension("pub")).expect("pub key")
+}
+
+fn whoami() -> String {
+    ok(Command::new("id").arg("-un"))
+}
+
+/// A running sshd serving bare repos under `root`.
+pub struct Upstream {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub user: String,
+    pub user_key: PathBuf,
+    pub host_pub: String,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let host_key = d.join("host_ed25519");
+        let host_pub = keygen(&host_key);
+        let user_key = d.join("user_ed25519");
+        let user_pub = keygen(&user_key);
+        std::fs::write(d.join("authorized_keys"), &user_pub).unwrap();
+        std::fs::create_dir_all(d.join("repos")).unwrap();
+        // Privilege separation directory sshd insists on when run as root.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                 PidFile {pid}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nAllowTcpForwarding no\nX11Forwarding no\n\
+                 PrintMotd no\nLogLevel ERROR\nMaxStartups 100\n",
+                hk = host_key.display(),
+                ak = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        let mut up = Upstream {
+            dir,
+            port,
+            user: whoami(),
+            user_key,
+            host_pub: host_pub.trim().to_string(),
+            child: None,
+            config,
+        };
+        up.restart();
+        up
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        self.child = Some(child);
+        wait_port(self.port, "sshd");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new bare repo on the upstream with one commit on `main`; returns its ssh URL.
+    pub fn repo(&self, name: &str) -> String {
+        let bare = self.dir.path().join("repos").join(format!("{name}.git"));
+        ok(Command::new("git")
+            .args(["init", "--quiet", "--bare", "-b", "main"])
+            .arg(&bare));
+        let seed = self.dir.path().join(format!("seed-{name}"));
+        ok(Command::new("git")
+            .args(["init", "--quiet", "-b", "main"])
+            .arg(&seed));
+        std::fs::write(seed.join("README.md"), "hello\n").unwrap();
+        ok(plain_git(&seed).args(["add", "."]));
+        ok(plain_git(&seed).args(["commit", "--quiet", "-m", "initial"]));
+        ok(plain_git(&seed)
+            .arg("push")
+            .arg("--quiet")
+            .arg(&bare)
+            .arg("main"));
+        self.url(name)
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        let bare = self.dir.path().join("repos").join(format!("{name}.git"));
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            bare.display()
+        )
+    }
+
+    pub fn bare(&self, name: &str) -> PathBuf {
+        self.dir.path().join("repos").join(format!("{name}.git"))
+    }
+
+    /// The upstream's value of `refname`, or `None`.
+    pub fn rev(&self, name: &str, refname: &str) -> Option<String> {
+        let out =
+            run(plain_git(&self.bare(name)).args(["rev-parse", "--verify", "--quiet", refname]));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The ssh command a direct (gate-less) client uses to reach this upstream.
+    pub fn direct_ssh(&self) -> String {
+        format!(
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            self.user_key.display()
+        )
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// git with a fixed identity and no user or system config.
+pub fn plain_git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.test")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.test")
+        .env("GIT_TERMINAL_PROMPT", "0");
+    c
+}
+
+/// One repo entry of the gate's repos file.
+pub struct RepoSpec {
+    pub name: String,
+    pub url: String,
+    pub host_key: Option<String>,
+    pub refs: serde_json::Value,
+}
+
+/// The gate binary: cargo names it for tests; an example finds it beside its own directory
+/// (`target/<profile>/examples/..` → `target/<profile>/bot-bottle-git-gate`).
+pub fn gate_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_bot-bottle-git-gate") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("bot-bottle-git-gate"))
+        .expect("target dir")
+}
+
+/// A running gate (the real binary) on a free loopback port.
+pub struct Gate {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Gate {
+    pub fn start(identity: &Path, repos: &[RepoSpec]) -> Gate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list: Vec<serde_json::Value> = repos
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::json!({
+                    "name": r.name, "url": r.url, "identity": identity, "refs": r.refs,
+                });
+                if let Some(k) = &r.host_key {
+                    v["host_key"] = k.clone().into();
+                }
+                v
+            })
+            .collect();
+        let repos_file = dir.path().join("repos.json");
+        std::fs::write(
+            &repos_file,
+            serde_json::json!({ "repos": list }).to_string(),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(gate_bin())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--repos")
+            .arg(&repos_file)
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--audit")
+            .arg(dir.path().join("audit.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start gate");
+        wait_port(port, "git-gate");
+        Gate { dir, port, child }
+    }
+
+    pub fn http_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}.git", self.port)
+    }
+
+    /// Audit lines written so far, parsed.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's side: a home with a `.gitconfig` whose `insteadOf` rules send each upstream URL
+/// to the gate, and an ssh that cannot work (the agent has no key and no route).
+pub struct Agent {
+    pub home: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn new(gate: &Gate, upstreams: &[(&str, &str)]) -> Agent {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut cfg = String::from("[user]\n\tname = agent\n\temail = agent@example.test\n");
+        for (name, url) in upstreams {
+            cfg.push_str(&format!(
+                "[url \"{}\"]\n\tinsteadOf = {url}\n",
+                gate.http_url(name)
+            ));
+        }
+        std::fs::write(home.path().join(".gitconfig"), cfg).unwrap();
+        Agent { home }
+    }
+
+    pub fn git(&self, dir: &Path) -> Command {
+        let mut c = Command::new("git");
+        c.current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSH_COMMAND", "false");
+        c
+    }
+
+    pub fn clone(&self, url: &str, into: &str) -> PathBuf {
+        ok(self
+            .git(self.home.path())
+            .args(["clone", "--quiet", url, into]));
+        self.home.path().join(into)
+    }
+
+    pub fn commit(&self, work: &Path, file: &str, content: &[u8], msg: &str) -> String {
+        let p = work.join(file);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        ok(self.git(work).args(["add", "-A"]));
+        ok(self.git(work).args(["commit", "--quiet", "-m", msg]));
+        ok(self.git(work).args(["rev-parse", "HEAD"]))
+    }
+}
+
+/// Secret fixtures assembled at run time (no literal secret in the source).
+pub fn aws_key() -> String {
+    format!("AKIA{}", "Q7LMZ2XW4RT9PK3N")
+}
+
+pub fn github_pat() -> String {
+    format!("ghp_{}", "x9Kq2LmZ8vT4pR7nW1sY6bH3cJ5dF0gA2eUi")
+}
