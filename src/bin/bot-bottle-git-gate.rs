@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bot_bottle::sidecar::git_gate::{GateArgs, GateServer, hook};
-use clap::Parser;
 
 fn main() -> ExitCode {
     if std::env::args_os()
@@ -16,38 +15,7 @@ fn main() -> ExitCode {
         let code = hook::pre_receive(stdin, &mut std::io::stderr());
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let args = match GateArgs::try_parse() {
-        Ok(a) => a,
-        Err(e) => return usage_exit(&e),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BOT_BOTTLE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bot-bottle-git-gate: error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `--help` succeeds; a bad argument is a one-line error and exit 1.
-fn usage_exit(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("bot-bottle-git-gate: error: {first}; see --help");
-    ExitCode::from(1)
+    bot_bottle::sidecar::daemon::main::<GateArgs, _>("bot-bottle-git-gate", run)
 }
 
 fn run(args: GateArgs) -> anyhow::Result<()> {

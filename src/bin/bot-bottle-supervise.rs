@@ -76,38 +76,7 @@ enum Cmd {
 const MAX_DECISION: u64 = 64 * 1024;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        Err(e) => return usage_exit(&e),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BOT_BOTTLE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bot-bottle-supervise: error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// `--help` succeeds; a bad argument is a one-line error and exit 1.
-fn usage_exit(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("bot-bottle-supervise: error: {first}; see --help");
-    ExitCode::from(1)
+    bot_bottle::sidecar::daemon::main::<Args, _>("bot-bottle-supervise", run)
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! Daemons that run in the sidecar bundle; `src/bin/` holds their thin mains.
 
+pub mod daemon;
 pub mod egress;
 pub mod git_gate;
 pub mod init;
