@@ -552,15 +552,7 @@ impl Launcher<'_> {
             }
         };
         self.snapshot(plan, &b);
-        let preserved = code != 0;
-        let marked = if preserved {
-            b.state.preserve()
-        } else {
-            b.state.unpreserve()
-        };
-        if let Err(e) = marked {
-            self.ui.warn(&e.to_string());
-        }
+        let preserved = crate::backend::settle_state(code, &b.state, self.ui);
         self.teardown(&mut b);
         Ok(Outcome {
             identity: b.identity.clone(),
