@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt as _;
 
 const SECRET_ENV: &str = "sk-fwd-0123456789abcdefSECRETVALUE";
 const SECRET_TOKEN: &str = "tok-0123456789abcdefTOKENVALUE";
@@ -318,6 +319,110 @@ fn a_taken_pinned_name_is_an_error_before_anything_is_created() {
         .stderr(predicates::str::contains("bot-bottle-pinned"));
     assert!(!env.calls().iter().any(|c| c.contains(" up ")));
     assert!(env.state_dirs().is_empty());
+}
+
+/// Key material fixture: a fake OpenSSH private key body, assembled at run time.
+fn fake_git_key() -> String {
+    format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+        "b3BlbnNzaC1rZXktdjEAAAAAKEYMATERIAL0123456789zz"
+    )
+}
+
+#[test]
+fn a_git_gate_bottle_starts_the_gate_with_its_key_in_the_bundle_only() {
+    let env = Env::new(
+        "git-gate:\n  user:\n    name: Agent Smith\n    email: agent@example.test\n  repos:\n    proj:\n      url: ssh://git@git.internal/org/proj.git\n      identity: gate.key\n      host_key: git.internal ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPINNED\n      extra_hosts:\n        git.internal: 192.0.2.7\n      refs:\n        allow: [\"agent/*\"]\n",
+    );
+    let key = fake_git_key();
+    std::fs::write(env.home.join("bottles/gate.key"), &key).unwrap();
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "3")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        // The preflight shows the upstream, its pins and its ref policy.
+        .stderr(predicates::str::contains(
+            "proj → git.internal:22 (host key pinned; git.internal at 192.0.2.7; push: branches agent/*, no force, no tags, no deletes)",
+        ));
+    let body = "KEYMATERIAL0123456789zz";
+    assert!(!env.log_text().contains(body), "key on argv");
+    // The bundle's config stream: the repos file, the gate's argv and the key at 0600.
+    let config = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(config.as_slice()).entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mode = e.header().mode().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        seen.insert(path, (mode, text));
+    }
+    let (mode, text) = &seen["etc/bot-bottle/git-gate-proj.key"];
+    assert_eq!((*mode & 0o777, text.as_str()), (0o600, key.as_str()));
+    let repos: serde_json::Value =
+        serde_json::from_str(&seen["etc/bot-bottle/git-gate.json"].1).unwrap();
+    assert_eq!(
+        repos["repos"][0]["identity"],
+        "/etc/bot-bottle/git-gate-proj.key"
+    );
+    assert_eq!(repos["repos"][0]["refs"]["allow"][0], "agent/*");
+    assert!(!seen["etc/bot-bottle/git-gate.json"].1.contains(body));
+    assert!(
+        seen["etc/bot-bottle/git-gate.args.json"]
+            .1
+            .contains("bot-bottle-git-gate")
+    );
+    // The agent's provisioning stream: insteadOf rules and the identity, never the key.
+    let tar = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    assert!(!contains(&tar, body), "key in the agent's provisioning");
+    let mut gitconfig = String::new();
+    for e in tar::Archive::new(tar.as_slice()).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with(".gitconfig") {
+            std::io::Read::read_to_string(&mut e, &mut gitconfig).unwrap();
+        }
+    }
+    for needle in [
+        "[url \"http://127.0.0.1:9420/proj.git\"]",
+        "insteadOf = \"ssh://git@git.internal/org/proj.git\"",
+        "insteadOf = \"git@git.internal:org/proj.git\"",
+        "insteadOf = \"https://git.internal/org/proj\"",
+        "name = \"Agent Smith\"",
+    ] {
+        assert!(gitconfig.contains(needle), "{needle} missing:\n{gitconfig}");
+    }
+    // The compose file starts the gate and pins the host on the bundle only; no key in it
+    // or anywhere in the state dir.
+    let states = env.state_dirs();
+    assert_eq!(states.len(), 1);
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(compose.contains("egress,git-gate"), "{compose}");
+    assert!(compose.contains("git.internal:192.0.2.7"), "{compose}");
+    for (path, bytes) in all_files(&states[0]) {
+        assert!(!contains(&bytes, body), "key in {}", path.display());
+    }
+}
+
+#[test]
+fn a_git_gate_bottle_is_noted_as_unavailable_on_smolmachines_only() {
+    let env = Env::new(
+        "git-gate:\n  repos:\n    proj:\n      url: ssh://git@git.internal/org/proj.git\n      identity: gate.key\n",
+    );
+    std::fs::write(env.home.join("bottles/gate.key"), fake_git_key()).unwrap();
+    env.cmd()
+        .args(["start", "--dry-run", "--backend", "smolmachines", "worker"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "`git-gate.repos` (the git gate) on the smolmachines backend is not available yet",
+        ));
+    env.cmd()
+        .args(["start", "--dry-run", "worker"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("not available yet").not());
+    assert!(env.calls().iter().all(|c| !c.contains(" up ")));
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
                 "name": u.name,
                 "host": u.host,
                 "port": u.port,
+                "host_key_pinned": u.host_key.is_some(),
+                "extra_hosts": u.extra_hosts,
                 "refs": {"allow": u.refs.allow, "force": u.refs.force, "tags": u.refs.tags},
             })).collect::<Vec<_>>(),
             "supervise": plan.supervise,
@@ -101,7 +103,7 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
         let upstreams: Vec<String> = plan
             .git_upstreams
             .iter()
-            .map(|u| format!("{} → {}:{} (push: {})", u.name, u.host, u.port, u.refs))
+            .map(crate::plan::GitUpstream::summary)
             .collect();
         block(&mut s, "git-gate", &upstreams);
         let _ = writeln!(s, "supervise {}", if plan.supervise { "on" } else { "off" });

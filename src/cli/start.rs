@@ -146,8 +146,10 @@ fn run_start(
 /// Capabilities a bottle may declare that are not built yet: refused before anything runs.
 fn not_available(plan: &BottlePlan) -> Vec<String> {
     let mut v = Vec::new();
-    if !plan.git_upstreams.is_empty() {
-        v.push("`git-gate.repos` (the git gate)".to_string());
+    // The Docker backend runs the git gate in the bundle; the smolmachines guest has no
+    // relay to it yet.
+    if !plan.git_upstreams.is_empty() && plan.backend == BackendKind::Smolmachines {
+        v.push("`git-gate.repos` (the git gate) on the smolmachines backend".to_string());
     }
     if plan.supervise {
         v.push("`supervise: true` (the supervise server)".to_string());

@@ -328,6 +328,40 @@ fn repo_names_and_fields() {
 }
 
 #[test]
+fn extra_hosts_pin_names_to_addresses() {
+    let repo = |body: &str| {
+        format!("git-gate:\n  repos:\n    r:\n      url: ssh://git@h/p\n      identity: k\n{body}")
+    };
+    let b = bottle(&repo(
+        "      extra_hosts:\n        Git.Internal: 192.0.2.7\n        v6.internal: \"2001:db8::1\"\n",
+    ));
+    let pins = &b.git_repos.unwrap()["r"].extra_hosts;
+    assert_eq!(pins["git.internal"].to_string(), "192.0.2.7");
+    assert_eq!(pins["v6.internal"].to_string(), "2001:db8::1");
+    for (body, key) in [
+        (
+            "      extra_hosts:\n        git.internal: not-an-ip\n",
+            "git-gate.repos.r.extra_hosts.git.internal",
+        ),
+        (
+            "      extra_hosts:\n        \"a/b\": 192.0.2.7\n",
+            "git-gate.repos.r.extra_hosts.a/b",
+        ),
+        (
+            "      extra_hosts:\n        h: \"\"\n",
+            "git-gate.repos.r.extra_hosts.h",
+        ),
+        (
+            "      extra_hosts:\n        H: 192.0.2.7\n        h: 192.0.2.8\n",
+            "git-gate.repos.r.extra_hosts.h",
+        ),
+        ("      extra_hosts: [h]\n", "git-gate.repos.r.extra_hosts"),
+    ] {
+        bottle_err(&repo(body), key);
+    }
+}
+
+#[test]
 fn ssh_url_shape() {
     for ok in [
         "ssh://git@github.com/o/r.git",

@@ -99,6 +99,9 @@ pub struct GitRepo {
     pub host_key: Option<String>,
     /// What the agent may push (F-REFS); default: any branch, no force, no tags.
     pub refs: GitRefs,
+    /// Host name → address pinned in the git-gate's `/etc/hosts` (compose `extra_hosts`), for
+    /// upstreams whose name the bundle cannot resolve (e.g. reachable only by IP).
+    pub extra_hosts: BTreeMap<String, std::net::IpAddr>,
 }
 
 /// `git-gate.repos.<name>.refs`: the ref policy the git-gate enforces on pushes.

@@ -38,7 +38,7 @@ const PROVIDER_KEYS: &[&str] = &[
 ];
 const GIT_GATE_KEYS: &[&str] = &["repos", "user"];
 const GIT_USER_KEYS: &[&str] = &["email", "name"];
-const REPO_KEYS: &[&str] = &["host_key", "identity", "refs", "url"];
+const REPO_KEYS: &[&str] = &["extra_hosts", "host_key", "identity", "refs", "url"];
 const REFS_KEYS: &[&str] = &["allow", "force", "tags"];
 const EGRESS_KEYS: &[&str] = &["routes"];
 const ROUTE_KEYS: &[&str] = &["auth", "host", "path_allowlist", "pipelock"];
@@ -504,6 +504,11 @@ fn repos(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, GitRepo>, ManifestErro
             .map(|r| git_refs(v, r, &join(&key, "refs")))
             .transpose()?
             .unwrap_or_default();
+        let extra_hosts = e
+            .get("extra_hosts")
+            .map(|h| extra_hosts(v, h, &join(&key, "extra_hosts")))
+            .transpose()?
+            .unwrap_or_default();
         out.insert(
             name.clone(),
             GitRepo {
@@ -511,8 +516,37 @@ fn repos(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, GitRepo>, ManifestErro
                 identity: identity.to_owned(),
                 host_key,
                 refs,
+                extra_hosts,
             },
         );
+    }
+    Ok(out)
+}
+
+/// `extra_hosts: {<host name>: <IP address>}`: names the git-gate resolves to a fixed address.
+fn extra_hosts(
+    v: &V<'_>,
+    x: &Value,
+    key: &str,
+) -> Result<BTreeMap<String, std::net::IpAddr>, ManifestError> {
+    let m = v.map(x, key)?;
+    let mut out = BTreeMap::new();
+    for (host, ip) in m {
+        let hk = join(key, host);
+        check_host(host).map_err(|e| v.err(&hk, e))?;
+        let text = v.nonempty(ip, &hk)?;
+        let addr = text.parse::<std::net::IpAddr>().map_err(|_| {
+            v.err(
+                &hk,
+                format!(
+                    "`{}` is not an IP address; give the address the upstream answers on (e.g. 192.0.2.10)",
+                    clip(text)
+                ),
+            )
+        })?;
+        if out.insert(host.to_ascii_lowercase(), addr).is_some() {
+            return Err(v.err(&hk, "host is pinned twice (names are case-insensitive)"));
+        }
     }
     Ok(out)
 }

@@ -65,6 +65,14 @@ pub enum PlanError {
         url: String,
         reason: &'static str,
     },
+    #[error(
+        "git-gate repos `{first}` and `{second}` pin host `{host}` to different addresses; give it one address in `extra_hosts`"
+    )]
+    GitHostPinConflict {
+        host: String,
+        first: String,
+        second: String,
+    },
     #[error("custom Dockerfile for bottle `{bottle}` not found at {}; fix `agent_provider.dockerfile` or create the file", path.display())]
     DockerfileMissing { bottle: String, path: PathBuf },
     #[error(

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::{HostEnv, PlanError};
@@ -78,6 +79,53 @@ pub struct GitUpstream {
     pub host_key: Option<String>,
     /// The ref policy the gate enforces on pushes (F-REFS).
     pub refs: crate::manifest::GitRefs,
+    /// Host name → address pinned in the bundle's `/etc/hosts` (compose `extra_hosts`).
+    pub extra_hosts: BTreeMap<String, IpAddr>,
+}
+
+impl GitUpstream {
+    /// One line for the preflight and `info`: upstream, host-key pinning, address pinning and
+    /// ref policy.
+    pub fn summary(&self) -> String {
+        let key = if self.host_key.is_some() {
+            "host key pinned"
+        } else {
+            "host key NOT pinned (first key seen is trusted)"
+        };
+        let mut s = format!("{} → {}:{} ({key}", self.name, self.host, self.port);
+        for (host, ip) in &self.extra_hosts {
+            s.push_str(&format!("; {host} at {ip}"));
+        }
+        s.push_str(&format!("; push: {})", self.refs));
+        s
+    }
+}
+
+/// Every `extra_hosts` pin of the bottle's repos as `host:ip` (compose's spelling), sorted.
+/// Two repos that pin one host to different addresses are refused.
+pub fn extra_hosts(upstreams: &[GitUpstream]) -> Result<Vec<String>, PlanError> {
+    let mut seen: BTreeMap<&str, (IpAddr, &str)> = BTreeMap::new();
+    for u in upstreams {
+        for (host, ip) in &u.extra_hosts {
+            match seen.get(host.as_str()) {
+                Some((other, first)) if other != ip => {
+                    return Err(PlanError::GitHostPinConflict {
+                        host: host.clone(),
+                        first: (*first).to_string(),
+                        second: u.name.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(host, (*ip, &u.name));
+                }
+            }
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(host, (ip, _))| format!("{host}:{ip}"))
+        .collect())
 }
 
 /// Split `ssh://user@host[:port]/path`. Errors say which part is wrong.
@@ -140,8 +188,10 @@ pub fn resolve_upstreams(
             identity,
             host_key: repo.host_key.clone(),
             refs: repo.refs.clone(),
+            extra_hosts: repo.extra_hosts.clone(),
         });
     }
+    extra_hosts(&out)?;
     Ok(out)
 }
 
@@ -230,6 +280,7 @@ mod tests {
                 identity: "~/.ssh/id_gate".into(),
                 host_key: Some("h.example ssh-ed25519 AAAA".into()),
                 refs: Default::default(),
+                extra_hosts: Default::default(),
             },
         )]);
         let ups = resolve_upstreams(&repos, Path::new("/nonexistent"), &h).unwrap();
@@ -266,6 +317,7 @@ mod tests {
                 identity: "key".into(),
                 host_key: None,
                 refs: Default::default(),
+                extra_hosts: Default::default(),
             },
         )]);
         assert!(matches!(
@@ -286,11 +338,50 @@ mod tests {
                 identity: "/nonexistent".into(),
                 host_key: None,
                 refs: Default::default(),
+                extra_hosts: Default::default(),
             },
         )]);
         let err = resolve_upstreams(&repos, Path::new("/nonexistent"), &host()).unwrap_err();
         assert!(matches!(err, PlanError::GitUrl { .. }));
         assert!(err.to_string().contains("r1"));
+    }
+
+    fn pinned(name: &str, host: &str, ip: &str) -> GitUpstream {
+        GitUpstream {
+            name: name.into(),
+            url: format!("ssh://git@{host}/x.git"),
+            user: "git".into(),
+            host: host.into(),
+            port: 22,
+            path: "x.git".into(),
+            identity: "/k".into(),
+            host_key: None,
+            refs: Default::default(),
+            extra_hosts: BTreeMap::from([(host.to_string(), ip.parse().unwrap())]),
+        }
+    }
+
+    #[test]
+    fn pins_are_merged_and_a_conflict_names_both_repos() {
+        let a = pinned("a", "git.internal", "192.0.2.7");
+        let b = pinned("b", "git.internal", "192.0.2.7");
+        let c = pinned("c", "other.internal", "192.0.2.9");
+        assert_eq!(
+            extra_hosts(&[a.clone(), b, c]).unwrap(),
+            ["git.internal:192.0.2.7", "other.internal:192.0.2.9"]
+        );
+        let clash = pinned("d", "git.internal", "192.0.2.8");
+        let err = extra_hosts(&[a, clash]).unwrap_err();
+        assert!(
+            matches!(&err, PlanError::GitHostPinConflict { host, .. } if host == "git.internal")
+        );
+        let text = err.to_string();
+        assert!(text.contains("`a`") && text.contains("`d`"), "{text}");
+        assert!(
+            pinned("a", "git.internal", "192.0.2.7")
+                .summary()
+                .contains("git.internal at 192.0.2.7")
+        );
     }
 
     proptest::proptest! {

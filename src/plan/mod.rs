@@ -32,7 +32,9 @@ pub use cas::{SYSTEM_EXTRA_CA_DIR, extra_cas};
 pub use creds::CredentialUse;
 pub use env::{EnvPlan, interpolate};
 pub use error::PlanError;
-pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
+pub use git::{
+    GitIdentity, GitUpstream, Provenance, extra_hosts as git_extra_hosts, parse_ssh_url,
+};
 pub use host::HostEnv;
 pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{BottlePlan, ImageSource};
+use super::{BottlePlan, GitUpstream, ImageSource};
 
 const WIDTH: usize = 10;
 
@@ -100,17 +100,7 @@ impl fmt::Display for BottlePlan {
         let upstreams: Vec<String> = self
             .git_upstreams
             .iter()
-            .map(|u| {
-                let pin = if u.host_key.is_some() {
-                    "host key pinned"
-                } else {
-                    "host key NOT pinned (first key seen is trusted)"
-                };
-                format!(
-                    "{} → {}:{} ({pin}; push: {})",
-                    u.name, u.host, u.port, u.refs
-                )
-            })
+            .map(GitUpstream::summary)
             .collect();
         if !upstreams.is_empty() {
             list(f, "git-gate", &upstreams)?;

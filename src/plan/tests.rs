@@ -354,6 +354,7 @@ fn summary_lists_skills_and_git_gate_upstreams() {
             identity: "~/key".into(),
             host_key: None,
             refs: Default::default(),
+            extra_hosts: Default::default(),
         },
     )]);
     let mut a = agent("reviewer", "dev");
@@ -386,6 +387,7 @@ fn validation_errors_stop_resolution() {
             identity: "/nonexistent/key".into(),
             host_key: None,
             refs: Default::default(),
+            extra_hosts: Default::default(),
         },
     );
     let m = manifest(vec![b], vec![agent("reviewer", "dev")]);

@@ -36,6 +36,10 @@ pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// Extra upstream roots for egress (PEM), when the operator configured any.
 pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
 
+/// The git-gate's repos file ([`crate::sidecar::git_gate::ReposFile`]): upstream, path of the
+/// identity file inside the bundle, pinned host key and ref policy per repo. No key material.
+pub const GIT_GATE_REPOS_FILE: &str = "git-gate.json";
+
 /// Largest wire file a reader accepts; the launcher renders a few kilobytes.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
@@ -142,6 +146,10 @@ impl RouteEntry {
     }
 }
 
+impl WireFile for crate::sidecar::git_gate::ReposFile {
+    const WHAT: &'static str = "git-gate repos file";
+}
+
 /// `<name>.args.json`: a daemon's argv, program first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -223,6 +231,26 @@ mod tests {
             RoutesFile::parse(&RoutesFile { routes: vec![] }.render()).unwrap(),
             RoutesFile { routes: vec![] }
         );
+        use crate::sidecar::git_gate::{RefPolicy, RepoConfig, ReposFile};
+        let repos = ReposFile {
+            repos: vec![RepoConfig {
+                name: "proj".into(),
+                url: "ssh://git@code.example:2222/me/proj.git".into(),
+                identity: "/etc/bot-bottle/git-gate-proj.key".into(),
+                host_key: Some("code.example ssh-ed25519 AAAA".into()),
+                refs: RefPolicy {
+                    allow: vec!["agent/*".into()],
+                    force: true,
+                    tags: false,
+                },
+            }],
+        };
+        assert_eq!(ReposFile::parse(&repos.render()).unwrap(), repos);
+        let e = ReposFile::parse(r#"{"repos": [], "keys": 1}"#).unwrap_err();
+        assert!(
+            e.contains("keys") && e.contains("git-gate repos file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -294,6 +322,7 @@ mod tests {
     #[test]
     fn file_names_match_their_format() {
         assert!(ROUTES_FILE.ends_with(".json"));
+        assert!(GIT_GATE_REPOS_FILE.ends_with(".json"));
         assert_eq!(daemon_args_file("egress"), "egress.args.json");
     }
 }

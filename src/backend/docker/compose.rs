@@ -62,6 +62,9 @@ pub struct ComposeInput {
     pub sidecar_env_forwarded: Vec<String>,
     /// Daemons the bundle's init starts.
     pub daemons: Vec<String>,
+    /// `host:ip` entries for the bundle's `/etc/hosts` (git-gate upstreams pinned by address);
+    /// the agent gets none: it resolves nothing.
+    pub extra_hosts: Vec<String>,
     /// Compose v1 needs a file-format version and has no top-level `name`.
     pub compose_v1: bool,
 }
@@ -172,6 +175,9 @@ pub fn render(input: &ComposeInput) -> Value {
     if !input.compose_v1 {
         sidecars["pull_policy"] = json!("never");
     }
+    if !input.extra_hosts.is_empty() {
+        sidecars["extra_hosts"] = json!(input.extra_hosts);
+    }
 
     let mut doc = Map::new();
     if input.compose_v1 {
@@ -224,6 +230,7 @@ mod tests {
             agent_env_forwarded: vec!["API_KEY".into()],
             sidecar_env_forwarded: vec!["EGRESS_TOKEN_0".into()],
             daemons: vec!["egress".into()],
+            extra_hosts: vec![],
             compose_v1: v1,
         }
     }
@@ -354,6 +361,25 @@ mod tests {
         let init = script.find(SIDECAR_INIT_BIN).unwrap();
         let publish = script.find(".relay.tmp").unwrap();
         assert!(wait < publish && publish < init, "{script}");
+    }
+
+    #[test]
+    fn pinned_hosts_go_to_the_bundle_only() {
+        for v1 in [false, true] {
+            let mut i = input(v1);
+            i.extra_hosts = vec!["git.internal:192.0.2.7".into()];
+            let doc = render(&i);
+            assert_eq!(
+                doc["services"]["sidecars"]["extra_hosts"],
+                json!(["git.internal:192.0.2.7"])
+            );
+            assert!(doc["services"]["agent"].get("extra_hosts").is_none());
+        }
+        assert!(
+            render(&input(false))["services"]["sidecars"]
+                .get("extra_hosts")
+                .is_none()
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub fn compose_input(
         agent_env_forwarded: plan.env.forwarded.keys().cloned().collect(),
         sidecar_env_forwarded: plan.egress_tokens.keys().cloned().collect(),
         daemons: sidecar_config::daemons(plan),
+        // Validated when the plan was resolved; a conflict cannot reach here.
+        extra_hosts: crate::plan::git_extra_hosts(&plan.git_upstreams).unwrap_or_default(),
         compose_v1,
     }
 }
@@ -324,7 +326,8 @@ impl Launcher<'_> {
         // The config (CA key included) never touches the host disk: it goes to the bundle
         // through the engine after `up`.
         let extra_ca = plan.extra_ca_pem();
-        let files = sidecar_config::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
+        let mut files = sidecar_config::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
+        files.extend(sidecar_config::git_gate_files(plan)?);
         let config = sidecar_config_stream(&files, plan.started_at)?;
         b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))

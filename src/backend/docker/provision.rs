@@ -50,7 +50,10 @@ pub fn gated_command(command: &[String]) -> Vec<String> {
     argv
 }
 
-/// `~/.gitconfig` for the agent: identity and a safe-directory rule for the copied workspace.
+/// `~/.gitconfig` for the agent: identity, a safe-directory rule for the copied workspace and,
+/// for each declared upstream, `insteadOf` rules that send every spelling of its URL to the
+/// git-gate (reached through the agent's loopback relay), so clone, fetch, pull, push and
+/// ls-remote of the real URL go through the gate without the agent doing anything.
 pub fn gitconfig(plan: &BottlePlan) -> String {
     let mut s = String::new();
     let name = plan.git_user.name.as_ref().map(|(v, _)| v.as_str());
@@ -65,7 +68,44 @@ pub fn gitconfig(plan: &BottlePlan) -> String {
         }
     }
     s.push_str("[safe]\n\tdirectory = *\n");
+    for u in &plan.git_upstreams {
+        s.push_str(&format!("[url {}]\n", quote_git(&gate_url(&u.name))));
+        for form in url_forms(u) {
+            s.push_str(&format!("\tinsteadOf = {}\n", quote_git(&form)));
+        }
+    }
     s
+}
+
+/// The git-gate's URL for repo `name`, as the agent reaches it.
+pub fn gate_url(name: &str) -> String {
+    format!(
+        "http://127.0.0.1:{}/{name}.git",
+        super::sidecar_config::GIT_HTTP_PORT
+    )
+}
+
+/// Every way the agent may write the upstream's URL. `insteadOf` matches prefixes and the
+/// longest match wins, so both the `.git` and the bare path are listed: `repo` alone would
+/// turn `repo.git` into `<name>.git.git`. The scp-like (`user@host:path`) and https forms
+/// cannot carry a port, so they are listed only for port 22, where a hosting service serves
+/// the same path over both.
+pub fn url_forms(u: &crate::plan::GitUpstream) -> Vec<String> {
+    let bare = u.path.strip_suffix(".git").unwrap_or(&u.path);
+    let paths = [bare.to_string(), format!("{bare}.git")];
+    let (user, host, port) = (&u.user, &u.host, u.port);
+    let mut out = BTreeSet::new();
+    out.insert(u.url.clone());
+    for p in &paths {
+        out.insert(format!("ssh://{user}@{host}:{port}/{p}"));
+        if port == 22 {
+            out.insert(format!("ssh://{user}@{host}/{p}"));
+            out.insert(format!("{user}@{host}:{p}"));
+            out.insert(format!("{user}@{host}:/{p}"));
+            out.insert(format!("https://{host}/{p}"));
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn quote_git(v: &str) -> String {
@@ -246,4 +286,93 @@ pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
         t.host_tree(dir, &plan.provider.transcript_dir)?;
     }
     t.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::GitUpstream;
+
+    fn upstream(url: &str) -> GitUpstream {
+        let (user, host, port, path) = crate::plan::parse_ssh_url(url).unwrap();
+        GitUpstream {
+            name: "proj".into(),
+            url: url.into(),
+            user,
+            host,
+            port,
+            path,
+            identity: "/k".into(),
+            host_key: None,
+            refs: Default::default(),
+            extra_hosts: Default::default(),
+        }
+    }
+
+    /// What git does with `insteadOf`: the longest matching prefix is replaced.
+    fn rewrite(config: &str, url: &str) -> String {
+        let mut base = None;
+        let mut best: Option<(usize, String)> = None;
+        for line in config.lines() {
+            if let Some(b) = line.strip_prefix("[url \"") {
+                base = b.strip_suffix("\"]").map(str::to_string);
+            } else if let Some(v) = line.trim().strip_prefix("insteadOf = ") {
+                let v = v.trim_matches('"');
+                if url.starts_with(v) && best.as_ref().is_none_or(|(n, _)| v.len() > *n) {
+                    let to = base.clone().unwrap();
+                    best = Some((v.len(), format!("{to}{}", &url[v.len()..])));
+                }
+            }
+        }
+        best.map_or_else(|| url.to_string(), |(_, u)| u)
+    }
+
+    #[test]
+    fn every_spelling_of_the_upstream_goes_to_the_gate() {
+        use crate::plan::testutil::{agent, bottle, host, manifest};
+        let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
+        let opts = crate::plan::StartOptions {
+            identity: None,
+            copy_cwd: false,
+            remote_control: false,
+            backend: crate::plan::BackendKind::Docker,
+            gvisor: Some(false),
+            resume: false,
+        };
+        let mut plan = crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap();
+        plan.git_upstreams = vec![upstream("ssh://git@github.com/org/proj.git")];
+        let config = gitconfig(&plan);
+        let gate = "http://127.0.0.1:9420/proj.git";
+        for url in [
+            "ssh://git@github.com/org/proj.git",
+            "ssh://git@github.com/org/proj",
+            "ssh://git@github.com:22/org/proj.git",
+            "git@github.com:org/proj.git",
+            "git@github.com:org/proj",
+            "git@github.com:/org/proj.git",
+            "https://github.com/org/proj.git",
+            "https://github.com/org/proj",
+        ] {
+            assert_eq!(rewrite(&config, url), gate, "{url}\n{config}");
+        }
+        // Other repos of the host are left alone (the agent has no route to them anyway).
+        assert_eq!(
+            rewrite(&config, "git@github.com:org/other.git"),
+            "git@github.com:org/other.git"
+        );
+        assert!(config.contains("[safe]\n\tdirectory = *\n"));
+    }
+
+    #[test]
+    fn a_custom_port_has_only_ssh_url_forms() {
+        let u = upstream("ssh://gitea@code.example:2222/me/p.git");
+        let forms = url_forms(&u);
+        assert_eq!(
+            forms,
+            [
+                "ssh://gitea@code.example:2222/me/p",
+                "ssh://gitea@code.example:2222/me/p.git"
+            ]
+        );
+    }
 }

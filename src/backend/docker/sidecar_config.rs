@@ -1,21 +1,115 @@
-//! What the sidecar bundle reads at start: the egress routes file, the bottle CA and each
-//! daemon's argv, rendered from the plan through the typed wire format
-//! ([`crate::sidecar::wire`]) that the daemons parse. Rendering is pure; the launcher puts the
-//! files in the bottle's state dir, which the bundle mounts read-only. No secret is ever in
-//! these files: credentials reach egress only through its environment (`EGRESS_TOKEN_N`).
+//! What the sidecar bundle reads at start: the egress routes file, the bottle CA, the
+//! git-gate's repos file and each daemon's argv, rendered from the plan through the typed wire
+//! format ([`crate::sidecar::wire`]) that the daemons parse. Rendering is pure; the launcher
+//! copies the files into the bundle through the engine. No credential of egress is ever in
+//! these files: those reach egress only through its environment (`EGRESS_TOKEN_N`). The one
+//! exception is the git-gate's SSH identity file, which ssh can only read from a file: it goes
+//! to the bundle alone, mode 0600, in the same tar stream (never the agent, never the host
+//! disk, never the compose file).
 
+use super::DockerError;
 use super::compose::{SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SOCKET_DIR};
 use crate::plan::BottlePlan;
+use crate::sidecar::git_gate::{RefPolicy, RepoConfig, ReposFile};
 use crate::sidecar::wire::{
-    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, ROUTES_FILE, RouteEntry, RoutesFile,
-    WireFile, daemon_args_file,
+    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, GIT_GATE_REPOS_FILE, ROUTES_FILE,
+    RouteEntry, RoutesFile, WireFile, daemon_args_file,
 };
 
 pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
+pub const GIT_GATE_BIN: &str = "/usr/local/bin/bot-bottle-git-gate";
+/// The git-gate's mirrors, hook and known-hosts files inside the bundle.
+pub const GIT_GATE_STATE_DIR: &str = "/var/lib/bot-bottle/git-gate";
+/// The socket the git-gate serves smart HTTP on; the agent's relay forwards
+/// [`GIT_HTTP_PORT`] to it.
+pub const GIT_HTTP_SOCKET: &str = "git-http.sock";
+/// The agent's loopback port for the git-gate (see `compose::RELAY_PORTS`).
+pub const GIT_HTTP_PORT: u16 = 9420;
+/// The git-gate's audit log in the bundle's log dir (egress's line shape).
+pub const GIT_GATE_AUDIT_LOG: &str = "git-gate-audit.jsonl";
 
-/// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`).
-pub fn daemons(_plan: &BottlePlan) -> Vec<String> {
-    vec!["egress".to_string()]
+/// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`): egress always, the
+/// git-gate when the bottle declares repos.
+pub fn daemons(plan: &BottlePlan) -> Vec<String> {
+    let mut v = vec!["egress".to_string()];
+    if !plan.git_upstreams.is_empty() {
+        v.push("git-gate".to_string());
+    }
+    v
+}
+
+/// The identity file of repo `name` in the sidecar config dir.
+pub fn git_key_file(name: &str) -> String {
+    format!("git-gate-{name}.key")
+}
+
+/// The repos file the git-gate reads: each upstream, where its key is inside the bundle, its
+/// pinned host key and its ref policy.
+pub fn repos_document(plan: &BottlePlan) -> ReposFile {
+    let repos = plan
+        .git_upstreams
+        .iter()
+        .map(|u| RepoConfig {
+            name: u.name.clone(),
+            url: u.url.clone(),
+            identity: format!("{SIDECAR_CONFIG_DIR}/{}", git_key_file(&u.name)).into(),
+            host_key: u.host_key.clone(),
+            refs: RefPolicy {
+                allow: u.refs.allow.clone(),
+                force: u.refs.force,
+                tags: u.refs.tags,
+            },
+        })
+        .collect();
+    ReposFile { repos }
+}
+
+/// The git-gate's argv inside the bundle: smart HTTP on a unix socket in the shared volume,
+/// reached from the agent only through its loopback relay, like egress.
+pub fn git_gate_args() -> Vec<String> {
+    vec![
+        GIT_GATE_BIN.into(),
+        "--listen".into(),
+        format!("unix:{SOCKET_DIR}/{GIT_HTTP_SOCKET}"),
+        "--repos".into(),
+        format!("{SIDECAR_CONFIG_DIR}/{GIT_GATE_REPOS_FILE}"),
+        "--state".into(),
+        GIT_GATE_STATE_DIR.into(),
+        "--audit".into(),
+        format!("{SIDECAR_LOG_DIR}/{GIT_GATE_AUDIT_LOG}"),
+    ]
+}
+
+/// The git-gate's files when the bottle declares repos (none otherwise): repos file, argv and
+/// one identity file per repo, read from the host here, at launch, and kept in memory only.
+pub fn git_gate_files(plan: &BottlePlan) -> Result<Vec<(String, String, u32)>, DockerError> {
+    if plan.git_upstreams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = vec![
+        (
+            GIT_GATE_REPOS_FILE.to_string(),
+            repos_document(plan).render(),
+            0o644,
+        ),
+        (
+            daemon_args_file("git-gate"),
+            DaemonArgv(git_gate_args()).render(),
+            0o644,
+        ),
+    ];
+    for u in &plan.git_upstreams {
+        let key = std::fs::read_to_string(&u.identity).map_err(|e| {
+            DockerError::Other(format!(
+                "git-gate repo `{}`: cannot read the identity file {}: {e}; check `identity` in the bottle (an OpenSSH private key file)",
+                u.name,
+                u.identity.display()
+            ))
+        })?;
+        // Readable by the gate (root in the bundle) only; ssh refuses a key others can read.
+        out.push((git_key_file(&u.name), key, 0o600));
+    }
+    Ok(out)
 }
 
 /// The routes file egress reads (and re-reads when an approved change rewrites it).
@@ -173,5 +267,58 @@ mod tests {
         assert!(args.routes.ends_with(ROUTES_FILE));
         assert!(args.extra_ca[0].ends_with(EXTRA_CA_FILE));
         assert_eq!(files[2].2, 0o600, "the CA key is private");
+    }
+
+    #[test]
+    fn the_gate_runs_only_with_repos_and_reads_what_the_launcher_writes() {
+        let mut plan = plan();
+        assert_eq!(daemons(&plan), ["egress"]);
+        assert!(git_gate_files(&plan).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id");
+        std::fs::write(&key, "KEY-BYTES\n").unwrap();
+        plan.git_upstreams = vec![crate::plan::GitUpstream {
+            name: "proj".into(),
+            url: "ssh://git@git.internal:2222/org/proj.git".into(),
+            user: "git".into(),
+            host: "git.internal".into(),
+            port: 2222,
+            path: "org/proj.git".into(),
+            identity: key.clone(),
+            host_key: Some("ssh-ed25519 AAAAC3Nz".into()),
+            refs: crate::manifest::GitRefs {
+                allow: vec!["agent/*".into()],
+                force: false,
+                tags: true,
+            },
+            extra_hosts: Default::default(),
+        }];
+        assert_eq!(daemons(&plan), ["egress", "git-gate"]);
+        let files = git_gate_files(&plan).unwrap();
+        let names: Vec<_> = files.iter().map(|f| (f.0.as_str(), f.2)).collect();
+        assert_eq!(
+            names,
+            [
+                ("git-gate.json", 0o644),
+                ("git-gate.args.json", 0o644),
+                ("git-gate-proj.key", 0o600)
+            ]
+        );
+        assert_eq!(files[2].1, "KEY-BYTES\n");
+        assert!(!files[0].1.contains("KEY-BYTES"));
+        // The gate's own parsers accept both files.
+        let repos = ReposFile::parse(&files[0].1).unwrap().into_map().unwrap();
+        assert_eq!(
+            repos["proj"].identity,
+            std::path::Path::new("/etc/bot-bottle/git-gate-proj.key")
+        );
+        assert!(repos["proj"].refs.tags);
+        let argv = DaemonArgv::parse(&files[1].1).unwrap().0;
+        let args = crate::sidecar::git_gate::GateArgs::try_parse_from(&argv).unwrap();
+        assert!(args.repos.ends_with(GIT_GATE_REPOS_FILE));
+        // A key file that went away between plan and launch is a clear error.
+        std::fs::remove_file(&key).unwrap();
+        let err = git_gate_files(&plan).unwrap_err().to_string();
+        assert!(err.contains("proj") && err.contains("identity"), "{err}");
     }
 }
