@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use bot_bottle::backend::docker::launch;
 use bot_bottle::runner::RealRunner;
 
+mod git_gate_common;
+
 const TOKEN: &str = "engine-test-token-7f3a9c2e51";
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
@@ -529,4 +531,245 @@ fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
         "left after cleanup: {:?}",
         w.leftovers(&id)
     );
+}
+
+/// The host's address on the engine's default bridge: a container on any bottle network
+/// reaches a host service there (through its gateway), which is what `extra_hosts` pins.
+fn bridge_address() -> std::net::IpAddr {
+    let out = docker_ok(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+    ]);
+    let mut parts = out.split_whitespace();
+    let first = parts.next().unwrap_or_default();
+    if let Ok(ip) = first.parse() {
+        return ip;
+    }
+    // No gateway recorded: the engine gives the bridge the subnet's first address.
+    let subnet = if first.contains('/') {
+        first
+    } else {
+        parts.next().expect("bridge subnet")
+    };
+    let base: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(base) + 1).into()
+}
+
+/// Byte strings that would betray the upstream key: each base64 line of the key file, the
+/// private ed25519 seed raw and in base64.
+fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = std::fs::read_to_string(key_file).unwrap();
+    let body: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .collect();
+    let blob = b64.decode(body.concat()).unwrap();
+    let public = std::fs::read_to_string(key_file.with_extension("pub")).unwrap();
+    let pub_blob = b64
+        .decode(public.split_whitespace().nth(1).unwrap())
+        .unwrap();
+    let pub32 = &pub_blob[pub_blob.len() - 32..];
+    // The private section holds `seed || pub`: the seed is just before the last copy of pub.
+    let at = blob
+        .windows(32)
+        .rposition(|w| w == pub32)
+        .expect("public key inside the private blob");
+    let seed = blob[at - 32..at].to_vec();
+    let mut needles: Vec<Vec<u8>> = body.iter().map(|l| l.as_bytes().to_vec()).collect();
+    needles.push(b64.encode(&seed).trim_end_matches('=').as_bytes().to_vec());
+    needles.push(seed);
+    needles
+}
+
+/// The first needle found in `reader`'s bytes (read in chunks, overlapping by the longest
+/// needle so a match across two chunks is not missed).
+fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Option<usize> {
+    let keep = needles.iter().map(Vec::len).max().unwrap_or(1);
+    let mut window: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            return None;
+        }
+        window.extend_from_slice(&buf[..n]);
+        for (i, needle) in needles.iter().enumerate() {
+            if window.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                return Some(i);
+            }
+        }
+        let cut = window.len().saturating_sub(keep);
+        window.drain(..cut);
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_no_key() {
+    let _turn = engine_lock();
+    if git_gate_common::sshd_or_skip("engine git-gate").is_none() {
+        return;
+    }
+    build_stub_image();
+    let w = World::new("gitgate");
+    let bridge = bridge_address();
+    let up = git_gate_common::Upstream::start_on(bridge);
+    up.repo("proj");
+    let url = format!(
+        "ssh://{}@git.test:{}{}",
+        up.user,
+        up.port,
+        up.bare("proj").display()
+    );
+    std::fs::write(
+        w.home.join("bottles/dev.md"),
+        format!(
+            "---\ngit-gate:\n  user:\n    name: Gate Tester\n    email: gate@example.test\n  repos:\n    proj:\n      url: {url}\n      identity: {key}\n      host_key: \"git.test {host_key}\"\n      extra_hosts:\n        git.test: {bridge}\n---\n",
+            key = up.user_key.display(),
+            host_key = up.host_pub,
+        ),
+    )
+    .unwrap();
+    let start = w.cmd();
+    let mut c = Command::new("script");
+    c.args([
+        "-qfec",
+        &format!("{} start --yes {}", bin().display(), w.agent),
+        "/dev/null",
+    ]);
+    for (k, v) in start.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let mut child = c
+        .current_dir(&w.work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(child.id());
+    let id = w.wait_active(&mut child);
+    w.wait_exec(&id, "test -f /tmp/started");
+
+    // Clone the real URL: `insteadOf` sends it to the gate, which syncs from the upstream.
+    let log = w.exec_ok(
+        &id,
+        &format!("cd /tmp && git clone -q {url} work && git -C work log -1 --format=%s"),
+    );
+    assert_eq!(log.trim(), "initial");
+    // Commit and push: the commit arrives upstream, under the bottle's git identity.
+    let head = w.exec_ok(
+        &id,
+        "cd /tmp/work && echo change > change.txt && git add . && git commit -qm 'through the gate' && git push -q origin HEAD:main && git rev-parse HEAD",
+    );
+    assert_eq!(
+        up.rev("proj", "refs/heads/main").as_deref(),
+        Some(head.trim())
+    );
+    let author = git_gate_common::ok(git_gate_common::plain_git(&up.bare("proj")).args([
+        "log",
+        "-1",
+        "--format=%an <%ae>",
+    ]));
+    assert_eq!(author, "Gate Tester <gate@example.test>");
+    // ls-remote and pull of the real URL go through the gate too.
+    let remote = w.exec_ok(&id, &format!("git ls-remote {url} refs/heads/main"));
+    assert!(remote.starts_with(head.trim()), "{remote}");
+
+    // A secret-bearing push is rejected by the gate and arrives nowhere.
+    let secret = git_gate_common::aws_key();
+    let out = w.exec(
+        &id,
+        &format!(
+            "cd /tmp/work && printf 'aws = %s\\n' {secret} > settings.ini && git add . && git commit -qm 'add settings' && git rev-parse HEAD && git push origin HEAD:main"
+        ),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the secret push succeeded: {said}");
+    assert!(said.contains("settings.ini"), "{said}");
+    assert!(
+        !said.contains(&secret),
+        "the refusal echoed the secret: {said}"
+    );
+    let bad = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        up.rev("proj", "refs/heads/main").as_deref(),
+        Some(head.trim())
+    );
+    let reached = git_gate_common::run(
+        git_gate_common::plain_git(&up.bare("proj")).args(["cat-file", "-e", &bad]),
+    );
+    assert!(
+        !reached.status.success(),
+        "commit {bad} reached the upstream"
+    );
+
+    // No key material anywhere the agent can look. The bundle does hold it (positive
+    // control: the needles are right).
+    let needles = key_needles(&up.user_key);
+    let sidecar = format!("bot-bottle-sidecars-{id}");
+    let in_bundle = docker_ok(&["exec", &sidecar, "cat", "/etc/bot-bottle/git-gate-proj.key"]);
+    assert!(stream_find(in_bundle.as_bytes(), &needles).is_some());
+    let mode = docker_ok(&[
+        "exec",
+        &sidecar,
+        "stat",
+        "-c",
+        "%a",
+        "/etc/bot-bottle/git-gate-proj.key",
+    ]);
+    assert_eq!(mode.trim(), "600");
+    let env = w.exec_ok(
+        &id,
+        "printenv; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>/dev/null; true",
+    );
+    assert!(
+        stream_find(env.as_bytes(), &needles).is_none(),
+        "key in the environment"
+    );
+    assert!(!env.contains("SSH_AUTH_SOCK"), "{env}");
+    let ssh_dir = w.exec_ok(&id, "ls -A /home/node/.ssh 2>/dev/null; true");
+    assert_eq!(ssh_dir.trim(), "", "~/.ssh holds {ssh_dir}");
+    let mut export = Command::new("docker")
+        .args(["export", &format!("bot-bottle-{id}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let found = stream_find(export.stdout.take().unwrap(), &needles);
+    assert!(export.wait().unwrap().success());
+    assert_eq!(found, None, "key material in the agent's filesystem");
+
+    // The gate's decisions are audited in the bundle, the secret never.
+    let audit = docker_ok(&[
+        "exec",
+        &sidecar,
+        "cat",
+        "/var/log/bot-bottle/git-gate-audit.jsonl",
+    ]);
+    assert!(audit.contains("git.test"), "{audit}");
+    assert!(!audit.contains(&secret), "{audit}");
+
+    w.exec_ok(&id, "echo 0 > /tmp/stop");
+    let status = wait_exit(&mut child, 120);
+    assert!(status.success(), "start exited with {status}");
+    assert!(w.leftovers(&id).is_empty(), "left: {:?}", w.leftovers(&id));
+    drop(w.tmp);
 }

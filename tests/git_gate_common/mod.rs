@@ -34,8 +34,12 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_port(port: u16, what: &str) {
+    wait_addr(([127, 0, 0, 1], port).into(), what);
+}
+
+pub fn wait_addr(addr: SocketAddr, what: &str) {
+    let port = addr.port();
     let deadline = Instant::now() + Duration::from_secs(15);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
@@ -78,12 +82,20 @@ pub struct Upstream {
     pub user: String,
     pub user_key: PathBuf,
     pub host_pub: String,
+    /// The address sshd listens on (loopback unless [`Upstream::start_on`] chose another).
+    pub addr: std::net::IpAddr,
     child: Option<Child>,
     config: PathBuf,
 }
 
 impl Upstream {
     pub fn start() -> Upstream {
+        Upstream::start_on([127, 0, 0, 1].into())
+    }
+
+    /// An upstream listening on `addr` (e.g. the engine's bridge address, so containers
+    /// reach it); the port is free on loopback, which is checked, not reserved.
+    pub fn start_on(addr: std::net::IpAddr) -> Upstream {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let host_key = d.join("host_ed25519");
@@ -99,7 +111,7 @@ impl Upstream {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
+                "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  PidFile {pid}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  PermitRootLogin prohibit-password\nAllowTcpForwarding no\nX11Forwarding no\n\
@@ -116,6 +128,7 @@ impl Upstream {
             user: whoami(),
             user_key,
             host_pub: host_pub.trim().to_string(),
+            addr,
             child: None,
             config,
         };
@@ -133,7 +146,7 @@ impl Upstream {
             .spawn()
             .expect("start sshd");
         self.child = Some(child);
-        wait_port(self.port, "sshd");
+        wait_addr((self.addr, self.port).into(), "sshd");
     }
 
     pub fn stop(&mut self) {
