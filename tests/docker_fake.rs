@@ -344,6 +344,10 @@ fn a_git_gate_bottle_starts_the_gate_with_its_key_in_the_bundle_only() {
         // The preflight shows the upstream, its pins and its ref policy.
         .stderr(predicates::str::contains(
             "proj → git.internal:22 (host key pinned; git.internal at 192.0.2.7; push: branches agent/*, no force, no tags, no deletes)",
+        ))
+        // The fake sidecar image is a named one: whether it has gitleaks is the gate's call.
+        .stderr(predicates::str::contains(
+            "gitleaks   used when image fake-sidecar:1 has it on PATH",
         ));
     let body = "KEYMATERIAL0123456789zz";
     assert!(!env.log_text().contains(body), "key on argv");

@@ -486,3 +486,104 @@ fn secret_split_by_a_line_continuation_or_glued_into_a_word_is_refused() {
         },
     );
 }
+
+/// A stand-in `gitleaks` in `dir`: answers `version`, records its argv, and exits `code`
+/// after writing `report` where `--report-path` says.
+fn fake_gitleaks(dir: &std::path::Path, code: i32, report: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = version ]; then echo 8.99.0-fake; exit 0; fi\n\
+         printf '%s\\n' \"$@\" > {log}\n\
+         while [ $# -gt 0 ]; do if [ \"$1\" = --report-path ]; then printf '%s' '{report}' > \"$2\"; fi; shift; done\n\
+         exit {code}\n",
+        log = dir.join("argv").display(),
+    );
+    let p = dir.join("gitleaks");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn gated_by_fake_gitleaks(
+    test: &str,
+    code: i32,
+    report: &str,
+) -> Option<(Upstream, Gate, Agent, std::path::PathBuf, tempfile::TempDir)> {
+    sshd_or_skip(test)?;
+    let fake = tempfile::tempdir().unwrap();
+    fake_gitleaks(fake.path(), code, report);
+    let up = Upstream::start();
+    let url = up.repo("proj");
+    let gate = Gate::start_with_path(
+        &up.user_key,
+        &[spec(&up, "proj", json!({}))],
+        Some(fake.path()),
+    );
+    let agent = Agent::new(&gate, &[("proj", &url)]);
+    let work = agent.clone(&url, "work");
+    Some((up, gate, agent, work, fake))
+}
+
+#[test]
+fn gitleaks_on_path_is_a_second_opinion_that_can_refuse_a_push() {
+    let report = r#"[{"RuleID":"custom-rule","Commit":"c0ffee","File":"notes.txt","Secret":"REDACTED","Match":"REDACTED"}]"#;
+    let Some((up, gate, agent, work, fake)) = gated_by_fake_gitleaks("gitleaks_refuses", 1, report)
+    else {
+        return;
+    };
+    let before = up.rev("proj", "refs/heads/main");
+    // Clean for the built-in scanner; only the second opinion objects.
+    let head = agent.commit(&work, "notes.txt", b"nothing secret here\n", "notes");
+    let (pushed, err) = push(&agent, &work, &["origin", "main"]);
+    assert!(!pushed, "the push went through: {err}");
+    assert!(
+        err.contains("gitleaks rule custom-rule in commit c0ffee, notes.txt"),
+        "{err}"
+    );
+    assert_eq!(up.rev("proj", "refs/heads/main"), before);
+    // It ran redacted, over the pushed range, with the gate's report file.
+    let argv = std::fs::read_to_string(fake.path().join("argv")).unwrap();
+    let argv: Vec<&str> = argv.lines().collect();
+    assert_eq!(argv[0], "git");
+    assert!(argv.contains(&"--redact"), "{argv:?}");
+    assert!(
+        argv.contains(&format!("--log-opts={head} --not --all").as_str()),
+        "{argv:?}"
+    );
+    assert!(
+        gate.audit()
+            .iter()
+            .any(|l| l["layer"] == "git-gate-gitleaks" && l["verdict"] == "deny"),
+        "{:?}",
+        gate.audit()
+    );
+}
+
+#[test]
+fn a_clean_gitleaks_verdict_lets_the_push_through() {
+    let Some((up, _gate, agent, work, fake)) = gated_by_fake_gitleaks("gitleaks_clean", 0, "[]")
+    else {
+        return;
+    };
+    let head = agent.commit(&work, "a.txt", b"a\n", "a");
+    let (pushed, err) = push(&agent, &work, &["origin", "main"]);
+    assert!(pushed, "{err}");
+    assert_eq!(
+        up.rev("proj", "refs/heads/main").as_deref(),
+        Some(head.as_str())
+    );
+    assert!(fake.path().join("argv").exists(), "gitleaks never ran");
+}
+
+#[test]
+fn a_failing_gitleaks_refuses_the_push() {
+    let Some((up, _gate, agent, work, _fake)) = gated_by_fake_gitleaks("gitleaks_broken", 2, "")
+    else {
+        return;
+    };
+    let before = up.rev("proj", "refs/heads/main");
+    agent.commit(&work, "a.txt", b"a\n", "a");
+    let (pushed, err) = push(&agent, &work, &["origin", "main"]);
+    assert!(!pushed, "{err}");
+    assert!(err.contains("gitleaks"), "{err}");
+    assert_eq!(up.rev("proj", "refs/heads/main"), before);
+}

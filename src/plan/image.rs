@@ -105,7 +105,41 @@ impl SidecarImage {
             SidecarImage::Named(t) => t,
         }
     }
+
+    /// A `gitleaks` program beside the sidecar binaries (the directory of `exe`, or its
+    /// parent, that holds `bot-bottle-git-gate`): the bundled image is built with it.
+    pub fn gitleaks_beside(&self) -> Option<PathBuf> {
+        let SidecarImage::Bundled { exe: Some(exe) } = self else {
+            return None;
+        };
+        let dir = exe.parent()?;
+        [Some(dir), dir.parent()]
+            .into_iter()
+            .flatten()
+            .find(|d| d.join("bot-bottle-git-gate").is_file())
+            .map(|d| d.join(GITLEAKS_BIN))
+            .filter(|p| p.is_file())
+    }
+
+    /// What the preflight says about gitleaks, the git-gate's optional second opinion.
+    pub fn gitleaks_note(&self) -> String {
+        match (self, self.gitleaks_beside()) {
+            (_, Some(p)) => format!(
+                "bundled from {}: a second opinion on every push",
+                p.display()
+            ),
+            (SidecarImage::Named(t), None) => {
+                format!("used when image {t} has it on PATH (checked by the gate at start)")
+            }
+            (SidecarImage::Bundled { .. }, None) => format!(
+                "not bundled (no `{GITLEAKS_BIN}` beside the sidecar binaries): the built-in scanner alone judges pushes"
+            ),
+        }
+    }
 }
+
+/// gitleaks' program name, in the sidecar image's `bin/` when bundled.
+pub const GITLEAKS_BIN: &str = "gitleaks";
 
 /// `bot-bottle-custom-<first 12 hex of sha256(path)>:latest`: one tag per Dockerfile location.
 fn custom_tag(path: &Path) -> String {

@@ -36,7 +36,9 @@ pub use git::{
     GitIdentity, GitUpstream, Provenance, extra_hosts as git_extra_hosts, parse_ssh_url,
 };
 pub use host::HostEnv;
-pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage};
+pub use image::{
+    GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage,
+};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
 pub use provider::{ProviderPlan, ProvisionFile};
 pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};

@@ -104,6 +104,7 @@ impl fmt::Display for BottlePlan {
             .collect();
         if !upstreams.is_empty() {
             list(f, "git-gate", &upstreams)?;
+            line(f, "gitleaks", self.sidecar_image.gitleaks_note())?;
         }
         list(f, "egress", &self.route_lines())?;
         list(f, "creds", &self.credential_lines())?;

@@ -260,6 +260,11 @@ pub struct Gate {
 
 impl Gate {
     pub fn start(identity: &Path, repos: &[RepoSpec]) -> Gate {
+        Gate::start_with_path(identity, repos, None)
+    }
+
+    /// A gate whose `PATH` starts with `extra_path` (e.g. a directory with a fake `gitleaks`).
+    pub fn start_with_path(identity: &Path, repos: &[RepoSpec], extra_path: Option<&Path>) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
         let list: Vec<serde_json::Value> = repos
             .iter()
@@ -280,7 +285,12 @@ impl Gate {
         )
         .unwrap();
         let port = free_port();
-        let child = Command::new(gate_bin())
+        let mut cmd = Command::new(gate_bin());
+        if let Some(dir) = extra_path {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--repos")

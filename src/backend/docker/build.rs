@@ -158,6 +158,15 @@ impl ImageSpec {
                 0o755,
             );
         }
+        // Optional: the git-gate's second opinion, when the operator put it beside them.
+        let gitleaks = bin_dir.join(crate::plan::GITLEAKS_BIN);
+        if gitleaks.is_file() {
+            spec = spec.with_file(
+                format!("bin/{}", crate::plan::GITLEAKS_BIN),
+                Source::File(gitleaks),
+                0o755,
+            );
+        }
         spec
     }
 
@@ -615,6 +624,40 @@ mod tests {
         let mut a = tar::Archive::new(tar.as_slice());
         a.set_preserve_permissions(true);
         a.unpack(dir).unwrap();
+    }
+
+    #[test]
+    fn gitleaks_beside_the_sidecar_binaries_is_bundled_and_otherwise_left_out() {
+        let bins = tempfile::tempdir().unwrap();
+        for b in SIDECAR_BINARIES {
+            fs::write(bins.path().join(b), "bin").unwrap();
+        }
+        let image = crate::plan::SidecarImage::Bundled {
+            exe: Some(bins.path().join("bot-bottle")),
+        };
+        let without = ImageSpec::sidecars(bins.path(), &[], None);
+        let ctx = tempfile::tempdir().unwrap();
+        unpack(&without, ctx.path());
+        assert!(!ctx.path().join("bin/gitleaks").exists());
+        assert!(image.gitleaks_beside().is_none());
+        assert!(image.gitleaks_note().starts_with("not bundled"));
+
+        fs::write(bins.path().join("gitleaks"), "leaks").unwrap();
+        let with = ImageSpec::sidecars(bins.path(), &[], None);
+        assert_ne!(
+            with.context_hash().unwrap(),
+            without.context_hash().unwrap()
+        );
+        let ctx = tempfile::tempdir().unwrap();
+        unpack(&with, ctx.path());
+        assert_eq!(
+            fs::read_to_string(ctx.path().join("bin/gitleaks")).unwrap(),
+            "leaks"
+        );
+        assert_eq!(image.gitleaks_beside(), Some(bins.path().join("gitleaks")));
+        assert!(image.gitleaks_note().starts_with("bundled from"));
+        let named = crate::plan::SidecarImage::Named("corp/sidecars:1".into());
+        assert!(named.gitleaks_note().contains("corp/sidecars:1"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct GateArgs {
     /// The `ssh` program git uses to reach upstreams.
     #[arg(long, default_value = "ssh")]
     pub ssh: String,
+    /// gitleaks as a second opinion on pushes: `auto` (when on PATH), `off`, or its path.
+    #[arg(long, default_value = "auto")]
+    pub gitleaks: super::gitleaks::GitleaksOpt,
 }
 
 /// The repos file.

@@ -26,6 +26,8 @@ pub const ENV_STATE: &str = "BB_GATE_STATE";
 pub const ENV_AUDIT: &str = "BB_GATE_AUDIT";
 pub const ENV_GIT: &str = "BB_GATE_GIT";
 pub const ENV_SSH: &str = "BB_GATE_SSH";
+/// The gitleaks program, set only when the gate found one at start.
+pub const ENV_GITLEAKS: &str = "BB_GATE_GITLEAKS";
 
 /// Prefix of every line the agent sees from the gate (git shows it after `remote:`).
 pub const PREFIX: &str = "bot-bottle git-gate:";
@@ -35,6 +37,7 @@ struct Ctx {
     env: GitEnv,
     audit: Audit,
     host: String,
+    gitleaks: Option<PathBuf>,
 }
 
 fn var(name: &str) -> Result<String, GateError> {
@@ -59,11 +62,15 @@ fn context() -> Result<Ctx, GateError> {
     let host = crate::plan::parse_ssh_url(&repo.url)
         .map(|(_, h, _, _)| h)
         .unwrap_or_default();
+    let gitleaks = std::env::var_os(ENV_GITLEAKS)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     Ok(Ctx {
         repo,
         env,
         audit,
         host,
+        gitleaks,
     })
 }
 
@@ -140,6 +147,24 @@ fn judge_and_forward(
         let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
         record(ctx, refname, false, "git-gate-scan", hit.finding.rule, 403);
         return Ok(1);
+    }
+    // 2b. gitleaks, when the bundle has it: it can add a refusal, never lift one.
+    if let Some(program) = &ctx.gitleaks {
+        let mirror = ctx.env.mirror(&ctx.repo.name);
+        let report = ctx
+            .env
+            .state
+            .join(format!("gitleaks-{}.json", std::process::id()));
+        if let Some(leak) = super::gitleaks::check(program, &mirror, &news, &report)? {
+            let _ = writeln!(
+                out,
+                "{PREFIX} push refused: second-opinion scan found {leak}. Remove it from every \
+                 commit of the push, then push again; nothing reached the upstream."
+            );
+            let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
+            record(ctx, refname, false, "git-gate-gitleaks", "gitleaks", 403);
+            return Ok(1);
+        }
     }
     // 3. Forward to the upstream; its verdict is the push's verdict.
     let mut cmd = Command::new(&ctx.env.git);

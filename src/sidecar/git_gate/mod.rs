@@ -4,13 +4,15 @@
 //! or pull first syncs the mirror from the upstream and fails closed when it cannot. A push
 //! goes through the pre-receive [`hook`]: the ref policy ([`policy`], F-REFS), the secret scan
 //! of every new commit ([`scan`], the egress scanner), then the push to the upstream over SSH
-//! with the bottle's identity file and pinned host key ([`upstream`]). Every decision is one
+//! with the bottle's identity file and pinned host key ([`upstream`]); [`gitleaks`] adds a
+//! second opinion when the image has it. Every decision is one
 //! audit line in egress's format. `src/bin/bot-bottle-git-gate.rs` is a thin main.
 //!
 //! git runs here as a child of the gate inside the sidecar bundle, never on the host; the
 //! host-side runner (`src/runner.rs`) is not involved.
 
 pub mod config;
+pub mod gitleaks;
 pub mod hook;
 pub mod policy;
 pub mod scan;

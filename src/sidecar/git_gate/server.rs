@@ -159,6 +159,13 @@ impl GateServer {
         if let Some(a) = &args.audit {
             child_env.insert(hook::ENV_AUDIT.into(), absolute(a)?.display().to_string());
         }
+        match super::gitleaks::resolve(&args.gitleaks, std::env::var_os("PATH").as_deref())? {
+            Some((program, version)) => {
+                tracing::info!(program = %program.display(), %version, "gitleaks found: second opinion on every push");
+                child_env.insert(hook::ENV_GITLEAKS.into(), program.display().to_string());
+            }
+            None => tracing::info!("gitleaks not used: only the built-in scanner judges pushes"),
+        }
         let listener =
             match &args.listen {
                 ListenAddr::Tcp(a) => {
