@@ -59,7 +59,7 @@ pub enum Command {
     Exec(ExecArgs),
     /// Terminal dashboard: proposals, running agents, new launches (not built yet)
     Dashboard,
-    /// Requests agents made through supervise that wait for you, oldest first (bottles cannot enable supervise yet)
+    /// Requests agents made through supervise that wait for you, oldest first
     Requests(RequestsArgs),
     /// Approve a request (a route goes live at once, without a restart)
     Approve(ApproveArgs),
