@@ -134,10 +134,20 @@ fn reject_carries_the_reason() {
 }
 
 #[test]
+fn approve_once_hands_a_once_grant_in() {
+    let env = Env::new();
+    env.cmd().args(["approve", ID, "--once"]).assert().success();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["lifetime"], "once");
+    assert_eq!(env.audit_events(), ["requested", "approved"]);
+}
+
+#[test]
 fn unsupported_and_bad_input_is_one_error_line() {
     let env = Env::new();
     for args in [
-        vec!["approve", ID, "--once"],
         vec!["approve", ID, "--save"],
         vec!["approve", ID, "--for", "soon"],
         vec!["approve", "../../etc", "--for", "1m"],

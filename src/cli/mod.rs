@@ -212,7 +212,7 @@ pub struct ApproveArgs {
     /// Keep the grant this long, e.g. 10m or 2h
     #[arg(long = "for", value_name = "DURATION")]
     pub for_: Option<String>,
-    /// Only the next matching request (not available yet)
+    /// Only the next matching request; then the grant is gone
     #[arg(long)]
     pub once: bool,
     /// Until the bottle ends (the default)

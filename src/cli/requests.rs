@@ -49,19 +49,15 @@ pub fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bot-bottle approve <id> [--for D | --session]`.
+/// `bot-bottle approve <id> [--for D | --once | --session | --save]`.
 pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
-    if args.once {
-        anyhow::bail!(
-            "`approve --once` is not available yet: egress cannot count uses of a route; use `--for 10m` instead"
-        );
-    }
     if args.save {
         anyhow::bail!(
             "`approve --save` is not available yet; approve with `--session` and add the route to the bottle file with `bot-bottle edit`"
         );
     }
     let lifetime = match &args.for_ {
+        _ if args.once => Lifetime::Once,
         Some(d) => {
             let d: Duration = humantime::parse_duration(d).map_err(|e| {
                 anyhow::anyhow!("`--for {d}`: {e}; give a duration such as 10m or 1h")

@@ -7,8 +7,8 @@
 use super::compose::{SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SOCKET_DIR};
 use crate::plan::BottlePlan;
 use crate::sidecar::wire::{
-    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, ROUTES_FILE, RouteEntry, RoutesFile,
-    WireFile, daemon_args_file,
+    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, GRANTS_FILE, ROUTES_FILE, RouteEntry,
+    RoutesFile, WireFile, daemon_args_file,
 };
 
 pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
@@ -89,6 +89,21 @@ pub fn supervise_args(identity: &str) -> Vec<String> {
     ]
 }
 
+/// Egress's extra flags beside supervise: the grants file supervise writes in its spool, and
+/// where egress marks used `once` grants.
+pub fn supervise_egress_args() -> Vec<String> {
+    let spool = crate::requests::BUNDLE_SPOOL;
+    vec![
+        "--grants".into(),
+        format!("{spool}/{GRANTS_FILE}"),
+        "--once-used-dir".into(),
+        format!(
+            "{spool}/{}",
+            crate::sidecar::supervise::grants::ONCE_USED_DIR
+        ),
+    ]
+}
+
 /// Files of the sidecar config dir: (name, contents, mode).
 pub fn files(
     plan: &BottlePlan,
@@ -97,7 +112,11 @@ pub fn files(
     extra_ca_pem: Option<&str>,
 ) -> Vec<(String, String, u32)> {
     let routes = routes_document(plan).render();
-    let egress = DaemonArgv(egress_args(extra_ca_pem.is_some())).render();
+    let mut egress = egress_args(extra_ca_pem.is_some());
+    if plan.supervise {
+        egress.extend(supervise_egress_args());
+    }
+    let egress = DaemonArgv(egress).render();
     let mut out = vec![
         (ROUTES_FILE.to_string(), routes, 0o644),
         (CA_CERT_FILE.to_string(), ca_cert_pem.to_string(), 0o644),
