@@ -218,9 +218,12 @@ pub struct ApproveArgs {
     /// Until the bottle ends (the default)
     #[arg(long)]
     pub session: bool,
-    /// Save the route to the bottle file (not available yet)
+    /// Also save the route to the bottle file (shows the change and asks first)
     #[arg(long)]
     pub save: bool,
+    /// With `--save`: write the bottle file without asking (for scripts)
+    #[arg(long, requires = "save")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
