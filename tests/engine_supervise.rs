@@ -315,6 +315,23 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
     }
     assert_eq!(w.status(&id, "/base/x"), "200");
     assert_eq!(w.status(&id, "/granted/x"), "403");
+    // The host sees that refusal through the engine, as the dashboard reads it.
+    let runner = bot_bottle::runner::RealRunner;
+    let seen = bot_bottle::requests::recent_refusals(&runner, &id, 10).unwrap();
+    let r = seen
+        .iter()
+        .find(|e| e.path == "/granted/x")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(
+        (r.layer.as_str(), r.rule.as_str()),
+        ("path-allowlist", "path-not-allowed")
+    );
+    assert_eq!(
+        (r.bottle.as_str(), r.host.as_str()),
+        (id.as_str(), "upstream.test")
+    );
+    let (followed, offset) = bot_bottle::requests::follow_refusals(&runner, &id, 0).unwrap();
+    assert!(followed.iter().any(|e| e.path == "/granted/x") && offset > 0);
 
     // The agent asks, then waits (in the background, as a blocked tool call).
     let (ok, answer) = w.exec(
