@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
 use crate::backend::docker::{DockerError, check, discover, docker};
 use crate::runner::Runner;
 use crate::sidecar::supervise::grants::GrantEvent;
@@ -46,6 +47,8 @@ pub enum RequestsError {
     AlreadyDecided(String),
     #[error("bottle `{bottle}` answered with something that is not a request: {message}")]
     BadAnswer { bottle: String, message: String },
+    #[error("{0}")]
+    State(String),
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
@@ -369,6 +372,103 @@ impl BundleLink for DockerLink<'_> {
             })
             .collect()
     }
+}
+
+/// Where each provider keeps its transcript in the agent (copied out before an image change
+/// ends the session; the first that exists is taken).
+const TRANSCRIPT_DIRS: [&str; 2] = ["/home/node/.claude/projects", "/home/node/.codex/sessions"];
+
+/// What an approved image change left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageApplied {
+    /// The per-bottle Dockerfile `resume` builds from.
+    pub dockerfile: PathBuf,
+    /// Whether a transcript was copied out.
+    pub transcript: bool,
+    /// The command that resumes the bottle on the new image.
+    pub resume: String,
+}
+
+/// Apply an approved image change to running bottle `bottle` (Docker backend): write the
+/// per-bottle Dockerfile into its state dir, copy the transcript out of the agent, mark the
+/// state preserved, then tear the bottle down. `resume` then builds and runs that image
+/// (`plan::image`: a state-dir Dockerfile wins over the bottle's own).
+pub fn apply_image_change(
+    runner: &dyn Runner,
+    root: &Path,
+    bottle: &str,
+    dockerfile: &str,
+) -> Result<ImageApplied, RequestsError> {
+    use crate::backend::docker::ComposeCmd;
+    use crate::state::{StateDir, TRANSCRIPT_DIR};
+    let state_err = |e: crate::state::StateError| RequestsError::State(e.to_string());
+    let state = StateDir::open(root, bottle).map_err(state_err)?;
+    let meta = state.metadata().map_err(state_err)?;
+    if meta.backend != "docker" {
+        return Err(RequestsError::State(format!(
+            "bottle `{bottle}` runs on {}; image changes apply to Docker bottles",
+            meta.backend
+        )));
+    }
+    let path = state
+        .write_file(crate::plan::REBUILT_DOCKERFILE, dockerfile, Some(0o644))
+        .map_err(state_err)?;
+    state.preserve().map_err(state_err)?;
+    // The agent container by its labels (its name may be pinned).
+    let ps = check(
+        runner,
+        &docker([
+            "ps",
+            "--filter",
+            &format!("label={LABEL_IDENTITY}={bottle}"),
+            "--filter",
+            &format!("label={LABEL_SERVICE}=agent"),
+            "--format",
+            "{{.Names}}",
+        ]),
+    )?;
+    let mut transcript = false;
+    if let Some(agent) = ps
+        .stdout_str()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
+        for dir in TRANSCRIPT_DIRS {
+            let spec = docker(["cp".to_string(), format!("{agent}:{dir}"), "-".into()]);
+            let Ok(out) = runner.run(&spec) else { continue };
+            if out.success()
+                && !out.stdout.is_empty()
+                && state.replace_from_tar(TRANSCRIPT_DIR, &out.stdout).is_ok()
+            {
+                transcript = true;
+                break;
+            }
+        }
+    }
+    let file = state
+        .path()
+        .join(crate::backend::docker::launch::COMPOSE_FILE);
+    let args = ["down", "--volumes", "--remove-orphans", "--timeout", "2"];
+    match check(
+        runner,
+        &ComposeCmd::assume_v2().spec(&meta.compose_project, &file, &args),
+    ) {
+        Err(e) if ComposeCmd::is_missing_v2(&e) => {
+            check(
+                runner,
+                &ComposeCmd { v1: true }.spec(&meta.compose_project, &file, &args),
+            )?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(ImageApplied {
+        dockerfile: path,
+        transcript,
+        resume: format!("bot-bottle resume {bottle}"),
+    })
 }
 
 /// Egress's audit log inside the bundle.
