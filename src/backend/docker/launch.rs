@@ -74,6 +74,8 @@ pub fn compose_input(
         sidecar_env_forwarded: plan.egress_tokens.keys().cloned().collect(),
         daemons: sidecar_config::daemons(plan),
         compose_v1,
+        agent_limits: plan.limits.agent,
+        sidecar_limits: plan.limits.bundle,
     }
 }
 
