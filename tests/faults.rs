@@ -9,7 +9,8 @@
 //! dockerd restart (F3) runs last; a guard starts dockerd again whatever happens.
 //!
 //! The agent image is the real `bot-bottle-claude` image with `claude` replaced by a stub
-//! that waits for a stop file, so a session can be driven from outside with `exec`.
+//! that waits for a stop file (without forking), so a session can be driven from outside
+//! with `exec`.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -19,7 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "fault-suite-token-5b1e77c0d2";
-const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
+/// Its own tag: the stub differs from the one `engine_launch` builds.
+const STUB_IMAGE: &str = "bot-bottle-test-agent-faults:latest";
+/// The stub session: polls for the stop file without forking, so a fork bomb in the bottle
+/// (which makes every fork fail) cannot end the session by itself.
+const STUB: &str = "#!/bin/sh\ntouch /tmp/started\nexec node -e 'const fs=require(\"fs\"); setInterval(() => { let c; try { c = fs.readFileSync(\"/tmp/stop\", \"utf8\"); } catch (e) { return; } process.exit(parseInt(c, 10) || 0); }, 200)'\n";
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
@@ -362,7 +367,10 @@ impl World {
         if out.status.success() {
             Ok(err)
         } else {
-            Err(format!("cleanup failed: {}", err.trim()))
+            Err(format!(
+                "cleanup failed: {}",
+                one_error_line(&err).unwrap_or(err.trim())
+            ))
         }
     }
 
@@ -458,11 +466,7 @@ fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
 
 fn build_stub_image() -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("claude"),
-        "#!/bin/sh\ntouch /tmp/started\nwhile [ ! -f /tmp/stop ]; do sleep 0.2; done\nexit \"$(cat /tmp/stop 2>/dev/null || echo 0)\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("claude"), STUB).unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
