@@ -957,9 +957,44 @@ fn engine_up() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The engine lock (`flock /tmp/bb-engine.lock cargo test …`) reaches this process as an
+/// inherited descriptor. A dockerd started from here must not inherit it, or the engine
+/// would hold the lock for as long as it runs and every later engine test would wait: mark
+/// every inherited descriptor close-on-exec.
+fn no_inherited_fds_for_children() {
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a descriptor number; a closed one just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// Which files (by path) a process holds open.
+fn open_files(pid: i32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Starts dockerd the way the CI recipe does (`../shared/ci/setup-docker-engine.sh`): its own
-/// session, the recipe's config file and log, stdin from /dev/null.
+/// session, the recipe's config file and log, stdin from /dev/null, and no descriptor of
+/// ours (the engine lock above all).
 fn start_dockerd() -> Result<(), String> {
+    no_inherited_fds_for_children();
     let log = std::env::var("BB_DOCKERD_LOG").unwrap_or_else(|_| "/var/log/dockerd-ci.log".into());
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -982,6 +1017,14 @@ fn start_dockerd() -> Result<(), String> {
             return Err("dockerd did not answer within 60 s".into());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(pid) = dockerd_pid() {
+        if let Some(f) = open_files(pid)
+            .into_iter()
+            .find(|f| f.to_string_lossy().contains("bb-engine.lock"))
+        {
+            return Err(format!("the new dockerd holds {}", f.display()));
+        }
     }
     Ok(())
 }
