@@ -686,7 +686,20 @@ fn f5_ten(w: &World) -> CaseResult {
     }
     let left = w.settle(&agent, 10);
     ensure(left.is_empty(), || format!("left after cleanup: {left:?}"))?;
-    let preserved = w.state_dirs(&agent).len();
+    let preserved = w.state_dirs(&agent);
+    // A CLI that says its state was kept points at a state that exists.
+    for t in &texts {
+        for line in t
+            .lines()
+            .filter(|l| l.contains("state kept: `bot-bottle resume "))
+        {
+            let id = line.rsplit(' ').next().unwrap_or("").trim_matches('`');
+            ensure(preserved.iter().any(|(d, p)| d == id && *p), || {
+                format!("`start` claims a state that is gone: {line}")
+            })?;
+        }
+    }
+    let preserved = preserved.len();
     w.no_leak(&format!("{}\n{cleanup}", texts.join("\n")))?;
     Ok(format!(
         "10 up, all removed; {preserved} state dirs kept for resume as the CLIs reported"
