@@ -173,6 +173,19 @@ fn info_describes_the_agent_without_values() {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["provider"], "codex");
+    // Every bottle is limited by default (F-LIMITS), and `info` says how.
+    assert_eq!(v["limits"]["agent"]["memory_bytes"], 4u64 << 30);
+    assert_eq!(v["limits"]["agent"]["pids"], 2048);
+    assert_eq!(v["limits"]["bundle"]["pids"], 1024);
+    assert_eq!(v["limits"]["agent"]["from_bottle"]["memory"], false);
+    bb(&home, tmp.path())
+        .args(["info", "reviewer"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("limits    agent    cpus "))
+        .stdout(predicate::str::contains(
+            "bundle   cpus 1, memory 1g, pids 1024",
+        ));
     bb(&home, tmp.path())
         .args(["info", "ghost"])
         .assert()

@@ -214,11 +214,16 @@ fn launch_runs_the_full_sequence_in_order_and_tears_down() {
             .unwrap_or_else(|| panic!("`{step}` missing after call {last}: {calls:#?}"));
         last = at;
     }
-    // The VM gets the alias as its only allowed CIDR, from the packed payload.
+    // The VM gets the alias as its only allowed CIDR, from the packed payload, with the
+    // agent's CPU and memory limits (4 GiB by default; smolvm takes MiB).
     let create = &calls[position(&calls, "machine create").unwrap()];
     assert!(
+        create.contains(&format!("--name {machine} --cpus ")),
+        "{create}"
+    );
+    assert!(
         create.contains(&format!(
-            "--name {machine} --from {}/",
+            " --mem 4096 --from {}/",
             env.cache_dir().display()
         )),
         "{create}"

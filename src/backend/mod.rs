@@ -159,7 +159,9 @@ pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolm
 
 /// The backend of `kind`, running its commands through `runner`.
 /// After a session, on every backend: a non-zero exit keeps the state for `resume`, a clean
-/// exit drops the marker so teardown removes it. Returns whether the state is kept.
+/// exit drops the marker so teardown removes it. Returns whether the state is kept: not when
+/// the marker could not be written (e.g. `cleanup` removed the bottle during the session),
+/// so the CLI never points at a `resume` that cannot work.
 pub(crate) fn settle_state(exit_code: i32, state: &crate::state::StateDir, ui: &dyn Ui) -> bool {
     let preserved = exit_code != 0;
     let marked = if preserved {
@@ -167,10 +169,13 @@ pub(crate) fn settle_state(exit_code: i32, state: &crate::state::StateDir, ui: &
     } else {
         state.unpreserve()
     };
-    if let Err(e) = marked {
-        ui.warn(&e.to_string());
+    match marked {
+        Ok(()) => preserved,
+        Err(e) => {
+            ui.warn(&e.to_string());
+            false
+        }
     }
-    preserved
 }
 
 pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
@@ -218,10 +223,34 @@ pub fn cleanup(runner: &dyn Runner, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(
     for kind in ALL_KINDS.iter().rev() {
         backend_for(*kind, runner).cleanup(plan, ui)?;
     }
+    // Checked again at removal: a session that ended meanwhile may have kept its state.
     for dir in &plan.state_dirs {
-        if let Err(e) = dir.remove() {
+        if let Err(e) = dir.remove_unless_preserved() {
             ui.warn(&e.to_string());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+
+    struct Quiet;
+    impl Ui for Quiet {
+        fn say(&self, _: &str) {}
+        fn warn(&self, _: &str) {}
+    }
+
+    #[test]
+    fn a_state_dir_removed_during_the_session_is_not_reported_as_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let kept = crate::state::StateDir::create(root.path(), "a-1").unwrap();
+        assert!(settle_state(3, &kept, &Quiet));
+        assert!(kept.is_preserved());
+        let gone = crate::state::StateDir::create(root.path(), "b-1").unwrap();
+        std::fs::remove_dir_all(gone.path()).unwrap();
+        assert!(!settle_state(137, &gone, &Quiet));
+        assert!(!settle_state(0, &kept, &Quiet));
+    }
 }

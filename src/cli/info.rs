@@ -70,6 +70,10 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
                 "refs": {"allow": u.refs.allow, "force": u.refs.force, "tags": u.refs.tags},
             })).collect::<Vec<_>>(),
             "supervise": plan.supervise,
+            "limits": {
+                "agent": plan.limits.agent.json(),
+                "bundle": plan.limits.bundle.json(),
+            },
             "prompt_chars": agent.prompt.chars().count(),
         });
         format!("{value:#}\n")
@@ -107,6 +111,7 @@ pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
             .collect();
         block(&mut s, "git-gate", &upstreams);
         let _ = writeln!(s, "supervise {}", if plan.supervise { "on" } else { "off" });
+        block(&mut s, "limits", &plan.limit_lines());
         let first = agent.prompt.lines().next().unwrap_or("");
         let _ = writeln!(
             s,

@@ -131,9 +131,16 @@ fn run_start(
             ));
             Ok(ExitCode::SUCCESS)
         }
-        Ok(outcome) => {
+        Ok(outcome) if outcome.preserved => {
             say(&format!(
                 "the agent exited with code {}; state kept: `bot-bottle resume {}`",
+                outcome.exit_code, outcome.identity
+            ));
+            Ok(ExitCode::from(1))
+        }
+        Ok(outcome) => {
+            say(&format!(
+                "the agent exited with code {}; bottle `{}` is gone and cannot be resumed",
                 outcome.exit_code, outcome.identity
             ));
             Ok(ExitCode::from(1))

@@ -3,12 +3,13 @@
 //! Merge rules: `env` merges (child wins), `git-gate.user` overlays per field,
 //! `git-gate.repos` is inherited when omitted, cleared by `{}`, else merged by repo name
 //! (child wins); `agent_provider`, `egress` and `supervise` are replaced whole when the child
-//! declares them. Chains are walked iteratively, so a long chain cannot exhaust the stack.
+//! declares them; `limits` overlays per field (`limits.agent.memory` alone keeps the parent's
+//! `cpus` and `pids`). Chains are walked iteratively, so a long chain cannot exhaust the stack.
 
 use std::collections::BTreeMap;
 
 use super::error::ManifestError;
-use super::types::{Bottle, GitGate, GitUser};
+use super::types::{Bottle, GitGate, GitUser, Limits};
 use super::validate::RawBottle;
 
 /// Resolves every bottle's `extends` chain.
@@ -111,5 +112,13 @@ fn merge(base: Option<&Bottle>, child: &RawBottle) -> Bottle {
             .supervise
             .or(base.map(|b| b.supervise))
             .unwrap_or(false),
+        limits: {
+            let base = base.map(|b| b.limits).unwrap_or_default();
+            let own = child.limits.unwrap_or_default();
+            Limits {
+                agent: own.agent.or(base.agent),
+                bundle: own.bundle.or(base.bundle),
+            }
+        },
     }
 }

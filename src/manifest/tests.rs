@@ -103,7 +103,9 @@ fn empty_bottle_is_valid() {
 fn unknown_bottle_key_with_hint() {
     let s = bottle_err("egres: {}\n", "egres");
     assert!(s.contains("did you mean `egress`?"), "{s}");
-    assert!(s.contains("allowed keys: agent_provider, egress, env, extends, git-gate, supervise"));
+    assert!(s.contains(
+        "allowed keys: agent_provider, egress, env, extends, git-gate, limits, supervise"
+    ));
     let s = bottle_err("zzzzzz: 1\n", "zzzzzz");
     assert!(!s.contains("did you mean"), "{s}");
 }
@@ -953,6 +955,143 @@ fn hostile_keys_are_clipped_in_errors() {
     .unwrap_err()
     .to_string();
     assert!(s.len() < 1_000 && s.contains("duplicate key"), "{s}");
+}
+
+// ---------------------------------------------------------------- limits
+
+#[test]
+fn limits_are_validated_strictly() {
+    let b = bottle(
+        "limits:\n  agent: {cpus: 1.5, memory: 8g, pids: 4096}\n  bundle: {memory: \"512M\"}\n",
+    );
+    let l = b.limits.unwrap();
+    assert_eq!(l.agent.cpus_centi, Some(150));
+    assert_eq!(l.agent.memory_bytes, Some(8 << 30));
+    assert_eq!(l.agent.pids, Some(4096));
+    assert_eq!(l.bundle.memory_bytes, Some(512 << 20));
+    assert_eq!(l.bundle.cpus_centi, None);
+    assert_eq!(
+        bottle("limits: {agent: {cpus: 2}}\n")
+            .limits
+            .unwrap()
+            .agent
+            .cpus_centi,
+        Some(200)
+    );
+    assert!(bottle("").limits.is_none());
+    let k = "limits.agent";
+    for (yaml, key, want) in [
+        (
+            "limits: {agent: {cpu: 1}}",
+            format!("{k}.cpu"),
+            "did you mean `cpus`?",
+        ),
+        (
+            "limits: {agnet: {}}",
+            "limits.agnet".into(),
+            "did you mean `agent`?",
+        ),
+        (
+            "limits: {agent: {cpus: \"2\"}}",
+            format!("{k}.cpus"),
+            "unquoted",
+        ),
+        (
+            "limits: {agent: {cpus: 0}}",
+            format!("{k}.cpus"),
+            "out of range",
+        ),
+        (
+            "limits: {agent: {cpus: -1}}",
+            format!("{k}.cpus"),
+            "out of range",
+        ),
+        (
+            "limits: {agent: {cpus: 1.255}}",
+            format!("{k}.cpus"),
+            "two decimals",
+        ),
+        (
+            "limits: {agent: {cpus: 5000}}",
+            format!("{k}.cpus"),
+            "out of range",
+        ),
+        (
+            "limits: {agent: {memory: 4096}}",
+            format!("{k}.memory"),
+            "\"4g\"",
+        ),
+        (
+            "limits: {agent: {memory: \"4096\"}}",
+            format!("{k}.memory"),
+            "no unit",
+        ),
+        (
+            "limits: {agent: {memory: 4t}}",
+            format!("{k}.memory"),
+            "not a size",
+        ),
+        (
+            "limits: {agent: {memory: 1.5g}}",
+            format!("{k}.memory"),
+            "not a size",
+        ),
+        (
+            "limits: {agent: {memory: 1m}}",
+            format!("{k}.memory"),
+            "64m to 1024g",
+        ),
+        (
+            "limits: {agent: {memory: 99999999999999g}}",
+            format!("{k}.memory"),
+            "out of range",
+        ),
+        (
+            "limits: {agent: {pids: 10}}",
+            format!("{k}.pids"),
+            "32 to 4194304",
+        ),
+        (
+            "limits: {agent: {pids: 2.5}}",
+            format!("{k}.pids"),
+            "whole number",
+        ),
+        (
+            "limits: {agent: {pids: \"100\"}}",
+            format!("{k}.pids"),
+            "whole number",
+        ),
+        (
+            "limits: {bundle: []}",
+            "limits.bundle".into(),
+            "expected a mapping",
+        ),
+        ("limits: 4g", "limits".into(), "expected a mapping"),
+    ] {
+        let s = bottle_err(&format!("{yaml}\n"), &key);
+        assert!(s.contains(want), "{yaml}: {s}");
+    }
+    // A repo-shipped agent cannot loosen (or tighten) a bottle's limits.
+    let s = agent_err("bottle: dev\nlimits: {agent: {pids: 99999}}\n", "limits");
+    assert!(s.contains("bottle key"), "{s}");
+}
+
+#[test]
+fn limits_overlay_per_field_through_extends() {
+    let r = raws(&[
+        (
+            "base",
+            "limits: {agent: {cpus: 2, memory: 2g}, bundle: {pids: 64}}\n",
+        ),
+        ("child", "extends: base\nlimits: {agent: {memory: 8g}}\n"),
+        ("plain", ""),
+    ]);
+    let b = extends::resolve(&r).unwrap();
+    let child = &b["child"].limits;
+    assert_eq!(child.agent.cpus_centi, Some(200));
+    assert_eq!(child.agent.memory_bytes, Some(8 << 30));
+    assert_eq!(child.bundle.pids, Some(64));
+    assert_eq!(b["plain"].limits, Limits::default());
 }
 
 // ---------------------------------------------------------------- documentation

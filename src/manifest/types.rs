@@ -34,6 +34,8 @@ pub struct Bottle {
     pub git_gate: GitGate,
     pub egress: Egress,
     pub supervise: bool,
+    /// Resource limits the bottle sets; a field left out takes the default (F-LIMITS).
+    pub limits: Limits,
 }
 
 /// A bottle `env` entry, classified at load time.
@@ -166,6 +168,37 @@ pub struct PipelockOpts {
     pub tls_passthrough: bool,
     /// Validated `ip` or `ip/prefix` strings.
     pub ssrf_ip_allowlist: Vec<ipnet::IpNet>,
+}
+
+/// `limits`: resource limits per container, each field optional (the plan fills defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// The agent container (or micro-VM).
+    pub agent: LimitSet,
+    /// The sidecar bundle.
+    pub bundle: LimitSet,
+}
+
+/// One container's limits as declared; `None` means "the default".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitSet {
+    /// CPUs in hundredths (`1.5` is 150): Docker's resolution, and `Eq` without floats.
+    pub cpus_centi: Option<u32>,
+    /// Memory in bytes (swap included: no swap beyond it).
+    pub memory_bytes: Option<u64>,
+    /// Most processes and threads at once.
+    pub pids: Option<u32>,
+}
+
+impl LimitSet {
+    /// Each field of `self`, else the one of `base` (the `extends` overlay).
+    pub fn or(self, base: LimitSet) -> LimitSet {
+        LimitSet {
+            cpus_centi: self.cpus_centi.or(base.cpus_centi),
+            memory_bytes: self.memory_bytes.or(base.memory_bytes),
+            pids: self.pids.or(base.pids),
+        }
+    }
 }
 
 /// An agent file that could not be loaded (invalid YAML or keys, or a missing bottle).

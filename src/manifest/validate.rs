@@ -18,6 +18,7 @@ pub const BOTTLE_KEYS: &[&str] = &[
     "env",
     "extends",
     "git-gate",
+    "limits",
     "supervise",
 ];
 pub const AGENT_KEYS: &[&str] = &[
@@ -44,6 +45,15 @@ const EGRESS_KEYS: &[&str] = &["routes"];
 const ROUTE_KEYS: &[&str] = &["auth", "host", "path_allowlist", "pipelock"];
 const AUTH_KEYS: &[&str] = &["scheme", "token_ref"];
 const PIPELOCK_KEYS: &[&str] = &["ssrf_ip_allowlist", "tls_passthrough"];
+const LIMITS_KEYS: &[&str] = &["agent", "bundle"];
+const LIMIT_SET_KEYS: &[&str] = &["cpus", "memory", "pids"];
+/// Bounds of the `limits` values: below the minimums not even the relay or a shell starts
+/// reliably; the maximums only catch typos (an extra zero or a unit mix-up).
+pub const MIN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
+pub const MIN_PIDS: u32 = 32;
+pub const MAX_PIDS: u32 = 4_194_304;
+pub const MAX_CPUS_CENTI: u32 = 1024 * 100;
 
 /// Where the format is described; named by the "unknown key" error.
 pub const FORMAT_DOC: &str = "docs/manifest.md";
@@ -63,6 +73,9 @@ pub(crate) const KEY_TABLES: &[(&str, &str, &[&str])] = &[
     ("bottle", "egress.routes[]", ROUTE_KEYS),
     ("bottle", "egress.routes[].auth", AUTH_KEYS),
     ("bottle", "egress.routes[].pipelock", PIPELOCK_KEYS),
+    ("bottle", "limits", LIMITS_KEYS),
+    ("bottle", "limits.agent", LIMIT_SET_KEYS),
+    ("bottle", "limits.bundle", LIMIT_SET_KEYS),
     ("agent", "", AGENT_KEYS),
     ("agent", "git-gate.user", GIT_USER_KEYS),
 ];
@@ -79,6 +92,7 @@ pub struct RawBottle {
     pub git_repos: Option<BTreeMap<String, GitRepo>>,
     pub egress: Option<Egress>,
     pub supervise: Option<bool>,
+    pub limits: Option<Limits>,
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: a name that can be an environment variable.
@@ -291,6 +305,7 @@ pub fn bottle(path: &Path, name: &str, fm: &Value) -> Result<RawBottle, Manifest
         .get("supervise")
         .map(|x| v.boolean(x, "supervise"))
         .transpose()?;
+    let limits = m.get("limits").map(|x| limits(&v, x)).transpose()?;
     Ok(RawBottle {
         name: name.to_owned(),
         path: path.to_path_buf(),
@@ -301,7 +316,141 @@ pub fn bottle(path: &Path, name: &str, fm: &Value) -> Result<RawBottle, Manifest
         git_repos,
         egress,
         supervise,
+        limits,
     })
+}
+
+/// `limits: {agent: {...}, bundle: {...}}` (F-LIMITS).
+fn limits(v: &V<'_>, x: &Value) -> Result<Limits, ManifestError> {
+    let m = v.map(x, "limits")?;
+    v.keys(m, "limits", LIMITS_KEYS)?;
+    let set = |name: &str| -> Result<LimitSet, ManifestError> {
+        m.get(name)
+            .map(|s| limit_set(v, s, &join("limits", name)))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    Ok(Limits {
+        agent: set("agent")?,
+        bundle: set("bundle")?,
+    })
+}
+
+fn limit_set(v: &V<'_>, x: &Value, key: &str) -> Result<LimitSet, ManifestError> {
+    let m = v.map(x, key)?;
+    v.keys(m, key, LIMIT_SET_KEYS)?;
+    let cpus_centi = m
+        .get("cpus")
+        .map(|c| cpus(v, c, &join(key, "cpus")))
+        .transpose()?;
+    let memory_bytes = m
+        .get("memory")
+        .map(|b| {
+            let k = join(key, "memory");
+            parse_memory(v.string(b, &k).map_err(|_| {
+                v.err(
+                    &k,
+                    format!(
+                        "expected a size with a unit such as \"4g\" or \"512m\", got {}",
+                        kind(b)
+                    ),
+                )
+            })?)
+            .map_err(|e| v.err(&k, e))
+        })
+        .transpose()?;
+    let pids = m
+        .get("pids")
+        .map(|p| {
+            let k = join(key, "pids");
+            let n = p.as_u64().ok_or_else(|| {
+                v.err(
+                    &k,
+                    format!("expected a whole number of processes, got {}", kind(p)),
+                )
+            })?;
+            if !(u64::from(MIN_PIDS)..=u64::from(MAX_PIDS)).contains(&n) {
+                return Err(v.err(
+                    &k,
+                    format!("{n} is out of range; use {MIN_PIDS} to {MAX_PIDS}"),
+                ));
+            }
+            Ok(n as u32)
+        })
+        .transpose()?;
+    Ok(LimitSet {
+        cpus_centi,
+        memory_bytes,
+        pids,
+    })
+}
+
+fn cpus(v: &V<'_>, x: &Value, key: &str) -> Result<u32, ManifestError> {
+    let n = match x {
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        other => {
+            return Err(v.err(
+                key,
+                format!(
+                    "expected a number of CPUs such as 2 or 1.5 (unquoted), got {}",
+                    kind(other)
+                ),
+            ));
+        }
+    };
+    let centi = (n * 100.0).round();
+    if !n.is_finite() || (n * 100.0 - centi).abs() > 1e-6 {
+        return Err(v.err(
+            key,
+            format!("`{n}` has more than two decimals; e.g. 1.5 or 0.25"),
+        ));
+    }
+    if centi < 1.0 || centi > f64::from(MAX_CPUS_CENTI) {
+        return Err(v.err(
+            key,
+            format!(
+                "`{n}` is out of range; use 0.01 to {}",
+                MAX_CPUS_CENTI / 100
+            ),
+        ));
+    }
+    Ok(centi as u32)
+}
+
+/// `<whole number><unit>` with unit `k`, `m` or `g` (binary, either case, as Docker reads
+/// them): `512m`, `4g`. A bare number is refused: bytes or MiB would be a guess.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "" => {
+            return Err(format!(
+                "`{}` has no unit; write e.g. \"4g\" or \"512m\"",
+                clip(s)
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "`{}` is not a size; write a whole number and k, m or g (e.g. \"4g\", \"512m\")",
+                clip(s)
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!(
+            "`{}` is not a size; write a whole number and k, m or g (e.g. \"4g\", \"512m\")",
+            clip(s)
+        )
+    })?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .filter(|b| (MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(b))
+        .ok_or_else(|| format!("`{}` is out of range; use 64m to 1024g", clip(s)))?;
+    Ok(bytes)
 }
 
 fn env(v: &V<'_>, x: &Value) -> Result<BTreeMap<String, EnvValue>, ManifestError> {
@@ -819,7 +968,14 @@ pub fn agent(
     let empty = Map::new();
     let m = top_map(&v, fm)?.unwrap_or(&empty);
     // An agent (possibly shipped by a repo) must never carry what only a bottle may grant.
-    for k in ["env", "egress", "agent_provider", "extends", "supervise"] {
+    for k in [
+        "env",
+        "egress",
+        "agent_provider",
+        "extends",
+        "supervise",
+        "limits",
+    ] {
         if m.contains_key(k) {
             return Err(v.err(
                 k,

@@ -122,6 +122,7 @@ mod tests {
             random_suffix: "aaaaaa".into(),
             exe: None,
             system_ca_dir: None,
+            cpus: 4,
         }
     }
 

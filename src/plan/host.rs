@@ -28,6 +28,8 @@ pub struct HostEnv {
     pub exe: Option<PathBuf>,
     /// The host's extra-CA directory ([`super::cas::SYSTEM_EXTRA_CA_DIR`]); `None` in tests.
     pub system_ca_dir: Option<PathBuf>,
+    /// CPUs this host offers (at least 1): the cap on a bottle's CPU limit.
+    pub cpus: u32,
 }
 
 impl std::fmt::Debug for HostEnv {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for HostEnv {
             .field("random_suffix", &self.random_suffix)
             .field("exe", &self.exe)
             .field("system_ca_dir", &self.system_ca_dir)
+            .field("cpus", &self.cpus)
             .finish()
     }
 }
@@ -70,6 +73,9 @@ impl HostEnv {
             random_suffix,
             exe: std::env::current_exe().ok(),
             system_ca_dir: Some(PathBuf::from(super::cas::SYSTEM_EXTRA_CA_DIR)),
+            cpus: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
         }
     }
 
@@ -148,6 +154,7 @@ mod tests {
             random_suffix: "abc123".into(),
             exe: None,
             system_ca_dir: None,
+            cpus: 4,
         }
     }
 

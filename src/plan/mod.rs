@@ -3,7 +3,7 @@
 //! [`resolve`] turns a validated [`Manifest`], an agent name, the start options and a
 //! [`HostEnv`] into a [`BottlePlan`]: names, image, env (literal / forwarded / prompted),
 //! provider command and files, skills, git identity and upstreams, and the effective egress
-//! routes with their token slots. Every host check (skill dirs, key files, Dockerfiles, the
+//! routes with their token slots, and the resource limits. Every host check (skill dirs, key files, Dockerfiles, the
 //! Codex login) happens here, so a bad setup stops before any container exists. Nothing in
 //! this module reads the process environment or the clock except [`HostEnv::from_process`].
 //! `Display` on the plan is the preflight summary; it never prints a value that could be a
@@ -17,6 +17,7 @@ mod error;
 mod git;
 mod host;
 mod image;
+mod limits;
 mod names;
 pub mod provider;
 mod routes;
@@ -39,6 +40,7 @@ pub use host::HostEnv;
 pub use image::{
     GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage,
 };
+pub use limits::{ContainerLimits, LimitsPlan};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
 pub use provider::{ProviderPlan, ProvisionFile};
 pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};
@@ -166,6 +168,8 @@ pub struct BottlePlan {
     pub git_user: GitIdentity,
     pub git_upstreams: Vec<GitUpstream>,
     pub supervise: bool,
+    /// pids, memory and CPU limits of the agent and the bundle (F-LIMITS).
+    pub limits: LimitsPlan,
     pub remote_control: bool,
     /// The agent's system prompt (the Markdown body).
     pub prompt: String,
@@ -306,6 +310,7 @@ fn resolve_with(
         git_user,
         git_upstreams,
         supervise: b.supervise,
+        limits: LimitsPlan::resolve(&b.limits, host),
         remote_control: opts.remote_control,
         prompt: a.prompt.clone(),
         credentials: std::mem::take(&mut creds.uses),

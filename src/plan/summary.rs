@@ -109,6 +109,7 @@ impl fmt::Display for BottlePlan {
         list(f, "egress", &self.route_lines())?;
         list(f, "creds", &self.credential_lines())?;
         line(f, "supervise", if self.supervise { "on" } else { "off" })?;
+        list(f, "limits", &self.limit_lines())?;
         if self.remote_control {
             line(f, "remote", "on (--remote-control)")?;
         }
@@ -160,6 +161,17 @@ impl BottlePlan {
                 s
             })
             .collect()
+    }
+
+    /// The agent's and the bundle's limits, one line each; on smolmachines the agent is a VM,
+    /// which takes CPUs and memory but has no pids limit. Shared by the preflight and `info`.
+    pub fn limit_lines(&self) -> Vec<String> {
+        let vm = self.backend == super::BackendKind::Smolmachines;
+        let agent = if vm { "agent VM" } else { "agent" };
+        vec![
+            format!("{agent:<8} {}", self.limits.agent.describe(!vm)),
+            format!("{:<8} {}", "bundle", self.limits.bundle.describe(true)),
+        ]
     }
 
     /// One line per credential: what uses it, where it comes from, whether it is set.

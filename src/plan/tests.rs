@@ -654,3 +654,34 @@ fn summary_snapshot_codex_resume_engine_down() {
     let plan = resolve(&m, "coder", &o, &host()).unwrap();
     insta::assert_snapshot!("summary_codex_resume", plan.to_string());
 }
+
+#[test]
+fn the_bottles_limits_reach_the_plan_and_the_preflight_names_what_each_backend_applies() {
+    let mut b = bottle("dev");
+    b.limits.agent.memory_bytes = Some(8 << 30);
+    b.limits.bundle.pids = Some(256);
+    let m = manifest(vec![b], vec![agent("reviewer", "dev")]);
+    let plan = resolve(&m, "reviewer", &opts(), &host()).unwrap();
+    assert_eq!(plan.limits.agent.memory_bytes, 8 << 30);
+    assert_eq!(plan.limits.bundle.pids, 256);
+    let text = plan.to_string();
+    assert!(
+        text.contains("limits     agent    cpus 3, memory 8g (bottle), pids 2048\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bundle   cpus 1, memory 1g, pids 256 (bottle)\n"),
+        "{text}"
+    );
+    let smol = StartOptions {
+        backend: BackendKind::Smolmachines,
+        ..opts()
+    };
+    let plan = resolve(&m, "reviewer", &smol, &host()).unwrap();
+    let lines = plan.limit_lines();
+    assert!(
+        lines[0].starts_with("agent VM cpus 3, memory 8g (bottle), pids not limited"),
+        "{lines:?}"
+    );
+    assert!(lines[1].ends_with("pids 256 (bottle)"), "{lines:?}");
+}

@@ -15,6 +15,7 @@ pub fn host() -> HostEnv {
         random_suffix: "k3j9x2".into(),
         exe: None,
         system_ca_dir: None,
+        cpus: 4,
     }
 }
 
@@ -27,6 +28,7 @@ pub fn bottle(name: &str) -> Bottle {
         git_gate: Default::default(),
         egress: Default::default(),
         supervise: false,
+        limits: Default::default(),
     }
 }
 

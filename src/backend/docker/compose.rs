@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::plan::ContainerLimits;
+
 /// Where the shared socket volume is mounted in both containers.
 pub const SOCKET_DIR: &str = "/run/bot-bottle";
 /// Where the sidecar configuration (routes, CA, daemon argv) is copied into the bundle,
@@ -67,6 +69,19 @@ pub struct ComposeInput {
     pub extra_hosts: Vec<String>,
     /// Compose v1 needs a file-format version and has no top-level `name`.
     pub compose_v1: bool,
+    /// pids, memory and CPU limits of the agent container and of the bundle (F-LIMITS).
+    pub agent_limits: ContainerLimits,
+    pub sidecar_limits: ContainerLimits,
+}
+
+/// Service-level limit keys, which compose v2 and the v1 file format 2.4 both apply (the
+/// `deploy.resources` form is ignored by v1 outside swarm). Swap equals memory: a hog gets
+/// no swap beyond its limit.
+fn limit_keys(service: &mut Value, limits: &ContainerLimits) {
+    service["cpus"] = json!(limits.cpus());
+    service["mem_limit"] = json!(limits.memory_bytes);
+    service["memswap_limit"] = json!(limits.memory_bytes);
+    service["pids_limit"] = json!(limits.pids);
 }
 
 /// The agent's command: wait for the bundle to publish the relay, then run it. The relay
@@ -152,6 +167,7 @@ pub fn render(input: &ComposeInput) -> Value {
     if let Some(rt) = &input.runtime {
         agent["runtime"] = Value::String(rt.clone());
     }
+    limit_keys(&mut agent, &input.agent_limits);
     if !input.compose_v1 {
         // Images are built (or found by label) before `up`; compose must never pull.
         agent["pull_policy"] = json!("never");
@@ -178,6 +194,7 @@ pub fn render(input: &ComposeInput) -> Value {
     if !input.extra_hosts.is_empty() {
         sidecars["extra_hosts"] = json!(input.extra_hosts);
     }
+    limit_keys(&mut sidecars, &input.sidecar_limits);
 
     let mut doc = Map::new();
     if input.compose_v1 {
@@ -232,6 +249,36 @@ mod tests {
             daemons: vec!["egress".into()],
             extra_hosts: vec![],
             compose_v1: v1,
+            agent_limits: limits(150, 4 << 30, 2048),
+            sidecar_limits: limits(100, 1 << 30, 1024),
+        }
+    }
+
+    fn limits(cpus_centi: u32, memory_bytes: u64, pids: u32) -> ContainerLimits {
+        ContainerLimits {
+            cpus_centi,
+            memory_bytes,
+            pids,
+            from_bottle: Default::default(),
+            cpus_capped_from: None,
+        }
+    }
+
+    #[test]
+    fn both_services_are_limited_in_either_compose_flavour() {
+        for v1 in [false, true] {
+            let doc = render(&input(v1));
+            let agent = &doc["services"]["agent"];
+            assert_eq!(agent["cpus"], json!(1.5));
+            assert_eq!(agent["mem_limit"], json!(4u64 << 30));
+            assert_eq!(agent["memswap_limit"], agent["mem_limit"]);
+            assert_eq!(agent["pids_limit"], json!(2048));
+            let sidecars = &doc["services"]["sidecars"];
+            assert_eq!(sidecars["cpus"], json!(1.0));
+            assert_eq!(sidecars["mem_limit"], json!(1u64 << 30));
+            assert_eq!(sidecars["memswap_limit"], sidecars["mem_limit"]);
+            assert_eq!(sidecars["pids_limit"], json!(1024));
+            assert!(agent.get("deploy").is_none() && sidecars.get("deploy").is_none());
         }
     }
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::compose::{LABEL_AGENT, LABEL_BACKEND, LABEL_IDENTITY, LABEL_SERVICE};
-use super::{DockerError, check, docker};
+use super::{DockerError, check, command_error, docker};
 use crate::backend::ActiveBottle;
 use crate::plan::PREFIX as NAME_PREFIX;
-use crate::runner::Runner;
+use crate::runner::{ProcessSpec, Runner};
 
 /// One container as `docker ps --format '{{json .}}'` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,24 +204,49 @@ pub fn leftovers(runner: &dyn Runner) -> Result<Leftovers, DockerError> {
 /// Remove them: containers first (they hold the networks and volumes), one call per kind.
 pub fn remove(runner: &dyn Runner, l: &Leftovers) -> Result<(), DockerError> {
     if !l.containers.is_empty() {
-        check(
+        remove_all(
             runner,
             &docker(["rm", "-f", "-v"]).args(l.containers.iter().cloned()),
         )?;
     }
     if !l.networks.is_empty() {
-        check(
+        remove_all(
             runner,
             &docker(["network", "rm"]).args(l.networks.iter().cloned()),
         )?;
     }
     if !l.volumes.is_empty() {
-        check(
+        remove_all(
             runner,
             &docker(["volume", "rm", "-f"]).args(l.volumes.iter().cloned()),
         )?;
     }
     Ok(())
+}
+
+/// One removal call; a name that is already gone is what was wanted, not an error. A running
+/// bottle's own teardown can remove it between the listing and this call (`cleanup` while
+/// sessions end), and `docker network rm` has no flag to say so on every engine.
+fn remove_all(runner: &dyn Runner, spec: &ProcessSpec) -> Result<(), DockerError> {
+    let out = runner.run(spec)?;
+    if out.success() || only_already_gone(&out.stderr_str()) {
+        Ok(())
+    } else {
+        Err(command_error(spec, &out))
+    }
+}
+
+/// Whether every error line says the object does not exist.
+fn only_already_gone(stderr: &str) -> bool {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("exit status"))
+        .collect();
+    !errors.is_empty()
+        && errors
+            .iter()
+            .all(|l| l.contains(" not found") || l.contains("No such "))
 }
 
 #[cfg(test)]
@@ -233,6 +258,42 @@ mod tests {
 {"Names":"unrelated","State":"running","Labels":""}
 not json
 "#;
+
+    #[test]
+    fn what_is_already_gone_is_not_a_cleanup_error() {
+        use crate::runner::{Output, RecordingRunner};
+        let left = Leftovers {
+            containers: vec!["bot-bottle-a-1".into()],
+            networks: vec!["bot-bottle-net-a-1".into(), "bot-bottle-egress-a-1".into()],
+            volumes: vec!["bot-bottle-a-1_sockets".into()],
+            identities: Vec::new(),
+        };
+        let gone = RecordingRunner::new(|spec| {
+            if spec.argv().contains(&"network") {
+                Output::failed(
+                    1,
+                    "Error response from daemon: network bot-bottle-net-a-1 not found\nexit status 1\n",
+                )
+            } else {
+                Output::default()
+            }
+        });
+        remove(&gone, &left).unwrap();
+        // The volumes were still removed after the network call.
+        assert!(gone.calls().iter().any(|c| c.argv().contains(&"volume")));
+        let busy = RecordingRunner::new(|spec| {
+            if spec.argv().contains(&"network") {
+                Output::failed(
+                    1,
+                    "Error response from daemon: network bot-bottle-net-a-1 not found\nError response from daemon: error while removing network: network bot-bottle-egress-a-1 id 12 has active endpoints\n",
+                )
+            } else {
+                Output::default()
+            }
+        });
+        let e = remove(&busy, &left).unwrap_err().to_string();
+        assert!(e.contains("active endpoints"), "{e}");
+    }
 
     #[test]
     fn ps_lines_group_into_bottles() {

@@ -76,6 +76,8 @@ pub fn compose_input(
         // Validated when the plan was resolved; a conflict cannot reach here.
         extra_hosts: crate::plan::git_extra_hosts(&plan.git_upstreams).unwrap_or_default(),
         compose_v1,
+        agent_limits: plan.limits.agent,
+        sidecar_limits: plan.limits.bundle,
     }
 }
 

@@ -217,7 +217,10 @@ impl Launcher<'_> {
         self.ui
             .say(&format!("creating VM `{}` (allowed: {cidr})", b.machine));
         b.undo.push(Undo::Run(vm::delete_spec(&b.machine)));
-        check(self.runner, &vm::create_spec(&b.machine, &payload, &cidr))?;
+        check(
+            self.runner,
+            &vm::create_spec(&b.machine, &payload, &cidr, &plan.limits.agent),
+        )?;
         if version::needs_allowlist_patch(self.host.version) {
             self.patch_allowlist(&b.machine, &cidr)?;
         }

@@ -11,14 +11,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::backend::docker::provision::{AGENT_HOME, AGENT_USER, WORKDIR};
+use crate::plan::ContainerLimits;
 use crate::runner::{ProcessSpec, Runner};
 
 use super::smolvm;
 
-/// `machine create` from the packed artifact, networking on, allowlist = `allow_cidr` only.
+/// `machine create` from the packed artifact, networking on, allowlist = `allow_cidr` only,
+/// with the agent's CPU and memory limits (whole vCPUs, MiB; smolvm has no pids limit).
 /// `--net` is explicit: with `--from`, smolvm does not infer it from `--allow-cidr`.
-pub fn create_spec(machine: &str, payload: &std::path::Path, allow_cidr: &str) -> ProcessSpec {
-    smolvm(["machine", "create", "--name", machine, "--from"])
+pub fn create_spec(
+    machine: &str,
+    payload: &std::path::Path,
+    allow_cidr: &str,
+    limits: &ContainerLimits,
+) -> ProcessSpec {
+    smolvm(["machine", "create", "--name", machine])
+        .arg("--cpus")
+        .arg(limits.vcpus().min(255).to_string())
+        .arg("--mem")
+        .arg(limits.memory_mib().min(u64::from(u32::MAX)).to_string())
+        .arg("--from")
         .arg(payload.display().to_string())
         .args(["--net", "--allow-cidr", allow_cidr])
 }
@@ -183,11 +195,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_machine_is_created_with_the_alias_as_its_only_cidr() {
+    fn the_machine_is_created_with_the_alias_as_its_only_cidr_and_its_limits() {
+        let limits = ContainerLimits {
+            cpus_centi: 150,
+            memory_bytes: 4 << 30,
+            pids: 2048,
+            from_bottle: Default::default(),
+            cpus_capped_from: None,
+        };
         let spec = create_spec(
             "bot-bottle-rev-ab12cd",
             std::path::Path::new("/c/k.smolmachine"),
             "127.0.0.16/32",
+            &limits,
         );
         assert_eq!(
             spec.argv(),
@@ -197,6 +217,10 @@ mod tests {
                 "create",
                 "--name",
                 "bot-bottle-rev-ab12cd",
+                "--cpus",
+                "2",
+                "--mem",
+                "4096",
                 "--from",
                 "/c/k.smolmachine",
                 "--net",
