@@ -4,6 +4,7 @@
 mod bottles;
 mod complete;
 mod context;
+mod dashboard;
 mod edit;
 mod info;
 mod init;
