@@ -4,3 +4,5 @@
 // Wired to the terminal in the next step.
 #[allow(dead_code)]
 mod app;
+#[allow(dead_code)]
+mod view;
