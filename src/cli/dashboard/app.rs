@@ -74,15 +74,6 @@ pub(crate) const CHOICES: [Choice; 4] =
     [Choice::Once, Choice::Minutes, Choice::Session, Choice::Save];
 
 impl Choice {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Choice::Once => "once",
-            Choice::Minutes => "minutes",
-            Choice::Session => "session",
-            Choice::Save => "save",
-        }
-    }
-
     fn position(self) -> usize {
         CHOICES.iter().position(|c| *c == self).unwrap_or(0)
     }

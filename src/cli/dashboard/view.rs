@@ -251,20 +251,17 @@ fn draw_mode(f: &mut Frame, app: &App) {
             let mut lines = vec![Line::from(what), Line::from("")];
             for c in CHOICES {
                 let label = match c {
-                    Choice::Minutes => format!("for {minutes} minutes"),
-                    Choice::Once => "once (the next matching request)".into(),
-                    Choice::Session => "until the bottle ends".into(),
-                    Choice::Save => "save to the bottle file (diff first)".into(),
+                    Choice::Minutes => format!("[m] for {minutes} minutes"),
+                    Choice::Once => "[o] once: the next matching request".into(),
+                    Choice::Session => "[s] until the bottle ends".into(),
+                    Choice::Save => "[v] save to the bottle file (diff first)".into(),
                 };
                 let (mark, style) = if c == *choice {
                     ("(*) ", Style::new().add_modifier(Modifier::REVERSED))
                 } else {
                     ("( ) ", Style::new())
                 };
-                lines.push(Line::from(Span::styled(
-                    format!("{mark}{} {label}", c.label()),
-                    style,
-                )));
+                lines.push(Line::from(Span::styled(format!("{mark}{label}"), style)));
             }
             modal(f, format!(" Approve {id} "), lines, 70, 9);
         }
@@ -476,7 +473,7 @@ mod tests {
         app.handle(Event::Requests(vec![entry(ID1, "api.example.com")]));
         press(&mut app, &[Key::Char('a')]);
         assert!(shows(&app, &format!("Approve {ID1}")));
-        assert!(shows(&app, "(*) session until the bottle ends"));
+        assert!(shows(&app, "(*) [s] until the bottle ends"));
         press(
             &mut app,
             &[
@@ -486,8 +483,8 @@ mod tests {
                 Key::Char('1'),
             ],
         );
-        assert!(shows(&app, "(*) minutes for 1 minutes"));
-        assert!(shows(&app, "( ) session"));
+        assert!(shows(&app, "(*) [m] for 1 minutes"));
+        assert!(shows(&app, "( ) [s] until the bottle ends"));
         press(&mut app, &[Key::Enter]);
         assert!(!shows(&app, "Approve "), "the chooser closed");
         assert!(shows(&app, &format!("approving for 1m {ID1}")));
