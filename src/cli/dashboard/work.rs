@@ -497,6 +497,63 @@ mod tests {
     }
 
     #[test]
+    fn the_preflight_is_a_dry_run_of_start() {
+        let root = tempfile::tempdir().unwrap();
+        let c = ctx(root.path());
+        let runner = RecordingRunner::new(|_| Output {
+            code: 0,
+            stdout: Vec::new(),
+            stderr: b"bottle dev\n  egress: 2 routes\nbot-bottle: dry run: nothing was created\n"
+                .to_vec(),
+        });
+        let text = preflight(&c, &runner, "dev", BackendKind::Docker).unwrap();
+        assert!(text.contains("egress: 2 routes"), "{text}");
+        assert_eq!(
+            runner.calls()[0].argv(),
+            [
+                "/bin/bot-bottle",
+                "start",
+                "dev",
+                "--backend",
+                "docker",
+                "--dry-run"
+            ]
+        );
+        let runner = RecordingRunner::new(|_| {
+            Output::failed(
+                1,
+                "plan line\nbot-bottle: error: no agent named `x`; see `bot-bottle list available`\n",
+            )
+        });
+        assert_eq!(
+            preflight(&c, &runner, "x", BackendKind::Docker).unwrap_err(),
+            "no agent named `x`; see `bot-bottle list available`"
+        );
+    }
+
+    #[test]
+    fn a_proposal_is_submitted_in_the_bundle() {
+        let runner = RecordingRunner::new(|_| Output::ok("0000000000009-00000f\n"));
+        let route = RouteProposal {
+            host: "pypi.org".into(),
+            path_prefixes: vec!["/simple/".into()],
+            methods: vec!["GET".into()],
+        };
+        let m = propose(&runner, "dev-1", &route, "refused GET pypi.org/simple/").unwrap();
+        assert_eq!(
+            m,
+            "requested route pypi.org in dev-1 as 0000000000009-00000f"
+        );
+        let argv = runner.calls()[0].argv().join(" ");
+        assert_eq!(
+            argv,
+            "docker exec bot-bottle-sidecars-dev-1 /usr/local/bin/bot-bottle-supervise submit \
+             --spool /var/lib/bot-bottle/supervise --host pypi.org --reason refused GET pypi.org/simple/ \
+             --path /simple/ --method GET"
+        );
+    }
+
+    #[test]
     fn refusals_come_from_the_bundles_audit_log() {
         let line = r#"{"time":"2026-12-02T10:00:00Z","host":"pypi.org","method":"GET","path":"/simple/","verdict":"deny","layer":"egress","rule":"no-route","status":403}"#;
         let runner = RecordingRunner::new(move |_| Output::ok(format!("{line}\n{line}\n")));
