@@ -320,6 +320,26 @@ fn a_taken_pinned_name_is_an_error_before_anything_is_created() {
     assert!(env.state_dirs().is_empty());
 }
 
+#[test]
+fn bottles_needing_missing_gates_are_refused_before_any_engine_call() {
+    let env = Env::new(
+        "git-gate:\n  repos:\n    one:\n      url: ssh://git@h.example/one\n      identity: key\n",
+    );
+    std::fs::write(env.home.join("bottles/key"), "not a real key\n").unwrap();
+    env.cmd()
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("git-gate.repos"));
+    assert!(env.calls().is_empty(), "{:#?}", env.calls());
+    // The dry run still shows the whole plan.
+    env.cmd()
+        .args(["start", "--dry-run", "worker"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("not available yet"));
+}
+
 /// The one file `name` of a tar stream, as text.
 fn tar_file(tar: &[u8], name: &str) -> Option<String> {
     use std::io::Read;

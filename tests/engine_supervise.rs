@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
+/// The tests of this file take turns: each runs a whole bottle.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn engine_turn() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
 }
@@ -199,6 +208,47 @@ impl World {
     }
 }
 
+/// `bot-bottle <args>` under a pseudo-terminal (as an operator's shell runs it), in the
+/// background. `image` replaces the agent image override (`None`: no override).
+fn spawn_pty(w: &World, args: &str, image: Option<&str>) -> Child {
+    let mut c = Command::new("script");
+    c.args(["-qfec", &format!("{} {args}", bin().display()), "/dev/null"]);
+    for (k, v) in w.cmd().get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    match image {
+        Some(i) => c.env("BOT_BOTTLE_IMAGE", i),
+        None => c.env_remove("BOT_BOTTLE_IMAGE"),
+    };
+    c.current_dir(&w.work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_started(w: &World, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !w.exec(id, "test -f /tmp/started").0 {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A shell script that opens an MCP session with supervise through the relay and calls one
 /// tool, printing the SSE answer: nothing but curl, as any agent could.
 fn mcp_call(tool: &str, arguments: &serde_json::Value) -> String {
@@ -255,6 +305,7 @@ impl Drop for KillOnDrop {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
+    let _turn = engine_turn();
     build_stub_image();
     let w = World::new();
     let mut start = Command::new("script");
@@ -315,6 +366,23 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
     }
     assert_eq!(w.status(&id, "/base/x"), "200");
     assert_eq!(w.status(&id, "/granted/x"), "403");
+    // The host sees that refusal through the engine, as the dashboard reads it.
+    let runner = bot_bottle::runner::RealRunner;
+    let seen = bot_bottle::requests::recent_refusals(&runner, &id, 10).unwrap();
+    let r = seen
+        .iter()
+        .find(|e| e.path == "/granted/x")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(
+        (r.layer.as_str(), r.rule.as_str()),
+        ("path-allowlist", "path-not-allowed")
+    );
+    assert_eq!(
+        (r.bottle.as_str(), r.host.as_str()),
+        (id.as_str(), "upstream.test")
+    );
+    let (followed, offset) = bot_bottle::requests::follow_refusals(&runner, &id, 0).unwrap();
+    assert!(followed.iter().any(|e| e.path == "/granted/x") && offset > 0);
 
     // The agent asks, then waits (in the background, as a blocked tool call).
     let (ok, answer) = w.exec(
@@ -411,4 +479,84 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
         assert!(Instant::now() < deadline, "start did not exit");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn an_approved_image_change_ends_the_bottle_and_resume_runs_the_new_image() {
+    let _turn = engine_turn();
+    build_stub_image();
+    let w = World::new();
+    let mut child = spawn_pty(&w, &format!("start --yes {}", w.agent), Some(STUB_IMAGE));
+    let mut guard = KillOnDrop(vec![child.id()]);
+    let id = w.wait_active(&mut child);
+    wait_started(&w, &id);
+    w.exec(&id, "mkdir -p /home/node/.claude/projects/p && echo TRANSCRIPT-MARK > /home/node/.claude/projects/p/s.jsonl");
+    let dockerfile =
+        format!("FROM {STUB_IMAGE}\nUSER root\nRUN touch /rebuilt-marker\nUSER node\n");
+    let (ok, answer) = w.exec(
+        &id,
+        &mcp_call(
+            "propose-image-change",
+            &serde_json::json!({"dockerfile": dockerfile, "reason": "needs a marker"}),
+        ),
+    );
+    assert!(ok, "{answer}");
+    let req = request_id(&answer);
+    let out = w
+        .cmd()
+        .args(["approve", &req])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("bot-bottle resume {id}")), "{err}");
+    // The session ended, the bottle is gone, its state is kept with the new Dockerfile.
+    wait_exit(&mut child, 120);
+    let state = w.home.join("state").join(&id);
+    assert!(state.join(".preserve").exists());
+    assert_eq!(
+        std::fs::read_to_string(state.join("Dockerfile")).unwrap(),
+        dockerfile
+    );
+    let transcript = state.join("transcript");
+    assert!(
+        std::fs::read_dir(&transcript).is_ok(),
+        "no transcript in {}",
+        state.display()
+    );
+
+    // `resume` builds the per-bottle image and runs on it (no image override now).
+    let mut resumed = spawn_pty(&w, &format!("resume --yes {id}"), None);
+    guard.0.push(resumed.id());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !w.exec(&id, "test -f /tmp/started").0 {
+        if let Ok(Some(st)) = resumed.try_wait() {
+            panic!("resume exited early: {st}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed session never started"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        w.exec(&id, "test -f /rebuilt-marker").0,
+        "not the rebuilt image"
+    );
+    assert!(
+        w.exec(&id, "grep -r TRANSCRIPT-MARK /home/node/.claude/projects")
+            .0,
+        "the transcript did not come back"
+    );
+    w.exec(&id, "echo 0 > /tmp/stop");
+    let st = wait_exit(&mut resumed, 120);
+    assert!(st.success(), "resume exited with {st}");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &format!("bot-bottle-rebuilt-{id}:latest")])
+        .output();
 }

@@ -83,16 +83,41 @@ pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let entry = q.get(&args.id)?;
+    let image = match &entry.request.change {
+        crate::sidecar::supervise::spool::Change::Image { dockerfile } => Some(dockerfile.clone()),
+        _ => None,
+    };
     let d = Decision {
         id: args.id.clone(),
         verdict: Verdict::Approved,
         decided_at: now_rfc3339(),
-        lifetime: Some(lifetime),
+        lifetime: image.is_none().then_some(lifetime),
         route: None,
-        note: None,
+        note: image
+            .as_ref()
+            .map(|_| "the session ends now; the operator resumes it on the new image".to_string()),
     };
     decide(&q, &link, &d)?;
     super::say(&format!("approved {}", args.id));
+    if let Some(dockerfile) = image {
+        let root = super::context::home_root()?;
+        let applied =
+            crate::requests::apply_image_change(&runner, &root, &entry.bottle, &dockerfile)?;
+        q.audit(
+            &entry.bottle,
+            "applied",
+            &args.id,
+            &format!("image change; {}", applied.dockerfile.display()),
+        )?;
+        if !applied.transcript {
+            super::warn("no transcript was copied out of the agent");
+        }
+        super::say(&format!(
+            "bottle `{}` was stopped and its state kept; resume it on the new image with `{}`",
+            entry.bottle, applied.resume
+        ));
+    }
     if let Some((path, text)) = save {
         write_bottle_file(&path, &text).with_context(|| {
             format!(
