@@ -11,15 +11,13 @@ use anyhow::Context as _;
 
 use super::app::{DiffSource, Draft, Effect, Event, Session, lifetime_text};
 use super::tmux;
-use crate::backend::docker::compose::SIDECAR_LOG_DIR;
 use crate::backend::docker::docker;
-use crate::backend::docker::launch::EGRESS_AUDIT_LOG;
 use crate::backend::{self, ActiveBottle, backend_for};
 use crate::manifest::{self, LoadOptions};
 use crate::plan::BackendKind;
 use crate::requests::{BUNDLE_SPOOL, DockerLink, Queue, SUPERVISE_BIN, decide, summary, sync};
 use crate::runner::{ProcessSpec, Runner};
-use crate::sidecar::supervise::refusals::{self, RefusalEvent, TAIL_BYTES};
+use crate::sidecar::supervise::refusals::RefusalEvent;
 use crate::sidecar::supervise::spool::{Change, Lifetime, now_rfc3339};
 use crate::sidecar::supervise::validate::RouteProposal;
 
@@ -126,33 +124,9 @@ fn all_refusals(runner: &dyn Runner, bottles: &[ActiveBottle]) -> Vec<RefusalEve
     all
 }
 
-/// The tail of one bottle's egress audit log, read through the engine (the host shares no
-/// directory with the bundle). A bundle without a log yet has no refusals.
+/// One bottle's recent refusals; a bundle that cannot be read has none to show.
 fn bottle_refusals(runner: &dyn Runner, bottle: &str) -> Vec<RefusalEvent> {
-    let log = format!("{SIDECAR_LOG_DIR}/{EGRESS_AUDIT_LOG}");
-    let spec = docker([
-        "exec",
-        &format!("bot-bottle-sidecars-{bottle}"),
-        "tail",
-        "-c",
-        &TAIL_BYTES.to_string(),
-        &log,
-    ]);
-    let Ok(out) = runner.run(&spec) else {
-        return Vec::new();
-    };
-    if !out.success() {
-        return Vec::new();
-    }
-    let mut text = out.stdout_str();
-    if out.stdout.len() as u64 >= TAIL_BYTES {
-        // The first line was cut by `tail -c`.
-        text = text
-            .split_once('\n')
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
-    }
-    refusals::from_audit_text(bottle, &text, REFUSALS_PER_BOTTLE)
+    crate::requests::recent_refusals(runner, bottle, REFUSALS_PER_BOTTLE).unwrap_or_default()
 }
 
 /// Carry out effects until the sending side is gone; each answer goes to `tx`, then the
@@ -192,9 +166,17 @@ pub(crate) fn run_effect(ctx: &Ctx, runner: &dyn Runner, effect: Effect) -> Vec<
                 DiffSource::Save { bottle, route } => save_target(ctx, &bottle, &route)
                     .map(|(_, old, new)| (old, new))
                     .map_err(|e| format!("{e:#}")),
-                // A bottle runs the image its provider ships until an image change is
-                // applied, so the requested Dockerfile is all new.
-                DiffSource::Image { dockerfile, .. } => Ok((String::new(), dockerfile)),
+                // Against the Dockerfile of an earlier approved change, if any; a bottle
+                // on its provider's image has none, so the requested one is all new.
+                DiffSource::Image { bottle, dockerfile } => {
+                    let current = crate::state::state_root(&ctx.root)
+                        .join(&bottle)
+                        .join(crate::plan::REBUILT_DOCKERFILE);
+                    Ok((
+                        std::fs::read_to_string(current).unwrap_or_default(),
+                        dockerfile,
+                    ))
+                }
             };
             vec![Event::Diff { id, result }]
         }
@@ -233,7 +215,33 @@ fn decide_draft(ctx: &Ctx, runner: &dyn Runner, d: Draft) -> anyhow::Result<Stri
     };
     let id = d.id.clone();
     let verdict = d.verdict;
-    decide(&q, &DockerLink { runner }, &d.decision(now_rfc3339()))?;
+    let image = match (verdict, &entry.request.change) {
+        (crate::sidecar::supervise::spool::Verdict::Approved, Change::Image { dockerfile }) => {
+            Some(dockerfile.clone())
+        }
+        _ => None,
+    };
+    let mut decision = d.decision(now_rfc3339());
+    if image.is_some() {
+        decision.lifetime = None;
+        decision.note =
+            Some("the session ends now; the operator resumes it on the new image".into());
+    }
+    decide(&q, &DockerLink { runner }, &decision)?;
+    if let Some(dockerfile) = image {
+        let applied =
+            crate::requests::apply_image_change(runner, &ctx.root, &entry.bottle, &dockerfile)?;
+        q.audit(
+            &entry.bottle,
+            "applied",
+            &id,
+            &format!("image change; {}", applied.dockerfile.display()),
+        )?;
+        return Ok(format!(
+            "approved {id}: bottle {} stopped with its state kept; resume it on the new image with `{}`",
+            entry.bottle, applied.resume
+        ));
+    }
     if let Some((path, _, text)) = save {
         super::super::requests::write_bottle_file(&path, &text).with_context(|| {
             format!(
@@ -565,5 +573,7 @@ mod tests {
             runner.calls()[0].argv()[..3],
             ["docker", "exec", "bot-bottle-sidecars-dev-1"]
         );
+        let failing = RecordingRunner::new(|_| Output::failed(1, "No such container"));
+        assert!(bottle_refusals(&failing, "dev-1").is_empty());
     }
 }
