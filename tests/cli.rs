@@ -76,11 +76,12 @@ fn bad_arguments_exit_1() {
 }
 
 #[test]
-fn commands_not_built_yet_refuse_with_exit_1() {
+fn dashboard_without_a_terminal_is_one_error_line() {
     let tmp = tempfile::tempdir().unwrap();
     let out = bb(tmp.path(), tmp.path()).arg("dashboard").assert().code(1);
     let line = one_error_line(&out.get_output().stderr);
-    assert!(line.contains("not available yet"), "{line}");
+    assert!(line.contains("the dashboard needs a terminal"), "{line}");
+    assert!(!line.contains("not available yet"), "{line}");
 }
 
 #[test]

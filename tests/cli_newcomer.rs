@@ -525,7 +525,8 @@ fn help_and_dry_runs_are_honest_about_what_is_not_built() {
         .lines()
         .find(|l| l.trim_start().starts_with("dashboard"))
         .unwrap();
-    assert!(dashboard.contains("not built yet"), "{dashboard}");
+    assert!(!dashboard.contains("not built yet"), "{dashboard}");
+    assert!(dashboard.contains("pending requests"), "{dashboard}");
     assert!(
         !help.contains("__complete-agents"),
         "hidden command shown:\n{help}"

@@ -209,6 +209,60 @@ fn approve_save_shows_the_change_asks_and_writes_the_bottle_file() {
     assert_eq!(env.audit_events(), ["requested", "approved", "saved"]);
 }
 
+/// `bot-bottle-supervise submit` (what the dashboard runs to turn a refusal into a request)
+/// queues a checked request that `pending` then lists; bad input queues nothing.
+#[test]
+fn submit_queues_a_checked_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let spool_arg = spool.display().to_string();
+    let out = Command::cargo_bin("bot-bottle-supervise")
+        .unwrap()
+        .args(["submit", "--spool", &spool_arg, "--host", "API.example.com"])
+        .args([
+            "--path",
+            "/v1/",
+            "--method",
+            "GET",
+            "--reason",
+            "refused GET",
+        ])
+        .assert()
+        .success();
+    let id = String::from_utf8_lossy(&out.get_output().stdout)
+        .trim()
+        .to_string();
+    let out = Command::cargo_bin("bot-bottle-supervise")
+        .unwrap()
+        .args(["pending", "--spool", &spool_arg])
+        .assert()
+        .success();
+    let line = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(r["id"], id.as_str());
+    assert_eq!(r["change"]["host"], "api.example.com");
+    assert_eq!(r["change"]["path_prefixes"][0], "/v1/");
+    assert_eq!(r["reason"], "refused GET");
+
+    Command::cargo_bin("bot-bottle-supervise")
+        .unwrap()
+        .args(["submit", "--spool", &spool_arg, "--host", "example.com"])
+        .args(["--path", "no-slash", "--reason", "x"])
+        .assert()
+        .failure();
+    let out = Command::cargo_bin("bot-bottle-supervise")
+        .unwrap()
+        .args(["pending", "--spool", &spool_arg])
+        .assert()
+        .success();
+    assert_eq!(
+        String::from_utf8_lossy(&out.get_output().stdout)
+            .lines()
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn an_approved_image_change_keeps_state_tears_down_and_names_the_resume_command() {
     let env = Env::new();

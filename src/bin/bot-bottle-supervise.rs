@@ -1,9 +1,9 @@
 //! `bot-bottle-supervise`: the bottle's supervise daemon (see `bot_bottle::sidecar::supervise`).
 //!
-//! `serve` runs the MCP server. `pending` and `decide` are how the host, which shares no
-//! directory with the bundle, reads requests out and hands decisions in (run through
-//! `docker exec`): `pending` prints one JSON request per line, `decide` reads one JSON
-//! decision on stdin.
+//! `serve` runs the MCP server. `pending`, `decide` and `submit` are how the host, which
+//! shares no directory with the bundle, reads requests out and hands decisions in (run
+//! through `docker exec`): `pending` prints one JSON request per line, `decide` reads one
+//! JSON decision on stdin, `submit` queues a request the operator wrote.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,7 +14,8 @@ use bot_bottle::sidecar::egress::ListenAddr;
 use bot_bottle::sidecar::supervise::apply_decision;
 use bot_bottle::sidecar::supervise::grants::Grants;
 use bot_bottle::sidecar::supervise::server::{self, Listener, SuperviseConfig};
-use bot_bottle::sidecar::supervise::spool::{Decision, Spool};
+use bot_bottle::sidecar::supervise::spool::{Change, Decision, Spool};
+use bot_bottle::sidecar::supervise::validate;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -69,6 +70,22 @@ enum Cmd {
         spool: PathBuf,
         #[arg(long, default_value_t = 0)]
         skip: usize,
+    },
+    /// Queue a route request for the operator, as if the agent had asked (the dashboard turns
+    /// a refusal into one); prints the new request's id.
+    Submit {
+        #[arg(long, value_name = "DIR")]
+        spool: PathBuf,
+        #[arg(long)]
+        host: String,
+        /// A path prefix (repeat for more; none means the whole host).
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// A method (repeat for more; none means any).
+        #[arg(long = "method")]
+        methods: Vec<String>,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -136,6 +153,20 @@ fn run(args: Args) -> anyhow::Result<()> {
                 out.push('\n');
             }
             print!("{out}");
+            Ok(())
+        }
+        Cmd::Submit {
+            spool,
+            host,
+            paths,
+            methods,
+            reason,
+        } => {
+            // Checked like the agent's own proposals.
+            let route = validate::route(&host, &paths, &methods).map_err(anyhow::Error::msg)?;
+            let reason = validate::reason(&reason).map_err(anyhow::Error::msg)?;
+            let req = Spool::open(&spool)?.submit(Change::Route(route), reason)?;
+            println!("{}", req.id);
             Ok(())
         }
         Cmd::Events { spool, skip } => {

@@ -4,6 +4,7 @@
 mod bottles;
 mod complete;
 mod context;
+mod dashboard;
 mod edit;
 mod info;
 mod init;
@@ -57,7 +58,7 @@ pub enum Command {
     Edit(EditArgs),
     /// Run a command inside a running bottle as the agent user
     Exec(ExecArgs),
-    /// Terminal dashboard: proposals, running agents, new launches (not built yet)
+    /// Terminal dashboard: pending requests, refusals, running bottles, new launches
     Dashboard,
     /// Requests agents made through supervise that wait for you, oldest first
     Requests(RequestsArgs),
@@ -319,15 +320,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => bottles::list_preserved(json),
         Command::Cleanup(args) => bottles::cleanup(&args),
         Command::Exec(args) => bottles::exec(&args),
-        Command::Dashboard => not_yet("dashboard"),
+        Command::Dashboard => dashboard::dashboard(),
         Command::Requests(args) => requests::list(&args),
         Command::Approve(args) => requests::approve(&args),
         Command::Reject(args) => requests::reject(&args),
         Command::BuildImages => start::build_images(),
     }
-}
-
-/// Declared commands whose backend is not built yet refuse plainly: no fake success.
-fn not_yet(what: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`{what}` is not available yet in this version of bot-bottle")
 }

@@ -209,7 +209,7 @@ fn plan_save(
 }
 
 /// Replace the bottle file whole (written beside it, then renamed), keeping its mode.
-fn write_bottle_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_bottle_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
