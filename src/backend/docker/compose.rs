@@ -64,6 +64,8 @@ pub struct ComposeInput {
     pub daemons: Vec<String>,
     /// Compose v1 needs a file-format version and has no top-level `name`.
     pub compose_v1: bool,
+    /// A test's weakening: `Network` gives the agent Docker's default bridge.
+    pub weakened: Option<crate::plan::Weakening>,
 }
 
 /// The agent's command: wait for the bundle to publish the relay, then run it. The relay
@@ -146,6 +148,9 @@ pub fn render(input: &ComposeInput) -> Value {
         "labels": labels("agent"),
         "depends_on": ["sidecars"],
     });
+    if input.weakened == Some(crate::plan::Weakening::Network) {
+        agent["network_mode"] = json!("bridge");
+    }
     if let Some(rt) = &input.runtime {
         agent["runtime"] = Value::String(rt.clone());
     }
@@ -214,6 +219,7 @@ mod tests {
             agent_image: "bot-bottle-claude:latest".into(),
             sidecar_image: "bot-bottle-sidecars:latest".into(),
             runtime: None,
+            weakened: None,
             agent_env: BTreeMap::from([
                 (
                     "HTTPS_PROXY".to_string(),

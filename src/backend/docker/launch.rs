@@ -74,6 +74,7 @@ pub fn compose_input(
         sidecar_env_forwarded: plan.egress_tokens.keys().cloned().collect(),
         daemons: sidecar_config::daemons(plan),
         compose_v1,
+        weakened: plan.weakened,
     }
 }
 
@@ -427,6 +428,15 @@ impl Launcher<'_> {
             up = up.secret_env(k, v);
         }
         check(self.runner, &up)?;
+        Ok(())
+    }
+
+    /// Finish a created bottle without starting a session: the bundle's config copy and the
+    /// agent's provisioning (`doctor` probes a bottle that runs no provider).
+    pub fn finish_without_session(&self, b: &mut Bottle) -> Result<(), DockerError> {
+        if let Some(setup) = b.setup.take() {
+            finish_setup(self.runner, &setup)?;
+        }
         Ok(())
     }
 
