@@ -11,7 +11,7 @@ use crate::plan::HostEnv;
 use crate::runner::RealRunner;
 
 use super::DoctorArgs;
-use super::output::{CliUi, say, stdout_write};
+use super::output::{CliUi, say, stdout_write, warn};
 
 struct Steps {
     quiet: bool,
@@ -24,7 +24,10 @@ impl Progress for Steps {
 
     fn probe(&self, index: usize, total: usize, probe: &Probe) {
         if !self.quiet {
-            say(&format!("probe {index}/{total}: {} ({})", probe.id, probe.case));
+            say(&format!(
+                "probe {index}/{total}: {} ({})",
+                probe.id, probe.case
+            ));
         }
     }
 }
@@ -36,6 +39,12 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let steps = Steps { quiet: args.json };
     say("checking this host");
     let prepared = bottle::plan(&runner, &host)?;
+    if let Some(w) = prepared.plan.weakened {
+        warn(&format!(
+            "WEAKENED throwaway bottle ({}: test knob BOT_BOTTLE_TEST_WEAKEN); its results say nothing about real bottles",
+            w.as_str()
+        ));
+    }
     let images = [
         prepared.plan.image.tag.clone(),
         prepared.plan.sidecar_image.tag().to_string(),
@@ -99,7 +108,9 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         ));
         Ok(ExitCode::from(1))
     } else {
-        say(&format!("all {passed} checks passed: bottles fail closed on this host"));
+        say(&format!(
+            "all {passed} checks passed: bottles fail closed on this host"
+        ));
         Ok(ExitCode::SUCCESS)
     }
 }

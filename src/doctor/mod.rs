@@ -175,7 +175,13 @@ pub fn host_checks(
         let mut missing = Vec::new();
         for tag in images {
             let ok = runner
-                .run(&docker(["image", "inspect", "--format", "{{.Id}}", tag.as_str()]))
+                .run(&docker([
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{.Id}}",
+                    tag.as_str(),
+                ]))
                 .is_ok_and(|o| o.success());
             if !ok {
                 missing.push(tag.clone());

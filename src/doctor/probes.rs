@@ -65,6 +65,10 @@ pub struct Context {
     pub exfil_label: String,
 }
 
+/// The every-port TCP scan (perl), for callers that aim it at addresses of their own
+/// (the suite's bottle-to-bottle case). Arguments: `<ports spec> <address>…`.
+pub const TCP_SCAN_SCRIPT: &str = scripts::TCP_SCAN_PL;
+
 /// Ports tried on addresses that are not scanned on every port.
 pub const COMMON_PORTS: &str = "22,53,80,443,2375,2376,3128,5000,8080,8443,9099";
 
@@ -183,7 +187,10 @@ fn network(ctx: &Context, v: &mut Vec<Probe>) {
         "N1 N9",
         "direct-http-request",
         "a real HTTP request to the gateways and the outside: no route",
-        node(scripts::TCP_REQUEST_JS, &format!("80 {}", join_ips(&req_targets))),
+        node(
+            scripts::TCP_REQUEST_JS,
+            &format!("80 {}", join_ips(&req_targets)),
+        ),
         NO_ROUTE,
     ));
     let gw = v4_all
@@ -380,11 +387,7 @@ fn percent_all(s: &str) -> String {
 pub fn needles(secret: &str) -> Vec<String> {
     use base64::Engine as _;
     let b = secret.as_bytes();
-    let mut v = vec![
-        secret.to_string(),
-        hex::encode(b),
-        hex::encode_upper(b),
-    ];
+    let mut v = vec![secret.to_string(), hex::encode(b), hex::encode_upper(b)];
     for k in 0..3usize {
         let mut buf = vec![0u8; k];
         buf.extend_from_slice(b);
@@ -519,9 +522,8 @@ impl Probe {
             RunAs::Root => "root",
         };
         let script = format!("{}\n{}\necho done\n", scripts::PRELUDE, self.script);
-        let spec = ProcessSpec::new("docker").args([
-            "exec", "-i", "-u", user, container, "sh", "-c", &script,
-        ]);
+        let spec = ProcessSpec::new("docker")
+            .args(["exec", "-i", "-u", user, container, "sh", "-c", &script]);
         match (self.needles_on_stdin, secret) {
             (true, Some(s)) => spec.stdin(format!("{}\n", needles(s).join("\n")).into_bytes()),
             _ => spec.stdin(Vec::new()),
@@ -579,7 +581,13 @@ pub fn judge(allowed: &[&str], stdout: &str, stderr: &str) -> Verdict {
     }
     let summary = good
         .iter()
-        .map(|(c, n)| if *n > 1 { format!("{c} x{n}") } else { c.clone() })
+        .map(|(c, n)| {
+            if *n > 1 {
+                format!("{c} x{n}")
+            } else {
+                c.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
     if !finished || !seen_any {
@@ -646,8 +654,8 @@ mod tests {
         let secret = "ghp_Q7rT2mX9vLk4Wn8Zp3Hs6Jd1Fy5Bc0Ae2Gu7";
         let n = needles(secret);
         for prefix in ["", "a", "ab", "abc"] {
-            let enc = base64::engine::general_purpose::STANDARD
-                .encode(format!("{prefix}{secret}suffix"));
+            let enc =
+                base64::engine::general_purpose::STANDARD.encode(format!("{prefix}{secret}suffix"));
             assert!(
                 n.iter().any(|x| enc.contains(x.as_str())),
                 "prefix {prefix:?}: {enc}"
@@ -673,9 +681,7 @@ mod tests {
             "C1", "C2", "E1", "E2", "E3", "E4",
         ] {
             assert!(
-                probes
-                    .iter()
-                    .any(|p| p.case.split(' ').any(|c| c == case)),
+                probes.iter().any(|p| p.case.split(' ').any(|c| c == case)),
                 "no probe for {case}"
             );
         }

@@ -46,7 +46,8 @@ pub fn host_addresses() -> Vec<HostAddr> {
                 }
                 _ => continue,
             };
-            let link_local_v6 = matches!(addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            let link_local_v6 =
+                matches!(addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
             if addr.is_loopback() || link_local_v6 {
                 continue;
             }
@@ -97,7 +98,9 @@ pub fn container_addresses(runner: &dyn Runner, container: &str) -> Vec<IpAddr> 
 }
 
 fn parse_ips(s: &str) -> Vec<IpAddr> {
-    s.split_whitespace().filter_map(|w| w.parse().ok()).collect()
+    s.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 /// `(every port, common ports)`: the default bridge's gateway, the bottle's gateways and
@@ -160,10 +163,19 @@ mod tests {
             h("br-def", "172.24.6.1"),
         ];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let (all, common) = split(&host, &[ip("172.24.5.1"), ip("172.24.5.2")], &[ip("172.17.0.1")]);
+        let (all, common) = split(
+            &host,
+            &[ip("172.24.5.1"), ip("172.24.5.2")],
+            &[ip("172.17.0.1")],
+        );
         assert_eq!(
             all,
-            [ip("10.1.2.3"), ip("172.17.0.1"), ip("172.24.5.1"), ip("172.24.5.2")]
+            [
+                ip("10.1.2.3"),
+                ip("172.17.0.1"),
+                ip("172.24.5.1"),
+                ip("172.24.5.2")
+            ]
         );
         assert_eq!(common, [ip("172.24.6.1")]);
     }

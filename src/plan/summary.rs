@@ -59,7 +59,10 @@ impl fmt::Display for BottlePlan {
             line(
                 f,
                 "WEAKENED",
-                format_args!("{} (test knob BOT_BOTTLE_TEST_WEAKEN; this bottle is not safe)", w.as_str()),
+                format_args!(
+                    "{} (test knob BOT_BOTTLE_TEST_WEAKEN; this bottle is not safe)",
+                    w.as_str()
+                ),
             )?;
         }
         if self.copy_cwd {

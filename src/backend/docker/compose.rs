@@ -271,6 +271,19 @@ mod tests {
     }
 
     #[test]
+    fn only_the_test_weakening_gives_the_agent_a_network() {
+        assert_eq!(
+            render(&input(false))["services"]["agent"]["network_mode"],
+            "none"
+        );
+        let mut i = input(false);
+        i.weakened = Some(crate::plan::Weakening::Runc);
+        assert_eq!(render(&i)["services"]["agent"]["network_mode"], "none");
+        i.weakened = Some(crate::plan::Weakening::Network);
+        assert_eq!(render(&i)["services"]["agent"]["network_mode"], "bridge");
+    }
+
+    #[test]
     fn runtime_and_compose_v1_shape() {
         let mut i = input(true);
         i.runtime = Some("runsc".into());
