@@ -263,7 +263,7 @@ impl Running {
 
     fn exec(&self, script: &str) -> std::process::Output {
         Command::new("docker")
-            .args(["exec", "-u", "node", &self.agent(), "sh", "-c", script])
+            .args(["exec", "-u", "node", &self.agent(), "bash", "-c", script])
             .stdin(Stdio::null())
             .output()
             .unwrap()

@@ -334,8 +334,10 @@ fn network(ctx: &Context, v: &mut Vec<Probe>) {
             "{}\nfor port in 9418 9420 9100; do bb_raw \"gate-$port\" $port 'GET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'; done\n",
             scripts::RAW_HTTP_SH
         ),
+        // The relay closes (or resets) a connection whose gate socket is not there.
         &[
             "CLOSED",
+            "RESET",
             "ECONNREFUSED",
             "400:none",
             "403:none",

@@ -119,7 +119,7 @@ bb_raw() {
   bb_resp=$(bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$bb_port"' || exit 9; printf "$0" >&3; timeout 15 cat <&3' "$bb_req" 2>&1 | tr -d '\r')
   bb_n=$(printf '%s\n' "$bb_resp" | grep -c '^HTTP/1\.[01] [0-9]')
   if [ "$bb_n" = 0 ]; then
-    case "$bb_resp" in *"Connection refused"*) echo "obs $bb_label ECONNREFUSED" ;; "") echo "obs $bb_label CLOSED" ;; *) echo "obs $bb_label NO-HTTP-ANSWER:$(printf %s "$bb_resp" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-50)" ;; esac
+    case "$bb_resp" in *"Connection refused"*) echo "obs $bb_label ECONNREFUSED" ;; *"Connection reset by peer"*) echo "obs $bb_label RESET" ;; "") echo "obs $bb_label CLOSED" ;; *) echo "obs $bb_label NO-HTTP-ANSWER:$(printf %s "$bb_resp" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-50)" ;; esac
     return
   fi
   bb_st=$(printf '%s\n' "$bb_resp" | awk '/^HTTP\/1\.[01] [0-9]/{print $2; exit}')
