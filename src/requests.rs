@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
 use crate::backend::docker::{DockerError, check, discover, docker};
 use crate::runner::Runner;
 use crate::sidecar::supervise::grants::GrantEvent;
+use crate::sidecar::supervise::refusals::{self, RefusalEvent};
 use crate::sidecar::supervise::spool::{Decision, Request, is_request_id, now_rfc3339};
 
 /// Where the daemon binary sits in the bundle.
@@ -45,6 +47,8 @@ pub enum RequestsError {
     AlreadyDecided(String),
     #[error("bottle `{bottle}` answered with something that is not a request: {message}")]
     BadAnswer { bottle: String, message: String },
+    #[error("{0}")]
+    State(String),
     #[error(transparent)]
     Docker(#[from] DockerError),
 }
@@ -370,6 +374,175 @@ impl BundleLink for DockerLink<'_> {
     }
 }
 
+/// Where each provider keeps its transcript in the agent (copied out before an image change
+/// ends the session; the first that exists is taken).
+const TRANSCRIPT_DIRS: [&str; 2] = ["/home/node/.claude/projects", "/home/node/.codex/sessions"];
+
+/// What an approved image change left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageApplied {
+    /// The per-bottle Dockerfile `resume` builds from.
+    pub dockerfile: PathBuf,
+    /// Whether a transcript was copied out.
+    pub transcript: bool,
+    /// The command that resumes the bottle on the new image.
+    pub resume: String,
+}
+
+/// Apply an approved image change to running bottle `bottle` (Docker backend): write the
+/// per-bottle Dockerfile into its state dir, copy the transcript out of the agent, mark the
+/// state preserved, then tear the bottle down. `resume` then builds and runs that image
+/// (`plan::image`: a state-dir Dockerfile wins over the bottle's own).
+pub fn apply_image_change(
+    runner: &dyn Runner,
+    root: &Path,
+    bottle: &str,
+    dockerfile: &str,
+) -> Result<ImageApplied, RequestsError> {
+    use crate::backend::docker::ComposeCmd;
+    use crate::state::{StateDir, TRANSCRIPT_DIR};
+    let state_err = |e: crate::state::StateError| RequestsError::State(e.to_string());
+    let state = StateDir::open(root, bottle).map_err(state_err)?;
+    let meta = state.metadata().map_err(state_err)?;
+    if meta.backend != "docker" {
+        return Err(RequestsError::State(format!(
+            "bottle `{bottle}` runs on {}; image changes apply to Docker bottles",
+            meta.backend
+        )));
+    }
+    let path = state
+        .write_file(crate::plan::REBUILT_DOCKERFILE, dockerfile, Some(0o644))
+        .map_err(state_err)?;
+    state.preserve().map_err(state_err)?;
+    // The agent container by its labels (its name may be pinned).
+    let ps = check(
+        runner,
+        &docker([
+            "ps",
+            "--filter",
+            &format!("label={LABEL_IDENTITY}={bottle}"),
+            "--filter",
+            &format!("label={LABEL_SERVICE}=agent"),
+            "--format",
+            "{{.Names}}",
+        ]),
+    )?;
+    let mut transcript = false;
+    if let Some(agent) = ps
+        .stdout_str()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+    {
+        for dir in TRANSCRIPT_DIRS {
+            let spec = docker(["cp".to_string(), format!("{agent}:{dir}"), "-".into()]);
+            let Ok(out) = runner.run(&spec) else { continue };
+            if out.success()
+                && !out.stdout.is_empty()
+                && state.replace_from_tar(TRANSCRIPT_DIR, &out.stdout).is_ok()
+            {
+                transcript = true;
+                break;
+            }
+        }
+    }
+    let file = state
+        .path()
+        .join(crate::backend::docker::launch::COMPOSE_FILE);
+    let args = ["down", "--volumes", "--remove-orphans", "--timeout", "2"];
+    match check(
+        runner,
+        &ComposeCmd::assume_v2().spec(&meta.compose_project, &file, &args),
+    ) {
+        Err(e) if ComposeCmd::is_missing_v2(&e) => {
+            check(
+                runner,
+                &ComposeCmd { v1: true }.spec(&meta.compose_project, &file, &args),
+            )?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(ImageApplied {
+        dockerfile: path,
+        transcript,
+        resume: format!("bot-bottle resume {bottle}"),
+    })
+}
+
+/// Egress's audit log inside the bundle.
+const BUNDLE_AUDIT_LOG: &str = "/var/log/bot-bottle/egress-audit.jsonl";
+/// Most bytes of the audit log one read brings back.
+const REFUSAL_READ_BYTES: u64 = crate::sidecar::supervise::refusals::TAIL_BYTES;
+
+/// A running bottle's recent refusals (grouped, most recent last, at most `limit`), read
+/// through the engine from the tail of egress's audit log: bottle, host, method, path,
+/// layer, rule, count, and the reason the agent got.
+pub fn recent_refusals(
+    runner: &dyn Runner,
+    bottle: &str,
+    limit: usize,
+) -> Result<Vec<RefusalEvent>, RequestsError> {
+    let script = format!("tail -c {REFUSAL_READ_BYTES} {BUNDLE_AUDIT_LOG} 2>/dev/null || true");
+    let out = check(
+        runner,
+        &docker(["exec", &bundle(bottle), "sh", "-c", &script]),
+    )?;
+    let mut text = out.stdout_str().to_string();
+    if out.stdout.len() as u64 >= REFUSAL_READ_BYTES {
+        // The first line was cut by `tail -c`.
+        text = text
+            .split_once('\n')
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+    }
+    Ok(refusals::from_audit_text(bottle, &text, limit))
+}
+
+/// Follow a running bottle's refusals: the ones logged after byte `offset` of egress's audit
+/// log (start with 0), each on its own (`count` 1), and the offset to pass next time. A log
+/// that shrank (a new bundle under the same name) is read from its start again. Reads at most
+/// 256 KiB per call; the rest comes with the next call.
+pub fn follow_refusals(
+    runner: &dyn Runner,
+    bottle: &str,
+    offset: u64,
+) -> Result<(Vec<RefusalEvent>, u64), RequestsError> {
+    // First line: the log's size; then the bytes from `offset` on.
+    let script = format!(
+        "f={BUNDLE_AUDIT_LOG}; s=$(stat -c %s \"$f\" 2>/dev/null || echo 0); echo \"$s\"; \
+         if [ \"$s\" -lt {offset} ]; then o=0; else o={offset}; fi; echo \"$o\"; \
+         [ \"$s\" -gt 0 ] && tail -c +$((o + 1)) \"$f\" | head -c {REFUSAL_READ_BYTES}; true"
+    );
+    let out = check(
+        runner,
+        &docker(["exec", &bundle(bottle), "sh", "-c", &script]),
+    )?;
+    let bad = |m: &str| RequestsError::BadAnswer {
+        bottle: bottle.into(),
+        message: m.into(),
+    };
+    let text = out.stdout_str();
+    let mut parts = text.splitn(3, '\n');
+    let _size: u64 = parts
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| bad("no audit log size"))?;
+    let start: u64 = parts
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| bad("no audit log offset"))?;
+    let body = parts.next().unwrap_or("");
+    // Only whole lines; a partly written last line comes next time.
+    let whole = body.rfind('\n').map_or(0, |i| i + 1);
+    let mut events = Vec::new();
+    for line in body[..whole].lines() {
+        events.extend(refusals::from_audit_text(bottle, line, 1));
+    }
+    Ok((events, start + whole as u64))
+}
+
 /// Pull every running bottle's new requests and grant events into the queue and the audit
 /// log. A bottle that cannot be read (no supervise in it, stopping) is skipped and named in
 /// the returned warnings.
@@ -506,6 +679,63 @@ mod tests {
             .map(|l| serde_json::from_str::<AuditLine>(l).unwrap().event)
             .collect();
         assert_eq!(events, ["requested", "requested", "expired", "approved"]);
+    }
+
+    #[test]
+    fn refusals_are_read_and_followed_through_the_engine() {
+        use crate::sidecar::egress::audit::{Audit, Decision as Line};
+        let line = |host: &str, allowed: bool| {
+            Audit::line(&Line {
+                host,
+                method: "GET",
+                path: "/p",
+                allowed,
+                layer: if allowed { "egress" } else { "allowlist" },
+                rule: if allowed {
+                    "route"
+                } else {
+                    "host-not-in-routes"
+                },
+                status: if allowed { 200 } else { 403 },
+                injected: None,
+            })
+        };
+        let log = [
+            line("a.test", false),
+            line("ok.test", true),
+            line("a.test", false),
+        ]
+        .concat();
+        let first = log.len();
+        let partial = format!("{log}{}", &line("b.test", false)[..10]);
+        let runner = RecordingRunner::new(move |spec| {
+            let script = spec.argv().last().unwrap().to_string();
+            if script.starts_with("tail") {
+                Output::ok(log.clone())
+            } else if script.contains("; echo \"$o\"") && script.contains("o=0; else o=0") {
+                Output::ok(format!("{}\n0\n{partial}", partial.len()))
+            } else {
+                Output::ok(format!("{}\n{first}\n", partial.len()))
+            }
+        });
+        let recent = recent_refusals(&runner, "dev-1", 10).unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!((recent[0].host.as_str(), recent[0].count), ("a.test", 2));
+        assert_eq!(recent[0].bottle, "dev-1");
+        assert_eq!(recent[0].layer, "allowlist");
+        let (events, next) = follow_refusals(&runner, "dev-1", 0).unwrap();
+        let hosts: Vec<&str> = events.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["a.test", "a.test"], "the cut last line waits");
+        assert_eq!(next as usize, first);
+        let (events, again) = follow_refusals(&runner, "dev-1", next).unwrap();
+        assert!(events.is_empty());
+        assert_eq!(again, next);
+        let calls = runner.calls();
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.argv()[..3] == ["docker", "exec", "bot-bottle-sidecars-dev-1"])
+        );
     }
 
     #[test]

@@ -322,12 +322,15 @@ fn a_taken_pinned_name_is_an_error_before_anything_is_created() {
 
 #[test]
 fn bottles_needing_missing_gates_are_refused_before_any_engine_call() {
-    let env = Env::new("supervise: true\n");
+    let env = Env::new(
+        "git-gate:\n  repos:\n    one:\n      url: ssh://git@h.example/one\n      identity: key\n",
+    );
+    std::fs::write(env.home.join("bottles/key"), "not a real key\n").unwrap();
     env.cmd()
         .args(["start", "--yes", "worker"])
         .assert()
         .code(1)
-        .stderr(predicates::str::contains("supervise"));
+        .stderr(predicates::str::contains("git-gate.repos"));
     assert!(env.calls().is_empty(), "{:#?}", env.calls());
     // The dry run still shows the whole plan.
     env.cmd()
@@ -335,6 +338,72 @@ fn bottles_needing_missing_gates_are_refused_before_any_engine_call() {
         .assert()
         .success()
         .stderr(predicates::str::contains("not available yet"));
+}
+
+/// The one file `name` of a tar stream, as text.
+fn tar_file(tar: &[u8], name: &str) -> Option<String> {
+    use std::io::Read;
+    let mut a = tar::Archive::new(tar);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().display().to_string() == name {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            return Some(s);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_supervised_bottle_runs_supervise_in_the_bundle_and_registers_it_for_the_agent() {
+    let env = Env::new("supervise: true\n");
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "2")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1);
+    // The init starts supervise beside egress, with the argv the config copy carries.
+    let states = env.state_dirs();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    assert!(
+        compose.contains("BOT_BOTTLE_SIDECAR_DAEMONS: \"egress,supervise\""),
+        "{compose}"
+    );
+    let config = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
+    let argv: Vec<String> = serde_json::from_str(
+        &tar_file(&config, "etc/bot-bottle/supervise.args.json").expect("supervise argv"),
+    )
+    .unwrap();
+    assert_eq!(argv[0], "/usr/local/bin/bot-bottle-supervise");
+    let listen = argv.iter().position(|a| a == "--listen").unwrap();
+    // On the socket the agent's relay forwards its port 9100 to.
+    assert_eq!(argv[listen + 1], "unix:/run/bot-bottle/supervise.sock");
+    let bottle = argv.iter().position(|a| a == "--bottle").unwrap();
+    assert!(argv[bottle + 1].starts_with("worker-"), "{argv:?}");
+    // The agent's Claude config registers it (the provisioning stream).
+    let prov = std::fs::read(env.log.with_extension("log.tar")).unwrap();
+    let claude: serde_json::Value =
+        serde_json::from_str(&tar_file(&prov, "home/node/.claude.json").unwrap()).unwrap();
+    assert_eq!(
+        claude["mcpServers"]["supervise"]["url"],
+        "http://127.0.0.1:9100/mcp"
+    );
+    // Without supervise, neither the daemon nor the registration.
+    let plain = Env::new("");
+    plain
+        .cmd()
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .success();
+    let config = std::fs::read(plain.log.with_extension("log.cp.tar")).unwrap();
+    assert!(tar_file(&config, "etc/bot-bottle/supervise.args.json").is_none());
+    let prov = std::fs::read(plain.log.with_extension("log.tar")).unwrap();
+    assert!(
+        !tar_file(&prov, "home/node/.claude.json")
+            .unwrap()
+            .contains("mcpServers")
+    );
 }
 
 #[test]

@@ -134,10 +134,20 @@ fn reject_carries_the_reason() {
 }
 
 #[test]
+fn approve_once_hands_a_once_grant_in() {
+    let env = Env::new();
+    env.cmd().args(["approve", ID, "--once"]).assert().success();
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["lifetime"], "once");
+    assert_eq!(env.audit_events(), ["requested", "approved"]);
+}
+
+#[test]
 fn unsupported_and_bad_input_is_one_error_line() {
     let env = Env::new();
     for args in [
-        vec!["approve", ID, "--once"],
         vec!["approve", ID, "--save"],
         vec!["approve", ID, "--for", "soon"],
         vec!["approve", "../../etc", "--for", "1m"],
@@ -152,4 +162,114 @@ fn unsupported_and_bad_input_is_one_error_line() {
     }
     // Nothing was decided by any of them.
     assert!(!env.home.join(format!("queue/{ID}/decision.json")).exists());
+}
+
+#[test]
+fn approve_save_shows_the_change_asks_and_writes_the_bottle_file() {
+    let env = Env::new();
+    for d in ["bottles", "agents"] {
+        std::fs::create_dir_all(env.home.join(d)).unwrap();
+    }
+    let bottle = env.home.join("bottles/dev.md");
+    let before = "---\n# mine\negress:\n  routes:\n    - host: a.test\n---\nbody\n";
+    std::fs::write(&bottle, before).unwrap();
+    let st = bot_bottle::state::StateDir::create(&env.home, "dev-1").unwrap();
+    st.write_metadata(&bot_bottle::state::Metadata {
+        identity: "dev-1".into(),
+        agent: "worker".into(),
+        bottle: "dev".into(),
+        cwd: env.home.clone(),
+        copy_cwd: false,
+        started_at: "2026-01-01T00:00:00Z".into(),
+        compose_project: "bot-bottle-dev-1".into(),
+        backend: "docker".into(),
+    })
+    .unwrap();
+    // No terminal and no `--yes`: the diff is shown, nothing is decided or written.
+    let out = env.cmd().args(["approve", ID, "--save"]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("+     - host: example.com"), "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(std::fs::read_to_string(&bottle).unwrap(), before);
+    assert!(!env.home.join(format!("queue/{ID}/decision.json")).exists());
+
+    env.cmd()
+        .args(["approve", ID, "--save", "--yes"])
+        .assert()
+        .success();
+    let after = std::fs::read_to_string(&bottle).unwrap();
+    assert_eq!(
+        after,
+        "---\n# mine\negress:\n  routes:\n    - host: a.test\n    - host: example.com\n      path_allowlist: [\"/api/\"]\n---\nbody\n"
+    );
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["lifetime"], "saved");
+    assert_eq!(env.audit_events(), ["requested", "approved", "saved"]);
+}
+
+#[test]
+fn an_approved_image_change_keeps_state_tears_down_and_names_the_resume_command() {
+    let env = Env::new();
+    let st = bot_bottle::state::StateDir::create(&env.home, "dev-1").unwrap();
+    st.write_metadata(&bot_bottle::state::Metadata {
+        identity: "dev-1".into(),
+        agent: "worker".into(),
+        bottle: "dev".into(),
+        cwd: env.home.clone(),
+        copy_cwd: false,
+        started_at: "2026-01-01T00:00:00Z".into(),
+        compose_project: "bot-bottle-dev-1".into(),
+        backend: "docker".into(),
+    })
+    .unwrap();
+    let request = serde_json::json!({
+        "id": ID, "created_at": "2026-01-01T00:00:00.000Z",
+        "change": {"kind": "image", "dockerfile": "FROM debian\nRUN apt-get install -y jq\n"},
+        "reason": "needs jq"
+    });
+    let out = env
+        .cmd()
+        .env("FAKE_SUPERVISE_PENDING", format!("{request}\n"))
+        .env("FAKE_PS_NAMES", "bot-bottle-dev-1")
+        .args(["approve", ID])
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("`bot-bottle resume dev-1`"), "{err}");
+    // The decision reached the waiting agent first, with no route lifetime.
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.log.with_extension("log.decision")).unwrap())
+            .unwrap();
+    assert_eq!(sent["verdict"], "approved");
+    assert!(sent.get("lifetime").is_none(), "{sent}");
+    let calls: Vec<String> = std::fs::read_to_string(&env.log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let at = |needle: &str| {
+        calls
+            .iter()
+            .position(|c| c.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {calls:#?}"))
+    };
+    let decided = at("bot-bottle-supervise decide");
+    let found = at("label=dev.bot-bottle.service=agent");
+    let copied = at("docker cp bot-bottle-dev-1:/home/node/.claude/projects -");
+    let down = at("bot-bottle-dev-1 -f");
+    assert!(
+        decided < found && found < copied && copied < down,
+        "{calls:#?}"
+    );
+    assert!(calls[down].contains(" down "), "{}", calls[down]);
+    // The state is kept with the new Dockerfile, which `resume` builds.
+    let state = env.home.join("state/dev-1");
+    assert_eq!(
+        std::fs::read_to_string(state.join("Dockerfile")).unwrap(),
+        "FROM debian\nRUN apt-get install -y jq\n"
+    );
+    assert!(state.join(".preserve").exists());
+    assert_eq!(env.audit_events(), ["requested", "approved", "applied"]);
 }

@@ -229,3 +229,93 @@ async fn rejection_reaches_the_waiting_agent_and_changes_nothing() {
     let _ = c.cancel().await;
     srv.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_grant_serves_one_request_and_methods_are_enforced() {
+    let h = start(&json!({"routes": [{"host": "api.test"}]}).to_string()).await;
+    let spool = h.spool.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = SuperviseConfig {
+        bottle: "dev-1".into(),
+        spool: spool.clone(),
+        routes_file: h.routes.clone(),
+        audit_file: Some(h.audit.clone()),
+        max_body: server::DEFAULT_MAX_BODY,
+    };
+    let srv = tokio::spawn(async move { server::serve(Listener::Tcp(listener), cfg).await });
+    let c = ClientConfig::default()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp")),
+        ))
+        .await
+        .unwrap();
+    let ask = |path: &'static str, method: &'static str| json!({"host": "plain.test", "path_prefixes": [path], "methods": [method], "reason": "r"});
+    let once = call(&c, "propose-egress-route", ask("/once/", "GET")).await;
+    let timed = call(&c, "propose-egress-route", ask("/read/", "GET")).await;
+    for (r, lifetime) in [(&once, Lifetime::Once), (&timed, Lifetime::Session)] {
+        let d = Decision {
+            id: r["id"].as_str().unwrap().to_string(),
+            verdict: Verdict::Approved,
+            decided_at: now_rfc3339(),
+            lifetime: Some(lifetime),
+            route: None,
+            note: None,
+        };
+        let (sp, rt) = (spool.clone(), h.routes.clone());
+        tokio::task::spawn_blocking(move || decide(&sp, &rt, &d))
+            .await
+            .unwrap();
+    }
+    // Wait until the session grant is live; then the once grant is live too (same file).
+    let mut live = false;
+    for _ in 0..200 {
+        if h.curl("http://plain.test/read/x", &[]).await.status == 200 {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(live, "the grants never became live");
+    // Methods: the grant is for GET only.
+    assert_eq!(
+        h.curl("http://plain.test/read/x", &["-X", "POST", "-d", "x"])
+            .await
+            .status,
+        403
+    );
+    assert!(
+        h.wait_for_audit(|l| l["rule"] == "method-not-allowed")
+            .await
+    );
+    // Once: exactly one request gets through.
+    assert_eq!(h.curl("http://plain.test/once/a", &[]).await.status, 200);
+    assert_eq!(h.curl("http://plain.test/once/a", &[]).await.status, 403);
+    assert_eq!(h.curl("http://plain.test/once/b", &[]).await.status, 403);
+    // Supervise retires the used grant and audits it.
+    let once_id = once["id"].as_str().unwrap();
+    let mut used = false;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(spool.join("events.jsonl")).unwrap_or_default();
+        if text
+            .lines()
+            .map(|l| serde_json::from_str::<GrantEvent>(l).unwrap())
+            .any(|e| e.event == "used" && e.id == once_id)
+        {
+            used = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(used, "the used once grant was not retired");
+    let routes = call(&c, "list-routes", json!({})).await;
+    let sources: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["route", "session"]);
+    let _ = c.cancel().await;
+    srv.abort();
+}

@@ -60,7 +60,7 @@ pub enum Command {
     Exec(ExecArgs),
     /// Terminal dashboard: proposals, running agents, new launches (not built yet)
     Dashboard,
-    /// Requests agents made through supervise that wait for you, oldest first (bottles cannot enable supervise yet)
+    /// Requests agents made through supervise that wait for you, oldest first
     Requests(RequestsArgs),
     /// Approve a request (a route goes live at once, without a restart)
     Approve(ApproveArgs),
@@ -215,15 +215,18 @@ pub struct ApproveArgs {
     /// Keep the grant this long, e.g. 10m or 2h
     #[arg(long = "for", value_name = "DURATION")]
     pub for_: Option<String>,
-    /// Only the next matching request (not available yet)
+    /// Only the next matching request; then the grant is gone
     #[arg(long)]
     pub once: bool,
     /// Until the bottle ends (the default)
     #[arg(long)]
     pub session: bool,
-    /// Save the route to the bottle file (not available yet)
+    /// Also save the route to the bottle file (shows the change and asks first)
     #[arg(long)]
     pub save: bool,
+    /// With `--save`: write the bottle file without asking (for scripts)
+    #[arg(long, requires = "save")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

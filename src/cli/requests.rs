@@ -2,8 +2,11 @@
 //! supervise. Each command first pulls new requests out of the running bottles (see
 //! `crate::requests`), so the queue is current.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use crate::requests::{DockerLink, Queue, decide, summary, sync};
 use crate::runner::RealRunner;
@@ -49,19 +52,11 @@ pub fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `bot-bottle approve <id> [--for D | --session]`.
+/// `bot-bottle approve <id> [--for D | --once | --session | --save]`.
 pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
-    if args.once {
-        anyhow::bail!(
-            "`approve --once` is not available yet: egress cannot count uses of a route; use `--for 10m` instead"
-        );
-    }
-    if args.save {
-        anyhow::bail!(
-            "`approve --save` is not available yet; approve with `--session` and add the route to the bottle file with `bot-bottle edit`"
-        );
-    }
     let lifetime = match &args.for_ {
+        _ if args.once => Lifetime::Once,
+        _ if args.save => Lifetime::Saved,
         Some(d) => {
             let d: Duration = humantime::parse_duration(d).map_err(|e| {
                 anyhow::anyhow!("`--for {d}`: {e}; give a duration such as 10m or 1h")
@@ -75,17 +70,159 @@ pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let link = DockerLink { runner: &runner };
     pull(&q, &link)?;
+    // `--save`: the change to the bottle file is shown and agreed to before anything is
+    // decided, so a declined save decides nothing.
+    let save = if args.save {
+        match plan_save(&q, &args.id, args.yes)? {
+            Some(s) => Some(s),
+            None => {
+                super::say("not approved");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
+    let entry = q.get(&args.id)?;
+    let image = match &entry.request.change {
+        crate::sidecar::supervise::spool::Change::Image { dockerfile } => Some(dockerfile.clone()),
+        _ => None,
+    };
     let d = Decision {
         id: args.id.clone(),
         verdict: Verdict::Approved,
         decided_at: now_rfc3339(),
-        lifetime: Some(lifetime),
+        lifetime: image.is_none().then_some(lifetime),
         route: None,
-        note: None,
+        note: image
+            .as_ref()
+            .map(|_| "the session ends now; the operator resumes it on the new image".to_string()),
     };
     decide(&q, &link, &d)?;
     super::say(&format!("approved {}", args.id));
+    if let Some(dockerfile) = image {
+        let root = super::context::home_root()?;
+        let applied =
+            crate::requests::apply_image_change(&runner, &root, &entry.bottle, &dockerfile)?;
+        q.audit(
+            &entry.bottle,
+            "applied",
+            &args.id,
+            &format!("image change; {}", applied.dockerfile.display()),
+        )?;
+        if !applied.transcript {
+            super::warn("no transcript was copied out of the agent");
+        }
+        super::say(&format!(
+            "bottle `{}` was stopped and its state kept; resume it on the new image with `{}`",
+            entry.bottle, applied.resume
+        ));
+    }
+    if let Some((path, text)) = save {
+        write_bottle_file(&path, &text).with_context(|| {
+            format!(
+                "the route is live for this session, but `{}` could not be written",
+                path.display()
+            )
+        })?;
+        let entry = q.get(&args.id)?;
+        q.audit(
+            &entry.bottle,
+            "saved",
+            &args.id,
+            &format!("{} to {}", summary(&entry.request), path.display()),
+        )?;
+        super::say(&format!("saved the route to {}", path.display()));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bottle file of the request's bottle and its new text, after showing the diff and
+/// (on a terminal, without `--yes`) asking. `None` when the operator declined.
+fn plan_save(
+    q: &Queue,
+    id: &str,
+    yes: bool,
+) -> anyhow::Result<Option<(std::path::PathBuf, String)>> {
+    use crate::sidecar::supervise::spool::Change;
+    let entry = q.get(id)?;
+    let Change::Route(route) = &entry.request.change else {
+        anyhow::bail!("`--save` applies to route requests; request `{id}` is an image change");
+    };
+    anyhow::ensure!(
+        route.methods.is_empty(),
+        "a bottle file's routes cannot limit methods ({}); approve with `--session` or `--for` instead",
+        route.methods.join(", ")
+    );
+    let root = super::context::home_root()?;
+    let meta = crate::state::load_metadata(&root, &entry.bottle)
+        .with_context(|| format!("cannot tell which bottle file `{}` came from", entry.bottle))?;
+    let manifest = super::context::load_manifest()?;
+    let bottle = manifest.bottles.get(&meta.bottle).ok_or_else(|| {
+        anyhow::anyhow!(
+            "bottle `{}` is not in this home (run from the directory the bottle started in)",
+            meta.bottle
+        )
+    })?;
+    let path = bottle.path.clone();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let edit = crate::manifest::edit::add_route(
+        &path.display().to_string(),
+        &text,
+        &route.host,
+        &route.path_prefixes,
+    )?;
+    if !edit.changed {
+        super::say(&format!(
+            "{} already allows this route; approving for the session",
+            path.display()
+        ));
+        return Ok(Some((path, text)));
+    }
+    eprintln!("--- {}", path.display());
+    eprint!("{}", crate::manifest::edit::diff(&text, &edit.text));
+    if edit.rewritten {
+        super::warn(
+            "this layout is rewritten whole: the frontmatter's comments and formatting are not kept",
+        );
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "cannot ask for confirmation without a terminal; pass `--yes` to write the bottle file"
+            );
+        }
+        eprint!(
+            "bot-bottle: write this change to {}? [y/N] ",
+            path.display()
+        );
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the answer")?;
+        if !matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            return Ok(None);
+        }
+    }
+    Ok(Some((path, edit.text)))
+}
+
+/// Replace the bottle file whole (written beside it, then renamed), keeping its mode.
+fn write_bottle_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        tmp.as_file().set_permissions(meta.permissions())?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// `bot-bottle reject <id> [--reason …]`.

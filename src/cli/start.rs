@@ -149,8 +149,11 @@ fn not_available(plan: &BottlePlan) -> Vec<String> {
     if !plan.git_upstreams.is_empty() {
         v.push("`git-gate.repos` (the git gate)".to_string());
     }
-    if plan.supervise {
-        v.push("`supervise: true` (the supervise server)".to_string());
+    if plan.supervise && plan.backend == crate::plan::BackendKind::Smolmachines {
+        // The VM reaches only egress's published port; supervise is wired for Docker.
+        v.push(
+            "`supervise: true` on the smolmachines backend (use `--backend docker`)".to_string(),
+        );
     }
     v
 }

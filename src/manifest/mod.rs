@@ -4,6 +4,7 @@
 //! values in [`types`]. [`load`] is the entry point; [`ManifestError`] messages name the
 //! file and key path.
 
+pub mod edit;
 pub mod error;
 pub mod extends;
 pub mod frontmatter;

@@ -30,6 +30,11 @@ const CLAUDE_API_HOST: &str = "api.anthropic.com";
 /// Hosts Codex talks to with its ChatGPT bearer.
 pub const CODEX_HOSTS: [&str; 2] = ["api.openai.com", "chatgpt.com"];
 const CODEX_GUEST_HOME: &str = "/home/node/.codex";
+/// Name the supervise MCP server is registered under in the provider's config.
+pub const SUPERVISE_MCP_NAME: &str = "supervise";
+/// Where the agent reaches supervise: its loopback relay, which forwards to the daemon's
+/// socket in the bundle (`NO_PROXY` covers loopback, so the call never goes through egress).
+pub const SUPERVISE_MCP_URL: &str = "http://127.0.0.1:9100/mcp";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderPlan {
@@ -168,7 +173,7 @@ pub(crate) fn resolve_provider_with(
             plan.files.push(ProvisionFile {
                 path: format!("{GUEST_HOME}/.claude.json"),
                 mode: 0o600,
-                contents: claude_json(),
+                contents: claude_json(bottle.supervise),
             });
             let auth = match &ap.auth_token {
                 None => None,
@@ -199,7 +204,7 @@ pub(crate) fn resolve_provider_with(
             plan.files.push(ProvisionFile {
                 path: format!("{CODEX_GUEST_HOME}/config.toml"),
                 mode: 0o600,
-                contents: codex_config_toml(GUEST_WORKDIR),
+                contents: codex_config_toml(GUEST_WORKDIR, bottle.supervise),
             });
             const USED_BY: &str = "agent_provider.forward_host_credentials";
             let fwd = if ap.forward_host_credentials {
@@ -269,24 +274,38 @@ pub(crate) fn resolve_provider_with(
     Ok((plan, routes))
 }
 
-/// `~/.claude.json` with onboarding done, bypass mode accepted and the home and workdir trusted.
-fn claude_json() -> String {
+/// `~/.claude.json` with onboarding done, bypass mode accepted and the home and workdir
+/// trusted; with `supervise`, the supervise MCP server registered at user scope (streamable
+/// HTTP), so every session in the bottle has its tools.
+fn claude_json(supervise: bool) -> String {
     let trusted = json!({"hasTrustDialogAccepted": true});
-    let doc = json!({
+    let mut doc = json!({
         "hasCompletedOnboarding": true,
         "bypassPermissionsModeAccepted": true,
         "theme": "dark",
         "projects": { GUEST_HOME: trusted.clone(), GUEST_WORKDIR: trusted },
     });
+    if supervise {
+        doc["mcpServers"] = json!({
+            SUPERVISE_MCP_NAME: {"type": "http", "url": SUPERVISE_MCP_URL},
+        });
+    }
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
 }
 
-/// Codex `config.toml` trusting `dir` (a TOML basic string, escaped).
-fn codex_config_toml(dir: &str) -> String {
+/// Codex `config.toml` trusting `dir` (a TOML basic string, escaped); with `supervise`, the
+/// supervise MCP server as a streamable HTTP entry of `[mcp_servers]`.
+fn codex_config_toml(dir: &str, supervise: bool) -> String {
     let escaped = dir.replace('\\', "\\\\").replace('"', "\\\"");
-    format!("[projects.\"{escaped}\"]\ntrust_level = \"trusted\"\n")
+    let mut s = format!("[projects.\"{escaped}\"]\ntrust_level = \"trusted\"\n");
+    if supervise {
+        s.push_str(&format!(
+            "\n[mcp_servers.{SUPERVISE_MCP_NAME}]\nurl = \"{SUPERVISE_MCP_URL}\"\n"
+        ));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -522,8 +541,42 @@ mod tests {
     #[test]
     fn codex_config_escapes_quotes() {
         assert_eq!(
-            codex_config_toml("/a\"b"),
+            codex_config_toml("/a\"b", false),
             "[projects.\"/a\\\"b\"]\ntrust_level = \"trusted\"\n"
         );
+    }
+
+    #[test]
+    fn supervise_is_registered_in_each_providers_config() {
+        let mut b = bottle("dev");
+        b.supervise = true;
+        let (plan, _) = resolve_provider(&b, false, false, &host()).unwrap();
+        let doc: Value = serde_json::from_str(&plan.files[0].contents).unwrap();
+        let server = &doc["mcpServers"][SUPERVISE_MCP_NAME];
+        assert_eq!(server["type"], "http");
+        assert_eq!(server["url"], SUPERVISE_MCP_URL);
+        // The URL is the agent's relay listener for supervise's socket.
+        let port = SUPERVISE_MCP_URL
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap();
+        assert!(
+            crate::backend::docker::compose::RELAY_PORTS
+                .iter()
+                .any(|(p, sock)| p.to_string() == port && *sock == "supervise.sock")
+        );
+        b.agent_provider.template = ProviderKind::Codex;
+        let (plan, _) = resolve_provider(&b, false, false, &host()).unwrap();
+        let toml = &plan.files[0].contents;
+        assert!(
+            toml.ends_with(&format!(
+                "\n[mcp_servers.supervise]\nurl = \"{SUPERVISE_MCP_URL}\"\n"
+            )),
+            "{toml}"
+        );
+        // Without supervise neither config names it.
+        let (plain, _) = resolve_provider(&bottle("dev"), false, false, &host()).unwrap();
+        assert!(!plain.files[0].contents.contains("mcpServers"));
     }
 }

@@ -35,6 +35,8 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 /// Extra upstream roots for egress (PEM), when the operator configured any.
 pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
+/// The routes granted at run time (written by supervise in its spool, read by egress).
+pub const GRANTS_FILE: &str = "granted.json";
 
 /// Largest wire file a reader accepts; the launcher renders a few kilobytes.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -142,6 +144,38 @@ impl RouteEntry {
     }
 }
 
+/// `granted.json`: the routes the operator granted at run time, written whole by supervise
+/// (its only writer) and read by egress beside `routes.json` (whose only writers are the
+/// launcher and `launch::update_routes`). Egress's live policy is the two together, so
+/// neither writer can undo the other's change. Re-read live when it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsFile {
+    pub grants: Vec<GrantEntry>,
+}
+
+impl WireFile for GrantsFile {
+    const WHAT: &'static str = "granted routes file";
+}
+
+/// One grant of [`GrantsFile`]: on `host`, requests under `path_prefixes` (all paths when
+/// empty) with one of `methods` (any when empty). A grant on a host with a route widens that
+/// route (its credential and SSRF allowances apply); on another host it is the only way in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEntry {
+    /// The request id it answers (names the grant in audit lines).
+    pub id: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Serves one request, then refuses (egress marks it used).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
+}
+
 /// `<name>.args.json`: a daemon's argv, program first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -217,6 +251,26 @@ mod tests {
         let text = routes.render();
         assert!(text.ends_with('\n'));
         assert_eq!(RoutesFile::parse(&text).unwrap(), routes);
+        let grants = GrantsFile {
+            grants: vec![
+                GrantEntry {
+                    id: "0000000000001-00000a".into(),
+                    host: "a.test".into(),
+                    path_prefixes: vec!["/x/".into()],
+                    methods: vec!["GET".into()],
+                    once: true,
+                },
+                GrantEntry {
+                    id: "0000000000001-00000b".into(),
+                    host: "b.test".into(),
+                    path_prefixes: vec![],
+                    methods: vec![],
+                    once: false,
+                },
+            ],
+        };
+        assert_eq!(GrantsFile::parse(&grants.render()).unwrap(), grants);
+        assert!(GrantsFile::parse(r#"{"grants": [{"id": "1", "host": "a", "ttl": 1}]}"#).is_err());
         let argv = DaemonArgv(vec!["/bin/egress".into(), "--x".into(), "a b".into()]);
         assert_eq!(DaemonArgv::parse(&argv.render()).unwrap(), argv);
         assert_eq!(

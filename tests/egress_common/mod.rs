@@ -207,6 +207,8 @@ pub struct Harness {
     pub upstream_ca: PathBuf,
     pub routes: PathBuf,
     pub audit: PathBuf,
+    /// Where supervise keeps its spool; egress reads its grants file from there.
+    pub spool: PathBuf,
 }
 
 /// Hosts pinned to the TLS upstream.
@@ -265,9 +267,12 @@ pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
         Some(p) => ListenAddr::Unix(p.clone()),
         None => ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
     };
+    let spool = dir.path().join("spool");
     let cfg = EgressConfig {
         listen,
         routes_path: routes.clone(),
+        grants_path: Some(spool.join("granted.json")),
+        once_used_dir: Some(spool.join("once-used")),
         ca_cert_pem: bottle_cert,
         ca_key_pem: bottle_key,
         upstream_proxy: opts.upstream_proxy.as_deref().map(|u| u.parse().unwrap()),
@@ -302,6 +307,7 @@ pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
         upstream_ca,
         routes,
         audit,
+        spool,
     }
 }
 

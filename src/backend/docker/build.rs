@@ -33,8 +33,12 @@ pub const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
 /// Build argument naming the base image in every embedded Dockerfile.
 pub const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
 /// Sidecar binaries copied into the sidecar image's `bin/`.
-pub const SIDECAR_BINARIES: [&str; 3] =
-    ["bot-bottle-egress", "bot-bottle-init", "bot-bottle-relay"];
+pub const SIDECAR_BINARIES: [&str; 4] = [
+    "bot-bottle-egress",
+    "bot-bottle-init",
+    "bot-bottle-relay",
+    "bot-bottle-supervise",
+];
 /// Directory of the extra CA certificates inside a build context.
 pub const EXTRA_CA_DIR: &str = "extra-ca";
 

@@ -7,15 +7,26 @@
 use super::compose::{SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SOCKET_DIR};
 use crate::plan::BottlePlan;
 use crate::sidecar::wire::{
-    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, ROUTES_FILE, RouteEntry, RoutesFile,
-    WireFile, daemon_args_file,
+    CA_CERT_FILE, CA_KEY_FILE, DaemonArgv, EXTRA_CA_FILE, GRANTS_FILE, ROUTES_FILE, RouteEntry,
+    RoutesFile, WireFile, daemon_args_file,
 };
 
 pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
+/// The supervise daemon inside the sidecar image.
+pub const SUPERVISE_BIN: &str = crate::requests::SUPERVISE_BIN;
+/// Supervise's socket in the shared volume; the agent's relay forwards its loopback port
+/// [`SUPERVISE_PORT`] here.
+pub const SUPERVISE_SOCKET: &str = "supervise.sock";
+/// The agent-side loopback port of supervise (the relay's listener).
+pub const SUPERVISE_PORT: u16 = 9100;
 
 /// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`).
-pub fn daemons(_plan: &BottlePlan) -> Vec<String> {
-    vec!["egress".to_string()]
+pub fn daemons(plan: &BottlePlan) -> Vec<String> {
+    let mut v = vec!["egress".to_string()];
+    if plan.supervise {
+        v.push("supervise".to_string());
+    }
+    v
 }
 
 /// The routes file egress reads (and re-reads when an approved change rewrites it).
@@ -58,6 +69,41 @@ pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
     args
 }
 
+/// Supervise's argv inside the bundle: the MCP server on a unix socket in the shared volume
+/// (reached by the agent only through its relay), its spool outside that volume, egress's
+/// live routes and audit log beside it.
+pub fn supervise_args(identity: &str) -> Vec<String> {
+    vec![
+        SUPERVISE_BIN.into(),
+        "serve".into(),
+        "--listen".into(),
+        format!("unix:{SOCKET_DIR}/{SUPERVISE_SOCKET}"),
+        "--spool".into(),
+        crate::requests::BUNDLE_SPOOL.into(),
+        "--routes".into(),
+        format!("{SIDECAR_CONFIG_DIR}/{ROUTES_FILE}"),
+        "--audit-log".into(),
+        format!("{SIDECAR_LOG_DIR}/egress-audit.jsonl"),
+        "--bottle".into(),
+        identity.into(),
+    ]
+}
+
+/// Egress's extra flags beside supervise: the grants file supervise writes in its spool, and
+/// where egress marks used `once` grants.
+pub fn supervise_egress_args() -> Vec<String> {
+    let spool = crate::requests::BUNDLE_SPOOL;
+    vec![
+        "--grants".into(),
+        format!("{spool}/{GRANTS_FILE}"),
+        "--once-used-dir".into(),
+        format!(
+            "{spool}/{}",
+            crate::sidecar::supervise::grants::ONCE_USED_DIR
+        ),
+    ]
+}
+
 /// Files of the sidecar config dir: (name, contents, mode).
 pub fn files(
     plan: &BottlePlan,
@@ -66,7 +112,11 @@ pub fn files(
     extra_ca_pem: Option<&str>,
 ) -> Vec<(String, String, u32)> {
     let routes = routes_document(plan).render();
-    let egress = DaemonArgv(egress_args(extra_ca_pem.is_some())).render();
+    let mut egress = egress_args(extra_ca_pem.is_some());
+    if plan.supervise {
+        egress.extend(supervise_egress_args());
+    }
+    let egress = DaemonArgv(egress).render();
     let mut out = vec![
         (ROUTES_FILE.to_string(), routes, 0o644),
         (CA_CERT_FILE.to_string(), ca_cert_pem.to_string(), 0o644),
@@ -76,6 +126,10 @@ pub fn files(
     ];
     if let Some(extra) = extra_ca_pem {
         out.push((EXTRA_CA_FILE.to_string(), extra.to_string(), 0o644));
+    }
+    if plan.supervise {
+        let argv = DaemonArgv(supervise_args(&plan.identity)).render();
+        out.push((daemon_args_file("supervise"), argv, 0o644));
     }
     out
 }

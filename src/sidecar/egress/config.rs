@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::EgressError;
 use super::limits::Limits;
 pub use crate::sidecar::wire::parse_cidr;
-use crate::sidecar::wire::{RouteEntry, RoutesFile, WireFile};
+use crate::sidecar::wire::{GrantEntry, GrantsFile, RouteEntry, RoutesFile, WireFile};
 
 /// Where the proxy listens: a TCP address or a unix socket path (`unix:/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,14 @@ pub struct EgressArgs {
     /// Routes file (`routes.json`, the launcher's wire format). Re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub routes: PathBuf,
+    /// Grants file (`granted.json`, written by supervise): run-time routes on top of the
+    /// routes file. Re-read when it changes; a missing file is no grants.
+    #[arg(long, value_name = "FILE")]
+    pub grants: Option<PathBuf>,
+    /// Directory where each used `once` grant is marked (a file named by its id), for
+    /// supervise to retire it.
+    #[arg(long, value_name = "DIR")]
+    pub once_used_dir: Option<PathBuf>,
     /// PEM certificate of the bottle CA (leaf certificates are minted from it).
     #[arg(long, value_name = "PEM")]
     pub ca_cert: PathBuf,
@@ -146,6 +154,10 @@ pub struct EgressArgs {
 pub struct EgressConfig {
     pub listen: ListenAddr,
     pub routes_path: PathBuf,
+    /// The grants file, when supervise writes one.
+    pub grants_path: Option<PathBuf>,
+    /// Where used `once` grants are marked.
+    pub once_used_dir: Option<PathBuf>,
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
     pub upstream_proxy: Option<UpstreamProxy>,
@@ -157,7 +169,7 @@ pub struct EgressConfig {
     pub resolve: Vec<ResolvePin>,
     pub audit_log: Option<PathBuf>,
     pub limits: Limits,
-    /// How often the routes file is polled for changes.
+    /// How often the routes and grants files are polled for changes.
     pub reload_interval: Duration,
 }
 
@@ -217,6 +229,8 @@ impl EgressConfig {
         Ok(EgressConfig {
             listen: args.listen,
             routes_path: args.routes,
+            grants_path: args.grants,
+            once_used_dir: args.once_used_dir,
             ca_cert_pem: read_text(&args.ca_cert)?,
             ca_key_pem: read_text(&args.ca_key)?,
             upstream_proxy,
@@ -234,7 +248,7 @@ impl EgressConfig {
                 max_connections: args.max_connections.max(1),
                 ..Limits::DEFAULT
             },
-            reload_interval: Duration::from_millis(500),
+            reload_interval: super::reload::DEFAULT_INTERVAL,
         })
     }
 }
@@ -242,6 +256,14 @@ impl EgressConfig {
 /// Parse the routes file text (the typed wire format; no environment lookups yet).
 pub fn parse_routes(text: &str) -> Result<Vec<RouteEntry>, String> {
     RoutesFile::parse(text).map(|f| f.routes)
+}
+
+/// Parse the grants file; empty text (no file) is no grants.
+pub fn parse_grants(text: &str) -> Result<Vec<GrantEntry>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    GrantsFile::parse(text).map(|f| f.grants)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::audit::log_path;
 use super::inject::{inject_credential, strip_agent_credentials};
 use super::inspect::{scan_headers, scan_target};
 use super::refuse::{Layer, Refusal};
-use super::routes::{Route, RouteTable, normalize_request_host};
+use super::routes::{Access, NoAccess, Route, RouteTable, normalize_request_host};
 use super::target::{check_proxy_target, split_host_port};
 use crate::scan::Scanner;
 
@@ -70,6 +70,8 @@ pub(crate) struct Forward {
     pub(crate) injected: bool,
     /// The audit rule of the allowed request.
     pub(crate) rule: &'static str,
+    /// The run-time grant that allowed it, if any (a `once` grant is already claimed).
+    pub(crate) grant: Option<String>,
     /// Route host, method and path (query dropped) as the audit line shows them.
     pub(crate) host: String,
     pub(crate) method: String,
@@ -313,15 +315,38 @@ fn decide_request(
             .and_then(split_host_port)
             .is_none_or(|(h, _)| unbracket(h) == route.host);
 
-    // 2. Path allowlist.
-    if !route.path_allowed(parts.uri.path()) {
-        let r = Refusal::forbidden(
-            Layer::Path,
-            "path-not-allowed",
-            format!("`{path_only}` is outside the allowlist"),
-        );
-        return deny(r, false, host, &path_only);
-    }
+    // 2. Path allowlist and run-time grants (methods, once). A `once` grant is claimed here,
+    // in the ledger the table shares across reloads: of two racing requests one wins.
+    let grant = match route.access(method.as_str(), parts.uri.path(), &routes.once) {
+        Ok(Access::Route) => None,
+        Ok(Access::Grant { id, once }) => {
+            if once && !routes.once.claim(&id) {
+                let r = Refusal::forbidden(
+                    Layer::Path,
+                    "once-grant-used",
+                    "the one-time grant for this path was used; ask again",
+                );
+                return deny(r, false, host, &path_only);
+            }
+            Some((id, once))
+        }
+        Err(NoAccess::Method) => {
+            let r = Refusal::forbidden(
+                Layer::Path,
+                "method-not-allowed",
+                format!("`{method}` is not granted on `{path_only}`"),
+            );
+            return deny(r, false, host, &path_only);
+        }
+        Err(NoAccess::Path) => {
+            let r = Refusal::forbidden(
+                Layer::Path,
+                "path-not-allowed",
+                format!("`{path_only}` is outside the allowlist"),
+            );
+            return deny(r, false, host, &path_only);
+        }
+    };
 
     // 3. Headers: drop what must not travel, then scan what is left (before injection). The
     // method travels too: an extension method is any token the agent likes.
@@ -386,9 +411,11 @@ fn decide_request(
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let rule = match (route.auth.is_some(), injected) {
-        (true, true) => "route-auth",
-        (true, false) => "route-auth-withheld-inexact-host",
+    let rule = match (&grant, route.auth.is_some(), injected) {
+        (Some((_, true)), _, _) => "grant-once",
+        (Some(_), _, _) => "grant",
+        (None, true, true) => "route-auth",
+        (None, true, false) => "route-auth-withheld-inexact-host",
         _ => "route",
     };
     let host = host.to_string();
@@ -398,6 +425,7 @@ fn decide_request(
         websocket,
         injected,
         rule,
+        grant: grant.map(|(id, _)| id),
         host,
         method: method.as_str().to_string(),
         path: path_only,

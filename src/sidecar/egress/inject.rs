@@ -80,6 +80,8 @@ mod tests {
             }),
             tls_passthrough: false,
             ssrf_ip_allowlist: vec![],
+            grants: vec![],
+            granted_only: false,
         }
     }
 

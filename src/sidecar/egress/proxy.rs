@@ -33,15 +33,15 @@ use tokio::sync::Semaphore;
 use super::EgressError;
 use super::audit::{Audit, Decision};
 use super::ca::BottleCa;
-use super::config::{EgressConfig, ListenAddr, parse_routes};
+use super::config::{EgressConfig, ListenAddr, parse_grants, parse_routes};
 use super::decide::{Connect, Denial, Forward, Head, Origin, Verdict, decide};
 use super::inject::strip_hop_by_hop;
 use super::inspect::{collect_body, loggable, scan_body};
 use super::limits::{IdleIo, Limits};
 use super::redact::{Decoder, Needles, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
-use super::reload::{Policy, PolicyHandle, content_hash, read_routes_file, spawn_watcher};
-use super::routes::{Route, RouteTable};
+use super::reload::{Policy, PolicyHandle, read_policy_files, spawn_watcher};
+use super::routes::{OnceLedger, Route, RouteTable};
 use super::smuggle::{Sniff, SniffIo};
 use super::sni::read_client_hello;
 use super::ssrf::{DestinationError, Resolver, resolve_checked};
@@ -56,6 +56,8 @@ pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 struct Shared {
     policy: Arc<PolicyHandle>,
+    /// Where a used `once` grant is marked for supervise.
+    once_used_dir: Option<PathBuf>,
     ca: BottleCa,
     audit: Audit,
     scanner: Scanner,
@@ -76,26 +78,41 @@ pub struct EgressServer {
     listener: Listener,
     shared: Arc<Shared>,
     routes_path: PathBuf,
+    grants_path: Option<PathBuf>,
     routes_hash: u64,
     reload_interval: std::time::Duration,
     env: EnvLookup,
 }
 
+/// Where a policy comes from: the two files, and the ledger every generation shares.
+struct PolicySource {
+    routes: PathBuf,
+    grants: Option<PathBuf>,
+    once: Arc<OnceLedger>,
+}
+
 fn build_policy(
     text: &str,
-    path: &std::path::Path,
+    grants_text: &str,
+    src: &PolicySource,
     generation: u64,
     env: &EnvLookup,
     upstream: &Arc<UpstreamSettings>,
 ) -> Result<Policy, EgressError> {
     let raw = parse_routes(text).map_err(|message| EgressError::Routes {
-        path: path.to_path_buf(),
+        path: src.routes.clone(),
         message,
     })?;
-    let routes = RouteTable::build(raw, &|k| env(k)).map_err(|message| EgressError::Routes {
-        path: path.to_path_buf(),
+    let grants_err = |message| EgressError::Routes {
+        path: src.grants.clone().unwrap_or_default(),
         message,
-    })?;
+    };
+    let grants = parse_grants(grants_text).map_err(grants_err)?;
+    let routes = RouteTable::build_with_grants(raw, grants, &|k| env(k), src.once.clone())
+        .map_err(|message| EgressError::Routes {
+            path: src.routes.clone(),
+            message,
+        })?;
     let routes = Arc::new(routes);
     Ok(Policy {
         generation,
@@ -120,8 +137,14 @@ impl EgressServer {
             tls,
             proxy: cfg.upstream_proxy.clone(),
         });
-        let text = read_routes_file(&cfg.routes_path)?;
-        let policy = build_policy(&text, &cfg.routes_path, 0, &env, &upstream)?;
+        let (text, grants_text, routes_hash) =
+            read_policy_files(&cfg.routes_path, cfg.grants_path.as_deref())?;
+        let src = PolicySource {
+            routes: cfg.routes_path.clone(),
+            grants: cfg.grants_path.clone(),
+            once: Arc::default(),
+        };
+        let policy = build_policy(&text, &grants_text, &src, 0, &env, &upstream)?;
         let audit = Audit::open(cfg.audit_log.as_deref())?;
         let listener =
             match &cfg.listen {
@@ -162,6 +185,7 @@ impl EgressServer {
             };
         let shared = Arc::new(Shared {
             policy: Arc::new(PolicyHandle::new(policy)),
+            once_used_dir: cfg.once_used_dir.clone(),
             ca,
             audit,
             scanner: Scanner::new(),
@@ -172,7 +196,8 @@ impl EgressServer {
             listener,
             shared,
             routes_path: cfg.routes_path,
-            routes_hash: content_hash(&text),
+            grants_path: cfg.grants_path,
+            routes_hash,
             reload_interval: cfg.reload_interval,
             env,
         })
@@ -192,19 +217,27 @@ impl EgressServer {
             listener,
             shared,
             routes_path,
+            grants_path,
             routes_hash,
             reload_interval,
             env,
         } = self;
         {
             let upstream = shared.upstream.clone();
-            let path = routes_path.clone();
+            let src = PolicySource {
+                routes: routes_path.clone(),
+                grants: grants_path.clone(),
+                once: shared.policy.current().routes.once.clone(),
+            };
             spawn_watcher(
                 routes_path,
+                grants_path,
                 reload_interval,
                 routes_hash,
                 shared.policy.clone(),
-                move |text, generation| build_policy(text, &path, generation, &env, &upstream),
+                move |text, grants, generation| {
+                    build_policy(text, grants, &src, generation, &env, &upstream)
+                },
             );
         }
         let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
@@ -560,6 +593,18 @@ fn destination_refusal(e: &DestinationError) -> Refusal {
     }
 }
 
+/// Tell supervise a `once` grant was used: an empty file named by its id. Best effort: the
+/// grant is already claimed in memory, so a failed mark only delays its retirement.
+fn mark_once_used(dir: &std::path::Path, id: &str) {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return;
+    }
+    let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = std::fs::write(dir.join(id), b"") {
+        tracing::warn!("cannot mark once grant {id} as used: {e}");
+    }
+}
+
 /// The transport of an allowed head: read and scan the body, forward, relay the answer.
 async fn forward(
     shared: Arc<Shared>,
@@ -573,10 +618,16 @@ async fn forward(
         websocket,
         injected,
         rule,
+        grant,
         host,
         method,
         path,
     } = f;
+    if rule == "grant-once"
+        && let (Some(dir), Some(id)) = (&shared.once_used_dir, &grant)
+    {
+        mark_once_used(dir, id);
+    }
     let injected = injected
         .then(|| route.auth.as_ref().map(|a| a.token_env.as_str()))
         .flatten();

@@ -1,7 +1,7 @@
-//! Live reload of the routes file.
+//! Live reload of the routes file and the grants file.
 //!
-//! The file is polled (every ~500 ms): when its content hash changes it is parsed and a new
-//! [`Policy`] is swapped in as a whole. A request takes one snapshot and keeps it, so during a
+//! Both files are polled (every ~50 ms; reading two small files costs next to nothing): when
+//! their content hash changes they are parsed and a new [`Policy`] is swapped in as a whole. A request takes one snapshot and keeps it, so during a
 //! reload each request sees either the old or the new policy, never a mix. A file that fails to
 //! parse leaves the current policy in place (and says so in the log).
 
@@ -18,8 +18,11 @@ use super::upstream::UpstreamClient;
 /// Routes file size accepted (the launcher renders a few kilobytes).
 pub const MAX_ROUTES_FILE: u64 = crate::sidecar::wire::MAX_FILE_BYTES;
 
-/// Pause between the two reads that must agree before a change is applied.
-const SETTLE: Duration = Duration::from_millis(50);
+/// Pause between the two reads that must agree before a change is applied (a `docker cp`
+/// may still be writing the routes file; the grants file is always renamed into place).
+const SETTLE: Duration = Duration::from_millis(15);
+/// Default poll interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One immutable policy generation: route table and the upstream pool that goes with it.
 pub struct Policy {
@@ -85,15 +88,37 @@ pub fn content_hash(text: &str) -> u64 {
     h.finish()
 }
 
-/// Poll `path` every `interval`; on a content change call `build` and swap the result in.
+/// The grants file's text; a missing file (no grant yet, or no supervise) is no grants.
+pub fn read_grants_file(path: Option<&Path>) -> Result<String, EgressError> {
+    match path {
+        None => Ok(String::new()),
+        Some(p) if !p.exists() => Ok(String::new()),
+        Some(p) => read_routes_file(p),
+    }
+}
+
+/// The texts of the routes file and the grants file, and their joint hash.
+pub fn read_policy_files(
+    routes: &Path,
+    grants: Option<&Path>,
+) -> Result<(String, String, u64), EgressError> {
+    let r = read_routes_file(routes)?;
+    let g = read_grants_file(grants)?;
+    let hash = content_hash(&format!("{r}\0{g}"));
+    Ok((r, g, hash))
+}
+
+/// Poll the routes file (and the grants file) every `interval`; on a content change call
+/// `build` with both texts and swap the result in.
 pub fn spawn_watcher<F>(
     path: PathBuf,
+    grants: Option<PathBuf>,
     interval: Duration,
     initial_hash: u64,
     handle: Arc<PolicyHandle>,
     build: F,
 ) where
-    F: Fn(&str, u64) -> Result<Policy, EgressError> + Send + Sync + 'static,
+    F: Fn(&str, &str, u64) -> Result<Policy, EgressError> + Send + Sync + 'static,
 {
     tokio::spawn(async move {
         let mut last_hash = initial_hash;
@@ -102,26 +127,25 @@ pub fn spawn_watcher<F>(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let text = match read_routes_file(&path) {
+            let (text, grants_text, hash) = match read_policy_files(&path, grants.as_deref()) {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!("routes reload skipped: {e}");
                     continue;
                 }
             };
-            let hash = content_hash(&text);
             if hash == last_hash {
                 continue;
             }
             // A writer may be half-way through the file: apply it only once it reads the same
             // twice in a row.
             tokio::time::sleep(SETTLE).await;
-            match read_routes_file(&path) {
-                Ok(again) if content_hash(&again) == hash => {}
+            match read_policy_files(&path, grants.as_deref()) {
+                Ok((_, _, again)) if again == hash => {}
                 _ => continue,
             }
             last_hash = hash;
-            match build(&text, generation + 1) {
+            match build(&text, &grants_text, generation + 1) {
                 Ok(policy) => {
                     generation += 1;
                     tracing::info!(generation, routes = policy.routes.len(), "routes reloaded");

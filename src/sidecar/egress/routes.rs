@@ -3,15 +3,67 @@
 //! Matching is on the exact host after lower-casing; a trailing dot or any character outside a
 //! host name is refused, so look-alike spellings never match a route that carries a credential.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 
 use crate::secret::Secret;
 
 pub use crate::sidecar::wire::AuthScheme;
-use crate::sidecar::wire::RouteEntry;
+use crate::sidecar::wire::{GrantEntry, RouteEntry};
+
+/// A run-time grant on a route (see [`crate::sidecar::wire::GrantEntry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRule {
+    pub id: String,
+    /// Empty: every path.
+    pub path_prefixes: Vec<String>,
+    /// Empty: every method.
+    pub methods: Vec<String>,
+    pub once: bool,
+}
+
+/// Which rule let a request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The route itself.
+    Route,
+    /// A grant; `once` grants are claimed (see [`OnceLedger`]) by the caller.
+    Grant { id: String, once: bool },
+}
+
+/// Why no rule let a request through: the path is outside every rule, or a rule covers the
+/// path but not the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAccess {
+    Path,
+    Method,
+}
+
+/// The `once` grants that have served their request. Kept across policy reloads (the grant
+/// stays in the grants file until supervise removes it), so a used grant never serves again.
+#[derive(Debug, Default)]
+pub struct OnceLedger {
+    used: Mutex<HashSet<String>>,
+}
+
+impl OnceLedger {
+    /// Take grant `id`: `true` for the first caller only.
+    pub fn claim(&self, id: &str) -> bool {
+        match self.used.lock() {
+            Ok(mut g) => g.insert(id.to_string()),
+            Err(p) => p.into_inner().insert(id.to_string()),
+        }
+    }
+
+    pub fn is_used(&self, id: &str) -> bool {
+        match self.used.lock() {
+            Ok(g) => g.contains(id),
+            Err(p) => p.into_inner().contains(id),
+        }
+    }
+}
 
 /// The credential a route injects; the value comes from the daemon's environment.
 #[derive(Debug, Clone)]
@@ -29,9 +81,55 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     pub tls_passthrough: bool,
     pub ssrf_ip_allowlist: Vec<IpNet>,
+    /// Run-time grants on this host.
+    pub grants: Vec<GrantRule>,
+    /// The host has no route of its own: only its grants let requests through.
+    pub granted_only: bool,
 }
 
 impl Route {
+    /// A route that exists only for the grants on `host`.
+    fn granted(host: String) -> Route {
+        Route {
+            host,
+            path_allowlist: Vec::new(),
+            auth: None,
+            tls_passthrough: false,
+            ssrf_ip_allowlist: Vec::new(),
+            grants: Vec::new(),
+            granted_only: true,
+        }
+    }
+
+    /// Which rule lets `method` on `path` through: the route's own path allowlist (any
+    /// method), else the first grant that covers both and is not a used `once` grant.
+    pub fn access(&self, method: &str, path: &str, used: &OnceLedger) -> Result<Access, NoAccess> {
+        if !self.granted_only && self.path_allowed(path) {
+            return Ok(Access::Route);
+        }
+        let mut path_matched = false;
+        for g in &self.grants {
+            if g.once && used.is_used(&g.id) {
+                continue;
+            }
+            if !prefix_allowed(&g.path_prefixes, path) {
+                continue;
+            }
+            path_matched = true;
+            if g.methods.is_empty() || g.methods.iter().any(|m| m == method) {
+                return Ok(Access::Grant {
+                    id: g.id.clone(),
+                    once: g.once,
+                });
+            }
+        }
+        Err(if path_matched {
+            NoAccess::Method
+        } else {
+            NoAccess::Path
+        })
+    }
+
     /// Is this route a plain tunnel? `tls_passthrough` tunnels a route that injects nothing;
     /// a route that injects a credential must be intercepted to do so, and its passthrough
     /// flag then only concerns the upstream proxy (pipelock), which egress reaches over TLS.
@@ -43,18 +141,23 @@ impl Route {
     /// A prefix matches at a segment boundary; dot segments and encoded separators are refused
     /// because the upstream could normalise them out of the allowed prefix.
     pub fn path_allowed(&self, path: &str) -> bool {
-        if self.path_allowlist.is_empty() {
-            return true;
-        }
-        if !path.starts_with('/') || path_is_ambiguous(path) {
-            return false;
-        }
-        self.path_allowlist.iter().any(|prefix| {
-            path == prefix
-                || (path.starts_with(prefix.as_str())
-                    && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
-        })
+        prefix_allowed(&self.path_allowlist, path)
     }
+}
+
+/// [`Route::path_allowed`] for any list of prefixes.
+fn prefix_allowed(prefixes: &[String], path: &str) -> bool {
+    if prefixes.is_empty() {
+        return true;
+    }
+    if !path.starts_with('/') || path_is_ambiguous(path) {
+        return false;
+    }
+    prefixes.iter().any(|prefix| {
+        path == prefix
+            || (path.starts_with(prefix.as_str())
+                && (prefix.ends_with('/') || path.as_bytes().get(prefix.len()) == Some(&b'/')))
+    })
 }
 
 /// Would an upstream possibly read `path` as a different path? Dot segments (also with a
@@ -105,6 +208,8 @@ fn layer_is_ambiguous(p: &[u8]) -> bool {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_host: HashMap<String, Arc<Route>>,
+    /// Used `once` grants; shared by every generation of one daemon's table.
+    pub once: Arc<OnceLedger>,
 }
 
 impl RouteTable {
@@ -153,12 +258,54 @@ impl RouteTable {
                 auth,
                 tls_passthrough: r.tls_passthrough,
                 ssrf_ip_allowlist: r.ssrf_ip_allowlist,
+                grants: Vec::new(),
+                granted_only: false,
             };
             if by_host.insert(host.clone(), Arc::new(route)).is_some() {
                 return Err(format!("`routes[{i}]`: host `{host}` appears twice"));
             }
         }
-        Ok(RouteTable { by_host })
+        Ok(RouteTable {
+            by_host,
+            once: Arc::default(),
+        })
+    }
+
+    /// [`RouteTable::build`] plus run-time `grants` (the grants file), with `once` as the
+    /// ledger of used grants. A grant on a tunnelled route is not applied: egress cannot see
+    /// the paths or methods inside a tunnel it does not intercept.
+    pub fn build_with_grants(
+        raw: Vec<RouteEntry>,
+        grants: Vec<GrantEntry>,
+        env: &dyn Fn(&str) -> Option<String>,
+        once: Arc<OnceLedger>,
+    ) -> Result<Self, String> {
+        let mut t = Self::build(raw, env)?;
+        t.once = once;
+        for (i, g) in grants.into_iter().enumerate() {
+            let host = normalize_route_host(&g.host)
+                .ok_or_else(|| format!("`grants[{i}].host`: `{}` is not a host name", g.host))?;
+            if g.path_prefixes.iter().any(|p| !p.starts_with('/')) {
+                return Err(format!(
+                    "`grants[{i}].path_prefixes`: every prefix must start with `/`"
+                ));
+            }
+            let entry = t
+                .by_host
+                .entry(host.clone())
+                .or_insert_with(|| Arc::new(Route::granted(host.clone())));
+            if entry.tunnels() {
+                tracing::warn!(host = %host, id = %g.id, "grant on a tunnelled route ignored");
+                continue;
+            }
+            Arc::make_mut(entry).grants.push(GrantRule {
+                id: g.id,
+                path_prefixes: g.path_prefixes,
+                methods: g.methods,
+                once: g.once,
+            });
+        }
+        Ok(t)
     }
 
     /// The route for a request host (as the agent wrote it), if any.
@@ -332,5 +479,73 @@ mod tests {
     fn empty_allowlist_allows_all_paths() {
         let t = RouteTable::build(vec![raw("a.test")], &no_env).unwrap();
         assert!(t.lookup("a.test").unwrap().path_allowed("/anything/at/all"));
+    }
+
+    fn grant(id: &str, host: &str, paths: &[&str], methods: &[&str], once: bool) -> GrantEntry {
+        GrantEntry {
+            id: id.into(),
+            host: host.into(),
+            path_prefixes: paths.iter().map(|s| s.to_string()).collect(),
+            methods: methods.iter().map(|s| s.to_string()).collect(),
+            once,
+        }
+    }
+
+    #[test]
+    fn grants_widen_routes_enforce_methods_and_once_serves_one() {
+        let mut base = raw("a.test");
+        base.path_allowlist = vec!["/base/".into()];
+        let t = RouteTable::build_with_grants(
+            vec![base],
+            vec![
+                grant("g1", "a.test", &["/read/"], &["GET"], false),
+                grant("g2", "new.test", &["/once/"], &[], true),
+            ],
+            &no_env,
+            Arc::default(),
+        )
+        .unwrap();
+        let a = t.lookup("a.test").unwrap();
+        let used = &t.once;
+        assert_eq!(a.access("POST", "/base/x", used), Ok(Access::Route));
+        assert_eq!(
+            a.access("GET", "/read/x", used),
+            Ok(Access::Grant {
+                id: "g1".into(),
+                once: false
+            })
+        );
+        assert_eq!(a.access("POST", "/read/x", used), Err(NoAccess::Method));
+        assert_eq!(a.access("GET", "/other", used), Err(NoAccess::Path));
+        // A granted-only host allows nothing but its grants.
+        let n = t.lookup("new.test").unwrap();
+        assert_eq!(n.access("GET", "/", used), Err(NoAccess::Path));
+        assert!(matches!(
+            n.access("GET", "/once/a", used),
+            Ok(Access::Grant { once: true, .. })
+        ));
+        assert!(used.claim("g2"));
+        assert!(!used.claim("g2"), "a once grant is claimed once");
+        assert_eq!(n.access("GET", "/once/a", used), Err(NoAccess::Path));
+        // The ledger survives a rebuild (a reload of the same grants).
+        let t2 = RouteTable::build_with_grants(
+            vec![],
+            vec![grant("g2", "new.test", &["/once/"], &[], true)],
+            &no_env,
+            t.once.clone(),
+        )
+        .unwrap();
+        let n2 = t2.lookup("new.test").unwrap();
+        assert_eq!(n2.access("GET", "/once/a", &t2.once), Err(NoAccess::Path));
+        // A grant is refused when it names no host.
+        assert!(
+            RouteTable::build_with_grants(
+                vec![],
+                vec![grant("x", "a b", &[], &[], false)],
+                &no_env,
+                Arc::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -1,11 +1,13 @@
-//! Approved routes with a lifetime, applied to egress's live routes file.
+//! Approved routes with a lifetime, handed to egress as its grants file.
 //!
-//! The routes egress started with are kept as the base (`base-routes.json` in the spool,
-//! copied from the routes file the first time a grant is applied). The live routes file is
-//! always the base plus the grants still in force, rendered whole and renamed into place, so
-//! egress (which re-reads the file when it changes) never sees half a file. A grant that
-//! expires leaves the live file the next time [`Grants::apply`] runs, and is written to the
-//! spool's event log (`events.jsonl`) for the host's audit.
+//! Supervise is the only writer of the grants file (`granted.json` in the spool, the wire
+//! type [`GrantsFile`]); the launcher is the only writer of the routes file. Egress reads both
+//! and its live policy is the two together, so a route update from the host never drops a
+//! grant and a grant never rewrites what the launcher wrote. The grants on record (with their
+//! lifetimes) are `grants.json`; the grants file is rendered from the ones still in force,
+//! whole, and renamed into place. A grant that expires, or a `once` grant egress marked as
+//! used (`once-used/<id>`), leaves the grants file the next time [`Grants::apply`] runs, and
+//! is written to the spool's event log (`events.jsonl`) for the host's audit.
 
 use std::fs;
 use std::io::Write;
@@ -17,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::SuperviseError;
 use super::spool::{Lifetime, now_rfc3339, write_atomic};
 use super::validate::RouteProposal;
-use crate::sidecar::egress::config::parse_routes;
-use crate::sidecar::egress::reload::read_routes_file;
-use crate::sidecar::wire::{RouteEntry, RoutesFile};
+use crate::sidecar::wire::{GRANTS_FILE, GrantEntry, GrantsFile, WireFile};
+
+/// Where egress marks used `once` grants, inside the spool.
+pub const ONCE_USED_DIR: &str = "once-used";
 
 /// One approved route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +37,25 @@ pub struct Grant {
     pub expires_at_ms: Option<u64>,
 }
 
+impl Grant {
+    /// The grant as egress reads it.
+    pub fn entry(&self) -> GrantEntry {
+        GrantEntry {
+            id: self.id.clone(),
+            host: self.route.host.clone(),
+            path_prefixes: self.route.path_prefixes.clone(),
+            methods: self.route.methods.clone(),
+            once: self.lifetime == Lifetime::Once,
+        }
+    }
+}
+
 /// Something that happened to a grant, for the host's audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantEvent {
     pub time: String,
-    /// `granted` or `expired`.
+    /// `granted`, `expired` or `used` (a `once` grant served its request).
     pub event: String,
     pub id: String,
     pub host: String,
@@ -53,51 +69,26 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The routes document for `base` (routes file text) plus the `grants` in force: a granted
-/// host already in the base widens that route's path allowlist (an empty list on either side
-/// means the whole host); a new host is added without credential or passthrough.
-pub fn render(base: &str, grants: &[Grant]) -> Result<String, String> {
-    let mut routes: Vec<RouteEntry> = parse_routes(base)?;
-    for g in grants {
-        let existing = routes
-            .iter_mut()
-            .find(|r| r.host.eq_ignore_ascii_case(&g.route.host));
-        match existing {
-            Some(r) => {
-                if r.path_allowlist.is_empty() || g.route.path_prefixes.is_empty() {
-                    r.path_allowlist.clear();
-                } else {
-                    for p in &g.route.path_prefixes {
-                        if !r.path_allowlist.contains(p) {
-                            r.path_allowlist.push(p.clone());
-                        }
-                    }
-                }
-            }
-            None => {
-                let mut r = RouteEntry::host(g.route.host.clone());
-                r.path_allowlist = g.route.path_prefixes.clone();
-                routes.push(r);
-            }
-        }
+/// The grants file for the `grants` in force.
+pub fn render(grants: &[Grant]) -> String {
+    GrantsFile {
+        grants: grants.iter().map(Grant::entry).collect(),
     }
-    serde_json::to_string_pretty(&RoutesFile { routes })
-        .map(|t| t + "\n")
-        .map_err(|e| e.to_string())
+    .render()
 }
 
 /// The grants of one bottle, kept in the spool.
 #[derive(Debug, Clone)]
 pub struct Grants {
     spool: PathBuf,
-    routes_file: PathBuf,
 }
 
 impl Grants {
-    pub fn new(spool: &Path, routes_file: &Path) -> Self {
+    /// The grants kept in `spool`. (`_routes_file` is egress's routes file, which grants
+    /// never write; kept so callers name the files the daemon works with.)
+    pub fn new(spool: &Path, _routes_file: &Path) -> Self {
         Grants {
             spool: spool.to_path_buf(),
-            routes_file: routes_file.to_path_buf(),
         }
     }
 
@@ -105,8 +96,14 @@ impl Grants {
         self.spool.join("grants.json")
     }
 
-    fn base_path(&self) -> PathBuf {
-        self.spool.join("base-routes.json")
+    /// The grants file egress reads.
+    pub fn live_path(&self) -> PathBuf {
+        self.spool.join(GRANTS_FILE)
+    }
+
+    /// Where egress marks used `once` grants.
+    pub fn used_dir(&self) -> PathBuf {
+        self.spool.join(ONCE_USED_DIR)
     }
 
     /// The event log the host follows.
@@ -121,7 +118,7 @@ impl Grants {
         }
     }
 
-    /// Grants on record (expired ones included until the next [`Grants::apply`]).
+    /// Grants on record (expired or used ones included until the next [`Grants::apply`]).
     pub fn load(&self) -> Result<Vec<Grant>, SuperviseError> {
         let p = self.grants_path();
         match fs::read(&p) {
@@ -132,19 +129,6 @@ impl Grants {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(Self::io(&p)(e)),
         }
-    }
-
-    fn base(&self) -> Result<String, SuperviseError> {
-        let base = self.base_path();
-        if !base.exists() {
-            let text =
-                read_routes_file(&self.routes_file).map_err(|e| SuperviseError::Corrupt {
-                    path: self.routes_file.clone(),
-                    message: e.to_string(),
-                })?;
-            write_atomic(&base, text.as_bytes(), false)?;
-        }
-        fs::read_to_string(&base).map_err(Self::io(&base))
     }
 
     fn event(&self, event: &str, g: &Grant) -> Result<(), SuperviseError> {
@@ -177,32 +161,40 @@ impl Grants {
         Ok(())
     }
 
-    /// Drop expired grants and rewrite the live routes file when it changes. Returns the
-    /// grants that expired.
+    /// Drop expired and used grants and rewrite the grants file when it changes. Returns the
+    /// grants that left.
     pub fn apply(&self, now: u64) -> Result<Vec<Grant>, SuperviseError> {
         let all = self.load()?;
-        if all.is_empty() && !self.base_path().exists() {
+        let live_path = self.live_path();
+        if all.is_empty() && !live_path.exists() {
             return Ok(Vec::new());
         }
-        let (live, expired): (Vec<Grant>, Vec<Grant>) = all
-            .into_iter()
-            .partition(|g| g.expires_at_ms.is_none_or(|t| t > now));
-        if !expired.is_empty() {
-            let body = serde_json::to_vec_pretty(&live).map_err(SuperviseError::Encode)?;
-            write_atomic(&self.grants_path(), &body, false)?;
-            for g in &expired {
-                self.event("expired", g)?;
+        let used_dir = self.used_dir();
+        let used = |g: &Grant| g.lifetime == Lifetime::Once && used_dir.join(&g.id).exists();
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for g in all {
+            if used(&g) {
+                gone.push(("used", g));
+            } else if g.expires_at_ms.is_some_and(|t| t <= now) {
+                gone.push(("expired", g));
+            } else {
+                live.push(g);
             }
         }
-        let rendered = render(&self.base()?, &live).map_err(|m| SuperviseError::Corrupt {
-            path: self.base_path(),
-            message: m,
-        })?;
-        let current = fs::read_to_string(&self.routes_file).unwrap_or_default();
-        if current != rendered {
-            write_atomic(&self.routes_file, rendered.as_bytes(), false)?;
+        if !gone.is_empty() {
+            let body = serde_json::to_vec_pretty(&live).map_err(SuperviseError::Encode)?;
+            write_atomic(&self.grants_path(), &body, false)?;
+            for (event, g) in &gone {
+                self.event(event, g)?;
+            }
         }
-        Ok(expired)
+        let rendered = render(&live);
+        let current = fs::read_to_string(&live_path).unwrap_or_default();
+        if current != rendered {
+            write_atomic(&live_path, rendered.as_bytes(), false)?;
+        }
+        Ok(gone.into_iter().map(|(_, g)| g).collect())
     }
 
     /// When the next grant expires, if any.
@@ -214,7 +206,6 @@ impl Grants {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sidecar::egress::config::parse_routes;
 
     fn grant(id: &str, host: &str, paths: &[&str], expires: Option<u64>) -> Grant {
         Grant {
@@ -229,65 +220,53 @@ mod tests {
         }
     }
 
-    const BASE: &str = r#"{"routes": [{"host": "api.github.com", "path_allowlist": ["/repos/"], "auth_scheme": "Bearer", "token_env": "GH"}, {"host": "pypi.org"}]}"#;
-
-    #[test]
-    fn render_adds_and_widens_routes_keeping_credentials() {
-        let out = render(
-            BASE,
-            &[
-                grant("1", "example.com", &["/api/"], None),
-                grant("2", "api.github.com", &["/orgs/"], None),
-            ],
-        )
-        .unwrap();
-        let routes = parse_routes(&out).unwrap();
-        assert_eq!(routes.len(), 3);
-        assert_eq!(routes[0].host, "api.github.com");
-        assert_eq!(routes[0].path_allowlist, vec!["/repos/", "/orgs/"]);
-        assert_eq!(routes[0].token_env.as_deref(), Some("GH"));
-        assert_eq!(routes[2].host, "example.com");
-        assert_eq!(routes[2].path_allowlist, vec!["/api/"]);
-        // A whole-host grant on a path-limited route opens the whole host.
-        let out = render(BASE, &[grant("3", "api.github.com", &[], None)]).unwrap();
-        assert!(parse_routes(&out).unwrap()[0].path_allowlist.is_empty());
+    fn live_hosts(g: &Grants) -> Vec<String> {
+        GrantsFile::parse(&fs::read_to_string(g.live_path()).unwrap())
+            .unwrap()
+            .grants
+            .into_iter()
+            .map(|e| e.host)
+            .collect()
     }
 
     #[test]
-    fn expired_grants_leave_the_live_file_and_are_logged() {
+    fn expired_and_used_grants_leave_the_grants_file_and_are_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let routes = dir.path().join("routes.yaml");
-        fs::write(&routes, BASE).unwrap();
+        let routes = dir.path().join("routes.json");
+        fs::write(&routes, "{\"routes\": []}\n").unwrap();
         let g = Grants::new(dir.path(), &routes);
         g.add(
             grant("0000000000001-000001", "a.test", &[], Some(1_000)),
             500,
         )
         .unwrap();
-        g.add(grant("0000000000001-000002", "b.test", &[], None), 500)
+        g.add(grant("0000000000001-000002", "b.test", &["/x/"], None), 500)
             .unwrap();
-        let hosts = |p: &Path| -> Vec<String> {
-            parse_routes(&fs::read_to_string(p).unwrap())
-                .unwrap()
-                .into_iter()
-                .map(|r| r.host)
-                .collect()
-        };
-        assert_eq!(
-            hosts(&routes),
-            ["api.github.com", "pypi.org", "a.test", "b.test"]
-        );
+        let mut once = grant("0000000000001-000003", "c.test", &[], None);
+        once.lifetime = Lifetime::Once;
+        g.add(once, 500).unwrap();
+        assert_eq!(live_hosts(&g), ["a.test", "b.test", "c.test"]);
+        let file = GrantsFile::parse(&fs::read_to_string(g.live_path()).unwrap()).unwrap();
+        assert!(file.grants[2].once && !file.grants[1].once);
+        assert_eq!(file.grants[1].path_prefixes, ["/x/"]);
+        // The routes file is the launcher's: grants never touch it.
+        assert_eq!(fs::read_to_string(&routes).unwrap(), "{\"routes\": []}\n");
         assert_eq!(g.next_expiry().unwrap(), Some(1_000));
         assert!(g.apply(999).unwrap().is_empty());
-        let expired = g.apply(1_000).unwrap();
-        assert_eq!(expired.len(), 1);
-        assert_eq!(hosts(&routes), ["api.github.com", "pypi.org", "b.test"]);
+        let gone = g.apply(1_000).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(live_hosts(&g), ["b.test", "c.test"]);
+        // Egress marks the once grant used; the next apply retires it.
+        fs::create_dir_all(g.used_dir()).unwrap();
+        fs::write(g.used_dir().join("0000000000001-000003"), "").unwrap();
+        assert_eq!(g.apply(1_001).unwrap().len(), 1);
+        assert_eq!(live_hosts(&g), ["b.test"]);
         let events = fs::read_to_string(g.events_path()).unwrap();
         let kinds: Vec<String> = events
             .lines()
             .map(|l| serde_json::from_str::<GrantEvent>(l).unwrap().event)
             .collect();
-        assert_eq!(kinds, ["granted", "granted", "expired"]);
+        assert_eq!(kinds, ["granted", "granted", "granted", "expired", "used"]);
         assert_eq!(g.next_expiry().unwrap(), None);
     }
 }

@@ -37,10 +37,6 @@ pub enum SuperviseError {
     UnknownRequest(String),
     #[error("request `{0}` was already decided")]
     AlreadyDecided(String),
-    #[error(
-        "a `once` grant needs egress to count uses, which this version does not do; approve for a duration or the session"
-    )]
-    OnceUnsupported,
     #[error("request `{0}` asks for a route but the decision carries none")]
     MissingRoute(String),
     #[error(
@@ -50,16 +46,13 @@ pub enum SuperviseError {
 }
 
 /// Record the operator's decision in the spool and, for an approved route, make the grant
-/// live in egress's routes file (through `grants`).
+/// live in egress's grants file (through `grants`).
 pub fn apply_decision(spool: &Spool, grants: &Grants, d: &Decision) -> Result<(), SuperviseError> {
     let req = spool
         .request(&d.id)?
         .ok_or_else(|| SuperviseError::UnknownRequest(d.id.clone()))?;
     let route = match (&req.change, d.verdict) {
         (spool::Change::Route(asked), Verdict::Approved) => {
-            if d.lifetime == Some(Lifetime::Once) {
-                return Err(SuperviseError::OnceUnsupported);
-            }
             Some(d.route.clone().unwrap_or_else(|| asked.clone()))
         }
         _ => None,

@@ -116,6 +116,13 @@ pub struct LiveRoute {
     pub host: String,
     pub path_allowlist: Vec<String>,
     pub credential_injected: bool,
+    /// Methods allowed (granted routes only; empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// How the route is live: `route` (the bottle file), or the grant's lifetime
+    /// (`once`, `timed`, `session`).
+    #[serde(default)]
+    pub source: String,
 }
 
 /// The MCP handler.
@@ -213,14 +220,38 @@ impl Supervise {
         };
         let routes = crate::sidecar::egress::config::parse_routes(&text)
             .map_err(|m| McpError::internal_error(format!("routes file: {m}"), None))?;
-        let live: Vec<LiveRoute> = routes
+        let mut live: Vec<LiveRoute> = routes
             .into_iter()
             .map(|r| LiveRoute {
                 host: r.host,
                 path_allowlist: r.path_allowlist,
                 credential_injected: r.token_env.is_some(),
+                methods: Vec::new(),
+                source: "route".into(),
             })
             .collect();
+        // The grants in force, as egress reads them beside the routes file.
+        let grants = super::grants::Grants::new(&self.cfg.spool, path)
+            .load()
+            .map_err(internal)?;
+        let now = super::grants::now_ms();
+        for g in grants
+            .iter()
+            .filter(|g| g.expires_at_ms.is_none_or(|t| t > now))
+        {
+            live.push(LiveRoute {
+                host: g.route.host.clone(),
+                path_allowlist: g.route.path_prefixes.clone(),
+                credential_injected: false,
+                methods: g.route.methods.clone(),
+                source: match g.lifetime {
+                    super::spool::Lifetime::Once => "once",
+                    super::spool::Lifetime::Seconds(_) => "timed",
+                    _ => "session",
+                }
+                .into(),
+            });
+        }
         json_result(&live)
     }
 
