@@ -168,10 +168,18 @@ impl World {
             ),
         )
         .unwrap();
-        for who in ["a", "b"] {
+        // Bottle B also runs supervise (E8); A is the plain bottle every probe runs in.
+        std::fs::write(
+            home.join("bottles/sup.md"),
+            format!(
+                "---\nsupervise: true\negress:\n  routes:\n    - host: {PLAIN_ROUTE}\n{allow}---\n"
+            ),
+        )
+        .unwrap();
+        for (who, bottle) in [("a", "dev"), ("b", "sup")] {
             std::fs::write(
                 home.join(format!("agents/{tag}{who}.md")),
-                "---\nbottle: dev\n---\nescape suite agent\n",
+                format!("---\nbottle: {bottle}\n---\nescape suite agent\n"),
             )
             .unwrap();
         }
@@ -702,6 +710,151 @@ fn cross_bottle_case(r: &mut Report, a: &Running, b: &Running) {
     );
 }
 
+/// One MCP tool call to supervise through the agent's relay, with nothing but curl.
+fn mcp_call(tool: &str, arguments: &serde_json::Value) -> String {
+    let init = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "escape-suite", "version": "1"}}
+    });
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    });
+    format!(
+        "U=http://127.0.0.1:9100/mcp; \
+         post() {{ curl -sS --max-time 30 -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \"$@\" \"$U\"; }}; \
+         sid=$(post -D - -o /dev/null -d '{init}' | tr -d '\\r' | awk 'tolower($1)==\"mcp-session-id:\"{{print $2}}'); \
+         test -n \"$sid\" || exit 7; \
+         post -H \"mcp-session-id: $sid\" -d '{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}' >/dev/null; \
+         post -H \"mcp-session-id: $sid\" -d '{call}'"
+    )
+}
+
+/// E8: the agent cannot approve its own proposal; control characters in a proposal reach
+/// the operator's screen harmlessly.
+fn self_approval_case(r: &mut Report, w: &World, b: &Running) {
+    // ESC [2J (clear screen), a colour, CR LF and a forged line, BEL: as JSON escapes, so no
+    // raw control byte is on any argv.
+    let reason = "needed\u{1b}[2J\u{1b}[31mAPPROVED by operator\r\nbot-bottle: approved\u{7}";
+    let asked = b.exec(&mcp_call(
+        "propose-egress-route",
+        &serde_json::json!({"host": "e8.example.com", "reason": reason}),
+    ));
+    let answer = out_text(&asked);
+    let refused_at_input = answer.contains("control characters");
+    let proposed = b.exec(&mcp_call(
+        "propose-egress-route",
+        &serde_json::json!({"host": "e8.example.com", "reason": "the escape suite asks for it"}),
+    ));
+    // The request id from the answer (`<13 digits>-<6 hex>`), then the operator's queue.
+    let text = out_text(&proposed);
+    let id = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|t| {
+            t.len() == 20
+                && t.as_bytes()[13] == b'-'
+                && t[..13].bytes().all(|c| c.is_ascii_digit())
+                && t[14..].bytes().all(|c| c.is_ascii_hexdigit())
+        })
+        .map(str::to_string);
+    let listed = |id: &str| {
+        let out = w.cmd().args(["requests", "--json"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = id.filter(|id| {
+        loop {
+            if listed(id) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let Some(id) = id else {
+        r.record(
+            "E8",
+            "supervise-self-approval",
+            Err(format!(
+                "no queued request: {}",
+                out_text(&proposed).chars().take(200).collect::<String>()
+            )),
+        );
+        return;
+    };
+    // The agent's ways to decide: a tool named like the operator's command, the spool's
+    // files (not in its filesystem), the host CLI (not in its image).
+    let mut tries = Vec::new();
+    for tool in ["approve", "decide"] {
+        let o = b.exec(&mcp_call(
+            tool,
+            &serde_json::json!({"id": id, "decision": "approve"}),
+        ));
+        tries.push(format!(
+            "tool `{tool}`: {}",
+            if out_text(&o).to_lowercase().contains("approved\"") {
+                "APPROVED"
+            } else {
+                "refused"
+            }
+        ));
+    }
+    let o = b.exec(&format!(
+        "ls -d /run/bot-bottle/queue /var/lib/bot-bottle 2>&1; command -v bot-bottle docker || echo no-cli; \
+         echo '{{\"decision\":\"approve\"}}' > /run/bot-bottle/{id}.decision 2>&1 || echo write-refused"
+    ));
+    tries.push(
+        out_text(&o)
+            .replace('\n', " ")
+            .trim()
+            .chars()
+            .take(120)
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let still_pending = listed(&id);
+    let route = b.exec(
+        "curl -sS -o /dev/null -D - --max-time 10 https://e8.example.com/ | tr -d '\\r' | grep -i '^x-bot-bottle-refusal'",
+    );
+    let route_closed = String::from_utf8_lossy(&route.stdout).contains("layer=allowlist");
+    let table = w.cmd().args(["requests"]).output().unwrap();
+    let shown = [table.stdout.clone(), table.stderr.clone()].concat();
+    let raw_control = shown
+        .iter()
+        .any(|c| *c == 0x1b || *c == 0x07 || *c == b'\r');
+    let forged_line = String::from_utf8_lossy(&shown)
+        .lines()
+        .any(|l| l.starts_with("bot-bottle: approved"));
+    r.record(
+        "E8",
+        "supervise-self-approval",
+        if refused_at_input
+            && still_pending
+            && route_closed
+            && !raw_control
+            && !forged_line
+            && table.status.success()
+        {
+            Ok(format!(
+                "control characters refused at input; request {id} still pending after the agent's tries, route still 403; `requests` shows no raw control character ({})",
+                tries.join("; ")
+            ))
+        } else {
+            Err(format!(
+                "refused_at_input={refused_at_input} pending={still_pending} route_closed={route_closed} raw_control={raw_control} forged_line={forged_line} ({})",
+                tries.join("; ")
+            ))
+        },
+    );
+    let _ = w
+        .cmd()
+        .args(["reject", &id, "--reason", "escape suite"])
+        .output();
+}
+
 /// M1, M2, M5 through the CLI (no engine needed, but part of the suite's one report).
 fn trust_boundary_cases(r: &mut Report, w: &World) {
     let repo = w.tmp.path().join("repo");
@@ -842,6 +995,7 @@ fn escape_suite() {
 
     let (b, _) = start(&w, &agent_b, None);
     cross_bottle_case(&mut r, &a, &b);
+    self_approval_case(&mut r, &w, &b);
     empty_routes_case(&mut r, &a);
     let stopped_b = b.stop();
     drop(up);
@@ -905,11 +1059,6 @@ fn escape_suite() {
             "the git-gate is not wired into `start` yet (bottles with git-gate.repos are refused); covered by tests/git_gate.rs on loopback",
         );
     }
-    r.skip(
-        "E8",
-        "supervise-self-approval",
-        "supervise is not wired into `start` yet (bottles with `supervise: true` are refused)",
-    );
     r.finish(started);
 }
 
