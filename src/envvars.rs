@@ -20,5 +20,9 @@ pub const SIDECAR_STOP_TIMEOUT: &str = "BOT_BOTTLE_SIDECAR_STOP_TIMEOUT";
 pub const SIDECAR_IMAGE: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
 /// Backend selection (`docker` or `smolmachines`).
 pub const BACKEND: &str = "BOT_BOTTLE_BACKEND";
+/// Test-only weakening of a bottle (`network`: the agent gets a normal network; `runc`: the
+/// agent runs under runc even when gVisor is registered). Read only by debug builds (see
+/// `plan::Weakening` and decision 0035); a release build ignores it.
+pub const TEST_WEAKEN: &str = "BOT_BOTTLE_TEST_WEAKEN";
 /// Enables engine tests (`1`).
 pub const ENGINE_TESTS: &str = "BOT_BOTTLE_ENGINE_TESTS";

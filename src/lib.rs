@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod doctor;
 pub mod envvars;
 pub mod manifest;
 pub mod plan;

@@ -5,6 +5,7 @@ mod bottles;
 mod complete;
 mod context;
 mod dashboard;
+mod doctor;
 mod edit;
 mod info;
 mod init;
@@ -66,6 +67,8 @@ pub enum Command {
     Approve(ApproveArgs),
     /// Reject a request (the waiting agent gets your reason)
     Reject(RejectArgs),
+    /// Prove this host's bottles fail closed: host checks, then attacks from inside a throwaway bottle
+    Doctor(DoctorArgs),
     /// Print a shell completion script to stdout
     Completions(CompletionsArgs),
     /// Build (or find cached) the provider and sidecar images without starting anything
@@ -237,6 +240,13 @@ pub struct RejectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// Shell to generate for
     pub shell: clap_complete::Shell,
@@ -325,5 +335,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => requests::approve(&args),
         Command::Reject(args) => requests::reject(&args),
         Command::BuildImages => start::build_images(),
+        Command::Doctor(args) => doctor::doctor(&args),
     }
 }

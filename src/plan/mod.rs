@@ -83,6 +83,38 @@ impl BackendKind {
     }
 }
 
+/// A deliberate hole in a bottle, for tests that prove `doctor` and the escape suite notice
+/// one. Only debug builds read it ([`Weakening::from_host`]), so an operator's release build
+/// can never be weakened by a stray variable (decision 0035).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakening {
+    /// The agent container gets Docker's default bridge network instead of none.
+    Network,
+    /// The agent runs under runc even when gVisor is registered.
+    Runc,
+}
+
+impl Weakening {
+    /// `BOT_BOTTLE_TEST_WEAKEN` in a debug build; always `None` in a release build.
+    pub fn from_host(host: &HostEnv) -> Option<Weakening> {
+        if !cfg!(debug_assertions) {
+            return None;
+        }
+        match host.vars.get(envvars::TEST_WEAKEN).map(String::as_str) {
+            Some("network") => Some(Weakening::Network),
+            Some("runc") => Some(Weakening::Runc),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weakening::Network => "network",
+            Weakening::Runc => "runc",
+        }
+    }
+}
+
 /// The container runtime the agent runs under.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Runtime {
@@ -175,6 +207,8 @@ pub struct BottlePlan {
     pub prompt: String,
     /// Every credential the bottle uses and whether the host has it (never a value).
     pub credentials: Vec<CredentialUse>,
+    /// A test's deliberate weakening (debug builds only); shown in the preflight.
+    pub weakened: Option<Weakening>,
 }
 
 impl BottlePlan {
@@ -285,6 +319,7 @@ fn resolve_with(
     let git_user = GitIdentity::overlay(&a.git_user, &b.git_gate.user);
     let bottle_dir = b.path.parent().unwrap_or(&m.root);
     let git_upstreams = git::resolve_upstreams(&b.git_gate.repos, bottle_dir, host)?;
+    let weakened = Weakening::from_host(host);
 
     Ok(BottlePlan {
         identity,
@@ -296,7 +331,10 @@ fn resolve_with(
         copy_cwd: opts.copy_cwd,
         resume: opts.resume,
         backend: opts.backend,
-        runtime: Runtime::from_probe(opts.backend, opts.gvisor),
+        runtime: match Runtime::from_probe(opts.backend, opts.gvisor) {
+            Runtime::Runsc if weakened == Some(Weakening::Runc) => Runtime::Runc,
+            r => r,
+        },
         names,
         image,
         sidecar_image: SidecarImage::resolve(host),
@@ -314,6 +352,7 @@ fn resolve_with(
         remote_control: opts.remote_control,
         prompt: a.prompt.clone(),
         credentials: std::mem::take(&mut creds.uses),
+        weakened,
     })
 }
 

@@ -55,6 +55,16 @@ impl fmt::Display for BottlePlan {
             format_args!("{}{pinned}", self.names.agent_container),
         )?;
         line(f, "runtime", self.runtime.label())?;
+        if let Some(w) = self.weakened {
+            line(
+                f,
+                "WEAKENED",
+                format_args!(
+                    "{} (test knob BOT_BOTTLE_TEST_WEAKEN; this bottle is not safe)",
+                    w.as_str()
+                ),
+            )?;
+        }
         if self.copy_cwd {
             line(
                 f,

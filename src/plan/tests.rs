@@ -685,3 +685,39 @@ fn the_bottles_limits_reach_the_plan_and_the_preflight_names_what_each_backend_a
     );
     assert!(lines[1].ends_with("pids 256 (bottle)"), "{lines:?}");
 }
+
+/// The weakening knob exists only in debug builds, and the preflight always says so.
+#[test]
+fn the_test_weakening_is_debug_only_and_shown() {
+    let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
+    let mut h = host();
+    let opts = StartOptions {
+        identity: None,
+        copy_cwd: false,
+        remote_control: false,
+        backend: BackendKind::Docker,
+        gvisor: Some(true),
+        resume: false,
+    };
+    let plain = resolve(&m, "reviewer", &opts, &h).unwrap();
+    assert_eq!(plain.weakened, None);
+    assert!(!plain.to_string().contains("WEAKENED"));
+    h.vars
+        .insert(crate::envvars::TEST_WEAKEN.into(), "runc".into());
+    let weak = resolve(&m, "reviewer", &opts, &h).unwrap();
+    if cfg!(debug_assertions) {
+        assert_eq!(weak.weakened, Some(Weakening::Runc));
+        assert_eq!(
+            weak.runtime,
+            Runtime::Runc,
+            "gVisor is registered but runc is forced"
+        );
+        assert!(weak.to_string().contains("WEAKENED"));
+    } else {
+        assert_eq!(weak.weakened, None);
+        assert_eq!(weak.runtime, Runtime::Runsc);
+    }
+    h.vars
+        .insert(crate::envvars::TEST_WEAKEN.into(), "everything".into());
+    assert_eq!(resolve(&m, "reviewer", &opts, &h).unwrap().weakened, None);
+}

@@ -72,6 +72,8 @@ pub struct ComposeInput {
     /// pids, memory and CPU limits of the agent container and of the bundle (F-LIMITS).
     pub agent_limits: ContainerLimits,
     pub sidecar_limits: ContainerLimits,
+    /// A test's weakening: `Network` gives the agent Docker's default bridge.
+    pub weakened: Option<crate::plan::Weakening>,
 }
 
 /// Service-level limit keys, which compose v2 and the v1 file format 2.4 both apply (the
@@ -164,6 +166,9 @@ pub fn render(input: &ComposeInput) -> Value {
         "labels": labels("agent"),
         "depends_on": ["sidecars"],
     });
+    if input.weakened == Some(crate::plan::Weakening::Network) {
+        agent["network_mode"] = json!("bridge");
+    }
     if let Some(rt) = &input.runtime {
         agent["runtime"] = Value::String(rt.clone());
     }
@@ -237,6 +242,7 @@ mod tests {
             agent_image: "bot-bottle-claude:latest".into(),
             sidecar_image: "bot-bottle-sidecars:latest".into(),
             runtime: None,
+            weakened: None,
             agent_env: BTreeMap::from([
                 (
                     "HTTPS_PROXY".to_string(),
@@ -316,6 +322,19 @@ mod tests {
             doc["services"]["sidecars"]["environment"]["EGRESS_TOKEN_0"],
             Value::Null
         );
+    }
+
+    #[test]
+    fn only_the_test_weakening_gives_the_agent_a_network() {
+        assert_eq!(
+            render(&input(false))["services"]["agent"]["network_mode"],
+            "none"
+        );
+        let mut i = input(false);
+        i.weakened = Some(crate::plan::Weakening::Runc);
+        assert_eq!(render(&i)["services"]["agent"]["network_mode"], "none");
+        i.weakened = Some(crate::plan::Weakening::Network);
+        assert_eq!(render(&i)["services"]["agent"]["network_mode"], "bridge");
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn compose_input(
         compose_v1,
         agent_limits: plan.limits.agent,
         sidecar_limits: plan.limits.bundle,
+        weakened: plan.weakened,
     }
 }
 
@@ -432,6 +433,15 @@ impl Launcher<'_> {
             up = up.secret_env(k, v);
         }
         check(self.runner, &up)?;
+        Ok(())
+    }
+
+    /// Finish a created bottle without starting a session: the bundle's config copy and the
+    /// agent's provisioning (`doctor` probes a bottle that runs no provider).
+    pub fn finish_without_session(&self, b: &mut Bottle) -> Result<(), DockerError> {
+        if let Some(setup) = b.setup.take() {
+            finish_setup(self.runner, &setup)?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,129 @@
+//! The in-agent halves of the probes: small programs run with `docker exec` inside the agent
+//! container. Each prints observation lines `obs <label> <CODE> [count]` and a last `done`
+//! line, so a probe that stopped halfway is never read as a pass (see [`super::probes`]).
+//!
+//! They use only what the provider images carry (`sh`, `bash`, `perl`, `node`, `curl`).
+
+/// Shell helpers every probe script starts with.
+///
+/// `bb_try label cmd…` runs a command and names the refusal from its exit status and message;
+/// `bb_http label curl-args…` makes one request through the agent's proxy settings and names
+/// the status and egress's refusal layer (`x-bot-bottle-refusal: layer=…`).
+pub const PRELUDE: &str = r#"
+bb_code() {
+  if [ "$1" = 0 ]; then echo SUCCEEDED; return; fi
+  case "$2" in
+    *"Operation not permitted"*|*"must be superuser"*) echo EPERM ;;
+    *"Permission denied"*) echo EACCES ;;
+    *"Read-only file system"*) echo EROFS ;;
+    *"Network is unreachable"*) echo ENETUNREACH ;;
+    *"Function not implemented"*) echo ENOSYS ;;
+    *"Directory nonexistent"*|*"No such file"*) echo ENOENT ;;
+    *"Could not resolve host"*) echo NO-DNS ;;
+    *"Authentication failure"*) echo AUTH-FAILED ;;
+    *) echo "OTHER:$(printf %s "$2" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-60)" ;;
+  esac
+}
+bb_try() {
+  bb_label=$1; shift
+  bb_out=$("$@" 2>&1 </dev/null); bb_rc=$?
+  echo "obs $bb_label $(bb_code "$bb_rc" "$bb_out")"
+}
+bb_http() {
+  bb_label=$1; shift
+  bb_h=$(curl -sS -o /dev/null -D - --max-time 20 "$@" 2>/dev/null | tr -d '\r')
+  bb_st=$(printf '%s\n' "$bb_h" | awk '/^HTTP\//{s=$2} END{print s}')
+  bb_ly=$(printf '%s\n' "$bb_h" | sed -n 's/^[Xx]-[Bb]ot-[Bb]ottle-[Rr]efusal: layer=\([a-z-]*\);.*/\1/p' | tail -n 1)
+  echo "obs $bb_label ${bb_st:-none}:${bb_ly:-none}"
+}
+"#;
+
+/// TCP to every address and port given, without a route lookup shortcut: one non-blocking
+/// `connect` per port. No route gives `ENETUNREACH` at once; a route gives `EINPROGRESS`
+/// (reported as `ROUTE`), and the scan stops after 20 of those (the verdict is already known).
+/// Arguments: `<ports spec: 1-65535,8080> <address>…`.
+pub const TCP_SCAN_PL: &str = r#"
+use strict; use Socket qw(:all); use Fcntl;
+my ($spec, @hosts) = @ARGV; my @ports;
+for my $part (split /,/, $spec) { my ($a, $b) = split /-/, $part; push @ports, ($a .. ($b // $a)); }
+my (%n, $bad, $left);
+sub errno_name { for my $k (sort keys %!) { return $k if $!{$k} } return "ERRNO" . ($! + 0) }
+HOST: for my $h (@hosts) {
+  my $v6 = $h =~ /:/; my $addr = inet_pton($v6 ? AF_INET6 : AF_INET, $h);
+  unless (defined $addr) { $n{"$h BADADDR"}++; next; }
+  for my $i (0 .. $#ports) { my $p = $ports[$i];
+    socket(my $s, $v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0) or do { $n{"$h " . errno_name()}++; next HOST; };
+    fcntl($s, F_SETFL, O_NONBLOCK);
+    my $sa = $v6 ? pack_sockaddr_in6($p, $addr) : pack_sockaddr_in($p, $addr);
+    my $c = connect($s, $sa) ? 'CONNECTED'
+      : $!{ENETUNREACH} ? 'ENETUNREACH' : $!{EINPROGRESS} ? 'ROUTE' : errno_name();
+    close $s; $n{"$h $c"}++;
+    if ($c ne 'ENETUNREACH' && $c ne 'EADDRNOTAVAIL' && ++$bad >= 20) { $left = @ports - $i - 1; last HOST; }
+  }
+}
+for my $k (sort keys %n) { my ($h, $c) = split / /, $k; print "obs tcp:$h $c $n{$k}\n"; }
+print "obs tcp:not-scanned STOPPED $left\n" if $left; print "done\n";
+"#;
+
+/// One real HTTP request per address and port (node): the answer, or the error code.
+/// Arguments: `<port> <address>…`.
+pub const TCP_REQUEST_JS: &str = r#"
+const net=require('net');const [port,...hosts]=process.argv.slice(1);
+function one(h){return new Promise(res=>{let done=false,s;const fin=c=>{if(done)return;done=true;if(s)s.destroy();res(c)};
+try{s=net.connect({host:h,port:+port})}catch(e){return fin(e.code||'THROWN')}
+s.setTimeout(3000,()=>fin('TIMEOUT'));s.on('error',e=>fin(e.code||'ERROR'));
+s.on('connect',()=>{s.on('data',()=>fin('ANSWERED'));s.on('end',()=>fin('CLOSED-BY-PEER'));
+s.write('GET / HTTP/1.1\r\nHost: '+h+'\r\nConnection: close\r\n\r\n')})})}
+(async()=>{for(const h of hosts){console.log('obs http:'+h+':'+port+' '+await one(h))}console.log('done')})();
+"#;
+
+/// A DNS query over UDP to each address (node). A loopback address where nothing listens
+/// answers with an ICMP port-unreachable (`NO-LISTENER`); a packet that leaves without an
+/// answer is `SENT-NO-ANSWER`. Arguments: `<query name> <address>…`.
+pub const UDP_DNS_JS: &str = r#"
+const dgram=require('dgram'),net=require('net');const [name,...hosts]=process.argv.slice(1);
+function q(n){const h=Buffer.from([0x12,0x34,1,0,0,1,0,0,0,0,0,0]);
+const parts=n.split('.').filter(l=>l).map(l=>Buffer.concat([Buffer.from([l.length]),Buffer.from(l)]));
+return Buffer.concat([h,...parts,Buffer.from([0,0,1,0,1])])}
+function one(h){return new Promise(res=>{let done=false;const s=dgram.createSocket(net.isIPv6(h)?'udp6':'udp4');
+const fin=c=>{if(done)return;done=true;try{s.close()}catch(e){}res(c)};
+s.on('error',e=>fin(e.code==='ECONNREFUSED'&&/^127\./.test(h)?'NO-LISTENER':(e.code||'ERROR')));
+s.on('message',()=>fin('ANSWERED'));
+try{s.connect(53,h,e=>{if(e)return fin(e.code||'ERROR');s.send(q(name),e=>{if(e)fin(e.code||'ERROR');else setTimeout(()=>fin('SENT-NO-ANSWER'),2000)})})}catch(e){fin(e.code||'THROWN')}})}
+(async()=>{for(const h of hosts){console.log('obs dns:'+h+' '+await one(h))}console.log('done')})();
+"#;
+
+/// A TLS handshake through the proxy's CONNECT tunnel with an SNI other than the CONNECT
+/// target (node). Arguments: `<connect host> <sni>`.
+pub const SNI_MISMATCH_JS: &str = r#"
+const http=require('http'),tls=require('tls');const [host,sni]=process.argv.slice(1);
+const u=new URL(process.env.HTTPS_PROXY||process.env.https_proxy||'http://127.0.0.1:9099');
+const fin=c=>{console.log('obs sni:'+sni+'@'+host+' '+c);console.log('done');process.exit(0)};
+setTimeout(()=>fin('TIMEOUT'),20000);
+const r=http.request({host:u.hostname,port:u.port,method:'CONNECT',path:host+':443'});
+r.on('error',e=>fin('PROXY-'+(e.code||'ERROR')));
+r.on('connect',(res,sock)=>{if(res.statusCode!==200)return fin(res.statusCode+':'+((res.headers['x-bot-bottle-refusal']||'').match(/layer=([a-z-]+)/)||[,'none'])[1]);
+const t=tls.connect({socket:sock,servername:sni,rejectUnauthorized:false},()=>{
+t.write('GET / HTTP/1.1\r\nHost: '+sni+'\r\nConnection: close\r\n\r\n');let b='';
+t.on('data',d=>b+=d);t.on('end',()=>{const m=b.match(/^HTTP\/1\.[01] (\d+)/);const l=b.match(/x-bot-bottle-refusal: layer=([a-z-]+)/i);
+fin(m?m[1]+':'+(l?l[1]:'none'):'TLS-CLOSED')})});
+t.on('error',e=>fin('TLS-REFUSED'))});r.end();
+"#;
+
+/// Raw request bytes to the proxy (bash `/dev/tcp`); prints each status line that came back
+/// as `<status>:<layer>`, or `NO-RESPONSE`. Arguments: `<port>`, the bytes on stdin are not
+/// used: the request is in `$BB_RAW` (printf format).
+pub const RAW_HTTP_SH: &str = r#"
+bb_raw() {
+  bb_label=$1; bb_port=$2; bb_req=$3
+  bb_resp=$(bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$bb_port"' || exit 9; printf "$0" >&3; timeout 15 cat <&3' "$bb_req" 2>&1 | tr -d '\r')
+  bb_n=$(printf '%s\n' "$bb_resp" | grep -c '^HTTP/1\.[01] [0-9]')
+  if [ "$bb_n" = 0 ]; then
+    case "$bb_resp" in *"Connection refused"*) echo "obs $bb_label ECONNREFUSED" ;; *"Connection reset by peer"*) echo "obs $bb_label RESET" ;; "") echo "obs $bb_label CLOSED" ;; *) echo "obs $bb_label NO-HTTP-ANSWER:$(printf %s "$bb_resp" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-50)" ;; esac
+    return
+  fi
+  bb_st=$(printf '%s\n' "$bb_resp" | awk '/^HTTP\/1\.[01] [0-9]/{print $2; exit}')
+  bb_ly=$(printf '%s\n' "$bb_resp" | sed -n 's/^[Xx]-[Bb]ot-[Bb]ottle-[Rr]efusal: layer=\([a-z-]*\);.*/\1/p' | head -n 1)
+  if [ "$bb_n" -gt 1 ]; then echo "obs $bb_label RESPONSES-$bb_n"; else echo "obs $bb_label $bb_st:${bb_ly:-none}"; fi
+}
+"#;

@@ -1,0 +1,1148 @@
+//! The escape suite (THREATS groups Network, Credentials, Escape, Trust boundary): every case
+//! is an attack tried against real bottles on a real Docker engine, judged by which layer
+//! refused. Each case prints one line; the suite ends with `N passed, N failed, N skipped`
+//! and fails if anything failed. A case that cannot run here says skipped and why.
+//!
+//! Engine test: runs when the build saw `BOT_BOTTLE_ENGINE_TESTS=1` (otherwise listed as
+//! ignored with the reason). Run it under `flock /tmp/bb-engine.lock` on a shared engine.
+//!
+//! The in-agent probes are the library's (`bot_bottle::doctor::probes`), the same ones
+//! `bot-bottle doctor` runs; this file adds what needs the host side: an upstream that echoes
+//! the credential, the compose file, state dir and `docker inspect`, argv sampled during the
+//! launch, a second bottle (E7), the CLI's trust boundary (M1, M2, M5), and `doctor` itself
+//! on a sound and on a deliberately weakened bottle.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bot_bottle::doctor::bottle::mint_token;
+use bot_bottle::doctor::probes::{self, Context};
+use bot_bottle::doctor::targets;
+use bot_bottle::runner::{RealRunner, Runner};
+
+const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
+
+/// Tests of this file start bottles and read the engine: one at a time.
+static ENGINE: Mutex<()> = Mutex::new(());
+
+fn engine_turn() -> std::sync::MutexGuard<'static, ()> {
+    ENGINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The real provider image with `claude` replaced by a stub that waits for a stop file.
+fn build_stub_image() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("claude"),
+        "#!/bin/sh\ntouch /tmp/started\nwhile [ ! -f /tmp/stop ]; do sleep 0.2; done\nexit \"$(cat /tmp/stop 2>/dev/null || echo 0)\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["build-images"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        STUB_IMAGE,
+        &dir.path().display().to_string(),
+    ]);
+}
+
+/// The suite's result lines.
+#[derive(Default)]
+struct Report {
+    lines: Vec<(String, String, String)>,
+}
+
+impl Report {
+    fn record(&mut self, case: &str, name: &str, result: Result<String, String>) {
+        let (tag, seen) = match result {
+            Ok(s) => ("PASS", s),
+            Err(s) => ("FAIL", s),
+        };
+        self.print(tag, case, name, &seen);
+    }
+
+    fn skip(&mut self, case: &str, name: &str, why: &str) {
+        self.print("SKIP", case, name, why);
+    }
+
+    fn print(&mut self, tag: &str, case: &str, name: &str, seen: &str) {
+        let seen: String = seen.replace('\n', " ").chars().take(220).collect();
+        println!("{tag:<4} {case:<10} {name}: {seen}");
+        self.lines.push((tag.into(), case.into(), name.into()));
+    }
+
+    fn count(&self, tag: &str) -> usize {
+        self.lines.iter().filter(|l| l.0 == tag).count()
+    }
+
+    fn finish(&self, started: Instant) {
+        let (p, f, s) = (self.count("PASS"), self.count("FAIL"), self.count("SKIP"));
+        println!(
+            "{p} passed, {f} failed, {s} skipped ({} s)",
+            started.elapsed().as_secs()
+        );
+        let failed: Vec<String> = self
+            .lines
+            .iter()
+            .filter(|l| l.0 == "FAIL")
+            .map(|l| format!("{} {}", l.1, l.2))
+            .collect();
+        assert!(failed.is_empty(), "failed cases: {failed:?}");
+    }
+}
+
+/// A home with one bottle (an auth route and a plain route, both served by the echo
+/// upstream) and two agents, a CA for the upstream, and the host's token.
+struct World {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    host_home: PathBuf,
+    work: PathBuf,
+    certs: PathBuf,
+    token: String,
+    tag: String,
+}
+
+const AUTH_ROUTE: &str = "upstream.test";
+const PLAIN_ROUTE: &str = "plain.test";
+
+impl World {
+    fn new() -> World {
+        let tag = format!("esc{}", std::process::id());
+        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let home = tmp.path().join("bbhome");
+        let host_home = tmp.path().join("hosthome");
+        let work = tmp.path().join("work");
+        let certs = tmp.path().join("certs");
+        for d in [
+            home.join("bottles"),
+            home.join("agents"),
+            host_home.clone(),
+            work.clone(),
+            certs.clone(),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let allow = "      pipelock:\n        ssrf_ip_allowlist: [\"172.16.0.0/12\", \"10.0.0.0/8\", \"192.168.0.0/16\"]\n";
+        std::fs::write(
+            home.join("bottles/dev.md"),
+            format!(
+                "---\negress:\n  routes:\n    - host: {AUTH_ROUTE}\n      auth:\n        scheme: Bearer\n        token_ref: ESCAPE_TOKEN\n{allow}    - host: {PLAIN_ROUTE}\n{allow}---\n"
+            ),
+        )
+        .unwrap();
+        // Bottle B also runs supervise (E8); A is the plain bottle every probe runs in.
+        std::fs::write(
+            home.join("bottles/sup.md"),
+            format!(
+                "---\nsupervise: true\negress:\n  routes:\n    - host: {PLAIN_ROUTE}\n{allow}---\n"
+            ),
+        )
+        .unwrap();
+        for (who, bottle) in [("a", "dev"), ("b", "sup")] {
+            std::fs::write(
+                home.join(format!("agents/{tag}{who}.md")),
+                format!("---\nbottle: {bottle}\n---\nescape suite agent\n"),
+            )
+            .unwrap();
+        }
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "escape suite CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec![AUTH_ROUTE.to_string(), PLAIN_ROUTE.to_string()])
+                .unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        std::fs::write(certs.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(certs.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(certs.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        // Echoes the Authorization it got, in a header and the body; `/redirect` sends the
+        // client to the plain route.
+        std::fs::write(
+            certs.join("server.js"),
+            "const https=require('https');const fs=require('fs');\n\
+             https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
+             const a=q.headers['authorization']||'none';\n\
+             console.log('REQ host='+q.headers.host+' '+q.method+' '+q.url+' auth='+a);\n\
+             if(q.url.startsWith('/redirect')){s.writeHead(302,{Location:'https://plain.test/after-redirect'});return s.end();}\n\
+             s.setHeader('x-echo-auth',a);s.end('echo auth='+a+' json='+JSON.stringify({a})+'\\n');}).listen(443,()=>console.log('LISTENING'));\n",
+        )
+        .unwrap();
+        World {
+            tmp,
+            home,
+            host_home,
+            work,
+            certs,
+            token: mint_token(),
+            tag,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("BOT_BOTTLE_HOME", &self.home)
+            .env("HOME", &self.host_home)
+            .env("BOT_BOTTLE_IMAGE", STUB_IMAGE)
+            .env("BOT_BOTTLE_EXTRA_CA_CERTS", self.certs.join("ca.pem"))
+            .env("ESCAPE_TOKEN", &self.token)
+            .env("COMPOSE_BAKE", "false")
+            .env_remove("BOT_BOTTLE_TEST_WEAKEN")
+            .current_dir(&self.work);
+        c
+    }
+
+    fn active_id(&self, agent: &str) -> Option<String> {
+        let out = self
+            .cmd()
+            .args(["list", "active", "--json"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|b| b["agent"] == agent)
+            .and_then(|b| b["id"].as_str().map(str::to_string))
+    }
+}
+
+/// A running bottle of the world, stopped (and waited for) on drop.
+struct Running {
+    child: Child,
+    id: String,
+}
+
+impl Running {
+    fn agent(&self) -> String {
+        format!("bot-bottle-{}", self.id)
+    }
+    fn sidecar(&self) -> String {
+        format!("bot-bottle-sidecars-{}", self.id)
+    }
+    fn networks(&self) -> [String; 2] {
+        [
+            format!("bot-bottle-net-{}", self.id),
+            format!("bot-bottle-egress-{}", self.id),
+        ]
+    }
+
+    fn exec(&self, script: &str) -> std::process::Output {
+        Command::new("docker")
+            .args(["exec", "-u", "node", &self.agent(), "bash", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn stop(mut self) -> bool {
+        let _ = self.exec("echo 0 > /tmp/stop");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("docker")
+                .args(["exec", &self.agent(), "sh", "-c", "echo 0 > /tmp/stop"])
+                .output();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+/// Start an agent of the world; while it starts, sample every process's argv on this host
+/// for the token (C3). Returns the bottle and what the sampler saw.
+fn start(w: &World, agent: &str, weaken: Option<&str>) -> (Running, Result<String, String>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = w.token.clone();
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    if let Ok(b) = std::fs::read(e.path().join("cmdline")) {
+                        if b.windows(token.len()).any(|x| x == token.as_bytes()) {
+                            let argv = String::from_utf8_lossy(&b).replace('\0', " ");
+                            return Err(format!(
+                                "token on argv of pid {:?}: {}",
+                                e.file_name(),
+                                argv.replace(&token, "[TOKEN]")
+                            ));
+                        }
+                    }
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(format!(
+                "{samples} samples of every process's argv, no token"
+            ))
+        })
+    };
+    let mut c = w.cmd();
+    if let Some(k) = weaken {
+        c.env("BOT_BOTTLE_TEST_WEAKEN", k);
+    }
+    let mut child = c
+        .args(["start", "--yes", agent])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let id = loop {
+        if let Some(id) = w.active_id(agent) {
+            break id;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("start of {agent} exited early: {st}");
+        }
+        assert!(Instant::now() < deadline, "{agent} never became active");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let running = Running { child, id };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running
+        .exec("test -f /tmp/started && (exec 3<>/dev/tcp/127.0.0.1/9099) 2>/dev/null")
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "{agent}'s session never started");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let sampled = sampler.join().unwrap();
+    (running, sampled)
+}
+
+fn tree_contains(dir: &Path, needles: &[String]) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(hit) = tree_contains(&p, needles) {
+                return Some(hit);
+            }
+        } else if let Ok(b) = std::fs::read(&p) {
+            if needles
+                .iter()
+                .any(|n| b.windows(n.len()).any(|w| w == n.as_bytes()))
+            {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Run every library probe in `bottle`'s agent; one line each.
+fn run_probes(r: &mut Report, bottle: &Running, ctx: &Context, secret: &str, label: &str) {
+    for p in probes::all(ctx) {
+        let out = RealRunner
+            .run(&p.spec(&bottle.agent(), Some(secret)))
+            .expect("docker exec runs");
+        let v = p.judge(&out.stdout_str(), &out.stderr_str());
+        let name = format!("{label}{}", p.id);
+        r.record(p.case, &name, if v.pass { Ok(v.seen) } else { Err(v.seen) });
+    }
+}
+
+fn context_for(bottle: &Running, w: &World) -> Context {
+    let nets = bottle.networks();
+    let (all, common) = targets::for_bottle(
+        &RealRunner,
+        &bottle.sidecar(),
+        &[nets[0].as_str(), nets[1].as_str()],
+    );
+    Context {
+        all_port_targets: all,
+        common_port_targets: common,
+        auth_route: Some(AUTH_ROUTE.into()),
+        plain_route: Some(PLAIN_ROUTE.into()),
+        has_secret: true,
+        scanner_bait: mint_token(),
+        exfil_label: hex::encode(w.token.as_bytes())[..48].to_string(),
+    }
+}
+
+/// The echo upstream on a bottle's egress network, answering for both routes.
+struct Upstream(String);
+
+impl Upstream {
+    fn start(w: &World, bottle: &Running) -> Upstream {
+        let name = format!("bot-bottle-test-echo-{}", bottle.id);
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &bottle.networks()[1],
+            "--network-alias",
+            AUTH_ROUTE,
+            "--network-alias",
+            PLAIN_ROUTE,
+            "-v",
+            &format!("{}:/certs:ro", w.certs.display()),
+            "--entrypoint",
+            "node",
+            "bot-bottle-claude:latest",
+            "/certs/server.js",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !docker_ok(&["logs", &name]).contains("LISTENING") {
+            assert!(Instant::now() < deadline, "echo upstream never listened");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Upstream(name)
+    }
+
+    fn log(&self) -> String {
+        docker_ok(&["logs", &self.0])
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// C3–C6 and N15: the credential path end to end, with the echo upstream.
+fn credential_cases(r: &mut Report, w: &World, a: &Running, up: &Upstream) {
+    let token = &w.token;
+    let needles = probes::needles(token);
+    // C3: host side.
+    let state = w.home.join("state").join(&a.id);
+    r.record(
+        "C3",
+        "compose-file-and-state-dir",
+        match tree_contains(&state, &needles) {
+            None if state.join("compose.yaml").is_file() => {
+                Ok(format!("no raw/hex/base64 token under {}", state.display()))
+            }
+            None => Err(format!("no compose file in {}", state.display())),
+            Some(p) => Err(format!("token found in {}", p.display())),
+        },
+    );
+    let inspect = docker_ok(&["inspect", &a.agent()]);
+    r.record(
+        "C3",
+        "docker-inspect-agent",
+        if needles.iter().any(|n| inspect.contains(n.as_str())) {
+            Err("token in `docker inspect` of the agent".into())
+        } else {
+            Ok(format!("{} bytes of inspect, no token", inspect.len()))
+        },
+    );
+    let mounts = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}",
+        &a.agent(),
+        &a.sidecar(),
+    ]);
+    r.record(
+        "E4 C3",
+        "host-side-mounts",
+        if mounts.split_whitespace().all(|m| m.starts_with("volume:")) {
+            Ok(format!(
+                "only volumes: {}",
+                mounts.trim().replace('\n', " | ")
+            ))
+        } else {
+            Err(format!("a host path is mounted: {mounts}"))
+        },
+    );
+
+    // C4: the upstream echoes the injected token back; the agent sees it masked.
+    let got = a.exec(&format!(
+        "curl -sS -i --max-time 20 https://{AUTH_ROUTE}/echo"
+    ));
+    let seen = out_text(&got);
+    let log = up.log();
+    r.record(
+        "C4",
+        "echoed-token-masked",
+        if !got.status.success() {
+            Err(format!("request failed: {seen}"))
+        } else if needles.iter().any(|n| seen.contains(n.as_str())) {
+            Err("the agent received the token".into())
+        } else if !log.contains(&format!("auth=Bearer {token}")) {
+            Err("the upstream never got the injected token (nothing was tested)".into())
+        } else if !seen.contains("echo auth=Bearer ****") {
+            Err(format!("unexpected answer: {seen}"))
+        } else {
+            Ok("upstream got the token; agent saw `Bearer ****…` in header and body".into())
+        },
+    );
+    // C5: the agent's own Authorization is replaced on the auth route.
+    let got = a.exec(&format!(
+        "curl -sS --max-time 20 -H 'Authorization: Bearer agent-own-value-7Qd2' https://{AUTH_ROUTE}/own"
+    ));
+    let log = up.log();
+    r.record(
+        "C5",
+        "agent-authorization-replaced",
+        if got.status.success()
+            && log.contains("/own auth=Bearer ")
+            && !log.contains("agent-own-value-7Qd2")
+        {
+            Ok("upstream saw only the injected credential".into())
+        } else {
+            Err(format!("log: {}", log.lines().last().unwrap_or("")))
+        },
+    );
+    // C6: case and trailing-dot tricks, and a redirect to another host, get no credential.
+    let mut c6 = Vec::new();
+    for (label, url) in [
+        ("upper-case", "https://UPSTREAM.TEST/case".to_string()),
+        ("trailing-dot", "https://upstream.test./dot".to_string()),
+        ("plain-route", format!("https://{PLAIN_ROUTE}/plain")),
+        ("redirect", format!("https://{AUTH_ROUTE}/redirect")),
+    ] {
+        let o = a.exec(&format!(
+            "curl -sS -L --max-time 20 -o /dev/null -w '%{{http_code}}' '{url}'"
+        ));
+        c6.push(format!("{label}={}", String::from_utf8_lossy(&o.stdout)));
+    }
+    let log = up.log();
+    let leaked: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("/case")
+                || l.contains("/dot")
+                || l.contains("/plain")
+                || l.contains("/after-redirect"))
+                && !l.contains("auth=none")
+        })
+        .collect();
+    r.record(
+        "C6",
+        "credential-only-on-exact-host",
+        if leaked.is_empty() && log.contains("/after-redirect auth=none") {
+            Ok(format!(
+                "no credential off the exact host ({})",
+                c6.join(", ")
+            ))
+        } else if leaked.is_empty() {
+            Err(format!(
+                "the redirect was not followed to the plain route ({})",
+                c6.join(", ")
+            ))
+        } else {
+            Err(format!(
+                "credential sent: {}",
+                leaked.join(" | ").replace(token.as_str(), "[TOKEN]")
+            ))
+        },
+    );
+    // The audit log (read through the engine) never holds the token.
+    let audit = docker(&[
+        "exec",
+        &a.sidecar(),
+        "cat",
+        "/var/log/bot-bottle/egress-audit.jsonl",
+    ]);
+    let audit = String::from_utf8_lossy(&audit.stdout).to_string();
+    r.record(
+        "C4 C3",
+        "audit-log-clean",
+        if audit.is_empty() {
+            Err("no audit log read".into())
+        } else if needles.iter().any(|n| audit.contains(n.as_str())) {
+            Err("token in the audit log".into())
+        } else {
+            Ok(format!("{} audit lines, no token", audit.lines().count()))
+        },
+    );
+}
+
+/// N15: an empty route table denies everything, applied live.
+fn empty_routes_case(r: &mut Report, a: &Running) {
+    bot_bottle::backend::docker::launch::update_routes(
+        &RealRunner,
+        &a.sidecar(),
+        "{\"routes\": []}\n",
+        1_800_000_000,
+    )
+    .expect("routes copied in");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let o = a.exec(&format!(
+            "curl -sS -o /dev/null -D - --max-time 10 https://{AUTH_ROUTE}/after-reload | tr -d '\\r' | grep -i '^x-bot-bottle-refusal' | head -n 1"
+        ));
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        if s.contains("layer=allowlist") {
+            break Ok(format!(
+                "after the live reload: {}",
+                s.trim().chars().take(60).collect::<String>()
+            ));
+        }
+        if Instant::now() > deadline {
+            break Err(format!("the routed host still answered after reload: {s}"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    r.record("N15", "empty-route-table-live", result);
+}
+
+/// E7: bottle A's agent cannot reach bottle B by any path.
+fn cross_bottle_case(r: &mut Report, a: &Running, b: &Running) {
+    let b_ips = targets::container_addresses(&RealRunner, &b.sidecar());
+    let nets = b.networks();
+    let mut b_side = b_ips.clone();
+    b_side.extend(targets::gateways(
+        &RealRunner,
+        &[nets[0].as_str(), nets[1].as_str()],
+    ));
+    let ips: Vec<String> = b_side.iter().map(ToString::to_string).collect();
+    let scan = a.exec(&format!(
+        "perl -e {} 1-65535 {}",
+        bot_bottle::runner::shell_escape(probes::TCP_SCAN_SCRIPT),
+        ips.join(" ")
+    ));
+    let v = probes::judge(
+        &["ENETUNREACH"],
+        &format!("{}\ndone\n", String::from_utf8_lossy(&scan.stdout)),
+        "",
+    );
+    let mut problems = Vec::new();
+    if !v.pass {
+        problems.push(format!("direct: {}", v.seen));
+    }
+    for ip in &ips {
+        let o = a.exec(&format!(
+            "curl -sS -o /dev/null -D - --max-time 10 http://{ip}:9099/ | tr -d '\\r' | grep -i '^x-bot-bottle-refusal'"
+        ));
+        if !String::from_utf8_lossy(&o.stdout).contains("layer=allowlist") {
+            problems.push(format!("via egress to {ip}: {}", out_text(&o)));
+        }
+    }
+    let socks = a.exec(&format!(
+        "ls -a /run/bot-bottle; grep -rl {} /run/bot-bottle 2>/dev/null",
+        b.id
+    ));
+    let listing = String::from_utf8_lossy(&socks.stdout).to_string();
+    if listing.contains(&b.id) {
+        problems.push(format!(
+            "B's identity visible in A's socket volume: {listing}"
+        ));
+    }
+    r.record(
+        "E7",
+        "bottle-a-cannot-reach-bottle-b",
+        if problems.is_empty() {
+            Ok(format!(
+                "B's {} addresses: every port no route from A; via A's egress 403 allowlist; no shared socket",
+                ips.len()
+            ))
+        } else {
+            Err(problems.join("; "))
+        },
+    );
+}
+
+/// One MCP tool call to supervise through the agent's relay, with nothing but curl.
+fn mcp_call(tool: &str, arguments: &serde_json::Value) -> String {
+    let init = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "escape-suite", "version": "1"}}
+    });
+    let call = serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}
+    });
+    format!(
+        "U=http://127.0.0.1:9100/mcp; \
+         post() {{ curl -sS --max-time 30 -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \"$@\" \"$U\"; }}; \
+         sid=$(post -D - -o /dev/null -d '{init}' | tr -d '\\r' | awk 'tolower($1)==\"mcp-session-id:\"{{print $2}}'); \
+         test -n \"$sid\" || exit 7; \
+         post -H \"mcp-session-id: $sid\" -d '{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}' >/dev/null; \
+         post -H \"mcp-session-id: $sid\" -d '{call}'"
+    )
+}
+
+/// E8: the agent cannot approve its own proposal; control characters in a proposal reach
+/// the operator's screen harmlessly.
+fn self_approval_case(r: &mut Report, w: &World, b: &Running) {
+    // ESC [2J (clear screen), a colour, CR LF and a forged line, BEL: as JSON escapes, so no
+    // raw control byte is on any argv.
+    let reason = "needed\u{1b}[2J\u{1b}[31mAPPROVED by operator\r\nbot-bottle: approved\u{7}";
+    let asked = b.exec(&mcp_call(
+        "propose-egress-route",
+        &serde_json::json!({"host": "e8.example.com", "reason": reason}),
+    ));
+    let answer = out_text(&asked);
+    let refused_at_input = answer.contains("control characters");
+    let proposed = b.exec(&mcp_call(
+        "propose-egress-route",
+        &serde_json::json!({"host": "e8.example.com", "reason": "the escape suite asks for it"}),
+    ));
+    // The request id from the answer (`<13 digits>-<6 hex>`), then the operator's queue.
+    let text = out_text(&proposed);
+    let id = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|t| {
+            t.len() == 20
+                && t.as_bytes()[13] == b'-'
+                && t[..13].bytes().all(|c| c.is_ascii_digit())
+                && t[14..].bytes().all(|c| c.is_ascii_hexdigit())
+        })
+        .map(str::to_string);
+    let listed = |id: &str| {
+        let out = w.cmd().args(["requests", "--json"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(id)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = id.filter(|id| {
+        loop {
+            if listed(id) {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let Some(id) = id else {
+        r.record(
+            "E8",
+            "supervise-self-approval",
+            Err(format!(
+                "no queued request: {}",
+                out_text(&proposed).chars().take(200).collect::<String>()
+            )),
+        );
+        return;
+    };
+    // The agent's ways to decide: a tool named like the operator's command, the spool's
+    // files (not in its filesystem), the host CLI (not in its image).
+    let mut tries = Vec::new();
+    for tool in ["approve", "decide"] {
+        let o = b.exec(&mcp_call(
+            tool,
+            &serde_json::json!({"id": id, "decision": "approve"}),
+        ));
+        tries.push(format!(
+            "tool `{tool}`: {}",
+            if out_text(&o).to_lowercase().contains("approved\"") {
+                "APPROVED"
+            } else {
+                "refused"
+            }
+        ));
+    }
+    let o = b.exec(&format!(
+        "ls -d /run/bot-bottle/queue /var/lib/bot-bottle 2>&1; command -v bot-bottle docker || echo no-cli; \
+         echo '{{\"decision\":\"approve\"}}' > /run/bot-bottle/{id}.decision 2>&1 || echo write-refused"
+    ));
+    tries.push(
+        out_text(&o)
+            .replace('\n', " ")
+            .trim()
+            .chars()
+            .take(120)
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let still_pending = listed(&id);
+    let route = b.exec(
+        "curl -sS -o /dev/null -D - --max-time 10 https://e8.example.com/ | tr -d '\\r' | grep -i '^x-bot-bottle-refusal'",
+    );
+    let route_closed = String::from_utf8_lossy(&route.stdout).contains("layer=allowlist");
+    let table = w.cmd().args(["requests"]).output().unwrap();
+    let shown = [table.stdout.clone(), table.stderr.clone()].concat();
+    let raw_control = shown
+        .iter()
+        .any(|c| *c == 0x1b || *c == 0x07 || *c == b'\r');
+    let forged_line = String::from_utf8_lossy(&shown)
+        .lines()
+        .any(|l| l.starts_with("bot-bottle: approved"));
+    r.record(
+        "E8",
+        "supervise-self-approval",
+        if refused_at_input
+            && still_pending
+            && route_closed
+            && !raw_control
+            && !forged_line
+            && table.status.success()
+        {
+            Ok(format!(
+                "control characters refused at input; request {id} still pending after the agent's tries, route still 403; `requests` shows no raw control character ({})",
+                tries.join("; ")
+            ))
+        } else {
+            Err(format!(
+                "refused_at_input={refused_at_input} pending={still_pending} route_closed={route_closed} raw_control={raw_control} forged_line={forged_line} ({})",
+                tries.join("; ")
+            ))
+        },
+    );
+    let _ = w
+        .cmd()
+        .args(["reject", &id, "--reason", "escape suite"])
+        .output();
+}
+
+/// M1, M2, M5 through the CLI (no engine needed, but part of the suite's one report).
+fn trust_boundary_cases(r: &mut Report, w: &World) {
+    let repo = w.tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join(".bot-bottle/bottles")).unwrap();
+    std::fs::create_dir_all(repo.join(".bot-bottle/agents")).unwrap();
+    std::fs::write(
+        repo.join(".bot-bottle/bottles/dev.md"),
+        "---\negress:\n  routes:\n    - host: evil.example\n---\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".bot-bottle/agents/repo-agent.md"),
+        "---\nbottle: dev\n---\nrepo agent\n",
+    )
+    .unwrap();
+    let out = w
+        .cmd()
+        .current_dir(&repo)
+        .args(["info", "repo-agent", "--json"])
+        .output()
+        .unwrap();
+    let text = out_text(&out);
+    r.record(
+        "M1",
+        "repo-shipped-bottle-ignored",
+        if text.contains("evil.example") {
+            Err(format!(
+                "the repo's bottle took effect: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        } else if !text.to_lowercase().contains("warning") || !text.contains("bottles") {
+            Err(format!(
+                "no warning about the repo's bottles/: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        } else {
+            Ok("warned; the home's bottle `dev` was used, not the repo's".into())
+        },
+    );
+    std::fs::write(
+        repo.join(".bot-bottle/agents/reacher.md"),
+        "---\nbottle: dev\negress:\n  routes:\n    - host: evil.example\n---\nreach\n",
+    )
+    .unwrap();
+    let out = w
+        .cmd()
+        .current_dir(&repo)
+        .args(["info", "reacher"])
+        .output()
+        .unwrap();
+    let text = out_text(&out);
+    r.record(
+        "M2",
+        "agent-sets-bottle-only-key",
+        if !out.status.success() && text.contains("egress") && text.contains("reacher.md") {
+            Ok(text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect())
+        } else {
+            Err(format!(
+                "accepted or unclear: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        },
+    );
+    let mut bomb = String::from("---\nbottle: dev\nskills:\n");
+    for i in 0..200_000 {
+        bomb.push_str(&format!("  - s{i}\n"));
+    }
+    bomb.push_str("---\n");
+    let cases = [
+        ("alias-bomb", "---\nbottle: dev\na: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n---\n".to_string()),
+        ("duplicate-keys", "---\nbottle: dev\nbottle: other\n---\n".to_string()),
+        ("huge-file", bomb),
+        ("deep-nesting", format!("---\nbottle: dev\nx: {}{}\n---\n", "[".repeat(5000), "]".repeat(5000))),
+    ];
+    for (name, body) in cases {
+        std::fs::write(repo.join(".bot-bottle/agents/bomb.md"), body).unwrap();
+        let start = Instant::now();
+        let out = w
+            .cmd()
+            .current_dir(&repo)
+            .args(["info", "bomb"])
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        let one_error = text
+            .lines()
+            .filter(|l| l.starts_with("bot-bottle: error:"))
+            .count()
+            == 1;
+        r.record(
+            "M5",
+            &format!("yaml-{name}"),
+            if out.status.code() == Some(1) && one_error && text.contains("bomb.md") {
+                Ok(format!(
+                    "one error naming the file ({} ms)",
+                    took.as_millis()
+                ))
+            } else {
+                Err(format!(
+                    "exit {:?}: {}",
+                    out.status.code(),
+                    text.chars().take(200).collect::<String>()
+                ))
+            },
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn escape_suite() {
+    let _turn = engine_turn();
+    let started = Instant::now();
+    build_stub_image();
+    let w = World::new();
+    let mut r = Report::default();
+    let (agent_a, agent_b) = (format!("{}a", w.tag), format!("{}b", w.tag));
+
+    let (a, argv) = start(&w, &agent_a, None);
+    r.record("C3", "launch-argv-sampled", argv);
+    let runtime = docker_ok(&["inspect", "-f", "{{.HostConfig.Runtime}}", &a.agent()]);
+    let runtime = runtime.trim().to_string();
+    println!("---- bottle A `{}` (agent runtime {runtime})", a.id);
+    let up = Upstream::start(&w, &a);
+    let ctx = context_for(&a, &w);
+    run_probes(&mut r, &a, &ctx, &w.token, "");
+    credential_cases(&mut r, &w, &a, &up);
+
+    let (b, _) = start(&w, &agent_b, None);
+    cross_bottle_case(&mut r, &a, &b);
+    self_approval_case(&mut r, &w, &b);
+    empty_routes_case(&mut r, &a);
+    let stopped_b = b.stop();
+    drop(up);
+    let stopped_a = a.stop();
+    r.record(
+        "F-DOCK",
+        "bottles-end-cleanly",
+        if stopped_a && stopped_b {
+            Ok("both sessions ended and were torn down".into())
+        } else {
+            Err("a session did not end cleanly".into())
+        },
+    );
+    r.record(
+        "C3",
+        "home-after-teardown",
+        match tree_contains(&w.home, &probes::needles(&w.token)) {
+            None => Ok("no token anywhere under the home".into()),
+            Some(p) => Err(format!("token in {}", p.display())),
+        },
+    );
+
+    // E5: the whole probe set again with the agent under the other runtime.
+    let gvisor = docker_ok(&["info", "--format", "{{json .Runtimes}}"]).contains("\"runsc\"");
+    if gvisor && runtime == "runsc" {
+        println!("---- E5: bottle under runc (BOT_BOTTLE_TEST_WEAKEN=runc) for comparison");
+        let (c, _) = start(&w, &agent_a, Some("runc"));
+        let ctx = context_for(&c, &w);
+        run_probes(&mut r, &c, &ctx, &w.token, "runc/");
+        c.stop();
+    } else if gvisor {
+        r.record(
+            "E5",
+            "agent-under-gvisor",
+            Err(format!(
+                "runsc is registered but the agent ran under `{runtime}`"
+            )),
+        );
+    } else {
+        r.skip(
+            "E5",
+            "agent-under-gvisor",
+            "runsc is not registered with this engine (CI: BB_WITH_RUNSC=1); every probe above ran under runc",
+        );
+    }
+    if runtime == "runsc" {
+        r.record(
+            "E5",
+            "agent-under-gvisor",
+            Ok("every probe above ran under runsc".into()),
+        );
+    }
+
+    trust_boundary_cases(&mut r, &w);
+
+    // Cases whose component is not wired into the launch in this version.
+    for g in ["G1", "G2", "G3", "G5", "G6", "G7"] {
+        r.skip(
+            g,
+            "git-gate",
+            "the git-gate is not wired into `start` yet (bottles with git-gate.repos are refused); covered by tests/git_gate.rs on loopback",
+        );
+    }
+    r.finish(started);
+}
+
+/// `doctor` on this engine: every line passes, exit 0.
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn doctor_passes_on_this_engine() {
+    let _turn = engine_turn();
+    let out = Command::new(bin())
+        .args(["doctor", "--json"])
+        .env_remove("BOT_BOTTLE_TEST_WEAKEN")
+        .env("COMPOSE_BAKE", "false")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let failed: Vec<&serde_json::Value> = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "fail")
+        .collect();
+    assert!(failed.is_empty(), "doctor failed: {failed:#?}");
+    assert!(out.status.success());
+    assert!(doc["passed"].as_u64().unwrap() >= 20, "{doc}");
+    assert_no_doctor_leftovers();
+}
+
+/// A bottle weakened by the test knob (the agent gets a normal network): `doctor` fails on
+/// the direct-path lines, passes the egress and escape lines, exits non-zero, and still
+/// removes its bottle.
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn a_weakened_bottle_fails_doctor_on_the_network_lines() {
+    let _turn = engine_turn();
+    let out = Command::new(bin())
+        .args(["doctor"])
+        .env("BOT_BOTTLE_TEST_WEAKEN", "network")
+        .env("COMPOSE_BAKE", "false")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let status_of = |probe: &str| -> String {
+        table
+            .lines()
+            .find(|l| l.contains(&format!("/{probe} ")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no line for {probe} in\n{table}"))
+            .to_string()
+    };
+    for open in [
+        "direct-tcp-host-and-gateways-all-ports",
+        "direct-http-request",
+        "dev-tcp-and-dev-udp",
+    ] {
+        assert_eq!(status_of(open), "FAIL", "{open} should fail:\n{table}");
+    }
+    for closed in [
+        "proxy-unrouted-hosts",
+        "proxy-secret-scan",
+        "capabilities-and-no-new-privs",
+        "namespaces-mount-keyctl-bpf",
+        "secret-anywhere-in-filesystem",
+    ] {
+        assert_eq!(status_of(closed), "pass", "{closed} should pass:\n{table}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WEAKENED"),
+        "the weakening is announced"
+    );
+    assert_no_doctor_leftovers();
+}
+
+fn assert_no_doctor_leftovers() {
+    let left = docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let mine: Vec<&str> = left.lines().filter(|n| n.contains("doctor-")).collect();
+    assert!(mine.is_empty(), "doctor left containers: {mine:?}");
+}
