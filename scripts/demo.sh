@@ -48,6 +48,11 @@ egress:
       auth:
         scheme: Bearer
         token_ref: DEMO_TOKEN
+    # The bundle's own loopback, where nothing listens: a route that resolves everywhere,
+    # so the demo shows egress's checks even on a machine without internet access.
+    - host: ip6-localhost
+      pipelock:
+        ssrf_ip_allowlist: ["::1"]
 ---
 YAML
 printf -- '---\nbottle: demo\n---\ndemo agent\n' > "$BOT_BOTTLE_HOME/agents/$agent.md"
@@ -61,7 +66,7 @@ printf 'FROM bot-bottle-claude:latest\nUSER root\nCOPY claude /usr/local/bin/cla
 docker build -q -t bot-bottle-demo-agent:latest "$tmp/stub" >/dev/null
 export BOT_BOTTLE_IMAGE=bot-bottle-demo-agent:latest
 
-step "starting a bottle (one route: api.github.com, with a credential only egress holds)"
+step "starting a bottle (routes: api.github.com with a credential only egress holds, and ip6-localhost)"
 "$BB" start --yes "$agent" </dev/null >/dev/null 2>"$tmp/start.log" &
 starter=$!
 for _ in $(seq 1 600); do
@@ -84,7 +89,9 @@ step "going around the proxy: there is no network at all"
 show "env -u HTTPS_PROXY -u https_proxy curl -sS --max-time 5 https://example.com/"
 show "curl --noproxy '*' -sS --max-time 5 http://1.1.1.1/; bash -c 'exec 3<>/dev/tcp/1.1.1.1/443'"
 step "a credential-shaped value on its way out is refused by the secret scan"
-show "curl -sS -o /dev/null -D - 'https://api.github.com/?leak=ghp_abcdefghijklmnopqrstuvwxyz0123456789' | grep -i x-bot-bottle-refusal"
+# Another made-up token, minted now so no token-shaped string lives in this file.
+leak="ghp_$(head -c 200 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 36)"
+show "curl -sS -o /dev/null -D - 'https://ip6-localhost/?leak=$leak' | grep -i x-bot-bottle-refusal"
 step "the credential is nowhere in the agent"
 show "env | grep -c \"\$(printf %s ghp_)\" || echo 'no ghp_ value in the environment'"
 step "no privileges: capabilities, namespaces, mounts, raw sockets"
