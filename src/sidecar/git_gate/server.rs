@@ -390,12 +390,13 @@ async fn sync(shared: &Shared, repo: &RepoConfig, once: bool) -> Result<(), Stri
     if once && *synced {
         return Ok(());
     }
-    sync_now(shared, repo).await?;
+    // The mirror's HEAD matters to clones only; a push does not wait for it.
+    sync_now(shared, repo, !once).await?;
     *synced = true;
     Ok(())
 }
 
-async fn sync_now(shared: &Shared, repo: &RepoConfig) -> Result<(), String> {
+async fn sync_now(shared: &Shared, repo: &RepoConfig, fix_head: bool) -> Result<(), String> {
     let mirror = shared.env.mirror(&repo.name);
     let mut cmd = git(shared, repo);
     cmd.arg("-C").arg(&mirror).args([
@@ -410,6 +411,9 @@ async fn sync_now(shared: &Shared, repo: &RepoConfig) -> Result<(), String> {
     let out = run(cmd).await?;
     if !out.status.success() {
         return Err(tail_lines(&out.stderr, 3));
+    }
+    if !fix_head {
+        return Ok(());
     }
     // A mirror's HEAD must name a branch the upstream has, or a clone checks nothing out.
     let mut head = git(shared, repo);
