@@ -587,3 +587,41 @@ fn a_failing_gitleaks_refuses_the_push() {
     assert!(err.contains("gitleaks"), "{err}");
     assert_eq!(up.rev("proj", "refs/heads/main"), before);
 }
+
+#[test]
+fn an_allowed_force_push_never_overwrites_upstream_commits_the_agent_did_not_see() {
+    let Some((up, _gate, agent, work)) = setup("force_lease", json!({"force": true})) else {
+        return;
+    };
+    agent.commit(&work, "a.txt", b"a\n", "a");
+    assert!(push(&agent, &work, &["origin", "main"]).0);
+    // Someone else pushes straight to the upstream; the gate's mirror does not know yet.
+    let other = up.dir.path().join("other");
+    ok(plain_git(up.dir.path())
+        .env("GIT_SSH_COMMAND", up.direct_ssh())
+        .args(["clone", "--quiet", &up.url("proj")])
+        .arg(&other));
+    std::fs::write(other.join("theirs.txt"), "theirs\n").unwrap();
+    ok(plain_git(&other).args(["add", "."]));
+    ok(plain_git(&other).args(["commit", "--quiet", "-m", "theirs"]));
+    ok(plain_git(&other)
+        .env("GIT_SSH_COMMAND", up.direct_ssh())
+        .args(["push", "--quiet", "origin", "main"]));
+    let theirs = up.rev("proj", "refs/heads/main");
+    // The agent rewrites its own commit and force-pushes without fetching: allowed by the
+    // policy, but only over what it replaced, so the upstream refuses and keeps theirs.
+    ok(agent
+        .git(&work)
+        .args(["commit", "--quiet", "--amend", "-m", "a, reworded"]));
+    let (pushed, err) = push(&agent, &work, &["--force", "origin", "main"]);
+    assert!(!pushed, "the force-push overwrote unseen commits: {err}");
+    assert_eq!(up.rev("proj", "refs/heads/main"), theirs);
+    // After a fetch (which syncs the mirror) the agent sees theirs and can decide.
+    ok(agent.git(&work).args(["fetch", "--quiet", "origin"]));
+    let (pushed, err) = push(&agent, &work, &["--force", "origin", "main"]);
+    assert!(pushed, "{err}");
+    assert_eq!(
+        up.rev("proj", "refs/heads/main"),
+        Some(ok(agent.git(&work).args(["rev-parse", "HEAD"])))
+    );
+}

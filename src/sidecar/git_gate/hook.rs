@@ -124,8 +124,10 @@ fn judge_and_forward(
         list.push(u);
     }
     // 1. Ref policy, before anything is read from the pushed objects.
+    let mut forced = Vec::with_capacity(list.len());
     for u in &list {
         let ff = !u.is_create() && !u.is_delete() && is_ancestor(&ctx.env.git, &u.old, &u.new)?;
+        forced.push(!u.is_create() && !ff);
         if let Err(refusal) = ctx.repo.refs.judge(u, ff) {
             let _ = writeln!(out, "{PREFIX} push refused: {}", refusal.message);
             record(ctx, &u.name, false, "git-gate-refs", refusal.rule, 403);
@@ -173,14 +175,16 @@ fn judge_and_forward(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A non-fast-forward update (allowed by the policy, or it would have stopped above) is
+    // forced only while the upstream still has what the agent replaced: never over commits
+    // the agent did not see.
+    for (u, forced) in list.iter().zip(&forced) {
+        if *forced {
+            cmd.arg(format!("--force-with-lease={}:{}", u.name, u.old));
+        }
+    }
     for u in &list {
-        let force = ctx.repo.refs.force && !u.is_create();
-        cmd.arg(format!(
-            "{}{}:{}",
-            if force { "+" } else { "" },
-            u.new,
-            u.name
-        ));
+        cmd.arg(format!("{}:{}", u.new, u.name));
     }
     let result = cmd.output().map_err(|source| GateError::Spawn {
         program: ctx.env.git.clone(),

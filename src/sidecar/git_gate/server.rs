@@ -109,7 +109,8 @@ fn route<'a>(
 
 struct Shared {
     repos: BTreeMap<String, RepoConfig>,
-    locks: BTreeMap<String, Mutex<()>>,
+    /// Per repo: serialises syncs; `true` once a sync succeeded since the gate started.
+    locks: BTreeMap<String, Mutex<bool>>,
     env: GitEnv,
     audit: Audit,
     max_body: u64,
@@ -191,7 +192,10 @@ impl GateServer {
                     Listener::Unix(l)
                 }
             };
-        let locks = repos.keys().map(|k| (k.clone(), Mutex::new(()))).collect();
+        let locks = repos
+            .keys()
+            .map(|k| (k.clone(), Mutex::new(false)))
+            .collect();
         Ok(GateServer {
             shared: Arc::new(Shared {
                 repos,
@@ -316,7 +320,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
     };
     let host = host_of(repo);
     match r {
-        Route::Advertise(..) => match sync(&shared, repo).await {
+        // A fetch is always served fresh. A push needs the mirror synced once (so its scan
+        // covers only what the upstream lacks), not before every push: the upstream judges
+        // the update itself and the hook forces only under a lease (decision 0026).
+        Route::Advertise(..) => match sync(&shared, repo, svc == Service::Receive).await {
             Ok(()) => {
                 if svc == Service::Upload {
                     shared.audit.record(&Decision {
@@ -374,11 +381,22 @@ fn deny(shared: &Shared, host: &str, method: &str, path: &str, rule: &str, statu
 }
 
 /// Fetch every branch and tag of the upstream into the mirror (pruning what it deleted).
-async fn sync(shared: &Shared, repo: &RepoConfig) -> Result<(), String> {
+/// With `once`, a mirror already synced since the gate started is left as it is.
+async fn sync(shared: &Shared, repo: &RepoConfig, once: bool) -> Result<(), String> {
     let Some(lock) = shared.locks.get(&repo.name) else {
         return Err("repo has no lock".into());
     };
-    let _held = lock.lock().await;
+    let mut synced = lock.lock().await;
+    if once && *synced {
+        return Ok(());
+    }
+    // The mirror's HEAD matters to clones only; a push does not wait for it.
+    sync_now(shared, repo, !once).await?;
+    *synced = true;
+    Ok(())
+}
+
+async fn sync_now(shared: &Shared, repo: &RepoConfig, fix_head: bool) -> Result<(), String> {
     let mirror = shared.env.mirror(&repo.name);
     let mut cmd = git(shared, repo);
     cmd.arg("-C").arg(&mirror).args([
@@ -393,6 +411,9 @@ async fn sync(shared: &Shared, repo: &RepoConfig) -> Result<(), String> {
     let out = run(cmd).await?;
     if !out.status.success() {
         return Err(tail_lines(&out.stderr, 3));
+    }
+    if !fix_head {
+        return Ok(());
     }
     // A mirror's HEAD must name a branch the upstream has, or a clone checks nothing out.
     let mut head = git(shared, repo);
