@@ -167,7 +167,7 @@ impl Launcher<'_> {
         // to the host disk, as in the Docker backend.
         let extra_ca = plan.extra_ca_pem();
         let files = bundle::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
-        let config = docker_launch::sidecar_config_stream(&files, plan.started_at)?;
+        let config = docker_launch::sidecar_config_stream(&files, None, plan.started_at)?;
         b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
