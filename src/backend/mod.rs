@@ -12,6 +12,7 @@
 
 pub mod docker;
 pub mod interrupt;
+pub(crate) mod lifecycle;
 pub(crate) mod smolmachines;
 
 use std::path::Path;
@@ -158,21 +159,6 @@ pub trait Backend {
 pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolmachines];
 
 /// The backend of `kind`, running its commands through `runner`.
-/// After a session, on every backend: a non-zero exit keeps the state for `resume`, a clean
-/// exit drops the marker so teardown removes it. Returns whether the state is kept.
-pub(crate) fn settle_state(exit_code: i32, state: &crate::state::StateDir, ui: &dyn Ui) -> bool {
-    let preserved = exit_code != 0;
-    let marked = if preserved {
-        state.preserve()
-    } else {
-        state.unpreserve()
-    };
-    if let Err(e) = marked {
-        ui.warn(&e.to_string());
-    }
-    preserved
-}
-
 pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
     match kind {
         BackendKind::Docker => Box::new(docker::DockerBackend::new(runner)),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use super::compose::{self, ComposeInput, SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SIDECAR_READY};
 use super::provision::{self, AGENT_HOME, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, TarStream, WORKDIR};
 use super::{ComposeCmd, DockerError, check, command_error, docker, sidecar_config};
-use crate::backend::{Outcome, Prepared, Ui, interrupt};
+use crate::backend::{Outcome, Prepared, Ui, interrupt, lifecycle};
 use crate::plan::{BottlePlan, Names};
 use crate::runner::{ProcessSpec, Runner};
 use crate::secret::Secret;
@@ -138,6 +138,24 @@ pub fn update_routes(
     )?;
     check(runner, &copy_in_spec(sidecar_container, t.finish()?))?;
     Ok(())
+}
+
+/// The bundle's log dir, copied through the engine into the state dir's [`LOGS_DIR`] (every
+/// backend runs its bundle in Docker). A bundle without logs is noted, not an error.
+pub(crate) fn snapshot_bundle_logs(
+    runner: &dyn Runner,
+    sidecar_container: &str,
+    state: &StateDir,
+    ui: &dyn Ui,
+) {
+    match copy_out(runner, sidecar_container, SIDECAR_LOG_DIR) {
+        Ok(tar) => {
+            if let Err(e) = state.replace_from_tar(LOGS_DIR, &tar) {
+                ui.warn(&format!("log snapshot failed: {e}"));
+            }
+        }
+        Err(e) => tracing::info!("no bundle logs copied: {e}"),
+    }
 }
 
 /// `docker cp <container>:<dir> -`: the directory as a tar stream on stdout.
@@ -279,28 +297,12 @@ impl Launcher<'_> {
     }
 
     fn bring_up(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), DockerError> {
-        let state = if plan.resume {
-            StateDir::open(&plan.root, &b.names.identity)
-        } else {
-            StateDir::create(&plan.root, &b.names.identity)
-        }
-        .map_err(state_err)?;
-        if !plan.resume {
+        let (state, created) =
+            lifecycle::open_state(plan, &b.names.identity, &b.names.project).map_err(state_err)?;
+        if created {
             b.undo.push(Undo::StateDir(state.clone()));
         }
         b.state = state;
-        b.state
-            .write_metadata(&crate::state::Metadata {
-                identity: b.names.identity.clone(),
-                agent: plan.agent.clone(),
-                bottle: plan.bottle.clone(),
-                cwd: plan.cwd.clone(),
-                copy_cwd: plan.copy_cwd,
-                started_at: crate::state::Metadata::rfc3339(plan.started_at),
-                compose_project: b.names.project.clone(),
-                backend: plan.backend.as_str().to_string(),
-            })
-            .map_err(state_err)?;
         self.check_interrupt()?;
 
         let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
@@ -373,15 +375,7 @@ impl Launcher<'_> {
             );
             let out = self.runner.run(&spec)?;
             if !out.success() {
-                return Err(DockerError::Refused(format!(
-                    "`{}` failed in the bottle ({}); check the provider login on the host",
-                    cmd.join(" "),
-                    out.stderr_str()
-                        .trim()
-                        .lines()
-                        .last()
-                        .unwrap_or("no output")
-                )));
+                return Err(DockerError::Refused(lifecycle::verify_refusal(cmd, &out)));
             }
         }
         Ok(())
@@ -485,14 +479,7 @@ impl Launcher<'_> {
             }
             Err(e) => self.ui.warn(&format!("transcript snapshot failed: {e}")),
         }
-        match copy_out(self.runner, &b.names.sidecar_container, SIDECAR_LOG_DIR) {
-            Ok(tar) => {
-                if let Err(e) = b.state.replace_from_tar(LOGS_DIR, &tar) {
-                    self.ui.warn(&format!("log snapshot failed: {e}"));
-                }
-            }
-            Err(e) => tracing::info!("no bundle logs copied: {e}"),
-        }
+        snapshot_bundle_logs(self.runner, &b.names.sidecar_container, &b.state, self.ui);
     }
 
     /// Undo in reverse order; every step is attempted even when an earlier one failed.
@@ -527,35 +514,39 @@ impl Launcher<'_> {
 
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
     pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, DockerError> {
-        let mut b = self.create(plan)?;
-        if plan.resume {
-            // A resumed bottle's state dir is the preserved one: drop the marker only after
-            // a clean exit.
-            b.undo.insert(0, Undo::StateDir(b.state.clone()));
-        }
-        self.ui.say(&format!(
-            "session: {} (exit the agent to tear the bottle down)",
-            plan.provider
-                .command
-                .first()
-                .map(String::as_str)
-                .unwrap_or("")
-        ));
-        let code = match self.session(plan, &mut b, tty) {
-            Ok(c) => c,
-            Err(e) => {
-                self.teardown(&mut b);
-                return Err(e);
-            }
-        };
-        self.snapshot(plan, &b);
-        let preserved = crate::backend::settle_state(code, &b.state, self.ui);
-        self.teardown(&mut b);
-        Ok(Outcome {
-            identity: b.names.identity.clone(),
-            exit_code: code,
-            preserved,
-        })
+        lifecycle::run(self, plan, tty)
+    }
+}
+
+impl lifecycle::LiveBottle for Bottle {
+    fn identity(&self) -> &str {
+        &self.names.identity
+    }
+    fn state(&self) -> &StateDir {
+        &self.state
+    }
+    fn keep_state_until_the_end(&mut self) {
+        self.undo.insert(0, Undo::StateDir(self.state.clone()));
+    }
+}
+
+impl lifecycle::Steps for Launcher<'_> {
+    type Bottle = Bottle;
+    type Error = DockerError;
+    fn ui(&self) -> &dyn Ui {
+        self.ui
+    }
+    fn create(&self, plan: &BottlePlan) -> Result<Bottle, DockerError> {
+        Launcher::create(self, plan)
+    }
+    fn session(&self, plan: &BottlePlan, b: &mut Bottle, tty: bool) -> Result<i32, DockerError> {
+        Launcher::session(self, plan, b, tty)
+    }
+    fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+        Launcher::snapshot(self, plan, b);
+    }
+    fn teardown(&self, b: &mut Bottle) {
+        Launcher::teardown(self, b);
     }
 }
 
