@@ -170,7 +170,7 @@ impl Launcher<'_> {
         b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
-        let input = bundle::compose_input(plan, self.prepared, self.compose.v1);
+        let input = bundle::compose_input(plan, self.prepared, self.compose.v1, b.alias);
         let compose_file = b
             .state
             .write_file(
