@@ -826,3 +826,63 @@ fn an_unwritable_state_dir_stops_the_launch_before_any_container() {
         env.calls()
     );
 }
+
+#[test]
+fn build_images_builds_every_provider_image_and_checks_a_named_sidecar() {
+    let env = Env::new("");
+    env.cmd().args(["build-images"]).assert().success();
+    let calls = env.calls();
+    // The fake's inspect prints no context-hash label: both provider images are stale.
+    for tag in ["bot-bottle-claude:latest", "bot-bottle-codex:latest"] {
+        let inspect = calls
+            .iter()
+            .position(|c| c.starts_with("docker image inspect") && c.trim_end().ends_with(tag))
+            .unwrap_or_else(|| panic!("{tag} not checked: {calls:#?}"));
+        let build = position(
+            &calls,
+            &format!("docker build -t {tag} --label dev.bot-bottle.context-hash="),
+        )
+        .unwrap_or_else(|| panic!("{tag} not built: {calls:#?}"));
+        assert!(inspect < build, "{calls:#?}");
+    }
+    // A sidecar image named by BOT_BOTTLE_SIDECAR_IMAGE must exist and is never built.
+    assert!(
+        position(
+            &calls,
+            "image inspect --format \\{\\{.Id\\}\\} fake-sidecar:1"
+        )
+        .is_some(),
+        "{calls:#?}"
+    );
+    assert!(
+        position(&calls, "build -t fake-sidecar").is_none(),
+        "{calls:#?}"
+    );
+    // No container, network or compose call.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("docker image inspect") || c.starts_with("docker build")),
+        "{calls:#?}"
+    );
+}
+
+#[test]
+fn a_failed_image_build_is_one_error_line_naming_the_image() {
+    let env = Env::new("");
+    let out = env
+        .cmd()
+        .env("FAKE_DOCKER_FAIL", "build -t")
+        .env("FAKE_DOCKER_FAIL_MSG", "")
+        .args(["build-images"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("bot-bottle: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("bot-bottle-claude:latest"), "{stderr}");
+}

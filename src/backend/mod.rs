@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
 use crate::runner::Runner;
 
 /// Where a backend reports progress: the CLI prints it, tests record it. `Sync` because
@@ -130,6 +130,9 @@ pub trait Backend {
 
     /// Make sure the plan's images exist (found cached or built).
     fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError>;
+
+    /// Build, or find cached, every image this backend can run (`bot-bottle build-images`).
+    fn prepare_all(&self, build: &BuildPlan, ui: &dyn Ui) -> Result<(), BackendError>;
 
     /// Create → session → snapshot → teardown. A resumed plan (`plan.resume`) pins its
     /// identity; the same call resumes it.

@@ -34,7 +34,7 @@ pub use env::{EnvPlan, interpolate};
 pub use error::PlanError;
 pub use git::{GitIdentity, GitUpstream, Provenance, parse_ssh_url};
 pub use host::HostEnv;
-pub use image::{ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage};
+pub use image::{BuildPlan, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
 pub use provider::{ProviderPlan, ProvisionFile};
 pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};

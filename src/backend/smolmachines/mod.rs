@@ -24,7 +24,7 @@ use crate::backend::docker::{ComposeCmd, DockerError};
 use crate::backend::{
     ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
 };
-use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 pub(crate) use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
@@ -264,6 +264,12 @@ impl Backend for SmolmachinesBackend<'_> {
             plan,
             ui,
         )?)
+    }
+
+    /// The images are Docker images on this backend too (the agent's is packed for smolvm
+    /// at launch, cached by image id).
+    fn prepare_all(&self, build: &BuildPlan, ui: &dyn Ui) -> Result<(), BackendError> {
+        crate::backend::docker::DockerBackend::new(self.runner).prepare_all(build, ui)
     }
 
     fn launch(
