@@ -317,13 +317,26 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
+/// Logs how long a finished child ran (`-vv`): with the log's uptime stamps, each engine
+/// round trip of a launch shows where it started and how long it took.
+fn log_done(spec: &ProcessSpec, started: std::time::Instant, code: i32) {
+    tracing::debug!(
+        "= {} {} → {code} in {} ms",
+        spec.program,
+        spec.args.first().map_or("", String::as_str),
+        started.elapsed().as_millis()
+    );
+}
+
 impl Runner for RealRunner {
     fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
+        let started = std::time::Instant::now();
         let child = Self::spawn(spec, Stdio3::Captured)?;
         let out = child.wait_with_output().map_err(|e| RunError::Io {
             program: spec.program.clone(),
             source: e,
         })?;
+        log_done(spec, started, exit_code(out.status));
         Ok(Output {
             code: exit_code(out.status),
             stdout: out.stdout,
@@ -332,20 +345,24 @@ impl Runner for RealRunner {
     }
 
     fn run_streaming(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        let started = std::time::Instant::now();
         let mut child = Self::spawn(spec, Stdio3::Streaming)?;
         let status = child.wait().map_err(|e| RunError::Io {
             program: spec.program.clone(),
             source: e,
         })?;
+        log_done(spec, started, exit_code(status));
         Ok(exit_code(status))
     }
 
     fn run_interactive(&self, spec: &ProcessSpec) -> Result<i32, RunError> {
+        let started = std::time::Instant::now();
         let mut child = Self::spawn(spec, Stdio3::Interactive)?;
         let status = child.wait().map_err(|e| RunError::Io {
             program: spec.program.clone(),
             source: e,
         })?;
+        log_done(spec, started, exit_code(status));
         Ok(exit_code(status))
     }
 }

@@ -162,30 +162,30 @@ fn launch_runs_in_order_and_tears_down() {
         .success();
     let calls = env.calls();
     let up = position(&calls, " up -d").expect("compose up");
-    let provision = position(&calls, "-u root").expect("provisioning exec");
     let config = position(&calls, "docker cp - bot-bottle-sidecars-worker-").expect("config copy");
     let session = position(&calls, "-u node").expect("session exec");
     let snapshot = position(&calls, "docker cp bot-bottle-").expect("transcript snapshot");
     let down = position(&calls, " down ").expect("compose down");
-    assert!(up < provision && up < config && up < session, "{calls:#?}");
-    assert!(provision < snapshot && config < snapshot && session < snapshot && snapshot < down);
-    // The session's exec starts beside provisioning, but the provider runs only once the
-    // root script has written its marker, as its last step.
+    assert!(up < config && up < session, "{calls:#?}");
+    assert!(config < snapshot && session < snapshot && snapshot < down);
+    // The session's exec starts beside the copy, but the provider runs only once the root
+    // script has written its marker, as its last step.
     assert!(
         calls[session].contains("/run/bot-bottle-provisioned"),
         "{}",
         calls[session]
     );
-    assert!(
-        calls[provision]
-            .trim_end()
-            .ends_with("touch\\ /run/bot-bottle-provisioned"),
-        "{}",
-        calls[provision]
-    );
-    // Exactly one provisioning exec and one config copy: both streams are batched.
-    assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 1);
+    // Exactly one copy carries the bundle's config and the agent's provisioning stream; the
+    // agent container's own root process unpacks it, so there is no root exec.
+    assert_eq!(calls.iter().filter(|c| c.contains("-u root")).count(), 0);
     assert_eq!(calls.iter().filter(|c| c.contains("cp - ")).count(), 1);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("docker exec"))
+            .count(),
+        1
+    );
     let config_tar = std::fs::read(env.log.with_extension("log.cp.tar")).unwrap();
     let order: Vec<String> = tar::Archive::new(config_tar.as_slice())
         .entries()
@@ -195,8 +195,23 @@ fn launch_runs_in_order_and_tears_down() {
     let names: Vec<&str> = order.iter().map(String::as_str).collect();
     assert!(names.contains(&"etc/bot-bottle/routes.json"), "{names:?}");
     assert!(names.contains(&"etc/bot-bottle/ca-key.pem"), "{names:?}");
-    // The ready marker comes last, so the bundle never starts on a partial config.
+    assert!(
+        names.contains(&"run/bot-bottle/.provision.tar"),
+        "{names:?}"
+    );
+    // The ready marker comes last, so the bundle never starts on a partial config and the
+    // agent never unpacks a partial stream.
     assert_eq!(names.last(), Some(&"etc/bot-bottle/.ready"), "{names:?}");
+    // The provisioning stream is root's alone in the shared volume.
+    let mut archive = tar::Archive::new(config_tar.as_slice());
+    let provision = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().ends_with(".provision.tar"))
+        .unwrap();
+    assert_eq!(provision.header().mode().unwrap(), 0o600);
+    assert_eq!(provision.header().uid().unwrap(), 0);
     // The session runs the provider command as the agent user.
     assert!(calls[session].contains("claude"), "{}", calls[session]);
     assert!(
@@ -253,16 +268,26 @@ fn secrets_reach_compose_only_through_its_environment() {
 
 #[test]
 fn a_failure_at_each_step_tears_down_what_was_created() {
-    for (step, created_up) in [
-        ("image inspect", false),
-        (" up -d", true),
-        ("-u root", true),
-        ("cp - ", true),
+    // The last step fails inside the bottle: the agent container's root process could not
+    // unpack the stream, and the session's gate reports it.
+    let unpack = [
+        ("FAKE_SESSION_EXIT", "86"),
+        ("FAKE_PROVISION_FAILED", "tar: No space left on device"),
+    ];
+    for (step, knobs, created_up) in [
+        (
+            "image inspect",
+            &[("FAKE_DOCKER_FAIL", "image inspect")][..],
+            false,
+        ),
+        (" up -d", &[("FAKE_DOCKER_FAIL", " up -d")][..], true),
+        ("cp - ", &[("FAKE_DOCKER_FAIL", "cp - ")][..], true),
+        ("provisioning", &unpack[..], true),
     ] {
         let env = Env::new("");
         let out = env
             .cmd()
-            .env("FAKE_DOCKER_FAIL", step)
+            .envs(knobs.iter().copied())
             .args(["start", "--yes", "worker"])
             .output()
             .unwrap();
@@ -276,11 +301,26 @@ fn a_failure_at_each_step_tears_down_what_was_created() {
             1,
             "step {step}: {stderr}"
         );
+        if step == "provisioning" {
+            assert!(stderr.contains("No space left on device"), "{stderr}");
+        }
         let calls = env.calls();
         let downs = calls.iter().filter(|c| c.contains(" down ")).count();
         assert_eq!(downs, usize::from(created_up), "step {step}: {calls:#?}");
         assert!(env.state_dirs().is_empty(), "step {step}: state left");
     }
+}
+
+#[test]
+fn a_provider_exiting_with_the_gates_code_is_not_a_provisioning_failure() {
+    let env = Env::new("");
+    // No failure file in the bottle: code 86 is the provider's own.
+    env.cmd()
+        .env("FAKE_SESSION_EXIT", "86")
+        .args(["start", "--yes", "worker"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("exited with code 86"));
 }
 
 #[test]
@@ -550,6 +590,11 @@ fn the_compose_file_carries_the_backend_label_and_no_host_path() {
         !compose.contains(&env.home.display().to_string()),
         "{compose}"
     );
+    // The agent container provisions itself from the copied stream before its relay runs.
+    let unpack = compose.find("tar -x -C / -f /run/bot-bottle/.provision.tar");
+    let relay = compose.find("exec /run/bot-bottle/bot-bottle-relay");
+    assert!(unpack.is_some() && unpack < relay, "{compose}");
+    assert!(!compose.contains("depends_on"), "{compose}");
     // The bundle's log dir came back through the engine into the state dir.
     assert!(states[0].join("logs").is_dir());
     assert!(!states[0].join("sidecar").exists());
@@ -730,8 +775,10 @@ fn ctrl_c_mid_launch_tears_down_and_exits_130() {
     let down = position(&calls, " down ").expect("teardown after the interrupt");
     assert!(up < down);
     assert!(
-        !calls.iter().any(|c| c.contains("-u root")),
-        "provisioning ran after Ctrl-C"
+        !calls
+            .iter()
+            .any(|c| c.contains("cp - ") || c.contains("-u node")),
+        "provisioning or the session ran after Ctrl-C"
     );
     assert!(env.state_dirs().is_empty());
 }
@@ -752,7 +799,7 @@ fn no_compose_at_all_is_a_clear_error_and_nothing_is_left() {
             "install the Docker compose plugin",
         ));
     assert!(env.state_dirs().is_empty());
-    assert!(!env.calls().iter().any(|c| c.contains("-u root")));
+    assert!(!env.calls().iter().any(|c| c.contains("cp - ")));
 }
 
 /// A Codex login of the shape the host CLI writes, with an access token valid for an hour.
@@ -803,7 +850,7 @@ fn codex_credentials_reach_egress_only_and_the_login_is_verified() {
         .code(1);
     let log = env.log_text();
     let calls = env.calls();
-    let provision = position(&calls, "-u root").unwrap();
+    let provision = position(&calls, "cp - ").unwrap();
     let verify = position(&calls, "login status").expect("codex login status runs");
     let session = calls
         .iter()
@@ -878,8 +925,9 @@ fn cwd_workspace_and_its_git_dir_go_in_the_one_provisioning_stream() {
             assert_eq!(*uid, 1000, "{name}");
         }
     }
+    // One stream, in the one config copy.
     assert_eq!(
-        env.calls().iter().filter(|c| c.contains("-u root")).count(),
+        env.calls().iter().filter(|c| c.contains("cp - ")).count(),
         1
     );
 }
@@ -935,4 +983,64 @@ fn an_unwritable_state_dir_stops_the_launch_before_any_container() {
         "{:#?}",
         env.calls()
     );
+}
+
+#[test]
+fn build_images_builds_every_provider_image_and_checks_a_named_sidecar() {
+    let env = Env::new("");
+    env.cmd().args(["build-images"]).assert().success();
+    let calls = env.calls();
+    // The fake's inspect prints no context-hash label: both provider images are stale.
+    for tag in ["bot-bottle-claude:latest", "bot-bottle-codex:latest"] {
+        let inspect = calls
+            .iter()
+            .position(|c| c.starts_with("docker image inspect") && c.trim_end().ends_with(tag))
+            .unwrap_or_else(|| panic!("{tag} not checked: {calls:#?}"));
+        let build = position(
+            &calls,
+            &format!("docker build -t {tag} --label dev.bot-bottle.context-hash="),
+        )
+        .unwrap_or_else(|| panic!("{tag} not built: {calls:#?}"));
+        assert!(inspect < build, "{calls:#?}");
+    }
+    // A sidecar image named by BOT_BOTTLE_SIDECAR_IMAGE must exist and is never built.
+    assert!(
+        position(
+            &calls,
+            "image inspect --format \\{\\{.Id\\}\\} fake-sidecar:1"
+        )
+        .is_some(),
+        "{calls:#?}"
+    );
+    assert!(
+        position(&calls, "build -t fake-sidecar").is_none(),
+        "{calls:#?}"
+    );
+    // No container, network or compose call.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("docker image inspect") || c.starts_with("docker build")),
+        "{calls:#?}"
+    );
+}
+
+#[test]
+fn a_failed_image_build_is_one_error_line_naming_the_image() {
+    let env = Env::new("");
+    let out = env
+        .cmd()
+        .env("FAKE_DOCKER_FAIL", "build -t")
+        .env("FAKE_DOCKER_FAIL_MSG", "")
+        .args(["build-images"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("bot-bottle: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("bot-bottle-claude:latest"), "{stderr}");
 }

@@ -366,6 +366,10 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         ("mknod", "mknod /tmp/dev c 1 3"),
         ("raw socket", "ping -c 1 -W 2 127.0.0.1"),
         ("root's environment", "cat /proc/1/environ"),
+        (
+            "provisioning stream left in the shared volume",
+            "test -e /run/bot-bottle/.provision.tar",
+        ),
         ("sudo", "sudo -n true"),
         (
             "CA key",

@@ -647,3 +647,50 @@ fn resume_uses_the_backend_recorded_in_the_metadata() {
     // A clean exit of the resumed bottle removes its state.
     assert!(env.state_dirs().is_empty());
 }
+
+#[test]
+fn exec_sets_the_bottles_environment_in_the_vm() {
+    let env = Env::new("");
+    // A bottle whose state (with its compose file) is kept.
+    env.start().env("FAKE_SESSION_EXIT", "3").assert().code(1);
+    let states = env.state_dirs();
+    let id = states[0].file_name().unwrap().to_string_lossy().to_string();
+    let compose = std::fs::read_to_string(states[0].join("compose.yaml")).unwrap();
+    let label = compose
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dev.bot-bottle.agent-env: "))
+        .expect("agent env label on the bundle")
+        .trim_matches('"')
+        .to_string();
+    let alias = compose
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("dev.bot-bottle.alias: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    // The bundle as `docker ps` shows it while the bottle runs.
+    let ps = format!(
+        "{{\"Names\":\"bot-bottle-sidecars-{id}\",\"State\":\"running\",\"Labels\":\"dev.bot-bottle.identity={id},dev.bot-bottle.backend=smolmachines,dev.bot-bottle.alias={alias},dev.bot-bottle.agent-env={label}\"}}\n"
+    );
+    let ls = format!(r#"[{{"name":"bot-bottle-{id}","state":"running"}}]"#);
+    let before = env.calls().len();
+    env.cmd()
+        .env("FAKE_PS_JSON", ps)
+        .env("FAKE_SMOLVM_LS_JSON", ls)
+        .args(["exec", &id, "--", "printenv", "PLAIN"])
+        .assert()
+        .success();
+    let calls: Vec<String> = env.calls().split_off(before);
+    let exec = &calls[position(&calls, "machine exec").expect("an exec into the VM")];
+    // The bottle's literal env, the CA settings and the proxy on the bottle's alias, as the
+    // session had them.
+    for want in [
+        "PLAIN=visible",
+        "NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/bot-bottle.crt",
+        &format!("HTTPS_PROXY=http://{alias}:9099"),
+        &format!("BOT_BOTTLE_IDENTITY={id}"),
+    ] {
+        assert!(exec.contains(want), "{want} missing: {exec}");
+    }
+    assert!(exec.ends_with("printenv PLAIN "), "{exec}");
+}

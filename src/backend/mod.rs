@@ -12,13 +12,14 @@
 
 pub mod docker;
 pub mod interrupt;
+pub(crate) mod lifecycle;
 pub(crate) mod smolmachines;
 
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
 use crate::runner::Runner;
 
 /// Where a backend reports progress: the CLI prints it, tests record it. `Sync` because
@@ -130,6 +131,9 @@ pub trait Backend {
     /// Make sure the plan's images exist (found cached or built).
     fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError>;
 
+    /// Build, or find cached, every image this backend can run (`bot-bottle build-images`).
+    fn prepare_all(&self, build: &BuildPlan, ui: &dyn Ui) -> Result<(), BackendError>;
+
     /// Create → session → snapshot → teardown. A resumed plan (`plan.resume`) pins its
     /// identity; the same call resumes it.
     fn launch(
@@ -158,26 +162,6 @@ pub trait Backend {
 pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolmachines];
 
 /// The backend of `kind`, running its commands through `runner`.
-/// After a session, on every backend: a non-zero exit keeps the state for `resume`, a clean
-/// exit drops the marker so teardown removes it. Returns whether the state is kept: not when
-/// the marker could not be written (e.g. `cleanup` removed the bottle during the session),
-/// so the CLI never points at a `resume` that cannot work.
-pub(crate) fn settle_state(exit_code: i32, state: &crate::state::StateDir, ui: &dyn Ui) -> bool {
-    let preserved = exit_code != 0;
-    let marked = if preserved {
-        state.preserve()
-    } else {
-        state.unpreserve()
-    };
-    match marked {
-        Ok(()) => preserved,
-        Err(e) => {
-            ui.warn(&e.to_string());
-            false
-        }
-    }
-}
-
 pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
     match kind {
         BackendKind::Docker => Box::new(docker::DockerBackend::new(runner)),
@@ -246,6 +230,7 @@ mod settle_tests {
     fn a_state_dir_removed_during_the_session_is_not_reported_as_kept() {
         let root = tempfile::tempdir().unwrap();
         let kept = crate::state::StateDir::create(root.path(), "a-1").unwrap();
+        use super::lifecycle::settle_state;
         assert!(settle_state(3, &kept, &Quiet));
         assert!(kept.is_preserved());
         let gone = crate::state::StateDir::create(root.path(), "b-1").unwrap();

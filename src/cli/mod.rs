@@ -299,12 +299,17 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    // From `-vv` on, lines carry the time since start, so a launch's steps can be timed.
+    let _ = if verbose >= 2 {
+        fmt.with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init()
+    } else {
+        fmt.without_time().try_init()
+    };
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -179,15 +179,10 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-/// `build-images`: every provider image and the sidecar image, built or found cached.
+/// `build-images`: every provider image and the sidecar image, built or found cached, by
+/// the Docker backend (the images are Docker images on every backend).
 pub fn build_images() -> anyhow::Result<ExitCode> {
-    let host = HostEnv::from_process();
-    let cas = plan::extra_cas(&host)?;
-    crate::backend::docker::images::build_all(
-        &RealRunner,
-        &plan::SidecarImage::resolve(&host),
-        &cas,
-        &CliUi,
-    )?;
+    let build = plan::BuildPlan::resolve(&HostEnv::from_process())?;
+    backend_for(BackendKind::Docker, &RealRunner).prepare_all(&build, &CliUi)?;
     Ok(ExitCode::SUCCESS)
 }

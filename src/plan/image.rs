@@ -141,6 +141,23 @@ impl SidecarImage {
 /// gitleaks' program name, in the sidecar image's `bin/` when bundled.
 pub const GITLEAKS_BIN: &str = "gitleaks";
 
+/// What `bot-bottle build-images` makes, resolved once from the host like a bottle's plan:
+/// every provider image and the sidecar image, with the operator's extra CAs in each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildPlan {
+    pub sidecar_image: SidecarImage,
+    pub extra_cas: Vec<Vec<u8>>,
+}
+
+impl BuildPlan {
+    pub fn resolve(host: &HostEnv) -> Result<BuildPlan, PlanError> {
+        Ok(BuildPlan {
+            sidecar_image: SidecarImage::resolve(host),
+            extra_cas: super::extra_cas(host)?,
+        })
+    }
+}
+
 /// `bot-bottle-custom-<first 12 hex of sha256(path)>:latest`: one tag per Dockerfile location.
 fn custom_tag(path: &Path) -> String {
     let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());

@@ -38,7 +38,7 @@ pub use git::{
 };
 pub use host::HostEnv;
 pub use image::{
-    GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage,
+    BuildPlan, GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage,
 };
 pub use limits::{ContainerLimits, LimitsPlan};
 pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};

@@ -86,8 +86,11 @@ fn limit_keys(service: &mut Value, limits: &ContainerLimits) {
     service["pids_limit"] = json!(limits.pids);
 }
 
-/// The agent's command: wait for the bundle to publish the relay, then run it. The relay
-/// blocks for the container's life, so it also plays the part of `sleep infinity`.
+/// The agent's command, as root: wait for the bundle to publish the relay (it does so only
+/// once the launcher's config copy, which carries the provisioning stream, is complete),
+/// provision the container ([`super::provision::volume_script`]), then run the relay. The
+/// relay blocks for the container's life, so it also plays the part of `sleep infinity`.
+/// Provisioning here, by the container's own process, saves a root `docker exec` per start.
 pub fn agent_command() -> Vec<String> {
     let mut relay = format!("exec {SOCKET_DIR}/bot-bottle-relay");
     for (port, sock) in RELAY_PORTS {
@@ -96,7 +99,10 @@ pub fn agent_command() -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
-        format!("while [ ! -x {SOCKET_DIR}/bot-bottle-relay ]; do sleep 0.05; done; {relay}"),
+        format!(
+            "while [ ! -x {SOCKET_DIR}/bot-bottle-relay ]; do sleep 0.02; done; {}; {relay}",
+            super::provision::volume_script()
+        ),
     ]
 }
 
@@ -151,11 +157,12 @@ pub fn render(input: &ComposeInput) -> Value {
     let mut agent = json!({
         "image": input.agent_image,
         "container_name": input.agent_container,
-        // The container's own process (the relay) runs as root so that the one provisioning
-        // exec keeps root's default capabilities (Docker clears them for execs into a
-        // container whose configured user is not root). The agent's session is a separate
-        // `exec -u node` with no capabilities, and `no-new-privileges` stops it from
-        // regaining any.
+        // The container's own process runs as root: it unpacks the provisioning stream with
+        // root's default capabilities, then becomes the relay. The agent's session is a
+        // separate `exec -u node` with no capabilities, and `no-new-privileges` stops it
+        // from regaining any. No `depends_on`: both containers start side by side (the
+        // agent's command waits for the bundle's relay by itself), which `compose up`
+        // would otherwise do one after the other.
         "user": "0:0",
         "network_mode": "none",
         "init": true,
@@ -164,7 +171,6 @@ pub fn render(input: &ComposeInput) -> Value {
         "environment": Value::Object(agent_env),
         "volumes": [socket_volume],
         "labels": labels("agent"),
-        "depends_on": ["sidecars"],
     });
     if input.weakened == Some(crate::plan::Weakening::Network) {
         agent["network_mode"] = json!("bridge");
@@ -444,6 +450,29 @@ mod tests {
         assert!(
             render(&input(false))["services"]["sidecars"]
                 .get("extra_hosts")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_agent_provisions_itself_before_it_runs_the_relay() {
+        use super::super::provision::{PROVISION_TAR, PROVISIONED_MARKER};
+        let script = &agent_command()[2];
+        let wait = script.find("bot-bottle-relay ]").unwrap();
+        let unpack = script.find(&format!("-f {PROVISION_TAR}")).unwrap();
+        let marker = script.find(&format!("touch {PROVISIONED_MARKER}")).unwrap();
+        let relay = script
+            .find("exec /run/bot-bottle/bot-bottle-relay")
+            .unwrap();
+        assert!(
+            wait < unpack && unpack < marker && marker < relay,
+            "{script}"
+        );
+        // The stream travels in the shared socket volume.
+        assert!(PROVISION_TAR.starts_with(&format!("{SOCKET_DIR}/")));
+        assert!(
+            render(&input(false))["services"]["agent"]
+                .get("depends_on")
                 .is_none()
         );
     }

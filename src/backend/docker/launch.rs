@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use super::compose::{self, ComposeInput, SIDECAR_CONFIG_DIR, SIDECAR_LOG_DIR, SIDECAR_READY};
 use super::provision::{self, AGENT_HOME, AGENT_USER, CA_PATH, SYSTEM_BUNDLE, TarStream, WORKDIR};
 use super::{ComposeCmd, DockerError, check, command_error, docker, sidecar_config};
-use crate::backend::{Outcome, Prepared, Ui, interrupt};
+use crate::backend::{Outcome, Prepared, Ui, interrupt, lifecycle};
 use crate::plan::{BottlePlan, Names};
 use crate::runner::{ProcessSpec, Runner};
 use crate::secret::Secret;
@@ -95,10 +95,13 @@ pub fn secret_env(plan: &BottlePlan) -> BTreeMap<String, Secret> {
 }
 
 /// The sidecar configuration as one tar stream for `docker cp - <bundle>:/`: the config dir,
-/// the (empty) log dir, and last the ready marker the bundle's entrypoint waits for, so the
-/// daemons never start on a half-copied config.
+/// the (empty) log dir, the agent's provisioning stream when given (root-only, into the
+/// socket volume, where the agent container's root process picks it up), and last the ready
+/// marker the bundle's entrypoint waits for, so the daemons never start, and the agent never
+/// provisions, on a half-copied stream.
 pub fn sidecar_config_stream(
     files: &[(String, String, u32)],
+    provision: Option<&[u8]>,
     mtime: u64,
 ) -> Result<Vec<u8>, DockerError> {
     let mut t = TarStream::new(mtime);
@@ -110,6 +113,9 @@ pub fn sidecar_config_stream(
             contents.as_bytes(),
             *mode,
         )?;
+    }
+    if let Some(stream) = provision {
+        t.file(provision::PROVISION_TAR, stream, 0o600)?;
     }
     t.file(&format!("{SIDECAR_CONFIG_DIR}/{SIDECAR_READY}"), b"", 0o644)?;
     t.finish()
@@ -139,6 +145,24 @@ pub fn update_routes(
     Ok(())
 }
 
+/// The bundle's log dir, copied through the engine into the state dir's [`LOGS_DIR`] (every
+/// backend runs its bundle in Docker). A bundle without logs is noted, not an error.
+pub(crate) fn snapshot_bundle_logs(
+    runner: &dyn Runner,
+    sidecar_container: &str,
+    state: &StateDir,
+    ui: &dyn Ui,
+) {
+    match copy_out(runner, sidecar_container, SIDECAR_LOG_DIR) {
+        Ok(tar) => {
+            if let Err(e) = state.replace_from_tar(LOGS_DIR, &tar) {
+                ui.warn(&format!("log snapshot failed: {e}"));
+            }
+        }
+        Err(e) => tracing::info!("no bundle logs copied: {e}"),
+    }
+}
+
 /// `docker cp <container>:<dir> -`: the directory as a tar stream on stdout.
 fn copy_out(runner: &dyn Runner, container: &str, dir: &str) -> Result<Vec<u8>, DockerError> {
     let spec = docker(["cp".to_string(), format!("{container}:{dir}"), "-".into()]);
@@ -163,22 +187,6 @@ pub fn audit_lines(
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect())
-}
-
-/// The bundle's config and the agent's provisioning are independent engine calls into two
-/// containers: run them side by side.
-fn finish_setup(runner: &dyn Runner, setup: &Setup) -> Result<(), DockerError> {
-    let (copied, provisioned) = std::thread::scope(|scope| {
-        let copied = scope.spawn(|| check(runner, &setup.config));
-        let provisioned = check(runner, &setup.provision);
-        let copied = copied
-            .join()
-            .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
-        (copied, provisioned)
-    });
-    copied?;
-    provisioned?;
-    Ok(())
 }
 
 /// What the launch undoes, newest first.
@@ -207,15 +215,9 @@ pub struct Bottle {
     pub state: StateDir,
     pub compose_file: PathBuf,
     undo: Vec<Undo>,
-    /// The bundle's config copy and the agent's provisioning exec, when they run beside the
-    /// session's start instead of before it.
-    setup: Option<Setup>,
-}
-
-/// The two engine calls that finish a bottle after `up`.
-struct Setup {
-    config: ProcessSpec,
-    provision: ProcessSpec,
+    /// The one copy that finishes the bottle after `up` (the bundle's config and the agent's
+    /// provisioning stream), when it runs beside the session's start instead of before it.
+    setup: Option<ProcessSpec>,
 }
 
 fn state_err(e: crate::state::StateError) -> DockerError {
@@ -300,38 +302,31 @@ impl Launcher<'_> {
     }
 
     fn bring_up(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), DockerError> {
-        let state = if plan.resume {
-            StateDir::open(&plan.root, &b.names.identity)
-        } else {
-            StateDir::create(&plan.root, &b.names.identity)
-        }
-        .map_err(state_err)?;
-        if !plan.resume {
+        let (state, created) =
+            lifecycle::open_state(plan, &b.names.identity, &b.names.project).map_err(state_err)?;
+        if created {
             b.undo.push(Undo::StateDir(state.clone()));
         }
         b.state = state;
-        b.state
-            .write_metadata(&crate::state::Metadata {
-                identity: b.names.identity.clone(),
-                agent: plan.agent.clone(),
-                bottle: plan.bottle.clone(),
-                cwd: plan.cwd.clone(),
-                copy_cwd: plan.copy_cwd,
-                started_at: crate::state::Metadata::rfc3339(plan.started_at),
-                compose_project: b.names.project.clone(),
-                backend: plan.backend.as_str().to_string(),
-            })
-            .map_err(state_err)?;
         self.check_interrupt()?;
 
         let (ca_cert, ca_key) = crate::sidecar::egress::ca::mint_bottle_ca()
             .map_err(|e| DockerError::Other(format!("cannot mint the bottle CA: {e}")))?;
+        tracing::debug!("bottle CA minted");
         // The config (CA key included) never touches the host disk: it goes to the bundle
         // through the engine after `up`.
         let extra_ca = plan.extra_ca_pem();
         let mut files = sidecar_config::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
         files.extend(sidecar_config::git_gate_files(plan)?);
-        let config = sidecar_config_stream(&files, plan.started_at)?;
+        let transcript = b.state.transcript_dir();
+        let stream = provision::build(&provision::ProvisionInput {
+            plan,
+            ca_cert_pem: &ca_cert,
+            transcript: plan.resume.then_some(transcript.as_path()),
+        })?;
+        let config = sidecar_config_stream(&files, Some(&stream), plan.started_at)?;
+        drop(stream);
+        tracing::debug!("config and provisioning packed ({} bytes)", config.len());
         b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
@@ -365,50 +360,28 @@ impl Launcher<'_> {
         self.check_interrupt()?;
 
         self.ui.say("provisioning");
-        let transcript = b.state.transcript_dir();
-        let stream = provision::build(&provision::ProvisionInput {
-            plan,
-            ca_cert_pem: &ca_cert,
-            transcript: plan.resume.then_some(transcript.as_path()),
-        })?;
-        let exec = docker([
-            "exec",
-            "-i",
-            "-u",
-            "root",
-            b.names.agent_container.as_str(),
-            "sh",
-            "-c",
-            provision::root_script().as_str(),
-        ])
-        .stdin(stream);
-        let setup = Setup {
-            config: copy_in_spec(&b.names.sidecar_container, config),
-            provision: exec,
-        };
+        let setup = copy_in_spec(&b.names.sidecar_container, config);
         if plan.provider.verify.is_empty() {
             // Nothing has to run between provisioning and the session: the session starts
-            // beside it, gated on provisioning's marker ([`provision::gated_command`]).
+            // beside the copy, gated on provisioning's marker ([`provision::gated_command`]).
             b.setup = Some(setup);
             return Ok(());
         }
-        finish_setup(self.runner, &setup)?;
+        check(self.runner, &setup)?;
         self.check_interrupt()?;
         // Provider checks (e.g. `codex login status` with forwarded credentials): the bottle
-        // is refused rather than handed to an agent that cannot work.
+        // is refused rather than handed to an agent that cannot work. Gated like the
+        // session, so they run on a provisioned home.
         for cmd in &plan.provider.verify {
-            let spec = exec_spec(&b.names.agent_container, cmd, false);
+            let spec = docker_exec(
+                &b.names.agent_container,
+                AGENT_HOME,
+                &provision::gated_command(cmd),
+                false,
+            );
             let out = self.runner.run(&spec)?;
             if !out.success() {
-                return Err(DockerError::Refused(format!(
-                    "`{}` failed in the bottle ({}); check the provider login on the host",
-                    cmd.join(" "),
-                    out.stderr_str()
-                        .trim()
-                        .lines()
-                        .last()
-                        .unwrap_or("no output")
-                )));
+                return Err(DockerError::Refused(lifecycle::verify_refusal(cmd, &out)));
             }
         }
         Ok(())
@@ -440,8 +413,17 @@ impl Launcher<'_> {
     /// agent's provisioning (`doctor` probes a bottle that runs no provider).
     pub fn finish_without_session(&self, b: &mut Bottle) -> Result<(), DockerError> {
         if let Some(setup) = b.setup.take() {
-            finish_setup(self.runner, &setup)?;
+            check(self.runner, &setup)?;
         }
+        // The agent container provisions itself once the copy is in: wait for it the way a
+        // session would, with `true` as the command.
+        let wait = docker_exec(
+            &b.names.agent_container,
+            AGENT_HOME,
+            &provision::gated_command(&["true".to_string()]),
+            false,
+        );
+        check(self.runner, &wait)?;
         Ok(())
     }
 
@@ -454,10 +436,6 @@ impl Launcher<'_> {
         b: &mut Bottle,
         tty: bool,
     ) -> Result<i32, DockerError> {
-        let Some(setup) = b.setup.take() else {
-            let spec = exec_spec(&b.names.agent_container, &plan.provider.command, tty);
-            return Ok(self.runner.run_interactive(&spec)?);
-        };
         let gated = docker_exec(
             &b.names.agent_container,
             AGENT_HOME,
@@ -465,23 +443,45 @@ impl Launcher<'_> {
             tty,
         );
         let container = b.names.agent_container.as_str();
-        let runner = self.runner;
-        let (code, set_up) = std::thread::scope(|scope| {
-            let set_up = scope.spawn(|| {
-                let r = finish_setup(runner, &setup);
-                if r.is_err() {
-                    let _ = runner.run(&docker(["kill", "--signal", "KILL", container]));
+        let code = match b.setup.take() {
+            None => self.runner.run_interactive(&gated)?,
+            Some(setup) => {
+                let runner = self.runner;
+                let (code, set_up) = std::thread::scope(|scope| {
+                    let set_up = scope.spawn(|| {
+                        let r = check(runner, &setup);
+                        if r.is_err() {
+                            let _ = runner.run(&docker(["kill", "--signal", "KILL", container]));
+                        }
+                        r
+                    });
+                    let code = self.runner.run_interactive(&gated);
+                    let set_up = set_up
+                        .join()
+                        .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
+                    (code, set_up)
+                });
+                set_up?;
+                code?
+            }
+        };
+        if code == provision::PROVISION_FAILED_EXIT {
+            // The gate's code, or the provider's own? Only a failure file tells.
+            let spec = docker(["exec", container, "cat", provision::PROVISION_FAILED]);
+            if let Ok(out) = self.runner.run(&spec) {
+                if out.success() {
+                    return Err(DockerError::Refused(format!(
+                        "the bottle could not be provisioned: {}; check free space on the engine and that the agent image has `sh` and `tar`",
+                        out.stdout_str()
+                            .trim()
+                            .lines()
+                            .last()
+                            .unwrap_or("no output")
+                    )));
                 }
-                r
-            });
-            let code = self.runner.run_interactive(&gated);
-            let set_up = set_up
-                .join()
-                .unwrap_or_else(|_| Err(DockerError::Other("provisioning failed".into())));
-            (code, set_up)
-        });
-        set_up?;
-        Ok(code?)
+            }
+        }
+        Ok(code)
     }
 
     /// Copy the provider's transcript dir out of the agent, and the bundle's logs out of the
@@ -503,14 +503,7 @@ impl Launcher<'_> {
             }
             Err(e) => self.ui.warn(&format!("transcript snapshot failed: {e}")),
         }
-        match copy_out(self.runner, &b.names.sidecar_container, SIDECAR_LOG_DIR) {
-            Ok(tar) => {
-                if let Err(e) = b.state.replace_from_tar(LOGS_DIR, &tar) {
-                    self.ui.warn(&format!("log snapshot failed: {e}"));
-                }
-            }
-            Err(e) => tracing::info!("no bundle logs copied: {e}"),
-        }
+        snapshot_bundle_logs(self.runner, &b.names.sidecar_container, &b.state, self.ui);
     }
 
     /// Undo in reverse order; every step is attempted even when an earlier one failed.
@@ -545,35 +538,39 @@ impl Launcher<'_> {
 
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
     pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, DockerError> {
-        let mut b = self.create(plan)?;
-        if plan.resume {
-            // A resumed bottle's state dir is the preserved one: drop the marker only after
-            // a clean exit.
-            b.undo.insert(0, Undo::StateDir(b.state.clone()));
-        }
-        self.ui.say(&format!(
-            "session: {} (exit the agent to tear the bottle down)",
-            plan.provider
-                .command
-                .first()
-                .map(String::as_str)
-                .unwrap_or("")
-        ));
-        let code = match self.session(plan, &mut b, tty) {
-            Ok(c) => c,
-            Err(e) => {
-                self.teardown(&mut b);
-                return Err(e);
-            }
-        };
-        self.snapshot(plan, &b);
-        let preserved = crate::backend::settle_state(code, &b.state, self.ui);
-        self.teardown(&mut b);
-        Ok(Outcome {
-            identity: b.names.identity.clone(),
-            exit_code: code,
-            preserved,
-        })
+        lifecycle::run(self, plan, tty)
+    }
+}
+
+impl lifecycle::LiveBottle for Bottle {
+    fn identity(&self) -> &str {
+        &self.names.identity
+    }
+    fn state(&self) -> &StateDir {
+        &self.state
+    }
+    fn keep_state_until_the_end(&mut self) {
+        self.undo.insert(0, Undo::StateDir(self.state.clone()));
+    }
+}
+
+impl lifecycle::Steps for Launcher<'_> {
+    type Bottle = Bottle;
+    type Error = DockerError;
+    fn ui(&self) -> &dyn Ui {
+        self.ui
+    }
+    fn create(&self, plan: &BottlePlan) -> Result<Bottle, DockerError> {
+        Launcher::create(self, plan)
+    }
+    fn session(&self, plan: &BottlePlan, b: &mut Bottle, tty: bool) -> Result<i32, DockerError> {
+        Launcher::session(self, plan, b, tty)
+    }
+    fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+        Launcher::snapshot(self, plan, b);
+    }
+    fn teardown(&self, b: &mut Bottle) {
+        Launcher::teardown(self, b);
     }
 }
 
@@ -666,8 +663,21 @@ mod tests {
         assert_eq!(meta.started_at, "2001-09-09T01:46:40Z");
         let calls = runner.calls();
         let streams: Vec<&Vec<u8>> = calls.iter().filter_map(|c| c.stdin.as_ref()).collect();
-        assert_eq!(streams.len(), 2, "provisioning and sidecar config");
-        for s in streams {
+        assert_eq!(
+            streams.len(),
+            1,
+            "one copy: sidecar config and provisioning"
+        );
+        let mut archive = tar::Archive::new(streams[0].as_slice());
+        let mut inner = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().ends_with(".provision.tar") {
+                std::io::Read::read_to_end(&mut e, &mut inner).unwrap();
+            }
+        }
+        assert!(!inner.is_empty(), "no provisioning stream in the copy");
+        for s in [streams[0].as_slice(), inner.as_slice()] {
             let mtimes = tar_mtimes(s);
             assert!(!mtimes.is_empty());
             assert!(mtimes.iter().all(|m| *m == 1_000_000_000), "{mtimes:?}");

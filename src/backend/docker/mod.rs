@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::backend::{
     ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
 };
-use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
 use crate::runner::{Output, ProcessSpec, RunError, Runner};
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +222,15 @@ impl Backend for DockerBackend<'_> {
     fn prepare(&self, plan: &BottlePlan, ui: &dyn Ui) -> Result<Prepared, BackendError> {
         ui.say("checking images");
         Ok(images::for_plan(self.runner, plan, ui)?)
+    }
+
+    fn prepare_all(&self, build: &BuildPlan, ui: &dyn Ui) -> Result<(), BackendError> {
+        Ok(images::build_all(
+            self.runner,
+            &build.sidecar_image,
+            &build.extra_cas,
+            ui,
+        )?)
     }
 
     fn launch(

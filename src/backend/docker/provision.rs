@@ -20,29 +20,66 @@ pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Written by the root script as its last step; the session waits for it (see
 /// [`gated_command`]). `/run` is root's, so the agent user cannot create it early.
 pub const PROVISIONED_MARKER: &str = "/run/bot-bottle-provisioned";
+/// Written instead of [`PROVISIONED_MARKER`] when provisioning fails; it holds the error.
+pub const PROVISION_FAILED: &str = "/run/bot-bottle-provision-failed";
+/// Exit code of a gated command whose bottle could not be provisioned. The launcher checks
+/// [`PROVISION_FAILED`] before it believes it (the provider may exit with it too).
+pub const PROVISION_FAILED_EXIT: i32 = 86;
+/// Where the Docker backend's one config copy leaves the agent's provisioning stream: in the
+/// socket volume both containers share, root-only (`0600`), so the agent container's own
+/// root process unpacks it (see [`volume_script`]). No root `docker exec` is needed.
+pub const PROVISION_TAR: &str = "/run/bot-bottle/.provision.tar";
 
-/// The root-side script run with the tar stream on stdin. The bottle CA is appended to the
-/// system bundle rather than installed with `update-ca-certificates`, which rehashes every
-/// certificate and costs over a second per start; every client the agent uses reads the
-/// bundle (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`) or `NODE_EXTRA_CA_CERTS`.
+/// After the stream is unpacked: the bottle CA is appended to the system bundle rather than
+/// installed with `update-ca-certificates`, which rehashes every certificate and costs over a
+/// second per start; every client the agent uses reads the bundle (`SSL_CERT_FILE`,
+/// `REQUESTS_CA_BUNDLE`) or `NODE_EXTRA_CA_CERTS`. An `&&` chain, so it also stops at the
+/// first failure where `set -e` does not apply (an `if` condition).
+fn trust_ca() -> String {
+    format!(
+        "mkdir -p /etc/ssl/certs && printf '\\n' >> {SYSTEM_BUNDLE} && cat {CA_PATH} >> {SYSTEM_BUNDLE}"
+    )
+}
+
+/// The root-side script run with the tar stream on stdin (smolmachines' `machine exec`).
 pub fn root_script() -> String {
     format!(
-        "set -e; tar -x -C /; mkdir -p /etc/ssl/certs; \
-         printf '\\n' >> {SYSTEM_BUNDLE}; cat {CA_PATH} >> {SYSTEM_BUNDLE}; \
-         touch {PROVISIONED_MARKER}"
+        "set -e; tar -x -C /; {}; touch {PROVISIONED_MARKER}",
+        trust_ca()
+    )
+}
+
+/// The Docker agent container's root step before it starts the relay: unpack
+/// [`PROVISION_TAR`] (complete by then: the bundle publishes the relay only after the copy's
+/// ready marker, which follows the stream), trust the CA, remove the stream, and write
+/// [`PROVISIONED_MARKER`], or [`PROVISION_FAILED`] with the error. A bottle without a stream
+/// (none was copied) is left alone.
+pub fn volume_script() -> String {
+    let err = "/run/bot-bottle-provision.err";
+    format!(
+        "if [ -e {PROVISION_TAR} ]; then \
+         if {{ tar -x -C / -f {PROVISION_TAR} && {}; }} 2>{err}; \
+         then touch {PROVISIONED_MARKER}; else mv -f {err} {PROVISION_FAILED}; fi; \
+         rm -f {PROVISION_TAR}; fi",
+        trust_ca()
     )
 }
 
 /// The provider command behind a gate: wait until provisioning is complete, then run it in
-/// the workspace. This lets the session's exec start while the provisioning exec still runs
-/// (one engine round trip less before the agent starts) without the provider ever seeing a
-/// half-provisioned home.
+/// the workspace. This lets the session's exec start while provisioning still runs (one
+/// engine round trip less before the agent starts) without the provider ever seeing a
+/// half-provisioned home. A failed provisioning ends the gate with its error on stderr and
+/// [`PROVISION_FAILED_EXIT`].
 pub fn gated_command(command: &[String]) -> Vec<String> {
     let mut argv = vec![
         "sh".to_string(),
         "-c".to_string(),
         format!(
-            "while [ ! -e {PROVISIONED_MARKER} ]; do sleep 0.02; done; cd {WORKDIR} && exec \"$@\""
+            "while [ ! -e {PROVISIONED_MARKER} ]; do \
+             if [ -e {PROVISION_FAILED} ]; then \
+             echo \"bot-bottle: provisioning failed: $(cat {PROVISION_FAILED})\" >&2; \
+             exit {PROVISION_FAILED_EXIT}; fi; sleep 0.02; done; \
+             cd {WORKDIR} && exec \"$@\""
         ),
         "bot-bottle-session".to_string(),
     ];

@@ -3,8 +3,11 @@
 //! loopback alias only. Rendering reuses the Docker backend's (one definition of the
 //! bundle); this module only adapts the document.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::backend::Prepared;
@@ -13,17 +16,35 @@ use crate::backend::docker::{launch as docker_launch, sidecar_config};
 use crate::plan::BottlePlan;
 use crate::sidecar::wire::{DaemonArgv, WireFile as _, daemon_args_file};
 
-use super::{BACKEND_NAME, LABEL_ALIAS};
+use super::{BACKEND_NAME, LABEL_AGENT_ENV, LABEL_ALIAS};
 
 /// Egress's port inside the bundle and on the alias.
 pub const EGRESS_PORT: u16 = 9099;
 
-/// The compose input for the bundle: the Docker backend's, labelled with this backend (the
-/// agent fields go unused: the agent is a VM).
-pub fn compose_input(plan: &BottlePlan, prepared: &Prepared, compose_v1: bool) -> ComposeInput {
+/// The compose input for the bundle: the Docker backend's, labelled with this backend. The
+/// agent's environment is the VM's (proxy on `alias`); it goes on the bundle as a label for
+/// `exec`, the other agent fields go unused (the agent is a VM).
+pub fn compose_input(
+    plan: &BottlePlan,
+    prepared: &Prepared,
+    compose_v1: bool,
+    alias: Ipv4Addr,
+) -> ComposeInput {
     let mut input = docker_launch::compose_input(plan, &plan.names, prepared, compose_v1);
     input.backend = BACKEND_NAME.to_string();
+    input.agent_env = super::launch::agent_env(plan, alias);
     input
+}
+
+/// The agent's environment as a label value: JSON in unpadded URL-safe base64, so that no
+/// `,` or `=` can break the `k=v,k=v` label list `docker ps` prints.
+pub fn encode_env(env: &BTreeMap<String, String>) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(env).unwrap_or_default())
+}
+
+/// The inverse of [`encode_env`]; `None` for anything else.
+pub fn decode_env(label: &str) -> Option<BTreeMap<String, String>> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(label).ok()?).ok()
 }
 
 /// The bundle document: sidecars only, on the egress network, port published on `alias`.
@@ -42,6 +63,7 @@ pub fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
     }
     sidecars["ports"] = json!([format!("{alias}:{EGRESS_PORT}:{EGRESS_PORT}")]);
     sidecars["labels"][LABEL_ALIAS] = json!(alias.to_string());
+    sidecars["labels"][LABEL_AGENT_ENV] = json!(encode_env(&input.agent_env));
     doc
 }
 
@@ -89,7 +111,7 @@ mod tests {
             agent_image: "bot-bottle-claude:latest".into(),
             sidecar_image: "bot-bottle-sidecars:latest".into(),
         };
-        let input = compose_input(&p, &prepared, false);
+        let input = compose_input(&p, &prepared, false, Ipv4Addr::new(127, 0, 0, 18));
         let doc = render(&input, Ipv4Addr::new(127, 0, 0, 18));
         assert!(doc["services"].get("agent").is_none());
         let sidecars = &doc["services"]["sidecars"];
@@ -114,6 +136,27 @@ mod tests {
             !text.contains(&format!("\"{LABEL_BACKEND}\":\"docker\"")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_bundle_carries_the_vms_environment_for_exec() {
+        let mut p = plan();
+        p.env.literal.insert("GREETING".into(), "a=b, c".into());
+        let prepared = Prepared {
+            agent_image: "a:1".into(),
+            sidecar_image: "s:1".into(),
+        };
+        let alias = Ipv4Addr::new(127, 0, 0, 21);
+        let doc = render(&compose_input(&p, &prepared, false, alias), alias);
+        let label = doc["services"]["sidecars"]["labels"][LABEL_AGENT_ENV]
+            .as_str()
+            .unwrap();
+        assert!(!label.contains([',', '=']), "{label}");
+        let env = decode_env(label).unwrap();
+        assert_eq!(env, super::super::launch::agent_env(&p, alias));
+        assert_eq!(env["GREETING"], "a=b, c");
+        assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.21:9099");
+        assert_eq!(decode_env("not base64!"), None);
     }
 
     #[test]

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use super::pack::{self, Artifact, Registry};
 use super::{LABEL_ALIAS, LABEL_BACKEND_KV, SmolError, alias, bundle, check, version, vm};
-use crate::backend::docker::compose::SIDECAR_LOG_DIR;
 use crate::backend::docker::{ComposeCmd, discover, launch as docker_launch, provision};
-use crate::backend::{Outcome, Prepared, Ui, interrupt};
+use crate::backend::{Outcome, Prepared, Ui, interrupt, lifecycle};
 use crate::plan::{BottlePlan, PREFIX};
 use crate::runner::{ProcessSpec, Runner};
 use crate::state::{StateDir, TRANSCRIPT_DIR};
@@ -167,11 +166,11 @@ impl Launcher<'_> {
         // to the host disk, as in the Docker backend.
         let extra_ca = plan.extra_ca_pem();
         let files = bundle::files(plan, &ca_cert, &ca_key, extra_ca.as_deref());
-        let config = docker_launch::sidecar_config_stream(&files, plan.started_at)?;
+        let config = docker_launch::sidecar_config_stream(&files, None, plan.started_at)?;
         b.state
             .write_file("ca.pem", &ca_cert, Some(0o644))
             .map_err(state_err)?;
-        let input = bundle::compose_input(plan, self.prepared, self.compose.v1);
+        let input = bundle::compose_input(plan, self.prepared, self.compose.v1, b.alias);
         let compose_file = b
             .state
             .write_file(
@@ -253,43 +252,19 @@ impl Launcher<'_> {
                 .runner
                 .run(&vm::agent_exec_spec(&b.machine, &env, cmd, false))?;
             if !out.success() {
-                return Err(SmolError::Refused(format!(
-                    "`{}` failed in the bottle ({}); check the provider login on the host",
-                    cmd.join(" "),
-                    out.stderr_str()
-                        .trim()
-                        .lines()
-                        .last()
-                        .unwrap_or("no output")
-                )));
+                return Err(SmolError::Refused(lifecycle::verify_refusal(cmd, &out)));
             }
         }
         Ok(())
     }
 
     fn state_dir(&self, plan: &BottlePlan, b: &mut Bottle) -> Result<(), SmolError> {
-        let state = if plan.resume {
-            StateDir::open(&plan.root, &b.identity)
-        } else {
-            StateDir::create(&plan.root, &b.identity)
-        }
-        .map_err(state_err)?;
-        if !plan.resume {
+        let (state, created) =
+            lifecycle::open_state(plan, &b.identity, &plan.names.project).map_err(state_err)?;
+        if created {
             b.undo.push(Undo::StateDir(state.clone()));
         }
         b.state = state;
-        b.state
-            .write_metadata(&crate::state::Metadata {
-                identity: b.identity.clone(),
-                agent: plan.agent.clone(),
-                bottle: plan.bottle.clone(),
-                cwd: plan.cwd.clone(),
-                copy_cwd: plan.copy_cwd,
-                started_at: crate::state::Metadata::rfc3339(plan.started_at),
-                compose_project: plan.names.project.clone(),
-                backend: plan.backend.as_str().to_string(),
-            })
-            .map_err(state_err)?;
         Ok(())
     }
 
@@ -481,20 +456,12 @@ impl Launcher<'_> {
             Ok(o) => tracing::info!("no transcript copied: {}", o.stderr_str().trim()),
             Err(e) => self.ui.warn(&format!("transcript snapshot failed: {e}")),
         }
-        let logs = ProcessSpec::new("docker").args([
-            "cp".to_string(),
-            format!("{}:{SIDECAR_LOG_DIR}", plan.names.sidecar_container),
-            "-".into(),
-        ]);
-        match self.runner.run(&logs) {
-            Ok(o) if o.success() => {
-                if let Err(e) = b.state.replace_from_tar(docker_launch::LOGS_DIR, &o.stdout) {
-                    self.ui.warn(&format!("log snapshot failed: {e}"));
-                }
-            }
-            Ok(o) => tracing::info!("no bundle logs copied: {}", o.stderr_str().trim()),
-            Err(e) => tracing::info!("no bundle logs copied: {e}"),
-        }
+        docker_launch::snapshot_bundle_logs(
+            self.runner,
+            &plan.names.sidecar_container,
+            &b.state,
+            self.ui,
+        );
     }
 
     fn unwind(&self, undo: &mut Vec<Undo>) {
@@ -534,34 +501,39 @@ impl Launcher<'_> {
 
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
     pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, SmolError> {
-        let mut b = self.create(plan)?;
-        if plan.resume {
-            // The preserved state dir of a resumed bottle goes only after a clean exit.
-            b.undo.insert(0, Undo::StateDir(b.state.clone()));
-        }
-        self.ui.say(&format!(
-            "session: {} (exit the agent to tear the bottle down)",
-            plan.provider
-                .command
-                .first()
-                .map(String::as_str)
-                .unwrap_or("")
-        ));
-        let code = match self.session(plan, &b, tty) {
-            Ok(c) => c,
-            Err(e) => {
-                self.teardown(&mut b);
-                return Err(e);
-            }
-        };
-        self.snapshot(plan, &b);
-        let preserved = crate::backend::settle_state(code, &b.state, self.ui);
-        self.teardown(&mut b);
-        Ok(Outcome {
-            identity: b.identity.clone(),
-            exit_code: code,
-            preserved,
-        })
+        lifecycle::run(self, plan, tty)
+    }
+}
+
+impl lifecycle::LiveBottle for Bottle {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+    fn state(&self) -> &StateDir {
+        &self.state
+    }
+    fn keep_state_until_the_end(&mut self) {
+        self.undo.insert(0, Undo::StateDir(self.state.clone()));
+    }
+}
+
+impl lifecycle::Steps for Launcher<'_> {
+    type Bottle = Bottle;
+    type Error = SmolError;
+    fn ui(&self) -> &dyn Ui {
+        self.ui
+    }
+    fn create(&self, plan: &BottlePlan) -> Result<Bottle, SmolError> {
+        Launcher::create(self, plan)
+    }
+    fn session(&self, plan: &BottlePlan, b: &mut Bottle, tty: bool) -> Result<i32, SmolError> {
+        Launcher::session(self, plan, b, tty)
+    }
+    fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+        Launcher::snapshot(self, plan, b);
+    }
+    fn teardown(&self, b: &mut Bottle) {
+        Launcher::teardown(self, b);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::backend::docker::{ComposeCmd, DockerError};
 use crate::backend::{
     ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
 };
-use crate::plan::{BackendKind, BottlePlan, HostEnv};
+use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 pub(crate) use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
@@ -35,6 +35,9 @@ pub const BACKEND_NAME: &str = "smolmachines";
 pub const LABEL_BACKEND_KV: &str = "dev.bot-bottle.backend=smolmachines";
 /// Label on the bundle naming the loopback alias it publishes on (read by allocation).
 pub const LABEL_ALIAS: &str = "dev.bot-bottle.alias";
+/// Label on the bundle holding the agent's environment (non-secret values only: this backend
+/// refuses forwarded ones), for `exec` into the VM ([`bundle::encode_env`]).
+pub const LABEL_AGENT_ENV: &str = "dev.bot-bottle.agent-env";
 /// What to install when `smolvm` is missing.
 pub const INSTALL_HINT: &str = "the smolmachines backend needs `smolvm` on PATH (macOS): install it with `curl -sSL https://smolmachines.com/install.sh | sh`, or use `--backend docker`";
 
@@ -263,6 +266,12 @@ impl Backend for SmolmachinesBackend<'_> {
         )?)
     }
 
+    /// The images are Docker images on this backend too (the agent's is packed for smolvm
+    /// at launch, cached by image id).
+    fn prepare_all(&self, build: &BuildPlan, ui: &dyn Ui) -> Result<(), BackendError> {
+        crate::backend::docker::DockerBackend::new(self.runner).prepare_all(build, ui)
+    }
+
     fn launch(
         &self,
         plan: &BottlePlan,
@@ -286,16 +295,25 @@ impl Backend for SmolmachinesBackend<'_> {
         let running = discover::machines(self.runner)?
             .iter()
             .any(|m| m.name == machine && m.state.eq_ignore_ascii_case("running"));
-        // The bundle says which alias the bottle's proxy is on.
+        // The bundle says which alias the bottle's proxy is on, and carries the agent's
+        // environment, which `machine exec` must set again on every call.
         let ps = check(self.runner, &launch::bundles_spec())?;
-        let alias = crate::backend::docker::discover::parse_ps(&ps.stdout_str())
+        let bundle = crate::backend::docker::discover::parse_ps(&ps.stdout_str())
             .into_iter()
-            .find(|c| c.labels.get(LABEL_IDENTITY).map(String::as_str) == Some(identity))
+            .find(|c| c.labels.get(LABEL_IDENTITY).map(String::as_str) == Some(identity));
+        let alias = bundle
+            .as_ref()
             .and_then(|c| c.labels.get(LABEL_ALIAS).and_then(|a| a.parse().ok()));
-        let (true, Some(alias)) = (running, alias) else {
+        let (true, Some(alias), Some(bundle)) = (running, alias, bundle) else {
             return Err(DockerError::NotRunning(identity.to_string()).into());
         };
-        let spec = vm::agent_exec_spec(&machine, &launch::proxy_env(identity, alias), command, tty);
+        // A bundle from before the label gets the proxy settings alone.
+        let env = bundle
+            .labels
+            .get(LABEL_AGENT_ENV)
+            .and_then(|v| bundle::decode_env(v))
+            .unwrap_or_else(|| launch::proxy_env(identity, alias));
+        let spec = vm::agent_exec_spec(&machine, &env, command, tty);
         Ok(self
             .runner
             .run_interactive(&spec)
