@@ -391,6 +391,40 @@ fn fetch_with_the_upstream_down_fails_with_a_clear_message() {
     );
 }
 
+/// The gate syncs every mirror in the background at start; when the upstream is down then,
+/// the first push must still sync and fail closed, and succeed once the upstream is back.
+#[test]
+fn a_push_after_a_failed_start_sync_fails_closed_then_works() {
+    let Some(_) = sshd_or_skip("failed_start_sync") else {
+        return;
+    };
+    let mut up = Upstream::start();
+    let url = up.repo("proj");
+    up.stop();
+    let gate = Gate::start(&up.user_key, &[spec(&up, "proj", json!({}))]);
+    let agent = Agent::new(&gate, &[("proj", &url)]);
+    let work = agent.home.path().join("work");
+    ok(agent
+        .git(agent.home.path())
+        .args(["init", "--quiet", "-b", "side", "work"]));
+    let new = agent.commit(&work, "a.txt", b"a\n", "a");
+    ok(agent.git(&work).args(["remote", "add", "origin", &url]));
+    let (pushed, err) = push(&agent, &work, &["origin", "side"]);
+    assert!(!pushed, "push went through an unsynced mirror: {err}");
+    assert!(
+        err.contains("cannot sync `proj` from its upstream"),
+        "{err}"
+    );
+    up.restart();
+    assert_eq!(up.rev("proj", "refs/heads/side"), None);
+    let (pushed, err) = push(&agent, &work, &["origin", "side"]);
+    assert!(pushed, "{err}");
+    assert_eq!(
+        up.rev("proj", "refs/heads/side").as_deref(),
+        Some(new.as_str())
+    );
+}
+
 #[test]
 fn a_wrong_host_key_is_refused() {
     let Some(_) = sshd_or_skip("wrong_host_key") else {

@@ -169,9 +169,11 @@ fn judge_and_forward(
         }
     }
     // 3. Forward to the upstream; its verdict is the push's verdict.
+    // `pack.window=0`: the received objects keep the deltas the agent's git already chose
+    // (reused as they are); searching for new ones again would only repeat that work.
     let mut cmd = Command::new(&ctx.env.git);
     cmd.envs(ctx.env.vars(&ctx.repo))
-        .args(["push", "--quiet", &ctx.repo.url])
+        .args(["-c", "pack.window=0", "push", "--quiet", &ctx.repo.url])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

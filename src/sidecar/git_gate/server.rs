@@ -3,9 +3,10 @@
 //!
 //! A repo is looked up by exact name in the declared set; no part of the request path is ever
 //! joined to a file path, so traversal has nothing to reach. Request bodies are bounded before
-//! and after gzip decoding. Every `info/refs` (the start of a fetch, clone, pull or push) first
-//! syncs the mirror from the upstream; when that fails the client gets a git `ERR` line naming
-//! the upstream and the reason, never the stale mirror.
+//! and after gzip decoding. Every fetch-side `info/refs` (clone, fetch, pull, ls-remote) first
+//! syncs the mirror from the upstream, and a push needs one successful sync since the gate
+//! started (begun in the background at start); when that fails the client gets a git `ERR`
+//! line naming the upstream and the reason, never the stale mirror.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -219,6 +220,7 @@ impl GateServer {
 
     /// Serve until the process ends.
     pub async fn run(self) -> Result<(), GateError> {
+        self.warm_up();
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let permit = match permits.clone().acquire_owned().await {
@@ -246,6 +248,23 @@ impl GateServer {
                     Err(e) => accept_failed(e).await,
                 },
             }
+        }
+    }
+}
+
+impl GateServer {
+    /// Sync every mirror once in the background, so a first push does not wait for it. Only
+    /// a success counts: a failed warm-up leaves the repo unsynced and the first request syncs
+    /// again and fails closed, exactly as without it.
+    fn warm_up(&self) {
+        for repo in self.shared.repos.values() {
+            let shared = self.shared.clone();
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                if let Err(reason) = sync(&shared, &repo, true).await {
+                    tracing::info!(repo = %repo.name, "first sync at start failed ({reason}); the next request retries");
+                }
+            });
         }
     }
 }
