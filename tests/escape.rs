@@ -1497,10 +1497,11 @@ fn git_gate_cases(r: &mut Report, w: &World) {
     r.record(
         "G7",
         "upstream-down-push",
+        // A push is not synced first: the gate forwards it and reports the upstream's failure.
         gate_refused(
             &up,
             push,
-            stale,
+            "refused or could not be reached (see above); nothing was pushed",
             &secret,
             "refs/heads/main",
             before.as_deref(),
