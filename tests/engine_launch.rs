@@ -537,81 +537,6 @@ fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
     );
 }
 
-/// The host's address on the engine's default bridge: a container on any bottle network
-/// reaches a host service there (through its gateway), which is what `extra_hosts` pins.
-fn bridge_address() -> std::net::IpAddr {
-    let out = docker_ok(&[
-        "network",
-        "inspect",
-        "bridge",
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
-    ]);
-    let mut parts = out.split_whitespace();
-    let first = parts.next().unwrap_or_default();
-    if let Ok(ip) = first.parse() {
-        return ip;
-    }
-    // No gateway recorded: the engine gives the bridge the subnet's first address.
-    let subnet = if first.contains('/') {
-        first
-    } else {
-        parts.next().expect("bridge subnet")
-    };
-    let base: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
-    std::net::Ipv4Addr::from(u32::from(base) + 1).into()
-}
-
-/// Byte strings that would betray the upstream key: each base64 line of the key file, the
-/// private ed25519 seed raw and in base64.
-fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let text = std::fs::read_to_string(key_file).unwrap();
-    let body: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
-        .collect();
-    let blob = b64.decode(body.concat()).unwrap();
-    let public = std::fs::read_to_string(key_file.with_extension("pub")).unwrap();
-    let pub_blob = b64
-        .decode(public.split_whitespace().nth(1).unwrap())
-        .unwrap();
-    let pub32 = &pub_blob[pub_blob.len() - 32..];
-    // The private section holds `seed || pub`: the seed is just before the last copy of pub.
-    let at = blob
-        .windows(32)
-        .rposition(|w| w == pub32)
-        .expect("public key inside the private blob");
-    let seed = blob[at - 32..at].to_vec();
-    let mut needles: Vec<Vec<u8>> = body.iter().map(|l| l.as_bytes().to_vec()).collect();
-    needles.push(b64.encode(&seed).trim_end_matches('=').as_bytes().to_vec());
-    needles.push(seed);
-    needles
-}
-
-/// The first needle found in `reader`'s bytes (read in chunks, overlapping by the longest
-/// needle so a match across two chunks is not missed).
-fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Option<usize> {
-    let keep = needles.iter().map(Vec::len).max().unwrap_or(1);
-    let mut window: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            return None;
-        }
-        window.extend_from_slice(&buf[..n]);
-        for (i, needle) in needles.iter().enumerate() {
-            if window.windows(needle.len()).any(|w| w == needle.as_slice()) {
-                return Some(i);
-            }
-        }
-        let cut = window.len().saturating_sub(keep);
-        window.drain(..cut);
-    }
-}
-
 #[test]
 #[cfg_attr(
     not(engine_tests),
@@ -624,24 +549,11 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
     }
     build_stub_image();
     let w = World::new("gitgate");
-    let bridge = bridge_address();
+    let bridge = git_gate_common::bridge_address();
     let up = git_gate_common::Upstream::start_on(bridge);
     up.repo("proj");
-    let url = format!(
-        "ssh://{}@git.test:{}{}",
-        up.user,
-        up.port,
-        up.bare("proj").display()
-    );
-    std::fs::write(
-        w.home.join("bottles/dev.md"),
-        format!(
-            "---\ngit-gate:\n  user:\n    name: Gate Tester\n    email: gate@example.test\n  repos:\n    proj:\n      url: {url}\n      identity: {key}\n      host_key: \"git.test {host_key}\"\n      extra_hosts:\n        git.test: {bridge}\n---\n",
-            key = up.user_key.display(),
-            host_key = up.host_pub,
-        ),
-    )
-    .unwrap();
+    let (url, bottle) = up.gated_bottle("proj", bridge, "");
+    std::fs::write(w.home.join("bottles/dev.md"), bottle).unwrap();
     let start = w.cmd();
     let mut c = Command::new("script");
     c.args([
@@ -728,10 +640,10 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
 
     // No key material anywhere the agent can look. The bundle does hold it (positive
     // control: the needles are right).
-    let needles = key_needles(&up.user_key);
+    let needles = git_gate_common::key_needles(&up.user_key);
     let sidecar = format!("bot-bottle-sidecars-{id}");
     let in_bundle = docker_ok(&["exec", &sidecar, "cat", "/etc/bot-bottle/git-gate-proj.key"]);
-    assert!(stream_find(in_bundle.as_bytes(), &needles).is_some());
+    assert!(git_gate_common::stream_find(in_bundle.as_bytes(), &needles).is_some());
     let mode = docker_ok(&[
         "exec",
         &sidecar,
@@ -746,7 +658,7 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
         "printenv; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>/dev/null; true",
     );
     assert!(
-        stream_find(env.as_bytes(), &needles).is_none(),
+        git_gate_common::stream_find(env.as_bytes(), &needles).is_none(),
         "key in the environment"
     );
     assert!(!env.contains("SSH_AUTH_SOCK"), "{env}");
@@ -757,7 +669,7 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let found = stream_find(export.stdout.take().unwrap(), &needles);
+    let found = git_gate_common::stream_find(export.stdout.take().unwrap(), &needles);
     assert!(export.wait().unwrap().success());
     assert_eq!(found, None, "key material in the agent's filesystem");
 

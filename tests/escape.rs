@@ -1,4 +1,4 @@
-//! The escape suite (THREATS groups Network, Credentials, Escape, Trust boundary): every case
+//! The escape suite (THREATS groups Network, Credentials, Git, Escape, Trust boundary): every case
 //! is an attack tried against real bottles on a real Docker engine, judged by which layer
 //! refused. Each case prints one line; the suite ends with `N passed, N failed, N skipped`
 //! and fails if anything failed. A case that cannot run here says skipped and why.
@@ -9,8 +9,10 @@
 //! The in-agent probes are the library's (`bot_bottle::doctor::probes`), the same ones
 //! `bot-bottle doctor` runs; this file adds what needs the host side: an upstream that echoes
 //! the credential, the compose file, state dir and `docker inspect`, argv sampled during the
-//! launch, a second bottle (E7), the CLI's trust boundary (M1, M2, M5), and `doctor` itself
-//! on a sound and on a deliberately weakened bottle.
+//! launch, a second bottle (E7), a bottle behind the git gate with a real sshd upstream on
+//! the engine's bridge (G1-G3, G5-G7, set up by `git_gate_common` as the engine launch test
+//! does), the CLI's trust boundary (M1, M2, M5), and `doctor` itself on a sound and on a
+//! deliberately weakened bottle.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,8 @@ use bot_bottle::doctor::bottle::mint_token;
 use bot_bottle::doctor::probes::{self, Context};
 use bot_bottle::doctor::targets;
 use bot_bottle::runner::{RealRunner, Runner};
+
+mod git_gate_common;
 
 const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
 
@@ -1051,14 +1055,7 @@ fn escape_suite() {
 
     trust_boundary_cases(&mut r, &w);
 
-    // Cases whose component is not wired into the launch in this version.
-    for g in ["G1", "G2", "G3", "G5", "G6", "G7"] {
-        r.skip(
-            g,
-            "git-gate",
-            "the git-gate is not wired into `start` yet (bottles with git-gate.repos are refused); covered by tests/git_gate.rs on loopback",
-        );
-    }
+    git_gate_cases(&mut r, &w);
     r.finish(started);
 }
 
@@ -1145,4 +1142,387 @@ fn assert_no_doctor_leftovers() {
     let left = docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
     let mine: Vec<&str> = left.lines().filter(|n| n.contains("doctor-")).collect();
     assert!(mine.is_empty(), "doctor left containers: {mine:?}");
+}
+
+/// A git command's exit and everything it said, stdout then stderr.
+fn said(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The last line holding `marker` (the refusal's own line), else the last line.
+fn line_with(text: &str, marker: &str) -> String {
+    text.lines()
+        .rfind(|l| l.contains(marker))
+        .or_else(|| text.lines().next_back())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// A push the gate must refuse: exit non-zero, the gate's `text` in the output, the secret
+/// never echoed, and the upstream's `refname` still at `before`.
+fn gate_refused(
+    up: &git_gate_common::Upstream,
+    (pushed, text): (bool, String),
+    refusal: &str,
+    secret: &str,
+    refname: &str,
+    before: Option<&str>,
+) -> Result<String, String> {
+    let now = up.rev("proj", refname);
+    if pushed {
+        Err(format!("the push succeeded: {text}"))
+    } else if !text.contains(refusal) {
+        Err(format!("refused, but not by `{refusal}`: {text}"))
+    } else if text.contains(secret) {
+        Err(format!("the refusal echoed the secret: {text}"))
+    } else if now.as_deref() != before {
+        Err(format!("upstream {refname} moved to {now:?}"))
+    } else {
+        Ok(format!(
+            "{}; upstream {refname} unchanged",
+            line_with(&text, refusal)
+        ))
+    }
+}
+
+/// The git-gate cases (G1-G3, G5-G7) in one bottle of their own whose gate serves `proj` of
+/// a real sshd upstream on the engine's bridge. Every verdict comes from a git command run
+/// in the agent.
+fn git_gate_cases(r: &mut Report, w: &World) {
+    const CASES: [&str; 6] = ["G1", "G2", "G3", "G5", "G6", "G7"];
+    if git_gate_common::sshd_or_skip("escape git-gate cases").is_none() {
+        for g in CASES {
+            r.skip(g, "git-gate", "needs /usr/sbin/sshd for the upstream");
+        }
+        return;
+    }
+    let bridge = git_gate_common::bridge_address();
+    let mut up = git_gate_common::Upstream::start_on(bridge);
+    up.repo("proj");
+    up.repo("other");
+    // Tags are allowed so that a tag's message reaches the scan; force stays refused.
+    let (url, bottle) = up.gated_bottle("proj", bridge, "{tags: true}");
+    std::fs::write(w.home.join("bottles/gate.md"), bottle).unwrap();
+    let agent = format!("{}g", w.tag);
+    std::fs::write(
+        w.home.join(format!("agents/{agent}.md")),
+        "---\nbottle: gate\n---\nescape suite agent behind the git gate\n",
+    )
+    .unwrap();
+    let (g, _) = start(w, &agent, None);
+    println!(
+        "---- bottle G `{}` (git gate, upstream {bridge}:{})",
+        g.id, up.port
+    );
+    let git = |script: &str| said(&g.exec(&format!("cd /tmp/work && {script}")));
+    let (cloned, text) = said(&g.exec(&format!("cd /tmp && git clone -q {url} work")));
+    if !cloned {
+        for c in CASES {
+            r.record(
+                c,
+                "git-gate",
+                Err(format!("clone through the gate failed: {text}")),
+            );
+        }
+        g.stop();
+        return;
+    }
+    let secret = git_gate_common::aws_key();
+    let main = |up: &git_gate_common::Upstream| up.rev("proj", "refs/heads/main");
+    let reset = "git fetch -q origin && git checkout -q main && git reset -q --hard origin/main";
+
+    // G1: one commit with a cloud key. The bad commit never reaches the upstream.
+    let before = main(&up);
+    let out = git(&format!(
+        "printf 'aws_access_key_id = %s\\n' {secret} > creds.ini && git add . && git commit -qm creds && git rev-parse HEAD >&2 && git push origin HEAD:main"
+    ));
+    let bad = out
+        .1
+        .lines()
+        .find(|l| l.len() == 40)
+        .unwrap_or("")
+        .to_string();
+    let mut v = gate_refused(
+        &up,
+        out,
+        "secret scan found",
+        &secret,
+        "refs/heads/main",
+        before.as_deref(),
+    );
+    let reached = git_gate_common::run(
+        git_gate_common::plain_git(&up.bare("proj")).args(["cat-file", "-e", &bad]),
+    );
+    if v.is_ok() && (bad.is_empty() || reached.status.success()) {
+        v = Err(format!("commit `{bad}` reached the upstream"));
+    }
+    r.record("G1", "push-cloud-key", v);
+
+    // G2: the secret added in one commit and removed in the next; the range is scanned.
+    git(reset);
+    let out = git(&format!(
+        "printf 'key = %s\\n' {secret} > a.env && git add . && git commit -qm add && git rm -q a.env && git commit -qm remove && git push origin HEAD:main"
+    ));
+    r.record(
+        "G2",
+        "secret-added-then-removed",
+        gate_refused(
+            &up,
+            out,
+            "secret scan found",
+            &secret,
+            "refs/heads/main",
+            before.as_deref(),
+        ),
+    );
+
+    // G3: a new branch carrying a secret, a force-push, a tag whose message holds a secret.
+    git(reset);
+    let out = git(&format!(
+        "git checkout -qb agent/g3 && printf 'token %s\\n' {secret} > t.txt && git add . && git commit -qm branch && git push origin agent/g3"
+    ));
+    r.record(
+        "G3",
+        "new-branch-with-secret",
+        gate_refused(
+            &up,
+            out,
+            "secret scan found",
+            &secret,
+            "refs/heads/agent/g3",
+            None,
+        ),
+    );
+    git(reset);
+    let (clean, text) = git(
+        "echo clean > clean.txt && git add . && git commit -qm clean && git push -q origin HEAD:main",
+    );
+    let pushed = main(&up);
+    let out = git("git commit -q --amend -m rewritten && git push --force origin HEAD:main");
+    r.record(
+        "G3",
+        "force-push",
+        if clean {
+            gate_refused(
+                &up,
+                out,
+                "force-pushes are not allowed",
+                &secret,
+                "refs/heads/main",
+                pushed.as_deref(),
+            )
+        } else {
+            Err(format!(
+                "the clean push before the force-push failed: {text}"
+            ))
+        },
+    );
+    git(reset);
+    let out = git(&format!(
+        "git tag -a v-g3 -m \"release notes {secret}\" && git push origin refs/tags/v-g3"
+    ));
+    r.record(
+        "G3",
+        "tag-message-with-secret",
+        gate_refused(
+            &up,
+            out,
+            "secret scan found",
+            &secret,
+            "refs/tags/v-g3",
+            None,
+        ),
+    );
+
+    // G5: remotes the bottle did not declare. The gate's own URL comes from the agent's
+    // git config (the `insteadOf` rule for `proj`).
+    let (_, rules) = git("git config --global --get-regexp '^url\\.'");
+    let gate_other = rules
+        .split_whitespace()
+        .find_map(|t| {
+            t.strip_prefix("url.")
+                .and_then(|u| u.strip_suffix(".insteadof"))
+        })
+        .map(|u| u.replace("/proj.git", "/other.git"))
+        .unwrap_or_default();
+    // The agent's network has no path out: ssh fails at name resolution or connect.
+    const NO_PATH: [&str; 5] = [
+        "Could not resolve hostname",
+        "Network is unreachable",
+        "Connection timed out",
+        "Connection refused",
+        "No route to host",
+    ];
+    let remotes = [
+        (
+            "undeclared-https-remote",
+            "https://github.com/bot-bottle/undeclared.git".to_string(),
+            "403",
+            "x-bot-bottle-refusal: layer=allowlist",
+        ),
+        (
+            "undeclared-ssh-host",
+            "ssh://git@gitlab.com/bot-bottle/undeclared.git".to_string(),
+            "ssh: ",
+            "",
+        ),
+        (
+            "gate-url-other-repo",
+            gate_other.clone(),
+            "is not declared in this bottle's git-gate.repos",
+            "",
+        ),
+    ];
+    for (name, remote, refusal, detail) in remotes {
+        let (ok, text) = git(&format!(
+            "GIT_TRACE_CURL=1 GIT_TRACE_CURL_NO_DATA=1 timeout 60 git ls-remote {remote} 2>&1 | grep -i 'refusal\\|fatal\\|error\\|ssh:\\|remote:'; exit ${{PIPESTATUS[0]}}"
+        ));
+        let lower = text.to_lowercase();
+        r.record(
+            "G5",
+            name,
+            if remote.is_empty() {
+                Err(format!("no gate URL in the agent's git config: {rules}"))
+            } else if ok {
+                Err(format!("`git ls-remote {remote}` succeeded"))
+            } else if !text.contains(refusal)
+                || !lower.contains(&detail.to_lowercase())
+                || (name == "undeclared-ssh-host" && !NO_PATH.iter().any(|m| text.contains(m)))
+            {
+                Err(format!("refused, but not by `{refusal}` {detail}: {text}"))
+            } else {
+                Ok(format!("{remote}: {}", line_with(&text, refusal)))
+            },
+        );
+    }
+
+    // G6: no key and no agent socket in the agent, the key's bytes nowhere in its filesystem
+    // (a positive control in the bundle proves the needles), and no direct path to the
+    // upstream's ssh port or to port 22.
+    let needles = git_gate_common::key_needles(&up.user_key);
+    let in_bundle = docker_ok(&[
+        "exec",
+        &g.sidecar(),
+        "cat",
+        "/etc/bot-bottle/git-gate-proj.key",
+    ]);
+    let (_, ssh_dir) = said(&g.exec("ls -A ~/.ssh 2>/dev/null; true"));
+    let (_, env) = said(&g.exec(
+        "printenv; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done 2>/dev/null; true",
+    ));
+    let mut export = Command::new("docker")
+        .args(["export", &g.agent()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let in_fs = git_gate_common::stream_find(export.stdout.take().unwrap(), &needles);
+    let exported = export.wait().map(|s| s.success()).unwrap_or(false);
+    r.record(
+        "G6",
+        "no-key-in-agent",
+        if git_gate_common::stream_find(in_bundle.as_bytes(), &needles).is_none() {
+            Err("positive control: the key is not in the bundle either".into())
+        } else if !ssh_dir.trim().is_empty() {
+            Err(format!("~/.ssh holds {ssh_dir}"))
+        } else if env.contains("SSH_AUTH_SOCK") {
+            Err("SSH_AUTH_SOCK in the agent's environment".into())
+        } else if git_gate_common::stream_find(env.as_bytes(), &needles).is_some() {
+            Err("key material in the agent's environment".into())
+        } else if !exported || in_fs.is_some() {
+            Err(format!("key material in the agent's filesystem (export ok: {exported})"))
+        } else {
+            Ok("~/.ssh empty, no SSH_AUTH_SOCK, key bytes in no env and nowhere in the exported filesystem (present in the bundle)".into())
+        },
+    );
+    let mut direct = Vec::new();
+    for port in [22, up.port] {
+        let (open, text) = said(&g.exec(&format!(
+            "timeout 5 bash -c 'exec 3<>/dev/tcp/{bridge}/{port}' 2>&1 && echo OPEN"
+        )));
+        direct.push((port, open, text));
+    }
+    let (ssh_ok, ssh_text) = said(&g.exec(&format!(
+        "timeout 20 ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o ConnectTimeout=5 -p {} {}@{bridge} true 2>&1",
+        up.port, up.user
+    )));
+    r.record(
+        "G6",
+        "upstream-ssh-unreachable",
+        if let Some((port, _, text)) = direct.iter().find(|d| d.1) {
+            Err(format!(
+                "the agent reached {bridge}:{port} directly: {text}"
+            ))
+        } else if ssh_ok {
+            Err(format!("ssh to {bridge}:{} succeeded: {ssh_text}", up.port))
+        } else {
+            Ok(direct
+                .iter()
+                .map(|(p, _, t)| format!("{bridge}:{p} {}", line_with(t, "")))
+                .chain(std::iter::once(format!(
+                    "ssh: {}",
+                    line_with(&ssh_text, "")
+                )))
+                .collect::<Vec<_>>()
+                .join("; "))
+        },
+    );
+
+    // G7: the upstream down: fetch and push fail saying so, nothing stale is served; back
+    // up, fetch works again.
+    git(reset);
+    up.stop();
+    let fetch = git("git fetch origin");
+    let before = main(&up);
+    let push = git(
+        "echo late > late.txt && git add . && git commit -qm late && git push origin HEAD:main",
+    );
+    let stale = "cannot sync `proj` from its upstream";
+    r.record(
+        "G7",
+        "upstream-down-fetch",
+        match &fetch {
+            (true, t) => Err(format!("fetch succeeded with the upstream down: {t}")),
+            (false, t) if t.contains(stale) && t.contains("stale") => Ok(line_with(t, stale)),
+            (false, t) => Err(format!("fetch failed without saying why: {t}")),
+        },
+    );
+    r.record(
+        "G7",
+        "upstream-down-push",
+        // A push is not synced first: the gate forwards it and reports the upstream's failure.
+        gate_refused(
+            &up,
+            push,
+            "refused or could not be reached (see above); nothing was pushed",
+            &secret,
+            "refs/heads/main",
+            before.as_deref(),
+        ),
+    );
+    up.restart();
+    let (back, text) = git("git fetch origin");
+    r.record(
+        "G7",
+        "upstream-back",
+        if back {
+            Ok("fetch works again once the upstream is back".into())
+        } else {
+            Err(format!("fetch still fails: {text}"))
+        },
+    );
+    if !g.stop() {
+        r.record(
+            "G7",
+            "gate-bottle-ends",
+            Err("the git-gate bottle did not end cleanly".into()),
+        );
+    }
 }

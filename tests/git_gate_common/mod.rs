@@ -200,6 +200,34 @@ impl Upstream {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// A bottle file whose git gate serves repo `name` of this upstream (listening on
+    /// `bridge`, the engine's bridge address) under the name `git.test`, pinned through
+    /// `extra_hosts`; `refs` is an optional `refs:` value. Returns the repo's URL and the file.
+    pub fn gated_bottle(
+        &self,
+        name: &str,
+        bridge: std::net::IpAddr,
+        refs: &str,
+    ) -> (String, String) {
+        let url = format!(
+            "ssh://{}@git.test:{}{}",
+            self.user,
+            self.port,
+            self.bare(name).display()
+        );
+        let refs = if refs.is_empty() {
+            String::new()
+        } else {
+            format!("      refs: {refs}\n")
+        };
+        let file = format!(
+            "---\ngit-gate:\n  user:\n    name: Gate Tester\n    email: gate@example.test\n  repos:\n    {name}:\n      url: {url}\n      identity: {key}\n      host_key: \"git.test {host_key}\"\n{refs}      extra_hosts:\n        git.test: {bridge}\n---\n",
+            key = self.user_key.display(),
+            host_key = self.host_pub,
+        );
+        (url, file)
+    }
+
     /// The ssh command a direct (gate-less) client uses to reach this upstream.
     pub fn direct_ssh(&self) -> String {
         format!(
@@ -375,6 +403,86 @@ impl Agent {
         ok(self.git(work).args(["add", "-A"]));
         ok(self.git(work).args(["commit", "--quiet", "-m", msg]));
         ok(self.git(work).args(["rev-parse", "HEAD"]))
+    }
+}
+
+/// The host's address on the engine's default bridge: a container on any bottle network
+/// reaches a host service there (through its gateway), which is what `extra_hosts` pins.
+pub fn bridge_address() -> std::net::IpAddr {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+        ])
+        .output()
+        .expect("docker runs");
+    assert!(out.status.success(), "docker network inspect bridge failed");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = out.split_whitespace();
+    let first = parts.next().unwrap_or_default();
+    if let Ok(ip) = first.parse() {
+        return ip;
+    }
+    // No gateway recorded: the engine gives the bridge the subnet's first address.
+    let subnet = if first.contains('/') {
+        first
+    } else {
+        parts.next().expect("bridge subnet")
+    };
+    let base: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(base) + 1).into()
+}
+
+/// Byte strings that would betray the upstream key: each base64 line of the key file, the
+/// private ed25519 seed raw and in base64.
+pub fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = std::fs::read_to_string(key_file).unwrap();
+    let body: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.trim().is_empty())
+        .collect();
+    let blob = b64.decode(body.concat()).unwrap();
+    let public = std::fs::read_to_string(key_file.with_extension("pub")).unwrap();
+    let pub_blob = b64
+        .decode(public.split_whitespace().nth(1).unwrap())
+        .unwrap();
+    let pub32 = &pub_blob[pub_blob.len() - 32..];
+    // The private section holds `seed || pub`: the seed is just before the last copy of pub.
+    let at = blob
+        .windows(32)
+        .rposition(|w| w == pub32)
+        .expect("public key inside the private blob");
+    let seed = blob[at - 32..at].to_vec();
+    let mut needles: Vec<Vec<u8>> = body.iter().map(|l| l.as_bytes().to_vec()).collect();
+    needles.push(b64.encode(&seed).trim_end_matches('=').as_bytes().to_vec());
+    needles.push(seed);
+    needles
+}
+
+/// The first needle found in `reader`'s bytes (read in chunks, overlapping by the longest
+/// needle so a match across two chunks is not missed).
+pub fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Option<usize> {
+    let keep = needles.iter().map(Vec::len).max().unwrap_or(1);
+    let mut window: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).unwrap();
+        if n == 0 {
+            return None;
+        }
+        window.extend_from_slice(&buf[..n]);
+        for (i, needle) in needles.iter().enumerate() {
+            if window.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                return Some(i);
+            }
+        }
+        let cut = window.len().saturating_sub(keep);
+        window.drain(..cut);
     }
 }
 
