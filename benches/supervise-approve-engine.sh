@@ -91,6 +91,8 @@ for i in $(seq "$SAMPLES"); do
   req="$(mcp propose-egress-route "{\"host\":\"upstream.test\",\"path_prefixes\":[\"/g$i/\"],\"reason\":\"bench\"}" \
     | grep -o '[0-9]\{13\}-[0-9a-f]\{6\}' | head -n 1)"
   [ -n "$req" ] || { echo "no request id from propose" >&2; exit 1; }
+  # The operator learns the id from `requests` (which queues it), then approves it.
+  "$BIN" requests | grep -q "$req" || { echo "$req not listed by requests" >&2; exit 1; }
   # The probe loop runs inside the agent; it marks its first refusal so the approval starts
   # only once it is spinning, and prints the clock at its first success.
   in_agent "rm -f /tmp/probing; until [ \"\$($PROBE http://upstream.test/g$i/x)\" = 200 ]; do touch /tmp/probing; done; date +%s%N" \
