@@ -5,7 +5,13 @@
 # the same run. Prints figures; asserts nothing.
 #
 #   benches/supervise-approve.sh          # SAMPLES=30; PROFILE=release builds optimised
+#   flock /tmp/bb-engine.lock nice -n 19 env ENGINE=1 benches/supervise-approve.sh
+#                                         # the whole path on a real bottle, from the host's
+#                                         # `bot-bottle approve` (supervise-approve-engine.sh)
 set -euo pipefail
+if [ "${ENGINE:-0}" = 1 ]; then
+  exec "$(dirname "$0")/supervise-approve-engine.sh"
+fi
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SAMPLES="${SAMPLES:-30}"

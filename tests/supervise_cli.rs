@@ -119,6 +119,24 @@ fn list_approve_and_audit() {
 }
 
 #[test]
+fn approving_a_queued_request_is_one_docker_exec() {
+    let env = Env::new();
+    env.cmd().args(["requests"]).assert().success();
+    std::fs::write(&env.log, "").unwrap();
+    env.cmd().args(["approve", ID]).assert().success();
+    let calls = std::fs::read_to_string(&env.log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with(
+            "docker exec -i bot-bottle-sidecars-dev-1 /usr/local/bin/bot-bottle-supervise decide"
+        ),
+        "{calls:?}"
+    );
+    assert_eq!(env.audit_events(), ["requested", "approved"]);
+}
+
+#[test]
 fn reject_carries_the_reason() {
     let env = Env::new();
     env.cmd()

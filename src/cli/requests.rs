@@ -69,7 +69,12 @@ pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
     let q = queue()?;
     let runner = RealRunner;
     let link = DockerLink { runner: &runner };
-    pull(&q, &link)?;
+    // The operator usually has the id from `requests` or the dashboard, which queued it: then
+    // the pull (a `docker ps` and two `docker exec` per bottle) is skipped and the approval
+    // costs one `docker exec`.
+    if q.get(&args.id).is_err() {
+        pull(&q, &link)?;
+    }
     // `--save`: the change to the bottle file is shown and agreed to before anything is
     // decided, so a declined save decides nothing.
     let save = if args.save {
