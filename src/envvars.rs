@@ -1,28 +1,24 @@
 //! Every `BOT_BOTTLE_*` environment variable the tools read, in one place.
 
 /// Home root override (default `~/.bot-bottle`).
-pub const HOME: &str = "BOT_BOTTLE_HOME";
+pub(crate) const HOME: &str = "BOT_BOTTLE_HOME";
 /// `1` makes `start` behave as `start --dry-run`.
-pub const DRY_RUN: &str = "BOT_BOTTLE_DRY_RUN";
+pub(crate) const DRY_RUN: &str = "BOT_BOTTLE_DRY_RUN";
 /// Pins the agent container name (error if taken).
-pub const CONTAINER: &str = "BOT_BOTTLE_CONTAINER";
+pub(crate) const CONTAINER: &str = "BOT_BOTTLE_CONTAINER";
 /// Overrides the agent image.
-pub const IMAGE: &str = "BOT_BOTTLE_IMAGE";
+pub(crate) const IMAGE: &str = "BOT_BOTTLE_IMAGE";
 /// Extra CA certificates (PEM file or directory) for image builds and egress upstream trust.
-pub const EXTRA_CA_CERTS: &str = "BOT_BOTTLE_EXTRA_CA_CERTS";
+pub(crate) const EXTRA_CA_CERTS: &str = "BOT_BOTTLE_EXTRA_CA_CERTS";
 /// Daemons the sidecar init starts (comma separated).
-pub const SIDECAR_DAEMONS: &str = "BOT_BOTTLE_SIDECAR_DAEMONS";
+pub(crate) const SIDECAR_DAEMONS: &str = "BOT_BOTTLE_SIDECAR_DAEMONS";
 /// Directory holding each sidecar daemon's argv as `<name>.args.json` (a JSON array of strings).
-pub const SIDECAR_CONFIG_DIR: &str = "BOT_BOTTLE_SIDECAR_CONFIG_DIR";
+pub(crate) const SIDECAR_CONFIG_DIR: &str = "BOT_BOTTLE_SIDECAR_CONFIG_DIR";
 /// Grace period between SIGTERM and SIGKILL when the sidecar init stops (`5s`, `500ms`).
-pub const SIDECAR_STOP_TIMEOUT: &str = "BOT_BOTTLE_SIDECAR_STOP_TIMEOUT";
+pub(crate) const SIDECAR_STOP_TIMEOUT: &str = "BOT_BOTTLE_SIDECAR_STOP_TIMEOUT";
 /// A published sidecar image to use instead of building one.
-pub const SIDECAR_IMAGE: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
-/// Backend selection (`docker` or `smolmachines`).
-pub const BACKEND: &str = "BOT_BOTTLE_BACKEND";
+pub(crate) const SIDECAR_IMAGE: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
 /// Test-only weakening of a bottle (`network`: the agent gets a normal network; `runc`: the
 /// agent runs under runc even when gVisor is registered). Read only by debug builds (see
 /// `plan::Weakening` and decision 0035); a release build ignores it.
-pub const TEST_WEAKEN: &str = "BOT_BOTTLE_TEST_WEAKEN";
-/// Enables engine tests (`1`).
-pub const ENGINE_TESTS: &str = "BOT_BOTTLE_ENGINE_TESTS";
+pub(crate) const TEST_WEAKEN: &str = "BOT_BOTTLE_TEST_WEAKEN";

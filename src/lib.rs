@@ -6,7 +6,7 @@
 pub mod backend;
 pub mod cli;
 pub mod doctor;
-pub mod envvars;
+pub(crate) mod envvars;
 pub mod manifest;
 pub mod plan;
 pub mod requests;

@@ -22,11 +22,11 @@ use crate::sidecar::supervise::refusals::{self, RefusalEvent};
 use crate::sidecar::supervise::spool::{Decision, Request, is_request_id, now_rfc3339};
 
 /// Where the daemon binary sits in the bundle.
-pub const SUPERVISE_BIN: &str = "/usr/local/bin/bot-bottle-supervise";
+pub(crate) const SUPERVISE_BIN: &str = "/usr/local/bin/bot-bottle-supervise";
 /// The spool inside the bundle (not in the socket volume the agent shares).
-pub const BUNDLE_SPOOL: &str = "/var/lib/bot-bottle/supervise";
+pub(crate) const BUNDLE_SPOOL: &str = "/var/lib/bot-bottle/supervise";
 /// Egress's live routes file inside the bundle.
-pub const BUNDLE_ROUTES: &str = "/etc/bot-bottle/routes.json";
+pub(crate) const BUNDLE_ROUTES: &str = "/etc/bot-bottle/routes.json";
 
 /// What can go wrong on the operator's side.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum RequestsError {
 /// One queued request and the bottle it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub bottle: String,
     pub request: Request,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,17 +65,17 @@ pub struct Entry {
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditLine {
+pub(crate) struct AuditLine {
     pub time: String,
     pub bottle: String,
     /// `requested`, `approved`, `rejected`, `granted`, `expired`.
     pub event: String,
     pub id: String,
-    pub summary: String,
+    pub(crate) summary: String,
 }
 
 /// A request in one line: what is asked for.
-pub fn summary(r: &Request) -> String {
+pub(crate) fn summary(r: &Request) -> String {
     use crate::sidecar::supervise::spool::Change;
     match &r.change {
         Change::Route(p) => {
@@ -128,7 +128,7 @@ impl Queue {
         Ok(Queue { dir })
     }
 
-    pub fn audit_path(&self) -> PathBuf {
+    pub(crate) fn audit_path(&self) -> PathBuf {
         self.dir.join("audit.jsonl")
     }
 
@@ -183,7 +183,7 @@ impl Queue {
     }
 
     /// One entry with its decision, if any.
-    pub fn get(&self, id: &str) -> Result<Entry, RequestsError> {
+    pub(crate) fn get(&self, id: &str) -> Result<Entry, RequestsError> {
         if !is_request_id(id) {
             return Err(RequestsError::Unknown(id.chars().take(40).collect()));
         }
@@ -214,7 +214,7 @@ impl Queue {
     }
 
     /// Every entry, oldest first.
-    pub fn entries(&self) -> Result<Vec<Entry>, RequestsError> {
+    pub(crate) fn entries(&self) -> Result<Vec<Entry>, RequestsError> {
         let rd = fs::read_dir(&self.dir).map_err(io(&self.dir))?;
         let mut ids: Vec<String> = rd
             .filter_map(Result::ok)
@@ -226,7 +226,7 @@ impl Queue {
     }
 
     /// Undecided entries, oldest first.
-    pub fn pending(&self) -> Result<Vec<Entry>, RequestsError> {
+    pub(crate) fn pending(&self) -> Result<Vec<Entry>, RequestsError> {
         Ok(self
             .entries()?
             .into_iter()
@@ -235,7 +235,7 @@ impl Queue {
     }
 
     /// Record the decision (once) and audit it.
-    pub fn record_decision(&self, bottle: &str, d: &Decision) -> Result<(), RequestsError> {
+    pub(crate) fn record_decision(&self, bottle: &str, d: &Decision) -> Result<(), RequestsError> {
         let entry = self.get(&d.id)?;
         let file = self.dir.join(&d.id).join("decision.json");
         let body = serde_json::to_vec_pretty(d).unwrap_or_default();
@@ -277,7 +277,7 @@ impl Queue {
 }
 
 /// The way to each running bottle's spool.
-pub trait BundleLink {
+pub(crate) trait BundleLink {
     /// Identities of running bottles.
     fn bottles(&self) -> Result<Vec<String>, RequestsError>;
     /// Undecided requests in one bottle.
@@ -289,7 +289,7 @@ pub trait BundleLink {
 }
 
 /// [`BundleLink`] through `docker exec` on each bundle.
-pub struct DockerLink<'a> {
+pub(crate) struct DockerLink<'a> {
     pub runner: &'a dyn Runner,
 }
 
@@ -380,7 +380,7 @@ const TRANSCRIPT_DIRS: [&str; 2] = ["/home/node/.claude/projects", "/home/node/.
 
 /// What an approved image change left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageApplied {
+pub(crate) struct ImageApplied {
     /// The per-bottle Dockerfile `resume` builds from.
     pub dockerfile: PathBuf,
     /// Whether a transcript was copied out.
@@ -393,7 +393,7 @@ pub struct ImageApplied {
 /// per-bottle Dockerfile into its state dir, copy the transcript out of the agent, mark the
 /// state preserved, then tear the bottle down. `resume` then builds and runs that image
 /// (`plan::image`: a state-dir Dockerfile wins over the bottle's own).
-pub fn apply_image_change(
+pub(crate) fn apply_image_change(
     runner: &dyn Runner,
     root: &Path,
     bottle: &str,
@@ -546,7 +546,7 @@ pub fn follow_refusals(
 /// Pull every running bottle's new requests and grant events into the queue and the audit
 /// log. A bottle that cannot be read (no supervise in it, stopping) is skipped and named in
 /// the returned warnings.
-pub fn sync(queue: &Queue, link: &dyn BundleLink) -> Result<Vec<String>, RequestsError> {
+pub(crate) fn sync(queue: &Queue, link: &dyn BundleLink) -> Result<Vec<String>, RequestsError> {
     let mut warnings = Vec::new();
     for bottle in link.bottles()? {
         match link.pending(&bottle) {
@@ -575,7 +575,11 @@ pub fn sync(queue: &Queue, link: &dyn BundleLink) -> Result<Vec<String>, Request
 
 /// Decide a queued request: hand the decision to its bottle, then record and audit it. The
 /// bottle is asked first, so a decision that could not be delivered is not recorded.
-pub fn decide(queue: &Queue, link: &dyn BundleLink, d: &Decision) -> Result<(), RequestsError> {
+pub(crate) fn decide(
+    queue: &Queue,
+    link: &dyn BundleLink,
+    d: &Decision,
+) -> Result<(), RequestsError> {
     let entry = queue.get(&d.id)?;
     if entry.decision.is_some() {
         return Err(RequestsError::AlreadyDecided(d.id.clone()));

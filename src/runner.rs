@@ -1,7 +1,7 @@
 //! The one place that spawns engine processes (`docker`, `docker compose`, `smolvm`).
 //!
 //! Backends describe a command as a [`ProcessSpec`] value; tests assert on those values through
-//! [`RecordingRunner`], and [`RealRunner`] is the only code that turns them into processes.
+//! the test-only `RecordingRunner`, and [`RealRunner`] is the only code that turns them into processes.
 //! Secret values travel only in [`ProcessSpec::secret_env`]: they reach the child's environment
 //! and are redacted everywhere they could be printed (argv stays secret-free by construction).
 
@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+#[cfg(test)]
 use std::sync::{Arc, Mutex};
 
 use crate::secret::Secret;
@@ -17,12 +18,12 @@ use crate::secret::Secret;
 /// A command to run: program, argv, extra environment and optional stdin bytes.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct ProcessSpec {
-    pub program: String,
+    pub(crate) program: String,
     pub args: Vec<String>,
     /// Plain variables added to the inherited environment (shown by `Display`).
     pub env: BTreeMap<String, String>,
     /// Secret variables added to the inherited environment (always redacted).
-    pub secret_env: BTreeMap<String, Secret>,
+    pub(crate) secret_env: BTreeMap<String, Secret>,
     pub cwd: Option<PathBuf>,
     /// Bytes written to the child's stdin, which is then closed.
     pub stdin: Option<Vec<u8>>,
@@ -59,7 +60,7 @@ impl ProcessSpec {
     }
 
     #[must_use]
-    pub fn secret_env(mut self, k: impl Into<String>, v: Secret) -> Self {
+    pub(crate) fn secret_env(mut self, k: impl Into<String>, v: Secret) -> Self {
         self.secret_env.insert(k.into(), v);
         self
     }
@@ -308,7 +309,7 @@ fn spawn_error(spec: &ProcessSpec, e: std::io::Error) -> RunError {
 }
 
 /// Exit code, or 128 + signal for a child killed by a signal.
-pub fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -368,30 +369,34 @@ impl Runner for RealRunner {
 }
 
 /// How a recorded call was made.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Captured,
     Streaming,
     Interactive,
 }
 
+#[cfg(test)]
 type Answer = dyn Fn(&ProcessSpec) -> Result<Output, RunError> + Send + Sync;
 
 /// A fake runner: records every spec and answers from a closure. Clones share the record.
+#[cfg(test)]
 #[derive(Clone)]
-pub struct RecordingRunner {
+pub(crate) struct RecordingRunner {
     answer: Arc<Answer>,
     calls: Arc<Mutex<Vec<(Mode, ProcessSpec)>>>,
 }
 
+#[cfg(test)]
 impl RecordingRunner {
     /// Answers every call with `answer(spec)`.
-    pub fn new(answer: impl Fn(&ProcessSpec) -> Output + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(answer: impl Fn(&ProcessSpec) -> Output + Send + Sync + 'static) -> Self {
         Self::fallible(move |spec| Ok(answer(spec)))
     }
 
     /// Answers with a result, so tests can simulate a missing program or an I/O error.
-    pub fn fallible(
+    pub(crate) fn fallible(
         answer: impl Fn(&ProcessSpec) -> Result<Output, RunError> + Send + Sync + 'static,
     ) -> Self {
         RecordingRunner {
@@ -401,17 +406,17 @@ impl RecordingRunner {
     }
 
     /// Answers every call with success and empty output.
-    pub fn succeeding() -> Self {
+    pub(crate) fn succeeding() -> Self {
         Self::new(|_| Output::default())
     }
 
     /// Every spec run so far, in order.
-    pub fn calls(&self) -> Vec<ProcessSpec> {
+    pub(crate) fn calls(&self) -> Vec<ProcessSpec> {
         self.calls_with_mode().into_iter().map(|(_, s)| s).collect()
     }
 
     /// Every spec run so far with the way it was run.
-    pub fn calls_with_mode(&self) -> Vec<(Mode, ProcessSpec)> {
+    pub(crate) fn calls_with_mode(&self) -> Vec<(Mode, ProcessSpec)> {
         match self.calls.lock() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -427,6 +432,7 @@ impl RecordingRunner {
     }
 }
 
+#[cfg(test)]
 impl fmt::Debug for RecordingRunner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RecordingRunner")
@@ -435,6 +441,7 @@ impl fmt::Debug for RecordingRunner {
     }
 }
 
+#[cfg(test)]
 impl Runner for RecordingRunner {
     fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
         self.record(Mode::Captured, spec)

@@ -13,7 +13,7 @@ impl Secret {
     }
 
     /// The raw value. Call sites are few and reviewed: child env, egress token injection.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

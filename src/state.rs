@@ -14,17 +14,17 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 /// Mode of files written with `mode: None`.
-pub const DEFAULT_FILE_MODE: u32 = 0o600;
+pub(crate) const DEFAULT_FILE_MODE: u32 = 0o600;
 /// Mode of the state directories.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Metadata file name inside a state directory.
-pub const METADATA_FILE: &str = "metadata.json";
+pub(crate) const METADATA_FILE: &str = "metadata.json";
 /// Marker that keeps a state directory after the session (crash, approved image change).
-pub const PRESERVE_MARKER: &str = ".preserve";
+pub(crate) const PRESERVE_MARKER: &str = ".preserve";
 /// Transcript snapshot directory name.
-pub const TRANSCRIPT_DIR: &str = "transcript";
+pub(crate) const TRANSCRIPT_DIR: &str = "transcript";
 /// Free space a launch needs on the state filesystem before anything starts.
-pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What `metadata.json` records about a bottle, enough for `resume`, `list` and `cleanup`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +43,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// Unix seconds in the format `started_at` uses.
-    pub fn rfc3339(unix_secs: u64) -> String {
+    pub(crate) fn rfc3339(unix_secs: u64) -> String {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
         humantime::format_rfc3339_seconds(t).to_string()
     }
@@ -89,12 +89,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 }
 
 /// `<root>/state`.
-pub fn state_root(root: &Path) -> PathBuf {
+pub(crate) fn state_root(root: &Path) -> PathBuf {
     root.join("state")
 }
 
 /// Identities become directory and container names: keep them to a safe alphabet.
-pub fn validate_id(id: &str) -> Result<(), StateError> {
+pub(crate) fn validate_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
@@ -120,7 +120,7 @@ fn mkdir_private(path: &Path) -> Result<(), StateError> {
 }
 
 /// Free bytes available to this user on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> Result<u64, StateError> {
+pub(crate) fn free_bytes(path: &Path) -> Result<u64, StateError> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| StateError::Io {
         path: path.to_path_buf(),
@@ -137,7 +137,7 @@ pub fn free_bytes(path: &Path) -> Result<u64, StateError> {
 }
 
 /// Checks that `dir` (which must exist) has `need` bytes free and accepts a write.
-pub fn check_writable(dir: &Path, need: u64) -> Result<(), StateError> {
+pub(crate) fn check_writable(dir: &Path, need: u64) -> Result<(), StateError> {
     let free = free_bytes(dir)?;
     if free < need {
         return Err(StateError::NoSpace {
@@ -236,7 +236,7 @@ impl StateDir {
 
     /// The handle of `<root>/state/<id>` without touching the disk: the directory may not
     /// exist yet (a launch names it before creating it).
-    pub fn planned(root: &Path, id: &str) -> StateDir {
+    pub(crate) fn planned(root: &Path, id: &str) -> StateDir {
         StateDir {
             id: id.to_string(),
             path: state_root(root).join(id),
@@ -269,7 +269,7 @@ impl StateDir {
 
     /// Writes `name` (a relative path; parents are created 0700) atomically with `mode`,
     /// 0600 when `None`. Returns the absolute path. Never pass secret values here.
-    pub fn write_file(
+    pub(crate) fn write_file(
         &self,
         name: &str,
         contents: impl AsRef<[u8]>,
@@ -309,7 +309,7 @@ impl StateDir {
     }
 
     /// Drops the preserve marker (a resumed bottle that ended cleanly).
-    pub fn unpreserve(&self) -> Result<(), StateError> {
+    pub(crate) fn unpreserve(&self) -> Result<(), StateError> {
         match fs::remove_file(self.path.join(PRESERVE_MARKER)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -321,7 +321,11 @@ impl StateDir {
     /// sit under one top directory (what `docker cp <container>:<dir> -` prints); that top
     /// directory becomes `name`. Only regular files and directories are kept, each path
     /// checked like [`StateDir::write_file`]'s: a stream can never write outside `name`.
-    pub fn replace_from_tar(&self, name: &str, tar_bytes: &[u8]) -> Result<PathBuf, StateError> {
+    pub(crate) fn replace_from_tar(
+        &self,
+        name: &str,
+        tar_bytes: &[u8],
+    ) -> Result<PathBuf, StateError> {
         let rel = checked_name(name)?.to_path_buf();
         let dest = self.path.join(&rel);
         match fs::remove_dir_all(&dest) {
@@ -365,19 +369,19 @@ impl StateDir {
         Ok(dest)
     }
 
-    pub fn is_preserved(&self) -> bool {
+    pub(crate) fn is_preserved(&self) -> bool {
         self.path.join(PRESERVE_MARKER).exists()
     }
 
     /// Where the transcript snapshot goes (`<state>/transcript`). Not created here: `docker cp`
     /// creates it, and its absence means no snapshot was taken.
-    pub fn transcript_dir(&self) -> PathBuf {
+    pub(crate) fn transcript_dir(&self) -> PathBuf {
         self.path.join(TRANSCRIPT_DIR)
     }
 
     /// Removes the directory unless it carries the `.preserve` marker. Returns whether it was
     /// removed; an already missing directory counts as removed (teardown is idempotent).
-    pub fn remove_unless_preserved(&self) -> Result<bool, StateError> {
+    pub(crate) fn remove_unless_preserved(&self) -> Result<bool, StateError> {
         if self.is_preserved() {
             return Ok(false);
         }
@@ -386,7 +390,7 @@ impl StateDir {
     }
 
     /// Removes the directory unconditionally (`cleanup` of a finished bottle).
-    pub fn remove(&self) -> Result<(), StateError> {
+    pub(crate) fn remove(&self) -> Result<(), StateError> {
         match fs::remove_dir_all(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -404,13 +408,13 @@ fn read_metadata(path: &Path) -> Result<Metadata, StateError> {
 }
 
 /// Reads `<root>/state/<id>/metadata.json`.
-pub fn load_metadata(root: &Path, id: &str) -> Result<Metadata, StateError> {
+pub(crate) fn load_metadata(root: &Path, id: &str) -> Result<Metadata, StateError> {
     StateDir::open(root, id)?.metadata()
 }
 
 /// A state directory found on disk.
 #[derive(Debug)]
-pub struct StateEntry {
+pub(crate) struct StateEntry {
     pub id: String,
     pub path: PathBuf,
     /// `None` when `metadata.json` is missing or unreadable (a launch killed early).
@@ -419,7 +423,7 @@ pub struct StateEntry {
 }
 
 impl StateEntry {
-    pub fn dir(&self) -> StateDir {
+    pub(crate) fn dir(&self) -> StateDir {
         StateDir {
             id: self.id.clone(),
             path: self.path.clone(),
@@ -429,7 +433,7 @@ impl StateEntry {
 
 /// Every state directory under `<root>/state`, sorted by id. A missing state root is empty.
 /// Entries with names that are not valid identities are skipped (never ours).
-pub fn list(root: &Path) -> Result<Vec<StateEntry>, StateError> {
+pub(crate) fn list(root: &Path) -> Result<Vec<StateEntry>, StateError> {
     let states = state_root(root);
     let rd = match fs::read_dir(&states) {
         Ok(rd) => rd,

@@ -15,7 +15,7 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// Largest YAML text accepted (bytes).
 pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
 /// Deepest nesting of mappings and sequences accepted.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Most nodes (scalars, mappings, sequences) in one document.
 pub const MAX_NODES: usize = 100_000;
 
@@ -59,7 +59,7 @@ pub enum YamlErrorKind {
 pub struct YamlError {
     pub kind: YamlErrorKind,
     pub line: usize,
-    pub column: usize,
+    pub(crate) column: usize,
 }
 
 impl fmt::Display for YamlError {

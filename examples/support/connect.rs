@@ -6,7 +6,7 @@ use tokio::net::TcpStream;
 
 /// Ask the proxy on `s` for a tunnel to `target` (`host:port`) and read its answer head,
 /// byte by byte so nothing of the tunnel is consumed.
-pub async fn connect_tunnel(s: &mut TcpStream, target: &str) -> anyhow::Result<()> {
+pub(crate) async fn connect_tunnel(s: &mut TcpStream, target: &str) -> anyhow::Result<()> {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
         .await?;
     let mut head = Vec::new();

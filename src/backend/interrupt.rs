@@ -22,11 +22,6 @@ pub fn install() {
     }
 }
 
-pub fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// For tests and for a session whose Ctrl-C belonged to the agent, not to us.
-pub fn reset() {
-    INTERRUPTED.store(false, Ordering::SeqCst);
 }

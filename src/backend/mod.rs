@@ -31,7 +31,7 @@ pub trait Ui: Sync {
 
 /// What a backend could not do, with what to do next.
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     #[error(transparent)]
     Docker(docker::DockerError),
     #[error(transparent)]
@@ -57,45 +57,45 @@ impl From<docker::DockerError> for BackendError {
 
 /// The host preflight, answered before the plan is resolved (the runtime is part of it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostCheck {
+pub(crate) struct HostCheck {
     /// Whether bottles run under gVisor; `None` when the engine did not answer.
     pub gvisor: Option<bool>,
     /// Lines the preflight shows the operator (never fatal).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// What [`Backend::prepare`] made ready: the image references the launch runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    pub agent_image: String,
-    pub sidecar_image: String,
+    pub(crate) agent_image: String,
+    pub(crate) sidecar_image: String,
 }
 
 /// How a launch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub identity: String,
-    pub exit_code: i32,
+    pub(crate) exit_code: i32,
     /// The state dir was kept for `resume`.
     pub preserved: bool,
 }
 
 /// A running bottle as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ActiveBottle {
+pub(crate) struct ActiveBottle {
     /// `docker` or `smolmachines`, from the bundle's backend label.
     pub backend: String,
     /// The bottle identity (what `exec`, `resume` and the labels use).
     #[serde(rename = "id")]
     pub identity: String,
     pub agent: String,
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
     pub containers: Vec<String>,
 }
 
 /// One thing `cleanup` removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanupItem {
+pub(crate) struct CleanupItem {
     /// `container`, `network`, `volume`, `vm`, …: shown in the listing.
     pub kind: &'static str,
     pub name: String,
@@ -104,7 +104,7 @@ pub struct CleanupItem {
 /// Everything `cleanup` would remove, listed before asking.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupPlan {
-    pub items: Vec<CleanupItem>,
+    pub(crate) items: Vec<CleanupItem>,
     /// Unpreserved state dirs (cleanup removes every bottle, so they are all orphans).
     pub state_dirs: Vec<crate::state::StateDir>,
 }
@@ -121,9 +121,7 @@ impl CleanupPlan {
 
 /// A place bottles run. Implementations: [`docker::DockerBackend`] and
 /// [`smolmachines::SmolmachinesBackend`].
-pub trait Backend {
-    fn kind(&self) -> BackendKind;
-
+pub(crate) trait Backend {
     /// Can this host run bottles here? Warnings are shown; an error says what to install.
     /// Runs before plan resolution, so it sees the [`HostEnv`] and nothing else.
     fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError>;
@@ -147,9 +145,6 @@ pub trait Backend {
     /// Run `command` in the running bottle `identity` as the agent user; its exit code.
     fn exec(&self, identity: &str, command: &[String], tty: bool) -> Result<i32, BackendError>;
 
-    /// Running bottles of this backend.
-    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError>;
-
     /// What `cleanup` would remove of this backend (state dirs are listed by
     /// [`cleanup_plan`], once for all backends).
     fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError>;
@@ -159,10 +154,10 @@ pub trait Backend {
 }
 
 /// Every backend kind, in listing order.
-pub const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolmachines];
+pub(crate) const ALL_KINDS: [BackendKind; 2] = [BackendKind::Docker, BackendKind::Smolmachines];
 
 /// The backend of `kind`, running its commands through `runner`.
-pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
+pub(crate) fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Backend + 'r> {
     match kind {
         BackendKind::Docker => Box::new(docker::DockerBackend::new(runner)),
         BackendKind::Smolmachines => Box::new(smolmachines::SmolmachinesBackend::new(runner)),
@@ -171,7 +166,7 @@ pub fn backend_for<'r>(kind: BackendKind, runner: &'r dyn Runner) -> Box<dyn Bac
 
 /// Running bottles of every backend: one engine listing, since every backend's sidecar
 /// bundle is a labelled Docker container.
-pub fn list_active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, BackendError> {
+pub(crate) fn list_active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, BackendError> {
     let mut bottles = docker::discover::active(runner)?;
     // smolmachines VMs join their bundles (a missing smolvm lists none).
     if let Err(e) = smolmachines::discover::annotate(runner, &mut bottles) {
@@ -181,7 +176,10 @@ pub fn list_active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, BackendErro
 }
 
 /// The cleanup plan of every backend plus the unpreserved state dirs under `root`.
-pub fn cleanup_plan(runner: &dyn Runner, root: Option<&Path>) -> Result<CleanupPlan, BackendError> {
+pub(crate) fn cleanup_plan(
+    runner: &dyn Runner,
+    root: Option<&Path>,
+) -> Result<CleanupPlan, BackendError> {
     let mut plan = CleanupPlan::default();
     for kind in ALL_KINDS {
         let part = backend_for(kind, runner).cleanup_plan()?;
@@ -202,7 +200,11 @@ pub fn cleanup_plan(runner: &dyn Runner, root: Option<&Path>) -> Result<CleanupP
 }
 
 /// Run every backend's cleanup, then remove the listed state dirs through [`crate::state`].
-pub fn cleanup(runner: &dyn Runner, plan: &CleanupPlan, ui: &dyn Ui) -> Result<(), BackendError> {
+pub(crate) fn cleanup(
+    runner: &dyn Runner,
+    plan: &CleanupPlan,
+    ui: &dyn Ui,
+) -> Result<(), BackendError> {
     // In reverse listing order: micro-VMs stop before the Docker bundles they reach.
     for kind in ALL_KINDS.iter().rev() {
         backend_for(*kind, runner).cleanup(plan, ui)?;

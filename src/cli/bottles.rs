@@ -11,7 +11,7 @@ use crate::runner::RealRunner;
 
 use super::output::{CliUi, say, stdout_write};
 
-pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn list_active(json: bool) -> anyhow::Result<ExitCode> {
     let bottles = backend::list_active(&RealRunner)?;
     let text = if json {
         format!("{}\n", serde_json::to_string(&bottles)?)
@@ -35,7 +35,7 @@ pub fn list_active(json: bool) -> anyhow::Result<ExitCode> {
 
 /// Preserved bottles (state kept after a session that did not end cleanly), from the state
 /// dirs under the home root: what `resume` accepts.
-pub fn list_preserved(json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn list_preserved(json: bool) -> anyhow::Result<ExitCode> {
     let root = super::context::home_root()?;
     let entries: Vec<crate::state::Metadata> = crate::state::list(&root)?
         .into_iter()
@@ -65,7 +65,7 @@ pub fn list_preserved(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
     // The backend recorded in the bottle's state; a bottle without one is Docker's.
     let kind = super::context::home_root()
         .ok()
@@ -79,7 +79,7 @@ pub fn exec(args: &super::ExecArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
-pub fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn cleanup(args: &super::CleanupArgs) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let root = super::context::home_root().ok();
     let plan = backend::cleanup_plan(&runner, root.as_deref())?;

@@ -12,13 +12,13 @@ use clap_complete::Shell;
 use crate::manifest::{self, LoadOptions};
 
 /// The hidden command the scripts call.
-pub const AGENTS_COMMAND: &str = "__complete-agents";
+pub(crate) const AGENTS_COMMAND: &str = "__complete-agents";
 
 /// Commands whose first positional argument is an agent name.
 const AGENT_COMMANDS: [&str; 3] = ["start", "info", "edit"];
 
 /// The completion script for `shell`.
-pub fn script(shell: Shell) -> String {
+pub(crate) fn script(shell: Shell) -> String {
     let mut cmd = super::Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "bot-bottle", &mut out);
@@ -96,7 +96,7 @@ fn fish_addition() -> String {
 
 /// `__complete-agents`: the startable agents, one per line; silent on any problem (a
 /// completion must never print errors into the operator's command line).
-pub fn agents() -> ExitCode {
+pub(crate) fn agents() -> ExitCode {
     let names = (|| {
         let root = super::context::home_root().ok()?;
         let cwd = std::env::current_dir().ok()?;

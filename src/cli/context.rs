@@ -10,7 +10,7 @@ use crate::manifest::{self, LoadOptions, Manifest};
 
 use super::output::warn;
 
-pub fn home_dir() -> Option<PathBuf> {
+pub(crate) fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -18,7 +18,7 @@ pub fn home_dir() -> Option<PathBuf> {
 
 /// The home root, always absolute: a relative `BOT_BOTTLE_HOME` is taken against the current
 /// directory once, here, so every later message and path names the same place.
-pub fn home_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn home_root() -> anyhow::Result<PathBuf> {
     let root = manifest::home_root(
         std::env::var_os(envvars::HOME).as_deref(),
         home_dir().as_deref(),
@@ -36,13 +36,13 @@ fn home_from_env() -> bool {
     std::env::var_os(envvars::HOME).is_some_and(|h| !h.is_empty())
 }
 
-pub fn load_manifest() -> anyhow::Result<Manifest> {
+pub(crate) fn load_manifest() -> anyhow::Result<Manifest> {
     load_manifest_for(None)
 }
 
 /// Loads the manifest for a command about `agent` (if any). Broken agent files are warnings
 /// naming file, key and fix, except `agent`'s own, which is the command's error.
-pub fn load_manifest_for(agent: Option<&str>) -> anyhow::Result<Manifest> {
+pub(crate) fn load_manifest_for(agent: Option<&str>) -> anyhow::Result<Manifest> {
     let root = home_root()?;
     let cwd = std::env::current_dir()
         .context("cannot read the current directory; `cd` somewhere that exists")?;
@@ -70,12 +70,12 @@ pub fn load_manifest_for(agent: Option<&str>) -> anyhow::Result<Manifest> {
 }
 
 /// The warning for an agent file that did not load (its error names file, key and fix).
-pub fn broken_warning(b: &manifest::BrokenAgent) -> String {
+pub(crate) fn broken_warning(b: &manifest::BrokenAgent) -> String {
     format!("agent `{}` is broken and was skipped: {}", b.name, b.error)
 }
 
 /// Unknown agent: name the available ones so the next command is obvious.
-pub fn unknown_agent(manifest: &Manifest, name: &str) -> anyhow::Error {
+pub(crate) fn unknown_agent(manifest: &Manifest, name: &str) -> anyhow::Error {
     let names: Vec<&str> = manifest.agents.keys().map(String::as_str).collect();
     if names.is_empty() {
         anyhow::anyhow!(

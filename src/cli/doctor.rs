@@ -32,7 +32,7 @@ impl Progress for Steps {
     }
 }
 
-pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let runner = RealRunner;
     let host = HostEnv::from_process();
     interrupt::install();

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use super::context::{home_root, load_manifest, load_manifest_for};
 use super::output::say;
 
-pub fn edit(args: &super::EditArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn edit(args: &super::EditArgs) -> anyhow::Result<ExitCode> {
     let path = agent_file(&args.agent)?;
     let editor = std::env::var("VISUAL")
         .ok()

@@ -12,7 +12,7 @@ use crate::plan::{self, BackendKind, BottlePlan, HostEnv, StartOptions};
 use super::context::{load_manifest_for, unknown_agent};
 use super::output::stdout_write;
 
-pub fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest_for(Some(&args.agent))?;
     let Some((agent, bottle)) = manifest.agent_and_bottle(&args.agent) else {
         return Err(unknown_agent(&manifest, &args.agent));

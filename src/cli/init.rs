@@ -13,7 +13,7 @@ use super::context::home_root;
 use super::output::say;
 use super::{InitArgs, ProviderArg};
 
-pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     let root = home_root()?;
     let terminal = std::io::stdin().is_terminal();
     let mut input = std::io::stdin().lock();

@@ -17,7 +17,7 @@ fn source(s: AgentSource) -> &'static str {
 /// Startable agents on stdout (one name per line, or JSON); broken agent files are warned
 /// about on stderr (and carried in the JSON with `"broken": true`), so a script reading the
 /// names only ever gets agents it can start.
-pub fn available(json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn available(json: bool) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest()?;
     let text = if json {
         let mut items: Vec<serde_json::Value> = manifest

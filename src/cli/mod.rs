@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use output::{error_line, say, warn};
+pub(crate) use output::{say, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,10 +33,10 @@ Bottles and agents are Markdown files with YAML frontmatter under `$BOT_BOTTLE_H
 ship agents in `.bot-bottle/agents/`, never bottles.",
     propagate_version = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output on stderr (repeat for more); `RUST_LOG` works too
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,7 +80,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
+pub(crate) enum BackendArg {
     Docker,
     Smolmachines,
 }
@@ -91,7 +91,7 @@ pub struct StartArgs {
     pub agent: String,
     /// Print the preflight summary and stop; creates nothing (also `BOT_BOTTLE_DRY_RUN=1`)
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Launch without asking for confirmation (for scripts)
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -100,10 +100,10 @@ pub struct StartArgs {
     pub cwd: bool,
     /// Pass `--remote-control` to Claude Code
     #[arg(long)]
-    pub remote_control: bool,
+    pub(crate) remote_control: bool,
     /// Where the agent runs
     #[arg(long, value_enum, env = "BOT_BOTTLE_BACKEND", default_value = "docker")]
-    pub backend: BackendArg,
+    pub(crate) backend: BackendArg,
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +112,7 @@ pub struct ResumeArgs {
     pub identity: String,
     /// Print the preflight summary and stop
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Launch without asking for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -121,11 +121,11 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(subcommand)]
-    pub what: ListWhat,
+    pub(crate) what: ListWhat,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ListWhat {
+pub(crate) enum ListWhat {
     /// Agents you can start, one name per line on stdout
     Available {
         /// Machine-readable output
@@ -171,17 +171,17 @@ pub struct InitArgs {
     pub bottle: Option<String>,
     /// Create the `--bottle` named when it does not exist yet (otherwise an unknown name is an error)
     #[arg(long, requires = "bottle")]
-    pub create_bottle: bool,
+    pub(crate) create_bottle: bool,
     /// Provider of the bottle `init` creates; an error when the bottle already exists
     #[arg(long, value_enum)]
-    pub provider: Option<ProviderArg>,
+    pub(crate) provider: Option<ProviderArg>,
     /// Overwrite an existing agent file (otherwise `init` refuses before asking anything)
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProviderArg {
+pub(crate) enum ProviderArg {
     Claude,
     Codex,
 }
@@ -215,7 +215,7 @@ pub struct ApproveArgs {
     pub id: String,
     /// Keep the grant this long, e.g. 10m or 2h
     #[arg(long = "for", value_name = "DURATION")]
-    pub for_: Option<String>,
+    pub(crate) for_: Option<String>,
     /// Only the next matching request; then the grant is gone
     #[arg(long)]
     pub once: bool,

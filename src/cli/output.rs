@@ -5,7 +5,7 @@ use std::io::Write;
 
 /// Print an error as the single `bot-bottle: error: …` line the CLI promises. The anyhow
 /// chain is joined on one line; control characters are escaped so input cannot forge lines.
-pub fn error_line(e: &anyhow::Error) {
+pub(crate) fn error_line(e: &anyhow::Error) {
     let mut text = String::new();
     for (i, cause) in e.chain().enumerate() {
         if i > 0 {
@@ -20,7 +20,7 @@ pub fn error_line(e: &anyhow::Error) {
     );
 }
 
-pub fn warn(msg: &str) {
+pub(crate) fn warn(msg: &str) {
     let _ = writeln!(
         std::io::stderr().lock(),
         "bot-bottle: warning: {}",
@@ -28,12 +28,12 @@ pub fn warn(msg: &str) {
     );
 }
 
-pub fn say(msg: &str) {
+pub(crate) fn say(msg: &str) {
     let _ = writeln!(std::io::stderr().lock(), "bot-bottle: {msg}");
 }
 
 /// The backends' progress and warnings, printed like every other CLI message.
-pub struct CliUi;
+pub(crate) struct CliUi;
 
 impl crate::backend::Ui for CliUi {
     fn say(&self, msg: &str) {
@@ -46,7 +46,7 @@ impl crate::backend::Ui for CliUi {
 }
 
 /// Write data to stdout; a broken pipe (`| head`) ends quietly.
-pub fn stdout_write(data: &str) -> std::io::Result<()> {
+pub(crate) fn stdout_write(data: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(data.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -24,7 +24,7 @@ fn pull(q: &Queue, link: &DockerLink<'_>) -> anyhow::Result<()> {
 }
 
 /// `bot-bottle requests [--json]`: undecided requests, oldest first.
-pub fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
     let q = queue()?;
     let runner = RealRunner;
     pull(&q, &DockerLink { runner: &runner })?;
@@ -53,7 +53,7 @@ pub fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `bot-bottle approve <id> [--for D | --once | --session | --save]`.
-pub fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn approve(args: &super::ApproveArgs) -> anyhow::Result<ExitCode> {
     let lifetime = match &args.for_ {
         _ if args.once => Lifetime::Once,
         _ if args.save => Lifetime::Saved,
@@ -231,7 +231,7 @@ pub(super) fn write_bottle_file(path: &std::path::Path, text: &str) -> anyhow::R
 }
 
 /// `bot-bottle reject <id> [--reason …]`.
-pub fn reject(args: &super::RejectArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn reject(args: &super::RejectArgs) -> anyhow::Result<ExitCode> {
     let note = args
         .reason
         .as_deref()

@@ -16,7 +16,7 @@ use super::context::{home_root, load_manifest_for, unknown_agent};
 use super::output::{CliUi, say, warn};
 use super::{BackendArg, ResumeArgs, StartArgs};
 
-pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     let dry_run = args.dry_run || std::env::var(envvars::DRY_RUN).is_ok_and(|v| v == "1");
     let backend = match args.backend {
         BackendArg::Docker => BackendKind::Docker,
@@ -33,7 +33,7 @@ pub fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     run_start(&args.agent, opts, dry_run, args.yes)
 }
 
-pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let root = home_root()?;
     let meta = crate::state::load_metadata(&root, &args.identity).with_context(|| {
         format!(
@@ -181,7 +181,7 @@ fn confirm() -> anyhow::Result<bool> {
 
 /// `build-images`: every provider image and the sidecar image, built or found cached, by
 /// the Docker backend (the images are Docker images on every backend).
-pub fn build_images() -> anyhow::Result<ExitCode> {
+pub(crate) fn build_images() -> anyhow::Result<ExitCode> {
     let build = plan::BuildPlan::resolve(&HostEnv::from_process())?;
     backend_for(BackendKind::Docker, &RealRunner).prepare_all(&build, &CliUi)?;
     Ok(ExitCode::SUCCESS)

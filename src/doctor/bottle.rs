@@ -47,7 +47,7 @@ const PASS_THROUGH: &[&str] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum DoctorError {
+pub(crate) enum DoctorError {
     #[error("cannot make the throwaway bottle's home in {}: {source}; check that the temp dir is writable", .path.display())]
     Io {
         path: PathBuf,
@@ -153,12 +153,12 @@ fn host_view(real: &HostEnv, home: &Home, token: &str) -> HostEnv {
 /// The throwaway bottle's plan (for the host checks' image names, then the launch).
 pub struct Prepared {
     home: Home,
-    pub plan: BottlePlan,
+    pub(crate) plan: BottlePlan,
     token: String,
 }
 
 /// Resolve the throwaway bottle's plan.
-pub fn plan(runner: &dyn Runner, real: &HostEnv) -> Result<Prepared, DoctorError> {
+pub(crate) fn plan(runner: &dyn Runner, real: &HostEnv) -> Result<Prepared, DoctorError> {
     let home = Home::new()?;
     let token = mint_token();
     let host = host_view(real, &home, &token);
@@ -189,7 +189,7 @@ pub trait Progress: Sync {
 }
 
 /// Launch the throwaway bottle, run every probe, tear it down. Rows come back in probe order.
-pub fn probe_bottle(
+pub(crate) fn probe_bottle(
     runner: &dyn Runner,
     prepared: &Prepared,
     progress: &dyn Progress,
@@ -259,7 +259,7 @@ fn check_interrupt() -> Result<(), DoctorError> {
 }
 
 /// Wait until the agent's relay listens (the bundle publishes it after the config copy).
-pub fn wait_relay(runner: &dyn Runner, agent_container: &str) -> Result<(), DoctorError> {
+pub(crate) fn wait_relay(runner: &dyn Runner, agent_container: &str) -> Result<(), DoctorError> {
     let spec = docker([
         "exec",
         "-u",
@@ -281,7 +281,7 @@ pub fn wait_relay(runner: &dyn Runner, agent_container: &str) -> Result<(), Doct
 }
 
 /// Run each probe in `container` and judge it.
-pub fn run_probes(
+pub(crate) fn run_probes(
     runner: &dyn Runner,
     container: &str,
     list: &[Probe],

@@ -9,7 +9,7 @@
 /// `bb_try label cmd…` runs a command and names the refusal from its exit status and message;
 /// `bb_http label curl-args…` makes one request through the agent's proxy settings and names
 /// the status and egress's refusal layer (`x-bot-bottle-refusal: layer=…`).
-pub const PRELUDE: &str = r#"
+pub(crate) const PRELUDE: &str = r#"
 bb_code() {
   if [ "$1" = 0 ]; then echo SUCCEEDED; return; fi
   case "$2" in
@@ -42,7 +42,7 @@ bb_http() {
 /// `connect` per port. No route gives `ENETUNREACH` at once; a route gives `EINPROGRESS`
 /// (reported as `ROUTE`), and the scan stops after 20 of those (the verdict is already known).
 /// Arguments: `<ports spec: 1-65535,8080> <address>…`.
-pub const TCP_SCAN_PL: &str = r#"
+pub(crate) const TCP_SCAN_PL: &str = r#"
 use strict; use Socket qw(:all); use Fcntl;
 my ($spec, @hosts) = @ARGV; my @ports;
 for my $part (split /,/, $spec) { my ($a, $b) = split /-/, $part; push @ports, ($a .. ($b // $a)); }
@@ -67,7 +67,7 @@ print "obs tcp:not-scanned STOPPED $left\n" if $left; print "done\n";
 
 /// One real HTTP request per address and port (node): the answer, or the error code.
 /// Arguments: `<port> <address>…`.
-pub const TCP_REQUEST_JS: &str = r#"
+pub(crate) const TCP_REQUEST_JS: &str = r#"
 const net=require('net');const [port,...hosts]=process.argv.slice(1);
 function one(h){return new Promise(res=>{let done=false,s;const fin=c=>{if(done)return;done=true;if(s)s.destroy();res(c)};
 try{s=net.connect({host:h,port:+port})}catch(e){return fin(e.code||'THROWN')}
@@ -80,7 +80,7 @@ s.write('GET / HTTP/1.1\r\nHost: '+h+'\r\nConnection: close\r\n\r\n')})})}
 /// A DNS query over UDP to each address (node). A loopback address where nothing listens
 /// answers with an ICMP port-unreachable (`NO-LISTENER`); a packet that leaves without an
 /// answer is `SENT-NO-ANSWER`. Arguments: `<query name> <address>…`.
-pub const UDP_DNS_JS: &str = r#"
+pub(crate) const UDP_DNS_JS: &str = r#"
 const dgram=require('dgram'),net=require('net');const [name,...hosts]=process.argv.slice(1);
 function q(n){const h=Buffer.from([0x12,0x34,1,0,0,1,0,0,0,0,0,0]);
 const parts=n.split('.').filter(l=>l).map(l=>Buffer.concat([Buffer.from([l.length]),Buffer.from(l)]));
@@ -95,7 +95,7 @@ try{s.connect(53,h,e=>{if(e)return fin(e.code||'ERROR');s.send(q(name),e=>{if(e)
 
 /// A TLS handshake through the proxy's CONNECT tunnel with an SNI other than the CONNECT
 /// target (node). Arguments: `<connect host> <sni>`.
-pub const SNI_MISMATCH_JS: &str = r#"
+pub(crate) const SNI_MISMATCH_JS: &str = r#"
 const http=require('http'),tls=require('tls');const [host,sni]=process.argv.slice(1);
 const u=new URL(process.env.HTTPS_PROXY||process.env.https_proxy||'http://127.0.0.1:9099');
 const fin=c=>{console.log('obs sni:'+sni+'@'+host+' '+c);console.log('done');process.exit(0)};
@@ -113,7 +113,7 @@ t.on('error',e=>fin('TLS-REFUSED'))});r.end();
 /// Raw request bytes to the proxy (bash `/dev/tcp`); prints each status line that came back
 /// as `<status>:<layer>`, or `NO-RESPONSE`. Arguments: `<port>`, the bytes on stdin are not
 /// used: the request is in `$BB_RAW` (printf format).
-pub const RAW_HTTP_SH: &str = r#"
+pub(crate) const RAW_HTTP_SH: &str = r#"
 bb_raw() {
   bb_label=$1; bb_port=$2; bb_req=$3
   bb_resp=$(bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$bb_port"' || exit 9; printf "$0" >&3; timeout 15 cat <&3' "$bb_req" 2>&1 | tr -d '\r')

@@ -12,23 +12,23 @@ use serde_json::{Map, Value, json};
 
 /// Why the route cannot be saved.
 #[derive(Debug, thiserror::Error)]
-pub enum EditError {
+pub(crate) enum EditError {
     #[error("`{path}`: {message}; fix the file by hand, then approve again")]
     Invalid { path: String, message: String },
 }
 
 /// The edited file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
+pub(crate) struct Edit {
     pub text: String,
     /// `true` when the frontmatter was rendered anew (its comments are gone).
-    pub rewritten: bool,
+    pub(crate) rewritten: bool,
     /// `false` when the file already allowed the route (nothing to write).
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 /// A short diff of two texts: the unchanged lines around the change, `-` and `+` lines.
-pub fn diff(old: &str, new: &str) -> String {
+pub(crate) fn diff(old: &str, new: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
     let pre = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
@@ -219,7 +219,12 @@ fn with_route(doc: &Value, host: &str, paths: &[String]) -> Result<Option<Value>
 
 /// `text` (a whole bottle file at `path`) with a route to `host` limited to `paths` (all
 /// paths when empty).
-pub fn add_route(path: &str, text: &str, host: &str, paths: &[String]) -> Result<Edit, EditError> {
+pub(crate) fn add_route(
+    path: &str,
+    text: &str,
+    host: &str,
+    paths: &[String],
+) -> Result<Edit, EditError> {
     let bad = |message: String| EditError::Invalid {
         path: path.to_string(),
         message,

@@ -13,7 +13,7 @@ use super::types::{Bottle, GitGate, GitUser, Limits};
 use super::validate::RawBottle;
 
 /// Resolves every bottle's `extends` chain.
-pub fn resolve(
+pub(crate) fn resolve(
     raws: &BTreeMap<String, RawBottle>,
 ) -> Result<BTreeMap<String, Bottle>, ManifestError> {
     let mut done: BTreeMap<String, Bottle> = BTreeMap::new();

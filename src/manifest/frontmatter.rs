@@ -8,13 +8,13 @@
 pub struct Split {
     pub yaml: String,
     /// 1-based line of the file where `yaml` begins (to report YAML errors in file lines).
-    pub first_line: usize,
+    pub(crate) first_line: usize,
     pub body: String,
 }
 
 /// Why a file has no usable frontmatter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FrontmatterError {
+pub(crate) enum FrontmatterError {
     #[error(
         "no frontmatter: the file must start with a `---` line, then YAML, then a closing `---` line"
     )]
@@ -28,7 +28,7 @@ fn is_fence(line: &str) -> bool {
 }
 
 /// Splits `text` into frontmatter and body.
-pub fn split(text: &str) -> Result<Split, FrontmatterError> {
+pub(crate) fn split(text: &str) -> Result<Split, FrontmatterError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let text = text.replace("\r\n", "\n");
     let mut lines = text.split_inclusive('\n');

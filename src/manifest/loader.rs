@@ -18,7 +18,7 @@ use super::validate::{self, RawBottle};
 use super::{extends, is_valid_entity_name};
 
 /// Largest manifest file accepted (bytes).
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Where to load from: the home root and the directory `bot-bottle` runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct LoadOptions {
 }
 
 /// `$BOT_BOTTLE_HOME` when set and non-empty, else `<home>/.bot-bottle`.
-pub fn home_root(
+pub(crate) fn home_root(
     bot_bottle_home: Option<&OsStr>,
     home: Option<&Path>,
 ) -> Result<PathBuf, ManifestError> {
@@ -231,7 +231,7 @@ fn list_md(
 }
 
 /// Reads a file as UTF-8, refusing anything over [`MAX_FILE_BYTES`].
-pub fn read_capped(path: &Path) -> Result<String, ManifestError> {
+pub(crate) fn read_capped(path: &Path) -> Result<String, ManifestError> {
     let read_err = |source| ManifestError::Read {
         path: path.to_path_buf(),
         source,

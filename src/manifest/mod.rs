@@ -6,22 +6,21 @@
 
 pub mod edit;
 pub mod error;
-pub mod extends;
+pub(crate) mod extends;
 pub mod frontmatter;
-pub mod loader;
+pub(crate) mod loader;
 pub mod template;
-pub mod types;
+pub(crate) mod types;
 pub mod validate;
 
 pub use error::ManifestError;
-pub use loader::{
-    LoadOptions, MAX_FILE_BYTES, home_root, load, parse_agent_file, parse_bottle_file,
-};
+pub(crate) use loader::home_root;
+pub use loader::{LoadOptions, load, parse_agent_file, parse_bottle_file};
 pub use types::*;
-pub use validate::{RawBottle, is_env_name};
+pub use validate::RawBottle;
 
 /// `[a-z][a-z0-9-]*`: the shape of bottle and agent names (and their file names).
-pub fn is_valid_entity_name(name: &str) -> bool {
+pub(crate) fn is_valid_entity_name(name: &str) -> bool {
     let mut b = name.bytes();
     b.next().is_some_and(|c| c.is_ascii_lowercase())
         && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')

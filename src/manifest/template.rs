@@ -5,13 +5,13 @@ use super::validate::is_env_name;
 
 /// One piece of an env value template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part<'a> {
+pub(crate) enum Part<'a> {
     Text(&'a str),
     Var(&'a str),
 }
 
 /// Splits a value into text and `${NAME}` references; a `$` not followed by `{` is text.
-pub fn parse(s: &str) -> Result<Vec<Part<'_>>, String> {
+pub(crate) fn parse(s: &str) -> Result<Vec<Part<'_>>, String> {
     let mut parts = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -39,7 +39,7 @@ pub fn parse(s: &str) -> Result<Vec<Part<'_>>, String> {
 }
 
 /// The host variables a template reads, in order of appearance (empty if malformed).
-pub fn references(s: &str) -> Vec<&str> {
+pub(crate) fn references(s: &str) -> Vec<&str> {
     parse(s)
         .map(|parts| {
             parts
@@ -55,7 +55,7 @@ pub fn references(s: &str) -> Vec<&str> {
 
 /// Why a template could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateError {
+pub(crate) enum TemplateError {
     #[error("{0}")]
     Malformed(String),
     #[error("host environment variable `{0}` is not set; export it before starting")]
@@ -63,7 +63,7 @@ pub enum TemplateError {
 }
 
 /// Expands every `${NAME}` with `lookup(NAME)`; an unset variable is an error, never "".
-pub fn interpolate(
+pub(crate) fn interpolate(
     s: &str,
     mut lookup: impl FnMut(&str) -> Option<String>,
 ) -> Result<String, TemplateError> {

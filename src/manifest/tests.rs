@@ -894,7 +894,7 @@ fn one_broken_agent_leaves_the_others_loadable() {
 fn files_over_one_mib_are_refused() {
     let t = Tree::new();
     let mut text = "---\n---\n".to_owned();
-    text.push_str(&"x".repeat(MAX_FILE_BYTES as usize));
+    text.push_str(&"x".repeat(loader::MAX_FILE_BYTES as usize));
     let p = t.write("bottles/dev.md", &text);
     let e = t.load().unwrap_err();
     assert!(matches!(e, ManifestError::TooLarge { .. }));

@@ -18,9 +18,9 @@ pub struct Manifest {
     pub agents: BTreeMap<String, Agent>,
     /// Agent files that failed to load, by name: each is reported on its own and never
     /// stops the other agents from loading.
-    pub broken: BTreeMap<String, BrokenAgent>,
+    pub(crate) broken: BTreeMap<String, BrokenAgent>,
     /// Non-fatal findings (ignored cwd `bottles/`, badly named files) for the CLI to print.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// One bottle: the credentials, routes and remotes an agent runs with.
@@ -72,7 +72,7 @@ pub struct AgentProvider {
     /// Custom Dockerfile path as written (relative to cwd, `~` allowed).
     pub dockerfile: Option<String>,
     /// Host env var holding the Claude OAuth token (claude only).
-    pub auth_token: Option<String>,
+    pub(crate) auth_token: Option<String>,
     /// Forward the host's Codex login (codex only).
     pub forward_host_credentials: bool,
 }
@@ -103,7 +103,7 @@ pub struct GitRepo {
     pub refs: GitRefs,
     /// Host name → address pinned in the git-gate's `/etc/hosts` (compose `extra_hosts`), for
     /// upstreams whose name the bundle cannot resolve (e.g. reachable only by IP).
-    pub extra_hosts: BTreeMap<String, std::net::IpAddr>,
+    pub(crate) extra_hosts: BTreeMap<String, std::net::IpAddr>,
 }
 
 /// `git-gate.repos.<name>.refs`: the ref policy the git-gate enforces on pushes.
@@ -114,7 +114,7 @@ pub struct GitRefs {
     /// Non-fast-forward pushes allowed.
     pub force: bool,
     /// Tag pushes allowed.
-    pub tags: bool,
+    pub(crate) tags: bool,
 }
 
 impl std::fmt::Display for GitRefs {
@@ -150,40 +150,40 @@ pub struct Route {
     /// Path prefixes (each starts with `/`); empty means every path.
     pub path_allowlist: Vec<String>,
     pub auth: Option<RouteAuth>,
-    pub pipelock: PipelockOpts,
+    pub(crate) pipelock: PipelockOpts,
 }
 
 /// One definition for the manifest, the plan and the egress routes file.
-pub use crate::sidecar::wire::AuthScheme;
+pub(crate) use crate::sidecar::wire::AuthScheme;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteAuth {
-    pub scheme: AuthScheme,
+    pub(crate) scheme: AuthScheme,
     /// Name of the host env var whose value egress injects.
-    pub token_ref: String,
+    pub(crate) token_ref: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PipelockOpts {
+pub(crate) struct PipelockOpts {
     pub tls_passthrough: bool,
     /// Validated `ip` or `ip/prefix` strings.
-    pub ssrf_ip_allowlist: Vec<ipnet::IpNet>,
+    pub(crate) ssrf_ip_allowlist: Vec<ipnet::IpNet>,
 }
 
 /// `limits`: resource limits per container, each field optional (the plan fills defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
     /// The agent container (or micro-VM).
-    pub agent: LimitSet,
+    pub(crate) agent: LimitSet,
     /// The sidecar bundle.
-    pub bundle: LimitSet,
+    pub(crate) bundle: LimitSet,
 }
 
 /// One container's limits as declared; `None` means "the default".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LimitSet {
+pub(crate) struct LimitSet {
     /// CPUs in hundredths (`1.5` is 150): Docker's resolution, and `Eq` without floats.
-    pub cpus_centi: Option<u32>,
+    pub(crate) cpus_centi: Option<u32>,
     /// Memory in bytes (swap included: no swap beyond it).
     pub memory_bytes: Option<u64>,
     /// Most processes and threads at once.
@@ -192,7 +192,7 @@ pub struct LimitSet {
 
 impl LimitSet {
     /// Each field of `self`, else the one of `base` (the `extends` overlay).
-    pub fn or(self, base: LimitSet) -> LimitSet {
+    pub(crate) fn or(self, base: LimitSet) -> LimitSet {
         LimitSet {
             cpus_centi: self.cpus_centi.or(base.cpus_centi),
             memory_bytes: self.memory_bytes.or(base.memory_bytes),
@@ -203,17 +203,17 @@ impl LimitSet {
 
 /// An agent file that could not be loaded (invalid YAML or keys, or a missing bottle).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokenAgent {
+pub(crate) struct BrokenAgent {
     pub name: String,
     pub path: PathBuf,
-    pub source: AgentSource,
+    pub(crate) source: AgentSource,
     /// The one-line error, naming the file, the key and the fix.
     pub error: String,
 }
 
 /// Where an agent file was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentSource {
+pub(crate) enum AgentSource {
     Home,
     Cwd,
 }
@@ -222,21 +222,21 @@ pub enum AgentSource {
 pub struct Agent {
     pub name: String,
     pub path: PathBuf,
-    pub source: AgentSource,
+    pub(crate) source: AgentSource,
     /// Name of the bottle this agent runs in (checked to exist).
     pub bottle: String,
     pub skills: Vec<String>,
     /// Per-field overlay on the bottle's `git-gate.user`.
-    pub git_user: GitUser,
+    pub(crate) git_user: GitUser,
     /// The Markdown body, trimmed: the agent's system prompt.
     pub prompt: String,
     /// Optional Claude Code subagent `description` (shown by `info`).
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
 }
 
 impl Manifest {
     /// The agent and its effective bottle, if the agent exists.
-    pub fn agent_and_bottle(&self, agent: &str) -> Option<(&Agent, &Bottle)> {
+    pub(crate) fn agent_and_bottle(&self, agent: &str) -> Option<(&Agent, &Bottle)> {
         let a = self.agents.get(agent)?;
         let b = self.bottles.get(&a.bottle)?;
         Some((a, b))

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::error::{ManifestError, did_you_mean};
 use super::types::*;
 
-pub const BOTTLE_KEYS: &[&str] = &[
+pub(crate) const BOTTLE_KEYS: &[&str] = &[
     "agent_provider",
     "egress",
     "env",
@@ -21,7 +21,7 @@ pub const BOTTLE_KEYS: &[&str] = &[
     "limits",
     "supervise",
 ];
-pub const AGENT_KEYS: &[&str] = &[
+pub(crate) const AGENT_KEYS: &[&str] = &[
     "bottle",
     "color",
     "description",
@@ -49,14 +49,14 @@ const LIMITS_KEYS: &[&str] = &["agent", "bundle"];
 const LIMIT_SET_KEYS: &[&str] = &["cpus", "memory", "pids"];
 /// Bounds of the `limits` values: below the minimums not even the relay or a shell starts
 /// reliably; the maximums only catch typos (an extra zero or a unit mix-up).
-pub const MIN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
-pub const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
-pub const MIN_PIDS: u32 = 32;
-pub const MAX_PIDS: u32 = 4_194_304;
-pub const MAX_CPUS_CENTI: u32 = 1024 * 100;
+pub(crate) const MIN_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
+pub(crate) const MIN_PIDS: u32 = 32;
+pub(crate) const MAX_PIDS: u32 = 4_194_304;
+pub(crate) const MAX_CPUS_CENTI: u32 = 1024 * 100;
 
 /// Where the format is described; named by the "unknown key" error.
-pub const FORMAT_DOC: &str = "docs/manifest.md";
+pub(crate) const FORMAT_DOC: &str = "docs/manifest.md";
 
 /// Every key table the validator checks against, with the file kind and the dotted path it
 /// applies under (`[]` marks a list item, `<name>` a map entry). The documentation test walks
@@ -85,18 +85,18 @@ pub(crate) const KEY_TABLES: &[(&str, &str, &[&str])] = &[
 pub struct RawBottle {
     pub name: String,
     pub path: PathBuf,
-    pub extends: Option<String>,
+    pub(crate) extends: Option<String>,
     pub env: Option<BTreeMap<String, EnvValue>>,
     pub agent_provider: Option<AgentProvider>,
-    pub git_user: Option<GitUser>,
-    pub git_repos: Option<BTreeMap<String, GitRepo>>,
+    pub(crate) git_user: Option<GitUser>,
+    pub(crate) git_repos: Option<BTreeMap<String, GitRepo>>,
     pub egress: Option<Egress>,
     pub supervise: Option<bool>,
     pub limits: Option<Limits>,
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: a name that can be an environment variable.
-pub fn is_env_name(s: &str) -> bool {
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut b = s.bytes();
     b.next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
@@ -104,7 +104,7 @@ pub fn is_env_name(s: &str) -> bool {
 }
 
 /// Checks the `${NAME}` references of an env value; returns whether it has any.
-pub fn check_template(s: &str) -> Result<bool, String> {
+pub(crate) fn check_template(s: &str) -> Result<bool, String> {
     let parts = super::template::parse(s)?;
     Ok(parts
         .iter()
@@ -419,7 +419,7 @@ fn cpus(v: &V<'_>, x: &Value, key: &str) -> Result<u32, ManifestError> {
 
 /// `<whole number><unit>` with unit `k`, `m` or `g` (binary, either case, as Docker reads
 /// them): `512m`, `4g`. A bare number is refused: bytes or MiB would be a guess.
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -732,7 +732,7 @@ fn is_host_char(b: u8) -> bool {
 }
 
 /// Checks the `ssh://user@host[:port]/path` shape.
-pub fn check_ssh_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_ssh_url(url: &str) -> Result<(), String> {
     let shape = "expected ssh://user@host[:port]/path";
     let Some(rest) = url.strip_prefix("ssh://") else {
         return Err(format!("`{}` is not an ssh:// URL; {shape}", clip(url)));
@@ -957,7 +957,7 @@ fn is_skill_name(s: &str) -> bool {
 }
 
 /// Validates an agent file. `bottle` existence is checked by the loader.
-pub fn agent(
+pub(crate) fn agent(
     path: &Path,
     name: &str,
     source: AgentSource,

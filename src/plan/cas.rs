@@ -11,7 +11,7 @@ use super::{HostEnv, PlanError};
 use crate::envvars;
 
 /// Where a Debian-style host keeps extra CA certificates.
-pub const SYSTEM_EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
+pub(crate) const SYSTEM_EXTRA_CA_DIR: &str = "/usr/local/share/ca-certificates";
 
 /// The extra CAs of this host, one PEM block each, deduplicated, in a stable order.
 pub fn extra_cas(host: &HostEnv) -> Result<Vec<Vec<u8>>, PlanError> {

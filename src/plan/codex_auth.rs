@@ -18,11 +18,11 @@ use serde_json::{Map, Value, json};
 use crate::secret::Secret;
 
 /// What fills every redacted string.
-pub const PLACEHOLDER: &str = "bot-bottle-placeholder";
+pub(crate) const PLACEHOLDER: &str = "bot-bottle-placeholder";
 /// What fills every redacted e-mail address.
-pub const PLACEHOLDER_EMAIL: &str = "bot-bottle@example.invalid";
+pub(crate) const PLACEHOLDER_EMAIL: &str = "bot-bottle@example.invalid";
 /// Label used as the route `token_ref` for the forwarded Codex token (not a host variable).
-pub const TOKEN_SOURCE: &str = "codex host login";
+pub(crate) const TOKEN_SOURCE: &str = "codex host login";
 
 const AUTH_CLAIM: &str = "https://api.openai.com/auth";
 const PROFILE_CLAIM: &str = "https://api.openai.com/profile";
@@ -51,16 +51,17 @@ pub enum CodexAuthError {
 
 /// The host login, ready to forward: the real token for egress, the dummy file for the agent.
 #[derive(Debug, Clone)]
-pub struct ForwardedCodexAuth {
+pub(crate) struct ForwardedCodexAuth {
     pub access_token: Secret,
-    /// The access token's `exp` (seconds since the epoch).
-    pub exp: u64,
     /// Contents of the guest `auth.json`; holds no secret.
-    pub dummy_auth_json: String,
+    pub(crate) dummy_auth_json: String,
 }
 
 /// `$CODEX_HOME/auth.json` (a leading `~/` expanded), else `<home>/.codex/auth.json`.
-pub fn auth_path(codex_home: Option<&str>, home: Option<&Path>) -> Result<PathBuf, CodexAuthError> {
+pub(crate) fn auth_path(
+    codex_home: Option<&str>,
+    home: Option<&Path>,
+) -> Result<PathBuf, CodexAuthError> {
     match codex_home.filter(|c| !c.is_empty()) {
         Some(c) => {
             let dir = match c.strip_prefix("~/") {
@@ -78,7 +79,10 @@ pub fn auth_path(codex_home: Option<&str>, home: Option<&Path>) -> Result<PathBu
 }
 
 /// Read and check the host file at `path`.
-pub fn read_host_auth(path: &Path, now_unix: u64) -> Result<ForwardedCodexAuth, CodexAuthError> {
+pub(crate) fn read_host_auth(
+    path: &Path,
+    now_unix: u64,
+) -> Result<ForwardedCodexAuth, CodexAuthError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -95,7 +99,7 @@ pub fn read_host_auth(path: &Path, now_unix: u64) -> Result<ForwardedCodexAuth, 
 }
 
 /// Check a host `auth.json` text and build what is forwarded. `path` is only for messages.
-pub fn forward_from_json(
+pub(crate) fn forward_from_json(
     text: &str,
     path: &Path,
     now_unix: u64,
@@ -132,13 +136,12 @@ pub fn forward_from_json(
     }
     Ok(ForwardedCodexAuth {
         access_token: Secret::new(access),
-        exp,
         dummy_auth_json: dummy_auth_json(obj, exp, now_unix),
     })
 }
 
 /// The payload of a JWT (`header.payload.signature`), decoded without checking the signature.
-pub fn jwt_payload(token: &str) -> Option<Map<String, Value>> {
+pub(crate) fn jwt_payload(token: &str) -> Option<Map<String, Value>> {
     let mut parts = token.split('.');
     let (_header, payload) = (parts.next()?, parts.next()?);
     let bytes = URL_SAFE_NO_PAD_INDIFFERENT.decode(payload).ok()?;
@@ -149,7 +152,7 @@ pub fn jwt_payload(token: &str) -> Option<Map<String, Value>> {
 }
 
 /// The `exp` claim of a JWT, in whole seconds.
-pub fn jwt_exp(token: &str) -> Option<u64> {
+pub(crate) fn jwt_exp(token: &str) -> Option<u64> {
     let exp = jwt_payload(token)?.get("exp")?.clone();
     match exp {
         Value::Number(n) => n
@@ -161,7 +164,7 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
 
 /// The guest `auth.json`: the host object with every secret replaced. `exp` is the host
 /// access token's expiry, so Codex's own refresh timing follows the real token.
-pub fn dummy_auth_json(host: &Map<String, Value>, exp: u64, now_unix: u64) -> String {
+pub(crate) fn dummy_auth_json(host: &Map<String, Value>, exp: u64, now_unix: u64) -> String {
     let mut out = Map::new();
     for (key, value) in host {
         let redacted = match key.as_str() {
@@ -289,19 +292,19 @@ fn rfc3339(unix: u64) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    pub const NOW: u64 = 1_800_000_000;
-    pub const ACCOUNT: &str = "acct-5f1e2d3c-public";
-    pub const REFRESH: &str = "rt_REFRESHsecretVALUE0123456789";
-    pub const API_KEY: &str = "sk-proj-APIKEYsecret0123456789";
-    pub const EMAIL: &str = "person@private.example";
-    pub const USER_ID: &str = "user-PRIVATEid42";
+    pub(crate) const NOW: u64 = 1_800_000_000;
+    pub(crate) const ACCOUNT: &str = "acct-5f1e2d3c-public";
+    pub(crate) const REFRESH: &str = "rt_REFRESHsecretVALUE0123456789";
+    pub(crate) const API_KEY: &str = "sk-proj-APIKEYsecret0123456789";
+    pub(crate) const EMAIL: &str = "person@private.example";
+    pub(crate) const USER_ID: &str = "user-PRIVATEid42";
 
     fn b64(v: &Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
     }
 
     /// A JWT with a realistic header/claims shape and a random-looking signature.
-    pub fn jwt(exp: u64, sig: &str) -> String {
+    pub(crate) fn jwt(exp: u64, sig: &str) -> String {
         let header = json!({"alg": "RS256", "kid": "key-1", "typ": "JWT"});
         let claims = json!({
             "aud": ["https://api.openai.com/v1"],
@@ -326,7 +329,7 @@ pub(crate) mod tests {
         format!("{}.{}.{sig}", b64(&header), b64(&claims))
     }
 
-    pub fn sample_auth(access_exp: u64) -> (String, String, String) {
+    pub(crate) fn sample_auth(access_exp: u64) -> (String, String, String) {
         let access = jwt(access_exp, "ACCESSsignatureXYZ0123456789abcdef");
         let id = jwt(access_exp + 100, "IDsignatureQRS0123456789abcdef");
         let text = json!({
@@ -354,7 +357,6 @@ pub(crate) mod tests {
         let (text, access, _) = sample_auth(exp);
         let f = forward_from_json(&text, p(), NOW).unwrap();
         assert_eq!(f.access_token.expose(), access);
-        assert_eq!(f.exp, exp);
     }
 
     #[test]

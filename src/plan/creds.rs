@@ -7,12 +7,12 @@ use crate::secret::Secret;
 
 /// One credential the bottle uses.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CredentialUse {
+pub(crate) struct CredentialUse {
     /// What needs it: `agent_provider.auth_token`, `egress <host>`, `env.NAME`,
     /// `agent_provider.forward_host_credentials`.
-    pub used_by: String,
+    pub(crate) used_by: String,
     /// Where the value comes from: a host variable name, or the host's Codex login.
-    pub source: String,
+    pub(crate) source: String,
     /// Whether the host has it (a set, non-empty variable; a usable login).
     pub set: bool,
 }

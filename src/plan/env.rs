@@ -12,11 +12,11 @@ use crate::secret::Secret;
 /// `Debug` shows names only: a literal may still be something the operator would not want in
 /// a log.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct EnvPlan {
-    pub literal: BTreeMap<String, String>,
-    pub forwarded: BTreeMap<String, Secret>,
+pub(crate) struct EnvPlan {
+    pub(crate) literal: BTreeMap<String, String>,
+    pub(crate) forwarded: BTreeMap<String, Secret>,
     /// Still to be asked at launch: name → message shown to the operator.
-    pub prompted: BTreeMap<String, String>,
+    pub(crate) prompted: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for EnvPlan {
@@ -31,7 +31,7 @@ impl std::fmt::Debug for EnvPlan {
 
 impl EnvPlan {
     /// Every name the agent will see from the bottle, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         let mut all: Vec<&str> = self
             .literal
             .keys()
@@ -91,7 +91,7 @@ pub(crate) fn resolve_env_with(
 /// Replace every `${VAR}` in `template` with the host value (the manifest's template
 /// syntax, already checked at load). An unset variable is an error naming it; an empty one
 /// is used as is.
-pub fn interpolate(name: &str, template: &str, host: &HostEnv) -> Result<String, PlanError> {
+pub(crate) fn interpolate(name: &str, template: &str, host: &HostEnv) -> Result<String, PlanError> {
     crate::manifest::template::interpolate(template, |var| host.vars.get(var).cloned()).map_err(
         |e| match e {
             crate::manifest::template::TemplateError::Unset(var) => PlanError::MissingHostVar {

@@ -10,13 +10,13 @@ use super::{HostEnv, PlanError};
 use crate::manifest::{GitRepo, GitUser};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provenance {
+pub(crate) enum Provenance {
     Agent,
     Bottle,
 }
 
 impl Provenance {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Provenance::Agent => "agent",
             Provenance::Bottle => "bottle",
@@ -25,14 +25,14 @@ impl Provenance {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GitIdentity {
+pub(crate) struct GitIdentity {
     pub name: Option<(String, Provenance)>,
     pub email: Option<(String, Provenance)>,
 }
 
 impl GitIdentity {
     /// Per field: the agent's non-empty value wins, else the bottle's.
-    pub fn overlay(agent: &GitUser, bottle: &GitUser) -> GitIdentity {
+    pub(crate) fn overlay(agent: &GitUser, bottle: &GitUser) -> GitIdentity {
         let pick = |a: &Option<String>, b: &Option<String>| {
             let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
             nonempty(a)
@@ -45,7 +45,7 @@ impl GitIdentity {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.name.is_none() && self.email.is_none()
     }
 }
@@ -65,7 +65,7 @@ impl fmt::Display for GitIdentity {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitUpstream {
+pub(crate) struct GitUpstream {
     /// The repo name (bare repo `<name>.git` on the gate).
     pub name: String,
     pub url: String,
@@ -80,13 +80,13 @@ pub struct GitUpstream {
     /// The ref policy the gate enforces on pushes (F-REFS).
     pub refs: crate::manifest::GitRefs,
     /// Host name → address pinned in the bundle's `/etc/hosts` (compose `extra_hosts`).
-    pub extra_hosts: BTreeMap<String, IpAddr>,
+    pub(crate) extra_hosts: BTreeMap<String, IpAddr>,
 }
 
 impl GitUpstream {
     /// One line for the preflight and `info`: upstream, host-key pinning, address pinning and
     /// ref policy.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let key = if self.host_key.is_some() {
             "host key pinned"
         } else {
@@ -103,7 +103,7 @@ impl GitUpstream {
 
 /// Every `extra_hosts` pin of the bottle's repos as `host:ip` (compose's spelling), sorted.
 /// Two repos that pin one host to different addresses are refused.
-pub fn extra_hosts(upstreams: &[GitUpstream]) -> Result<Vec<String>, PlanError> {
+pub(crate) fn extra_hosts(upstreams: &[GitUpstream]) -> Result<Vec<String>, PlanError> {
     let mut seen: BTreeMap<&str, (IpAddr, &str)> = BTreeMap::new();
     for u in upstreams {
         for (host, ip) in &u.extra_hosts {
@@ -129,7 +129,7 @@ pub fn extra_hosts(upstreams: &[GitUpstream]) -> Result<Vec<String>, PlanError> 
 }
 
 /// Split `ssh://user@host[:port]/path`. Errors say which part is wrong.
-pub fn parse_ssh_url(url: &str) -> Result<(String, String, u16, String), &'static str> {
+pub(crate) fn parse_ssh_url(url: &str) -> Result<(String, String, u16, String), &'static str> {
     let rest = url.strip_prefix("ssh://").ok_or("scheme must be ssh://")?;
     let (authority, path) = rest.split_once('/').ok_or("path is missing")?;
     if path.is_empty() {
@@ -158,7 +158,7 @@ pub fn parse_ssh_url(url: &str) -> Result<(String, String, u16, String), &'stati
 
 /// Key paths: `~` expanded; a relative path is taken against `base` (the directory of the
 /// bottle file), so where `start` runs, or what the repo there holds, never picks the key.
-pub fn resolve_upstreams(
+pub(crate) fn resolve_upstreams(
     repos: &BTreeMap<String, GitRepo>,
     base: &Path,
     host: &HostEnv,

@@ -9,25 +9,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::RngExt as _;
 
 /// Length of the random part of a minted identity.
-pub const SUFFIX_LEN: usize = 6;
+pub(crate) const SUFFIX_LEN: usize = 6;
 const SUFFIX_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// `Debug` lists variable names only: the environment holds the operator's secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HostEnv {
     /// The process environment (only entries whose name and value are UTF-8).
-    pub vars: BTreeMap<String, String>,
+    pub(crate) vars: BTreeMap<String, String>,
     /// `$HOME`, when set and non-empty.
     pub home: Option<PathBuf>,
     pub cwd: PathBuf,
     /// Seconds since the Unix epoch: token expiry checks and the bottle's start time.
-    pub now_unix: u64,
+    pub(crate) now_unix: u64,
     /// [`SUFFIX_LEN`] chars of `[a-z0-9]`, the random part of a fresh identity.
-    pub random_suffix: String,
+    pub(crate) random_suffix: String,
     /// The running executable (the bundled sidecar binaries are found next to it).
     pub exe: Option<PathBuf>,
     /// The host's extra-CA directory ([`super::cas::SYSTEM_EXTRA_CA_DIR`]); `None` in tests.
-    pub system_ca_dir: Option<PathBuf>,
+    pub(crate) system_ca_dir: Option<PathBuf>,
     /// CPUs this host offers (at least 1): the cap on a bottle's CPU limit.
     pub cpus: u32,
 }
@@ -80,7 +80,7 @@ impl HostEnv {
     }
 
     /// A host variable, treating an empty value as unset.
-    pub fn var_nonempty(&self, name: &str) -> Option<&str> {
+    pub(crate) fn var_nonempty(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(String::as_str)
@@ -88,12 +88,12 @@ impl HostEnv {
     }
 
     /// Expand a leading `~` / `~/` against `home`; a relative result is taken against `cwd`.
-    pub fn resolve_path(&self, written: &str) -> Result<PathBuf, super::PlanError> {
+    pub(crate) fn resolve_path(&self, written: &str) -> Result<PathBuf, super::PlanError> {
         self.resolve_path_from(written, &self.cwd)
     }
 
     /// Like [`HostEnv::resolve_path`], with relative paths taken against `base`.
-    pub fn resolve_path_from(
+    pub(crate) fn resolve_path_from(
         &self,
         written: &str,
         base: &Path,

@@ -12,16 +12,16 @@ use crate::envvars;
 use crate::manifest::{Bottle, ProviderKind};
 
 /// Name of the per-bottle Dockerfile an approved image change writes into the state dir.
-pub const REBUILT_DOCKERFILE: &str = "Dockerfile";
+pub(crate) const REBUILT_DOCKERFILE: &str = "Dockerfile";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImagePlan {
+pub(crate) struct ImagePlan {
     pub tag: String,
-    pub source: ImageSource,
+    pub(crate) source: ImageSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageSource {
+pub(crate) enum ImageSource {
     /// Built from the provider's embedded Dockerfile.
     Provider(ProviderKind),
     /// Built from the bottle's `agent_provider.dockerfile`.
@@ -32,7 +32,7 @@ pub enum ImageSource {
     Override,
 }
 
-pub fn resolve_image(
+pub(crate) fn resolve_image(
     bottle: &Bottle,
     identity: &str,
     state_dir: &Path,
@@ -84,13 +84,13 @@ pub const SIDECAR_TAG: &str = "bot-bottle-sidecars:latest";
 /// binaries installed next to `exe`, the running `bot-bottle`), or a published one named by
 /// `BOT_BOTTLE_SIDECAR_IMAGE` that must exist and is never built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SidecarImage {
+pub(crate) enum SidecarImage {
     Bundled { exe: Option<PathBuf> },
     Named(String),
 }
 
 impl SidecarImage {
-    pub fn resolve(host: &HostEnv) -> SidecarImage {
+    pub(crate) fn resolve(host: &HostEnv) -> SidecarImage {
         match host.var_nonempty(envvars::SIDECAR_IMAGE) {
             Some(tag) => SidecarImage::Named(tag.to_string()),
             None => SidecarImage::Bundled {
@@ -99,7 +99,7 @@ impl SidecarImage {
         }
     }
 
-    pub fn tag(&self) -> &str {
+    pub(crate) fn tag(&self) -> &str {
         match self {
             SidecarImage::Bundled { .. } => SIDECAR_TAG,
             SidecarImage::Named(t) => t,
@@ -108,7 +108,7 @@ impl SidecarImage {
 
     /// A `gitleaks` program beside the sidecar binaries (the directory of `exe`, or its
     /// parent, that holds `bot-bottle-git-gate`): the bundled image is built with it.
-    pub fn gitleaks_beside(&self) -> Option<PathBuf> {
+    pub(crate) fn gitleaks_beside(&self) -> Option<PathBuf> {
         let SidecarImage::Bundled { exe: Some(exe) } = self else {
             return None;
         };
@@ -122,7 +122,7 @@ impl SidecarImage {
     }
 
     /// What the preflight says about gitleaks, the git-gate's optional second opinion.
-    pub fn gitleaks_note(&self) -> String {
+    pub(crate) fn gitleaks_note(&self) -> String {
         match (self, self.gitleaks_beside()) {
             (_, Some(p)) => format!(
                 "bundled from {}: a second opinion on every push",
@@ -139,18 +139,18 @@ impl SidecarImage {
 }
 
 /// gitleaks' program name, in the sidecar image's `bin/` when bundled.
-pub const GITLEAKS_BIN: &str = "gitleaks";
+pub(crate) const GITLEAKS_BIN: &str = "gitleaks";
 
 /// What `bot-bottle build-images` makes, resolved once from the host like a bottle's plan:
 /// every provider image and the sidecar image, with the operator's extra CAs in each.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildPlan {
-    pub sidecar_image: SidecarImage,
+pub(crate) struct BuildPlan {
+    pub(crate) sidecar_image: SidecarImage,
     pub extra_cas: Vec<Vec<u8>>,
 }
 
 impl BuildPlan {
-    pub fn resolve(host: &HostEnv) -> Result<BuildPlan, PlanError> {
+    pub(crate) fn resolve(host: &HostEnv) -> Result<BuildPlan, PlanError> {
         Ok(BuildPlan {
             sidecar_image: SidecarImage::resolve(host),
             extra_cas: super::extra_cas(host)?,

@@ -10,28 +10,28 @@ const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
 /// The agent's memory by default: a Node CLI plus the builds and tests it runs.
-pub const AGENT_MEMORY: u64 = 4 * GIB;
+pub(crate) const AGENT_MEMORY: u64 = 4 * GIB;
 /// The agent's process and thread count by default: far above a busy session, far below a
 /// host's pid space (often 32768).
-pub const AGENT_PIDS: u32 = 2048;
+pub(crate) const AGENT_PIDS: u32 = 2048;
 /// The bundle's memory by default: egress buffers request bodies (32 MiB each at most).
-pub const BUNDLE_MEMORY: u64 = GIB;
+pub(crate) const BUNDLE_MEMORY: u64 = GIB;
 /// The bundle's pids by default: above egress's blocking pool (512 threads) and the gates.
-pub const BUNDLE_PIDS: u32 = 1024;
+pub(crate) const BUNDLE_PIDS: u32 = 1024;
 /// The bundle's CPUs by default (hundredths).
-pub const BUNDLE_CPUS_CENTI: u32 = 100;
+pub(crate) const BUNDLE_CPUS_CENTI: u32 = 100;
 
 /// The agent's CPUs by default (hundredths): every CPU of the host but one, at least one, so
 /// a bottle spinning every core still leaves the host one.
-pub fn agent_cpus_default(host_cpus: u32) -> u32 {
+pub(crate) fn agent_cpus_default(host_cpus: u32) -> u32 {
     host_cpus.saturating_sub(1).max(1) * 100
 }
 
 /// The effective limits of one container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContainerLimits {
+pub(crate) struct ContainerLimits {
     /// CPUs in hundredths.
-    pub cpus_centi: u32,
+    pub(crate) cpus_centi: u32,
     /// Memory in bytes; swap included (no swap beyond it).
     pub memory_bytes: u64,
     pub pids: u32,
@@ -39,19 +39,19 @@ pub struct ContainerLimits {
     pub from_bottle: LimitSet,
     /// The CPUs the bottle asked for when that was more than the host has (then
     /// `cpus_centi` is the host's count: the engine refuses more).
-    pub cpus_capped_from: Option<u32>,
+    pub(crate) cpus_capped_from: Option<u32>,
 }
 
 /// The agent's and the bundle's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitsPlan {
+pub(crate) struct LimitsPlan {
     pub agent: ContainerLimits,
     pub bundle: ContainerLimits,
 }
 
 impl LimitsPlan {
     /// The bottle's limits over the defaults for `host`.
-    pub fn resolve(declared: &Limits, host: &HostEnv) -> LimitsPlan {
+    pub(crate) fn resolve(declared: &Limits, host: &HostEnv) -> LimitsPlan {
         let host_cpus = host.cpus.max(1);
         let one = |set: LimitSet, cpus: u32, memory: u64, pids: u32| {
             let asked = set.cpus_centi.unwrap_or(cpus);
@@ -83,23 +83,23 @@ impl LimitsPlan {
 
 impl ContainerLimits {
     /// CPUs as Docker takes them (`1.5`).
-    pub fn cpus(&self) -> f64 {
+    pub(crate) fn cpus(&self) -> f64 {
         f64::from(self.cpus_centi) / 100.0
     }
 
     /// Whole vCPUs for a VM: rounded up, at least one.
-    pub fn vcpus(&self) -> u32 {
+    pub(crate) fn vcpus(&self) -> u32 {
         self.cpus_centi.div_ceil(100).max(1)
     }
 
     /// Memory in MiB for a VM, rounded up.
-    pub fn memory_mib(&self) -> u64 {
+    pub(crate) fn memory_mib(&self) -> u64 {
         self.memory_bytes.div_ceil(MIB)
     }
 
     /// `cpus 1.5, memory 4g, pids 2048`, each value the bottle set marked `(bottle)`.
     /// `pids` is left out when the backend cannot apply it (`pids_applied`).
-    pub fn describe(&self, pids_applied: bool) -> String {
+    pub(crate) fn describe(&self, pids_applied: bool) -> String {
         let mark = |set: bool| if set { " (bottle)" } else { "" };
         let mut cpus = format!(
             "cpus {}{}",
@@ -131,7 +131,7 @@ impl ContainerLimits {
     }
 
     /// The limits as JSON for `info --json`.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpus": self.cpus(),
             "memory_bytes": self.memory_bytes,
@@ -146,7 +146,7 @@ impl ContainerLimits {
 }
 
 /// `1`, `1.5`, `0.25`.
-pub fn show_cpus(centi: u32) -> String {
+pub(crate) fn show_cpus(centi: u32) -> String {
     let whole = centi / 100;
     match centi % 100 {
         0 => whole.to_string(),
@@ -156,7 +156,7 @@ pub fn show_cpus(centi: u32) -> String {
 }
 
 /// `4g`, `512m`, `1536k`: the largest unit that divides the value (the manifest's form).
-pub fn show_bytes(b: u64) -> String {
+pub(crate) fn show_bytes(b: u64) -> String {
     if b % GIB == 0 {
         format!("{}g", b / GIB)
     } else if b % MIB == 0 {

@@ -10,7 +10,7 @@
 //! secret.
 
 mod cas;
-pub mod codex_auth;
+pub(crate) mod codex_auth;
 mod creds;
 mod env;
 mod error;
@@ -29,56 +29,49 @@ pub(crate) mod testutil;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use cas::{SYSTEM_EXTRA_CA_DIR, extra_cas};
-pub use creds::CredentialUse;
-pub use env::{EnvPlan, interpolate};
+pub use cas::extra_cas;
+pub(crate) use creds::CredentialUse;
+pub(crate) use env::EnvPlan;
 pub use error::PlanError;
-pub use git::{
+pub(crate) use git::{
     GitIdentity, GitUpstream, Provenance, extra_hosts as git_extra_hosts, parse_ssh_url,
 };
 pub use host::HostEnv;
-pub use image::{
-    BuildPlan, GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SIDECAR_TAG, SidecarImage,
+pub use image::SIDECAR_TAG;
+pub(crate) use image::{
+    BuildPlan, GITLEAKS_BIN, ImagePlan, ImageSource, REBUILT_DOCKERFILE, SidecarImage,
 };
-pub use limits::{ContainerLimits, LimitsPlan};
-pub use names::{MAX_NAME_ATTEMPTS, Names, PREFIX, check_identity, mint_identity, slug};
-pub use provider::{ProviderPlan, ProvisionFile};
-pub use routes::{EgressRoute, ProviderRoute, ProviderRouteAuth, RouteAuthPlan, TOKEN_SLOT_PREFIX};
-pub use skills::Skill;
+pub(crate) use limits::{ContainerLimits, LimitsPlan};
+pub use names::Names;
+pub(crate) use names::{PREFIX, mint_identity};
+pub(crate) use provider::ProviderPlan;
+pub(crate) use routes::EgressRoute;
+pub(crate) use skills::Skill;
 
 use crate::envvars;
 use crate::manifest::Manifest;
-pub use crate::manifest::{AuthScheme, ProviderKind};
+pub use crate::manifest::ProviderKind;
 use crate::secret::Secret;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     Docker,
     Smolmachines,
 }
 
 impl BackendKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BackendKind::Docker => "docker",
             BackendKind::Smolmachines => "smolmachines",
         }
     }
 
-    pub fn parse(name: &str) -> Result<BackendKind, PlanError> {
+    pub(crate) fn parse(name: &str) -> Result<BackendKind, PlanError> {
         match name {
             "docker" => Ok(BackendKind::Docker),
             "smolmachines" => Ok(BackendKind::Smolmachines),
             other => Err(PlanError::UnknownBackend(other.to_string())),
-        }
-    }
-
-    /// The `--backend` flag if given, else `BOT_BOTTLE_BACKEND` (non-empty), else Docker.
-    pub fn select(flag: Option<BackendKind>, host: &HostEnv) -> Result<BackendKind, PlanError> {
-        match (flag, host.var_nonempty(envvars::BACKEND)) {
-            (Some(b), _) => Ok(b),
-            (None, Some(name)) => BackendKind::parse(name),
-            (None, None) => Ok(BackendKind::Docker),
         }
     }
 }
@@ -87,7 +80,7 @@ impl BackendKind {
 /// one. Only debug builds read it ([`Weakening::from_host`]), so an operator's release build
 /// can never be weakened by a stray variable (decision 0035).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weakening {
+pub(crate) enum Weakening {
     /// The agent container gets Docker's default bridge network instead of none.
     Network,
     /// The agent runs under runc even when gVisor is registered.
@@ -96,7 +89,7 @@ pub enum Weakening {
 
 impl Weakening {
     /// `BOT_BOTTLE_TEST_WEAKEN` in a debug build; always `None` in a release build.
-    pub fn from_host(host: &HostEnv) -> Option<Weakening> {
+    pub(crate) fn from_host(host: &HostEnv) -> Option<Weakening> {
         if !cfg!(debug_assertions) {
             return None;
         }
@@ -107,7 +100,7 @@ impl Weakening {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Weakening::Network => "network",
             Weakening::Runc => "runc",
@@ -129,7 +122,7 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    pub fn from_probe(backend: BackendKind, gvisor: Option<bool>) -> Runtime {
+    pub(crate) fn from_probe(backend: BackendKind, gvisor: Option<bool>) -> Runtime {
         match (backend, gvisor) {
             (BackendKind::Smolmachines, _) => Runtime::MicroVm,
             (BackendKind::Docker, Some(true)) => Runtime::Runsc,
@@ -139,7 +132,7 @@ impl Runtime {
     }
 
     /// Whether the agent container gets `--runtime runsc`.
-    pub fn is_runsc(self) -> bool {
+    pub(crate) fn is_runsc(self) -> bool {
         self == Runtime::Runsc
     }
 
@@ -160,23 +153,21 @@ pub struct StartOptions {
     /// `--cwd`: copy the host cwd into the image.
     pub copy_cwd: bool,
     /// `--remote-control` (claude only).
-    pub remote_control: bool,
-    pub backend: BackendKind,
+    pub(crate) remote_control: bool,
+    pub(crate) backend: BackendKind,
     /// Whether Docker has gVisor registered; `None` when the engine did not answer.
     pub gvisor: Option<bool>,
     pub resume: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct BottlePlan {
+pub(crate) struct BottlePlan {
     /// `<agent-slug>-<random>` or the pinned (resumed) identity.
     pub identity: String,
     pub agent: String,
     pub bottle: String,
     /// The home root.
     pub root: PathBuf,
-    /// `<root>/state/<identity>`.
-    pub state_dir: PathBuf,
     pub cwd: PathBuf,
     pub copy_cwd: bool,
     pub resume: bool,
@@ -185,7 +176,7 @@ pub struct BottlePlan {
     pub names: Names,
     pub image: ImagePlan,
     /// The sidecar bundle image (`BOT_BOTTLE_SIDECAR_IMAGE` or the bundled one).
-    pub sidecar_image: SidecarImage,
+    pub(crate) sidecar_image: SidecarImage,
     /// The operator's extra CA certificates (PEM blocks), for both images and egress.
     pub extra_cas: Vec<Vec<u8>>,
     /// Unix seconds when the plan was made: the metadata's `started_at` and the provisioning
@@ -196,24 +187,24 @@ pub struct BottlePlan {
     pub skills: Vec<Skill>,
     pub routes: Vec<EgressRoute>,
     /// `EGRESS_TOKEN_<n>` → credential, for the egress sidecar's environment only.
-    pub egress_tokens: BTreeMap<String, Secret>,
-    pub git_user: GitIdentity,
-    pub git_upstreams: Vec<GitUpstream>,
+    pub(crate) egress_tokens: BTreeMap<String, Secret>,
+    pub(crate) git_user: GitIdentity,
+    pub(crate) git_upstreams: Vec<GitUpstream>,
     pub supervise: bool,
     /// pids, memory and CPU limits of the agent and the bundle (F-LIMITS).
     pub limits: LimitsPlan,
-    pub remote_control: bool,
+    pub(crate) remote_control: bool,
     /// The agent's system prompt (the Markdown body).
     pub prompt: String,
     /// Every credential the bottle uses and whether the host has it (never a value).
-    pub credentials: Vec<CredentialUse>,
+    pub(crate) credentials: Vec<CredentialUse>,
     /// A test's deliberate weakening (debug builds only); shown in the preflight.
-    pub weakened: Option<Weakening>,
+    pub(crate) weakened: Option<Weakening>,
 }
 
 impl BottlePlan {
     /// The extra CAs as one PEM text, for egress's upstream trust; `None` without any.
-    pub fn extra_ca_pem(&self) -> Option<String> {
+    pub(crate) fn extra_ca_pem(&self) -> Option<String> {
         (!self.extra_cas.is_empty()).then(|| {
             self.extra_cas
                 .iter()
@@ -223,7 +214,7 @@ impl BottlePlan {
     }
 
     /// Names of the env the agent sees (bottle and provider), sorted, placeholders left out.
-    pub fn visible_env_names(&self) -> Vec<&str> {
+    pub(crate) fn visible_env_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
             .env
             .names()
@@ -238,7 +229,7 @@ impl BottlePlan {
 
 /// Resolve the complete plan for starting `agent`; a credential the host lacks is an error
 /// naming the bottle file.
-pub fn resolve(
+pub(crate) fn resolve(
     m: &Manifest,
     agent: &str,
     opts: &StartOptions,
@@ -250,7 +241,7 @@ pub fn resolve(
 /// The same plan for describing an agent (`info`): a missing credential is recorded as not
 /// set in [`BottlePlan::credentials`] instead of refused, and its slot holds an empty value.
 /// Such a plan must never be launched.
-pub fn resolve_for_info(
+pub(crate) fn resolve_for_info(
     m: &Manifest,
     agent: &str,
     opts: &StartOptions,
@@ -326,7 +317,6 @@ fn resolve_with(
         agent: a.name.clone(),
         bottle: b.name.clone(),
         root: m.root.clone(),
-        state_dir,
         cwd: host.cwd.clone(),
         copy_cwd: opts.copy_cwd,
         resume: opts.resume,
@@ -358,7 +348,7 @@ fn resolve_with(
 
 /// Ask each prompted env value (`ask(name, message)`) and move it into `env.forwarded`.
 /// Values already answered stay answered if a later question fails.
-pub fn answer_prompts(
+pub(crate) fn answer_prompts(
     plan: &mut BottlePlan,
     ask: &mut dyn FnMut(&str, &str) -> std::io::Result<String>,
 ) -> Result<(), PlanError> {

@@ -5,29 +5,29 @@
 use super::PlanError;
 
 /// Prefix shared by every resource a bottle creates.
-pub const PREFIX: &str = "bot-bottle-";
+pub(crate) const PREFIX: &str = "bot-bottle-";
 /// Highest `-N` suffix tried when the bottle's names are taken.
-pub const MAX_NAME_ATTEMPTS: u32 = 100;
+pub(crate) const MAX_NAME_ATTEMPTS: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     /// The identity these names derive from (the plan's, or `<id>-N` on a retry).
     pub identity: String,
     /// Compose project `bot-bottle-<id>`.
-    pub project: String,
+    pub(crate) project: String,
     /// Agent container `bot-bottle-<id>`, or the `BOT_BOTTLE_CONTAINER` pin.
-    pub agent_container: String,
+    pub(crate) agent_container: String,
     /// Sidecar bundle `bot-bottle-sidecars-<id>`.
-    pub sidecar_container: String,
+    pub(crate) sidecar_container: String,
     /// Internal network `bot-bottle-net-<id>` (no route out).
-    pub internal_network: String,
+    pub(crate) internal_network: String,
     /// Egress network `bot-bottle-egress-<id>`.
-    pub egress_network: String,
+    pub(crate) egress_network: String,
     /// The agent container name came from `BOT_BOTTLE_CONTAINER`: a taken name is an error
     /// instead of a retry.
-    pub container_pinned: bool,
+    pub(crate) container_pinned: bool,
     /// The identity is pinned (a resume): it is never retried under another name.
-    pub identity_pinned: bool,
+    pub(crate) identity_pinned: bool,
 }
 
 impl Names {
@@ -58,7 +58,7 @@ impl Names {
     /// names, then those of identity `<id>-2`, `<id>-3` … up to [`MAX_NAME_ATTEMPTS`]. Every
     /// name moves together (a taken identity is taken for all its resources). A pinned
     /// container name or a resumed identity has only the first attempt.
-    pub fn attempt(&self, attempt: u32) -> Option<Names> {
+    pub(crate) fn attempt(&self, attempt: u32) -> Option<Names> {
         match attempt {
             0 => None,
             1 => Some(self.clone()),
@@ -71,7 +71,7 @@ impl Names {
 }
 
 /// The agent name reduced to `[a-z0-9-]`, no leading/trailing/double `-`.
-pub fn slug(agent: &str) -> String {
+pub(crate) fn slug(agent: &str) -> String {
     let mut out = String::with_capacity(agent.len());
     for c in agent.chars() {
         let c = c.to_ascii_lowercase();
@@ -90,13 +90,13 @@ pub fn slug(agent: &str) -> String {
 }
 
 /// A fresh identity `<agent-slug>-<suffix>`.
-pub fn mint_identity(agent: &str, random_suffix: &str) -> String {
+pub(crate) fn mint_identity(agent: &str, random_suffix: &str) -> String {
     format!("{}-{}", slug(agent), random_suffix)
 }
 
 /// A pinned (resumed) identity must be a plain name: it becomes a path under `state/` and part
 /// of every resource name.
-pub fn check_identity(identity: &str) -> Result<(), PlanError> {
+pub(crate) fn check_identity(identity: &str) -> Result<(), PlanError> {
     let ok = !identity.is_empty()
         && identity.len() <= 128
         && identity

@@ -14,52 +14,52 @@ use crate::manifest::{AuthScheme, Bottle, ProviderKind};
 use crate::secret::Secret;
 
 /// The container user's home.
-pub const GUEST_HOME: &str = "/home/node";
+pub(crate) const GUEST_HOME: &str = "/home/node";
 /// The agent's working directory in the container.
-pub const GUEST_WORKDIR: &str = "/home/node/workspace";
+pub(crate) const GUEST_WORKDIR: &str = "/home/node/workspace";
 /// Where the agent's prompt file is provisioned.
-pub const PROMPT_PATH: &str = "/home/node/.bot-bottle/prompt.md";
+pub(crate) const PROMPT_PATH: &str = "/home/node/.bot-bottle/prompt.md";
 /// The guest CA bundle (rebuilt after the bottle CA is installed).
-pub const GUEST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const GUEST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// What the agent sees in place of a credential egress injects.
-pub const EGRESS_PLACEHOLDER: &str = "egress-placeholder";
+pub(crate) const EGRESS_PLACEHOLDER: &str = "egress-placeholder";
 /// The Claude OAuth variable the placeholder goes into.
-pub const CLAUDE_OAUTH_ENV: &str = "CLAUDE_CODE_OAUTH_TOKEN";
+pub(crate) const CLAUDE_OAUTH_ENV: &str = "CLAUDE_CODE_OAUTH_TOKEN";
 
 const CLAUDE_API_HOST: &str = "api.anthropic.com";
 /// Hosts Codex talks to with its ChatGPT bearer.
-pub const CODEX_HOSTS: [&str; 2] = ["api.openai.com", "chatgpt.com"];
+pub(crate) const CODEX_HOSTS: [&str; 2] = ["api.openai.com", "chatgpt.com"];
 const CODEX_GUEST_HOME: &str = "/home/node/.codex";
 /// Name the supervise MCP server is registered under in the provider's config.
-pub const SUPERVISE_MCP_NAME: &str = "supervise";
+pub(crate) const SUPERVISE_MCP_NAME: &str = "supervise";
 /// Where the agent reaches supervise: its loopback relay, which forwards to the daemon's
 /// socket in the bundle (`NO_PROXY` covers loopback, so the call never goes through egress).
-pub const SUPERVISE_MCP_URL: &str = "http://127.0.0.1:9100/mcp";
+pub(crate) const SUPERVISE_MCP_URL: &str = "http://127.0.0.1:9100/mcp";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderPlan {
+pub(crate) struct ProviderPlan {
     pub kind: ProviderKind,
     /// Full argv run in the agent container (`docker exec … <command>`).
     pub command: Vec<String>,
     /// Provider literal env; holds placeholders, never a credential.
     pub env: BTreeMap<String, String>,
     /// Placeholder names, left out of the preflight summary.
-    pub hidden_env: BTreeSet<String>,
+    pub(crate) hidden_env: BTreeSet<String>,
     /// Files written into the guest; never a secret.
     pub files: Vec<ProvisionFile>,
     /// Commands run in the guest (as `node`) after provisioning; each must exit 0.
-    pub verify: Vec<Vec<String>>,
-    pub prompt_path: String,
+    pub(crate) verify: Vec<Vec<String>>,
+    pub(crate) prompt_path: String,
     /// The provider's session directory, snapshotted into state at session end.
-    pub transcript_dir: String,
+    pub(crate) transcript_dir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvisionFile {
+pub(crate) struct ProvisionFile {
     /// Absolute guest path under [`GUEST_HOME`].
     pub path: String,
     pub mode: u32,
-    pub contents: String,
+    pub(crate) contents: String,
 }
 
 /// The default image tag of a provider.
@@ -67,14 +67,6 @@ pub fn default_image(kind: ProviderKind) -> &'static str {
     match kind {
         ProviderKind::Claude => "bot-bottle-claude:latest",
         ProviderKind::Codex => "bot-bottle-codex:latest",
-    }
-}
-
-/// The embedded Dockerfile a provider's default image is built from.
-pub fn dockerfile_name(kind: ProviderKind) -> &'static str {
-    match kind {
-        ProviderKind::Claude => "Dockerfile.claude",
-        ProviderKind::Codex => "Dockerfile.codex",
     }
 }
 
@@ -121,7 +113,8 @@ pub fn command(
 }
 
 /// The provider's plan and the routes it owns (credentials read from the host).
-pub fn resolve_provider(
+#[cfg(test)]
+pub(crate) fn resolve_provider(
     bottle: &Bottle,
     resume: bool,
     remote_control: bool,

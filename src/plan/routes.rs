@@ -13,10 +13,10 @@ use crate::manifest::{AuthScheme, Route};
 use crate::secret::Secret;
 
 /// Prefix of the egress sidecar's token variables.
-pub const TOKEN_SLOT_PREFIX: &str = "EGRESS_TOKEN_";
+pub(crate) const TOKEN_SLOT_PREFIX: &str = "EGRESS_TOKEN_";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EgressRoute {
+pub(crate) struct EgressRoute {
     /// Lower-cased host name.
     pub host: String,
     /// Path prefixes; empty allows every path.
@@ -24,31 +24,31 @@ pub struct EgressRoute {
     pub auth: Option<RouteAuthPlan>,
     /// pipelock passes this host through without TLS interception.
     pub tls_passthrough: bool,
-    pub ssrf_ip_allowlist: Vec<IpNet>,
+    pub(crate) ssrf_ip_allowlist: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteAuthPlan {
-    pub scheme: AuthScheme,
+pub(crate) struct RouteAuthPlan {
+    pub(crate) scheme: AuthScheme,
     /// The egress variable holding the credential, `EGRESS_TOKEN_<n>`.
     pub token_env: String,
     /// Where the value came from: a host variable name, or a provider label. Never a value.
-    pub token_ref: String,
+    pub(crate) token_ref: String,
 }
 
 /// A route a provider needs, with its credential (if any) already read.
 #[derive(Debug, Clone)]
-pub struct ProviderRoute {
+pub(crate) struct ProviderRoute {
     pub host: String,
     pub tls_passthrough: bool,
     pub auth: Option<ProviderRouteAuth>,
 }
 
 #[derive(Debug, Clone)]
-pub struct ProviderRouteAuth {
-    pub scheme: AuthScheme,
+pub(crate) struct ProviderRouteAuth {
+    pub(crate) scheme: AuthScheme,
     /// Sharing key and label (host variable name or provider label).
-    pub token_ref: String,
+    pub(crate) token_ref: String,
     pub value: Secret,
 }
 

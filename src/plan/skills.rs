@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use super::{HostEnv, PlanError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skill {
+pub(crate) struct Skill {
     pub name: String,
     /// `<home>/.claude/skills/<name>` on the host.
-    pub host_path: PathBuf,
+    pub(crate) host_path: PathBuf,
 }
 
-pub fn resolve_skills(names: &[String], host: &HostEnv) -> Result<Vec<Skill>, PlanError> {
+pub(crate) fn resolve_skills(names: &[String], host: &HostEnv) -> Result<Vec<Skill>, PlanError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }

@@ -133,13 +133,13 @@ impl fmt::Display for BottlePlan {
 
 /// Which layer enforces the routes above. The route keys under `pipelock:` are applied by the
 /// egress proxy itself; no separate pipelock process runs.
-pub const GATES: &str = "egress enforces the routes: host and path allowlists, credential injection, secret scan, SSRF guard, and the `pipelock:` keys (tls_passthrough, ssrf_ip_allowlist)";
+pub(crate) const GATES: &str = "egress enforces the routes: host and path allowlists, credential injection, secret scan, SSRF guard, and the `pipelock:` keys (tls_passthrough, ssrf_ip_allowlist)";
 
 impl BottlePlan {
     /// One line per egress route, provider routes first: host, path allowlist, auth scheme
     /// and where its credential comes from (whether it is set), TLS passthrough, SSRF
     /// allowlist. Shared by the preflight and `info`.
-    pub fn route_lines(&self) -> Vec<String> {
+    pub(crate) fn route_lines(&self) -> Vec<String> {
         self.routes
             .iter()
             .map(|r| {
@@ -175,7 +175,7 @@ impl BottlePlan {
 
     /// The agent's and the bundle's limits, one line each; on smolmachines the agent is a VM,
     /// which takes CPUs and memory but has no pids limit. Shared by the preflight and `info`.
-    pub fn limit_lines(&self) -> Vec<String> {
+    pub(crate) fn limit_lines(&self) -> Vec<String> {
         let vm = self.backend == super::BackendKind::Smolmachines;
         let agent = if vm { "agent VM" } else { "agent" };
         vec![
@@ -185,7 +185,7 @@ impl BottlePlan {
     }
 
     /// One line per credential: what uses it, where it comes from, whether it is set.
-    pub fn credential_lines(&self) -> Vec<String> {
+    pub(crate) fn credential_lines(&self) -> Vec<String> {
         self.credentials
             .iter()
             .map(|c| {
@@ -200,7 +200,7 @@ impl BottlePlan {
     }
 
     /// Whether every recorded use of `source` found a value (true when none was recorded).
-    pub fn credential_set(&self, source: &str) -> bool {
+    pub(crate) fn credential_set(&self, source: &str) -> bool {
         self.credentials
             .iter()
             .filter(|c| c.source == source)
@@ -208,7 +208,7 @@ impl BottlePlan {
     }
 
     /// The routes as structured JSON for `info --json`: no notes inside strings.
-    pub fn routes_json(&self) -> serde_json::Value {
+    pub(crate) fn routes_json(&self) -> serde_json::Value {
         let routes: Vec<serde_json::Value> = self
             .routes
             .iter()

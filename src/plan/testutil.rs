@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::HostEnv;
 use crate::manifest::{Agent, AgentSource, Bottle, Manifest};
 
-pub fn host() -> HostEnv {
+pub(crate) fn host() -> HostEnv {
     HostEnv {
         vars: BTreeMap::new(),
         home: Some(PathBuf::from("/nonexistent-home")),
@@ -19,7 +19,7 @@ pub fn host() -> HostEnv {
     }
 }
 
-pub fn bottle(name: &str) -> Bottle {
+pub(crate) fn bottle(name: &str) -> Bottle {
     Bottle {
         name: name.into(),
         path: PathBuf::from(format!("/root/.bot-bottle/bottles/{name}.md")),
@@ -32,7 +32,7 @@ pub fn bottle(name: &str) -> Bottle {
     }
 }
 
-pub fn agent(name: &str, bottle: &str) -> Agent {
+pub(crate) fn agent(name: &str, bottle: &str) -> Agent {
     Agent {
         name: name.into(),
         path: PathBuf::from(format!("/root/.bot-bottle/agents/{name}.md")),
@@ -46,7 +46,7 @@ pub fn agent(name: &str, bottle: &str) -> Agent {
 }
 
 /// A manifest rooted at `/root/.bot-bottle` holding the given bottles and agents.
-pub fn manifest(bottles: Vec<Bottle>, agents: Vec<Agent>) -> Manifest {
+pub(crate) fn manifest(bottles: Vec<Bottle>, agents: Vec<Agent>) -> Manifest {
     Manifest {
         root: PathBuf::from("/root/.bot-bottle"),
         bottles: bottles.into_iter().map(|b| (b.name.clone(), b)).collect(),

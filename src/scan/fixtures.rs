@@ -5,29 +5,29 @@
 
 use base64::Engine as _;
 
-pub const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-pub const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-pub const DIGITS: &[u8] = b"0123456789";
-pub const HEXL: &[u8] = b"0123456789abcdef";
+pub(crate) const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+pub(crate) const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+pub(crate) const DIGITS: &[u8] = b"0123456789";
+pub(crate) const HEXL: &[u8] = b"0123456789abcdef";
 
-pub fn alpha(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn alpha(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-pub fn b62() -> Vec<u8> {
+pub(crate) fn b62() -> Vec<u8> {
     alpha(&[UPPER, LOWER, DIGITS])
 }
 
-pub fn b64url() -> Vec<u8> {
+pub(crate) fn b64url() -> Vec<u8> {
     alpha(&[UPPER, LOWER, DIGITS, b"-_"])
 }
 
-pub fn b64std() -> Vec<u8> {
+pub(crate) fn b64std() -> Vec<u8> {
     alpha(&[UPPER, LOWER, DIGITS, b"+/"])
 }
 
 /// Deterministic filler: `n` characters of `alphabet` from `seed` (xorshift64*).
-pub fn rnd(alphabet: &[u8], n: usize, seed: u64) -> String {
+pub(crate) fn rnd(alphabet: &[u8], n: usize, seed: u64) -> String {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
@@ -40,11 +40,11 @@ pub fn rnd(alphabet: &[u8], n: usize, seed: u64) -> String {
         .collect()
 }
 
-pub fn cat(parts: &[&str]) -> String {
+pub(crate) fn cat(parts: &[&str]) -> String {
     parts.concat()
 }
 
-pub fn pem_body(seed: u64) -> String {
+pub(crate) fn pem_body(seed: u64) -> String {
     let mut body = String::new();
     for i in 0..4 {
         body.push_str(&rnd(&b64std(), 64, seed + i));
@@ -53,16 +53,16 @@ pub fn pem_body(seed: u64) -> String {
     body
 }
 
-pub fn begin(kind: &str) -> String {
+pub(crate) fn begin(kind: &str) -> String {
     cat(&["-----", "BEGIN ", kind, "PRIVATE", " KEY-----"])
 }
 
-pub fn jwt_part(json: &str) -> String {
+pub(crate) fn jwt_part(json: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
 /// Positive fixture per rule id: a realistic line holding a freshly made credential.
-pub fn positive(id: &str) -> String {
+pub(crate) fn positive(id: &str) -> String {
     match id {
         "gcp-service-account-key" => cat(&[
             r#"{"type": "service_account", "project_id": "build-pipeline-4471", "private_key_id": ""#,
@@ -209,7 +209,7 @@ pub fn positive(id: &str) -> String {
 /// with a label: glued into longer words on both sides, split by a line continuation inside
 /// the value (as in a diff's added lines), base64, hex, fully percent-encoded, gzip, and
 /// gzip then base64.
-pub fn evasions(line: &str) -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn evasions(line: &str) -> Vec<(&'static str, Vec<u8>)> {
     use std::io::Write as _;
     // Split in the middle of the longest token (the random part of every fixture).
     let is_tok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';

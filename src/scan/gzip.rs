@@ -11,7 +11,7 @@ use flate2::read::MultiGzDecoder;
 use super::{Finding, ScanError, Scanner};
 
 /// Default cap on decompressed bytes for [`Scanner::scan_gzip`].
-pub const MAX_GZIP_OUTPUT: u64 = 32 << 20;
+pub(crate) const MAX_GZIP_OUTPUT: u64 = 32 << 20;
 const BLOCK: usize = 64 << 10;
 
 pub(crate) fn scan_gzip(

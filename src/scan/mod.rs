@@ -4,29 +4,32 @@
 //! is one pass of that set over the bytes plus bounded decoding layers (percent, JSON
 //! escapes, base64, hex; see `decode`). A [`Finding`] names the rule, never the value, so it
 //! can be logged and returned to the agent. [`StreamScan`] scans a body as it streams with a
-//! fixed-size overlap, and [`Scanner::scan_gzip`] decompresses with an output cap.
+//! fixed-size overlap, and the test-only `Scanner::scan_gzip` decompresses with an output cap.
 
 mod decode;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
 mod gzip;
 mod rules;
 mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use gzip::MAX_GZIP_OUTPUT;
+#[cfg(test)]
+pub(crate) use gzip::MAX_GZIP_OUTPUT;
 pub use rules::{RuleInfo, rules};
-pub use stream::{STREAM_OVERLAP, StreamScan};
+pub(crate) use stream::STREAM_OVERLAP;
+pub use stream::StreamScan;
 
 use decode::Budget;
 use rules::{COMPILED, Compiled, RULES};
 
 /// Decoded bytes allowed per scan window (all layers and depths together).
-pub const DECODE_BUDGET: usize = 4 << 20;
+pub(crate) const DECODE_BUDGET: usize = 4 << 20;
 /// One-shot scans of larger inputs are cut into windows of this size (with overlap) so each
 /// window gets its own decode budget and memory stays bounded.
-pub const SCAN_WINDOW: usize = 256 << 10;
+pub(crate) const SCAN_WINDOW: usize = 256 << 10;
 /// Decoding layers stack at most this deep (e.g. base64 of a percent-encoded value).
 const MAX_DEPTH: usize = 2;
 
@@ -36,12 +39,13 @@ pub struct Finding {
     /// Stable rule id, e.g. `aws-access-key-id`.
     pub rule: &'static str,
     /// Human description, e.g. `AWS access key id`.
-    pub description: &'static str,
+    pub(crate) description: &'static str,
 }
 
 /// Why a compressed body could not be scanned. Callers refuse the body in both cases.
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
-pub enum ScanError {
+pub(crate) enum ScanError {
     #[error("gzip body could not be decompressed ({0}); send a valid gzip body")]
     Gzip(String),
     #[error("gzip body expands beyond {limit} bytes; send it uncompressed or smaller")]
@@ -87,7 +91,7 @@ impl Scanner {
     }
 
     /// [`Scanner::scan`] for text.
-    pub fn scan_str(&self, text: &str) -> Option<Finding> {
+    pub(crate) fn scan_str(&self, text: &str) -> Option<Finding> {
         self.scan(text.as_bytes())
     }
 
@@ -97,12 +101,14 @@ impl Scanner {
     }
 
     /// Decompress a gzip body (at most [`MAX_GZIP_OUTPUT`] bytes) and scan it.
-    pub fn scan_gzip(&self, data: &[u8]) -> Result<Option<Finding>, ScanError> {
+    #[cfg(test)]
+    pub(crate) fn scan_gzip(&self, data: &[u8]) -> Result<Option<Finding>, ScanError> {
         gzip::scan_gzip(self, data, MAX_GZIP_OUTPUT)
     }
 
     /// [`Scanner::scan_gzip`] with a caller-chosen decompressed-size limit.
-    pub fn scan_gzip_with_limit(
+    #[cfg(test)]
+    pub(crate) fn scan_gzip_with_limit(
         &self,
         data: &[u8],
         limit: u64,

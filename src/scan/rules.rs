@@ -14,7 +14,7 @@ pub struct RuleInfo {
     /// Stable id, kebab-case, e.g. `github-pat`.
     pub id: &'static str,
     /// What the rule finds, e.g. `GitHub personal access token`.
-    pub description: &'static str,
+    pub(crate) description: &'static str,
 }
 
 /// A post-match check on the value (capture group 1 when present, else the whole match).
@@ -23,8 +23,8 @@ type Check = fn(&[u8]) -> bool;
 
 pub(crate) struct RuleDef {
     pub info: RuleInfo,
-    pub pattern: &'static str,
-    pub check: Option<Check>,
+    pub(crate) pattern: &'static str,
+    pub(crate) check: Option<Check>,
 }
 
 const fn rule(id: &'static str, description: &'static str, pattern: &'static str) -> RuleDef {

@@ -7,7 +7,7 @@
 use super::{Finding, SCAN_WINDOW, Scanner};
 
 /// Longest secret (raw or encoded) guaranteed to be found across a chunk boundary.
-pub const STREAM_OVERLAP: usize = 4096;
+pub(crate) const STREAM_OVERLAP: usize = 4096;
 /// Extra bytes kept before the overlap only as context for word-boundary checks.
 const CONTEXT: usize = 16;
 
@@ -53,12 +53,14 @@ impl<'a> StreamScan<'a> {
     }
 
     /// The finding, if any chunk so far held a secret.
-    pub fn finding(&self) -> Option<&Finding> {
+    #[cfg(test)]
+    pub(crate) fn finding(&self) -> Option<&Finding> {
         self.found.as_ref()
     }
 
     /// Bytes held between chunks (at most the overlap plus a few context bytes).
-    pub fn retained_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn retained_len(&self) -> usize {
         self.buf.len()
     }
 }

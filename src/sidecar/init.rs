@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 use crate::envvars;
 
 /// Where `<name>.args.json` files are read from when `BOT_BOTTLE_SIDECAR_CONFIG_DIR` is unset.
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/bot-bottle/sidecar";
+pub(crate) const DEFAULT_CONFIG_DIR: &str = "/etc/bot-bottle/sidecar";
 /// Grace period between SIGTERM and SIGKILL.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit code for configuration errors (nothing was started).
 pub const EXIT_CONFIG: i32 = 2;
 /// After SIGKILL, how long to wait for stragglers before exiting anyway.
@@ -76,7 +76,7 @@ pub enum InitError {
 
 /// One daemon to supervise.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DaemonSpec {
+pub(crate) struct DaemonSpec {
     pub name: String,
     pub argv: Vec<String>,
 }
@@ -84,12 +84,12 @@ pub struct DaemonSpec {
 /// Everything the init needs, read once at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InitConfig {
-    pub daemons: Vec<DaemonSpec>,
-    pub stop_timeout: Duration,
+    pub(crate) daemons: Vec<DaemonSpec>,
+    pub(crate) stop_timeout: Duration,
 }
 
 /// Splits the comma list; empty items are ignored, names are validated and unique.
-pub fn parse_daemon_list(list: &str) -> Result<Vec<String>, InitError> {
+pub(crate) fn parse_daemon_list(list: &str) -> Result<Vec<String>, InitError> {
     let mut names: Vec<String> = Vec::new();
     for raw in list.split(',') {
         let name = raw.trim();
@@ -120,7 +120,7 @@ pub fn parse_daemon_list(list: &str) -> Result<Vec<String>, InitError> {
 }
 
 /// Reads `<dir>/<name>.args.json`.
-pub fn read_argv(dir: &Path, name: &str) -> Result<Vec<String>, InitError> {
+pub(crate) fn read_argv(dir: &Path, name: &str) -> Result<Vec<String>, InitError> {
     use crate::sidecar::wire::{DaemonArgv, WireFile};
     let path = dir.join(crate::sidecar::wire::daemon_args_file(name));
     let text = std::fs::read_to_string(&path).map_err(|source| InitError::ReadArgs {

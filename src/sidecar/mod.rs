@@ -6,4 +6,4 @@ pub mod git_gate;
 pub mod init;
 pub mod relay;
 pub mod supervise;
-pub mod wire;
+pub(crate) mod wire;

@@ -28,9 +28,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// Default bound on concurrent relayed connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// How long connecting to the target may take before the client is dropped.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mode of sockets the relay creates: both containers' users must be able to connect; the
 /// volume holding them is private to one bottle.
 pub const SOCKET_MODE: u32 = 0o666;

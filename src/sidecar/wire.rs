@@ -28,30 +28,30 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The egress routes file.
-pub const ROUTES_FILE: &str = "routes.json";
+pub(crate) const ROUTES_FILE: &str = "routes.json";
 /// The bottle CA certificate (PEM).
-pub const CA_CERT_FILE: &str = "ca.pem";
+pub(crate) const CA_CERT_FILE: &str = "ca.pem";
 /// The bottle CA private key (PEM, mode 0600).
-pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub(crate) const CA_KEY_FILE: &str = "ca-key.pem";
 /// Extra upstream roots for egress (PEM), when the operator configured any.
-pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
+pub(crate) const EXTRA_CA_FILE: &str = "extra-ca.pem";
 /// The routes granted at run time (written by supervise in its spool, read by egress).
-pub const GRANTS_FILE: &str = "granted.json";
+pub(crate) const GRANTS_FILE: &str = "granted.json";
 
 /// The git-gate's repos file ([`crate::sidecar::git_gate::ReposFile`]): upstream, path of the
 /// identity file inside the bundle, pinned host key and ref policy per repo. No key material.
-pub const GIT_GATE_REPOS_FILE: &str = "git-gate.json";
+pub(crate) const GIT_GATE_REPOS_FILE: &str = "git-gate.json";
 
 /// Largest wire file a reader accepts; the launcher renders a few kilobytes.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// The argv file of daemon `name`, read by the bundle's init.
-pub fn daemon_args_file(name: &str) -> String {
+pub(crate) fn daemon_args_file(name: &str) -> String {
     format!("{name}.args.json")
 }
 
 /// A file of the sidecar config dir with a typed JSON body.
-pub trait WireFile: Serialize + DeserializeOwned {
+pub(crate) trait WireFile: Serialize + DeserializeOwned {
     /// What the file is, for error messages ("routes file").
     const WHAT: &'static str;
 
@@ -76,7 +76,7 @@ pub trait WireFile: Serialize + DeserializeOwned {
 
 /// How a route's credential is written: `Authorization: <scheme> <value>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AuthScheme {
+pub(crate) enum AuthScheme {
     #[serde(rename = "Bearer")]
     Bearer,
     #[serde(rename = "token")]
@@ -85,7 +85,8 @@ pub enum AuthScheme {
 
 impl AuthScheme {
     /// The spelling used in manifests, on the wire and in the header.
-    pub fn parse(s: &str) -> Option<Self> {
+    #[cfg(test)]
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "Bearer" => Some(AuthScheme::Bearer),
             "token" => Some(AuthScheme::Token),
@@ -93,7 +94,7 @@ impl AuthScheme {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuthScheme::Bearer => "Bearer",
             AuthScheme::Token => "token",
@@ -104,7 +105,7 @@ impl AuthScheme {
 /// `routes.json`: the hosts egress lets the agent reach. Re-read live when it changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RoutesFile {
+pub(crate) struct RoutesFile {
     pub routes: Vec<RouteEntry>,
 }
 
@@ -115,7 +116,7 @@ impl WireFile for RoutesFile {
 /// One route of [`RoutesFile`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteEntry {
+pub(crate) struct RouteEntry {
     /// Host name or address; egress normalises and validates it.
     pub host: String,
     /// Path prefixes, each starting with `/`; empty allows every path.
@@ -131,12 +132,13 @@ pub struct RouteEntry {
     pub tls_passthrough: bool,
     /// Internal destinations this route may reach: CIDRs, or bare addresses for one host.
     #[serde(default, with = "cidr_list")]
-    pub ssrf_ip_allowlist: Vec<IpNet>,
+    pub(crate) ssrf_ip_allowlist: Vec<IpNet>,
 }
 
 impl RouteEntry {
     /// A route to `host` with no options.
-    pub fn host(host: impl Into<String>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn host(host: impl Into<String>) -> Self {
         RouteEntry {
             host: host.into(),
             path_allowlist: Vec::new(),
@@ -158,7 +160,7 @@ impl WireFile for crate::sidecar::git_gate::ReposFile {
 /// neither writer can undo the other's change. Re-read live when it changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GrantsFile {
+pub(crate) struct GrantsFile {
     pub grants: Vec<GrantEntry>,
 }
 
@@ -171,7 +173,7 @@ impl WireFile for GrantsFile {
 /// route (its credential and SSRF allowances apply); on another host it is the only way in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GrantEntry {
+pub(crate) struct GrantEntry {
     /// The request id it answers (names the grant in audit lines).
     pub id: String,
     pub host: String,
@@ -187,14 +189,14 @@ pub struct GrantEntry {
 /// `<name>.args.json`: a daemon's argv, program first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct DaemonArgv(pub Vec<String>);
+pub(crate) struct DaemonArgv(pub Vec<String>);
 
 impl WireFile for DaemonArgv {
     const WHAT: &'static str = "daemon argv file (a JSON array of strings)";
 }
 
 /// A CIDR, or a bare address meaning a single host.
-pub fn parse_cidr(s: &str) -> Option<IpNet> {
+pub(crate) fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))

@@ -22,20 +22,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub const TOKEN: &str = "tok-live-4f9a2c7e1b";
-pub const AGENT_TOKEN: &str = "agent-placeholder-77";
+pub(crate) const TOKEN: &str = "tok-live-4f9a2c7e1b";
+pub(crate) const AGENT_TOKEN: &str = "agent-placeholder-77";
 
 /// What the upstream received.
 #[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub(crate) struct Recorded {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Recorded {
-    pub fn header_values(&self, name: &str) -> Vec<String> {
+    pub(crate) fn header_values(&self, name: &str) -> Vec<String> {
         self.headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -44,26 +44,26 @@ impl Recorded {
     }
 }
 
-pub type Log = Arc<Mutex<Vec<Recorded>>>;
+pub(crate) type Log = Arc<Mutex<Vec<Recorded>>>;
 
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub log: Log,
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: Log,
 }
 
 impl Upstream {
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.log.lock().unwrap().clone()
     }
 }
 
-pub struct TestCa {
-    pub cert_pem: String,
+pub(crate) struct TestCa {
+    pub(crate) cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestCa {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -76,7 +76,7 @@ impl TestCa {
         }
     }
 
-    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
@@ -163,7 +163,7 @@ async fn serve_upstream_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>
         .await;
 }
 
-pub async fn tls_upstream(ca: &TestCa, names: &[&str]) -> Upstream {
+pub(crate) async fn tls_upstream(ca: &TestCa, names: &[&str]) -> Upstream {
     let cfg = ca.server_config(names);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -184,7 +184,7 @@ pub async fn tls_upstream(ca: &TestCa, names: &[&str]) -> Upstream {
     Upstream { addr, log }
 }
 
-pub async fn plain_upstream() -> Upstream {
+pub(crate) async fn plain_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let log: Log = Arc::default();
@@ -198,21 +198,21 @@ pub async fn plain_upstream() -> Upstream {
 }
 
 /// The proxy and everything around it.
-pub struct Harness {
-    pub proxy: SocketAddr,
-    pub tls: Upstream,
-    pub plain: Upstream,
-    pub dir: tempfile::TempDir,
-    pub bottle_ca: PathBuf,
-    pub upstream_ca: PathBuf,
-    pub routes: PathBuf,
-    pub audit: PathBuf,
+pub(crate) struct Harness {
+    pub(crate) proxy: SocketAddr,
+    pub(crate) tls: Upstream,
+    pub(crate) plain: Upstream,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) bottle_ca: PathBuf,
+    pub(crate) upstream_ca: PathBuf,
+    pub(crate) routes: PathBuf,
+    pub(crate) audit: PathBuf,
     /// Where supervise keeps its spool; egress reads its grants file from there.
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
 }
 
 /// Hosts pinned to the TLS upstream.
-pub const TLS_HOSTS: [&str; 5] = [
+pub(crate) const TLS_HOSTS: [&str; 5] = [
     "api.test",
     "pass.test",
     "open.test",
@@ -220,12 +220,12 @@ pub const TLS_HOSTS: [&str; 5] = [
     "lo.test",
 ];
 
-pub struct Options {
-    pub allow_loopback: bool,
-    pub extra_pins: Vec<String>,
-    pub limits: Limits,
-    pub unix: Option<PathBuf>,
-    pub upstream_proxy: Option<String>,
+pub(crate) struct Options {
+    pub(crate) allow_loopback: bool,
+    pub(crate) extra_pins: Vec<String>,
+    pub(crate) limits: Limits,
+    pub(crate) unix: Option<PathBuf>,
+    pub(crate) upstream_proxy: Option<String>,
 }
 
 impl Default for Options {
@@ -240,11 +240,11 @@ impl Default for Options {
     }
 }
 
-pub async fn start(routes_json: &str) -> Harness {
+pub(crate) async fn start(routes_json: &str) -> Harness {
     start_with(routes_json, Options::default()).await
 }
 
-pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
+pub(crate) async fn start_with(routes_json: &str, opts: Options) -> Harness {
     let ca = TestCa::new();
     let tls = tls_upstream(&ca, &TLS_HOSTS).await;
     let plain = plain_upstream().await;
@@ -313,25 +313,30 @@ pub async fn start_with(routes_json: &str, opts: Options) -> Harness {
 
 /// Result of one curl run.
 #[derive(Debug)]
-pub struct Curl {
-    pub exit: i32,
-    pub status: u16,
-    pub connect_status: u16,
-    pub headers: String,
-    pub body: String,
+pub(crate) struct Curl {
+    pub(crate) exit: i32,
+    pub(crate) status: u16,
+    pub(crate) connect_status: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 impl Harness {
-    pub fn proxy_url(&self) -> String {
+    pub(crate) fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy)
     }
 
     /// `curl --proxy` with the bottle CA trusted; `args` go before the URL.
-    pub async fn curl(&self, url: &str, args: &[&str]) -> Curl {
+    pub(crate) async fn curl(&self, url: &str, args: &[&str]) -> Curl {
         self.curl_with_ca(url, args, &self.bottle_ca.clone()).await
     }
 
-    pub async fn curl_with_ca(&self, url: &str, args: &[&str], ca: &std::path::Path) -> Curl {
+    pub(crate) async fn curl_with_ca(
+        &self,
+        url: &str,
+        args: &[&str],
+        ca: &std::path::Path,
+    ) -> Curl {
         let headers = self.dir.path().join(format!("h-{}", rand_suffix()));
         let out = tokio::process::Command::new("curl")
             .arg("-sS")
@@ -364,7 +369,7 @@ impl Harness {
         }
     }
 
-    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
@@ -372,19 +377,19 @@ impl Harness {
             .collect()
     }
 
-    pub fn audit_text(&self) -> String {
+    pub(crate) fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
     }
 
     /// Raw TCP connection to the proxy.
-    pub async fn raw(&self) -> TcpStream {
+    pub(crate) async fn raw(&self) -> TcpStream {
         let s = TcpStream::connect(self.proxy).await.unwrap();
         s.set_nodelay(true).unwrap();
         s
     }
 
     /// CONNECT through the proxy and return the head of its answer and the stream.
-    pub async fn connect(&self, target: &str) -> (String, TcpStream) {
+    pub(crate) async fn connect(&self, target: &str) -> (String, TcpStream) {
         let mut s = self.raw().await;
         s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
             .await
@@ -394,7 +399,7 @@ impl Harness {
     }
 
     /// CONNECT then TLS with `sni`, trusting the bottle CA.
-    pub async fn tunnel(
+    pub(crate) async fn tunnel(
         &self,
         target: &str,
         sni: &str,
@@ -419,7 +424,7 @@ impl Harness {
             .await
     }
 
-    pub async fn wait_for_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+    pub(crate) async fn wait_for_audit(&self, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
         for _ in 0..100 {
             if self.audit_lines().iter().any(&pred) {
                 return true;
@@ -437,7 +442,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Read an HTTP head (up to the blank line) byte by byte.
-pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
@@ -450,7 +455,10 @@ pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> String {
 }
 
 /// Send a raw request and read the whole answer until the peer closes or `timeout`.
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &[u8]) -> String {
+pub(crate) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+) -> String {
     let _ = s.write_all(request).await;
     // A TLS client may keep written bytes buffered until flushed.
     let _ = s.flush().await;
@@ -466,7 +474,7 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &[u
 }
 
 /// The standard routes used by most tests.
-pub fn standard_routes() -> String {
+pub(crate) fn standard_routes() -> String {
     serde_json::json!({"routes": [
         {"host": "api.test", "path_allowlist": ["/v1/"], "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"},
         {"host": "open.test"},
@@ -477,11 +485,11 @@ pub fn standard_routes() -> String {
 }
 
 /// Request heads seen by a [`head_recording_server`].
-pub type Heads = Arc<Mutex<Vec<String>>>;
+pub(crate) type Heads = Arc<Mutex<Vec<String>>>;
 
 /// A loopback server that records each connection's request head, then lets `answer` reply
 /// on the stream.
-pub async fn head_recording_server<F, Fut>(answer: F) -> (SocketAddr, Heads)
+pub(crate) async fn head_recording_server<F, Fut>(answer: F) -> (SocketAddr, Heads)
 where
     F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -507,7 +515,7 @@ where
 
 /// A minimal upstream HTTP proxy (like pipelock): records each request head; tunnels CONNECT
 /// to the named target, answers absolute-form requests itself with `via-proxy`.
-pub async fn fake_upstream_proxy() -> (SocketAddr, Heads) {
+pub(crate) async fn fake_upstream_proxy() -> (SocketAddr, Heads) {
     head_recording_server(|head, mut s| async move {
         let line = head.lines().next().unwrap_or("").to_string();
         let mut parts = line.split_whitespace();

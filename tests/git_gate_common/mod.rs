@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const SSHD: &str = "/usr/sbin/sshd";
+pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 
 /// The sshd binary, or `None` after saying loudly why the test does not run. Where the suite
 /// is expected to have it (CI, engine builds), its absence fails the test instead.
-pub fn sshd_or_skip(test: &str) -> Option<&'static str> {
+pub(crate) fn sshd_or_skip(test: &str) -> Option<&'static str> {
     if Path::new(SSHD).is_file() {
         return Some(SSHD);
     }
@@ -26,18 +26,18 @@ pub fn sshd_or_skip(test: &str) -> Option<&'static str> {
     None
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-pub fn wait_port(port: u16, what: &str) {
+pub(crate) fn wait_port(port: u16, what: &str) {
     wait_addr(([127, 0, 0, 1], port).into(), what);
 }
 
-pub fn wait_addr(addr: SocketAddr, what: &str) {
+pub(crate) fn wait_addr(addr: SocketAddr, what: &str) {
     let port = addr.port();
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -49,11 +49,11 @@ pub fn wait_addr(addr: SocketAddr, what: &str) {
     panic!("{what} did not listen on {port}");
 }
 
-pub fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("spawn")
 }
 
-pub fn ok(cmd: &mut Command) -> String {
+pub(crate) fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(
         out.status.success(),
@@ -64,7 +64,7 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn keygen(path: &Path) -> String {
+pub(crate) fn keygen(path: &Path) -> String {
     ok(Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "throwaway", "-f"])
         .arg(path));
@@ -76,26 +76,26 @@ fn whoami() -> String {
 }
 
 /// A running sshd serving bare repos under `root`.
-pub struct Upstream {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    pub user: String,
-    pub user_key: PathBuf,
-    pub host_pub: String,
+pub(crate) struct Upstream {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) user_key: PathBuf,
+    pub(crate) host_pub: String,
     /// The address sshd listens on (loopback unless [`Upstream::start_on`] chose another).
-    pub addr: std::net::IpAddr,
+    pub(crate) addr: std::net::IpAddr,
     child: Option<Child>,
     config: PathBuf,
 }
 
 impl Upstream {
-    pub fn start() -> Upstream {
+    pub(crate) fn start() -> Upstream {
         Upstream::start_on([127, 0, 0, 1].into())
     }
 
     /// An upstream listening on `addr` (e.g. the engine's bridge address, so containers
     /// reach it); the port is free on loopback, which is checked, not reserved.
-    pub fn start_on(addr: std::net::IpAddr) -> Upstream {
+    pub(crate) fn start_on(addr: std::net::IpAddr) -> Upstream {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let host_key = d.join("host_ed25519");
@@ -136,7 +136,7 @@ impl Upstream {
         up
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new(SSHD)
             .args(["-D", "-e", "-f"])
             .arg(&self.config)
@@ -149,7 +149,7 @@ impl Upstream {
         wait_addr((self.addr, self.port).into(), "sshd");
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -157,7 +157,7 @@ impl Upstream {
     }
 
     /// A new bare repo on the upstream with one commit on `main`; returns its ssh URL.
-    pub fn repo(&self, name: &str) -> String {
+    pub(crate) fn repo(&self, name: &str) -> String {
         let bare = self.dir.path().join("repos").join(format!("{name}.git"));
         ok(Command::new("git")
             .args(["init", "--quiet", "--bare", "-b", "main"])
@@ -177,7 +177,7 @@ impl Upstream {
         self.url(name)
     }
 
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         let bare = self.dir.path().join("repos").join(format!("{name}.git"));
         format!(
             "ssh://{}@127.0.0.1:{}{}",
@@ -187,12 +187,12 @@ impl Upstream {
         )
     }
 
-    pub fn bare(&self, name: &str) -> PathBuf {
+    pub(crate) fn bare(&self, name: &str) -> PathBuf {
         self.dir.path().join("repos").join(format!("{name}.git"))
     }
 
     /// The upstream's value of `refname`, or `None`.
-    pub fn rev(&self, name: &str, refname: &str) -> Option<String> {
+    pub(crate) fn rev(&self, name: &str, refname: &str) -> Option<String> {
         let out =
             run(plain_git(&self.bare(name)).args(["rev-parse", "--verify", "--quiet", refname]));
         out.status
@@ -229,7 +229,7 @@ impl Upstream {
     }
 
     /// The ssh command a direct (gate-less) client uses to reach this upstream.
-    pub fn direct_ssh(&self) -> String {
+    pub(crate) fn direct_ssh(&self) -> String {
         format!(
             "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no \
              -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
@@ -245,7 +245,7 @@ impl Drop for Upstream {
 }
 
 /// git with a fixed identity and no user or system config.
-pub fn plain_git(dir: &Path) -> Command {
+pub(crate) fn plain_git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -259,16 +259,16 @@ pub fn plain_git(dir: &Path) -> Command {
 }
 
 /// One repo entry of the gate's repos file.
-pub struct RepoSpec {
-    pub name: String,
-    pub url: String,
-    pub host_key: Option<String>,
-    pub refs: serde_json::Value,
+pub(crate) struct RepoSpec {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) host_key: Option<String>,
+    pub(crate) refs: serde_json::Value,
 }
 
 /// The gate binary: cargo names it for tests; an example finds it beside its own directory
 /// (`target/<profile>/examples/..` → `target/<profile>/bot-bottle-git-gate`).
-pub fn gate_bin() -> PathBuf {
+pub(crate) fn gate_bin() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_bot-bottle-git-gate") {
         return PathBuf::from(p);
     }
@@ -280,19 +280,23 @@ pub fn gate_bin() -> PathBuf {
 }
 
 /// A running gate (the real binary) on a free loopback port.
-pub struct Gate {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
+pub(crate) struct Gate {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
     child: Child,
 }
 
 impl Gate {
-    pub fn start(identity: &Path, repos: &[RepoSpec]) -> Gate {
+    pub(crate) fn start(identity: &Path, repos: &[RepoSpec]) -> Gate {
         Gate::start_with_path(identity, repos, None)
     }
 
     /// A gate whose `PATH` starts with `extra_path` (e.g. a directory with a fake `gitleaks`).
-    pub fn start_with_path(identity: &Path, repos: &[RepoSpec], extra_path: Option<&Path>) -> Gate {
+    pub(crate) fn start_with_path(
+        identity: &Path,
+        repos: &[RepoSpec],
+        extra_path: Option<&Path>,
+    ) -> Gate {
         let dir = tempfile::tempdir().expect("tempdir");
         let list: Vec<serde_json::Value> = repos
             .iter()
@@ -334,12 +338,12 @@ impl Gate {
         Gate { dir, port, child }
     }
 
-    pub fn http_url(&self, name: &str) -> String {
+    pub(crate) fn http_url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}.git", self.port)
     }
 
     /// Audit lines written so far, parsed.
-    pub fn audit(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("audit.log"))
             .unwrap_or_default()
             .lines()
@@ -357,12 +361,12 @@ impl Drop for Gate {
 
 /// The agent's side: a home with a `.gitconfig` whose `insteadOf` rules send each upstream URL
 /// to the gate, and an ssh that cannot work (the agent has no key and no route).
-pub struct Agent {
-    pub home: tempfile::TempDir,
+pub(crate) struct Agent {
+    pub(crate) home: tempfile::TempDir,
 }
 
 impl Agent {
-    pub fn new(gate: &Gate, upstreams: &[(&str, &str)]) -> Agent {
+    pub(crate) fn new(gate: &Gate, upstreams: &[(&str, &str)]) -> Agent {
         let home = tempfile::tempdir().expect("tempdir");
         let mut cfg = String::from("[user]\n\tname = agent\n\temail = agent@example.test\n");
         for (name, url) in upstreams {
@@ -375,7 +379,7 @@ impl Agent {
         Agent { home }
     }
 
-    pub fn git(&self, dir: &Path) -> Command {
+    pub(crate) fn git(&self, dir: &Path) -> Command {
         let mut c = Command::new("git");
         c.current_dir(dir)
             .env_clear()
@@ -387,14 +391,14 @@ impl Agent {
         c
     }
 
-    pub fn clone(&self, url: &str, into: &str) -> PathBuf {
+    pub(crate) fn clone(&self, url: &str, into: &str) -> PathBuf {
         ok(self
             .git(self.home.path())
             .args(["clone", "--quiet", url, into]));
         self.home.path().join(into)
     }
 
-    pub fn commit(&self, work: &Path, file: &str, content: &[u8], msg: &str) -> String {
+    pub(crate) fn commit(&self, work: &Path, file: &str, content: &[u8], msg: &str) -> String {
         let p = work.join(file);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).unwrap();
@@ -487,10 +491,10 @@ pub fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Optio
 }
 
 /// Secret fixtures assembled at run time (no literal secret in the source).
-pub fn aws_key() -> String {
+pub(crate) fn aws_key() -> String {
     format!("AKIA{}", "Q7LMZ2XW4RT9PK3N")
 }
 
-pub fn github_pat() -> String {
+pub(crate) fn github_pat() -> String {
     format!("ghp_{}", "x9Kq2LmZ8vT4pR7nW1sY6bH3cJ5dF0gA2eUi")
 }

@@ -24,16 +24,16 @@ use crate::runner::{ProcessSpec, RunError, Runner};
 /// Dockerfile of the Claude Code agent image.
 pub const CLAUDE_DOCKERFILE: &str = include_str!("../../../Dockerfile.claude");
 /// Dockerfile of the Codex agent image.
-pub const CODEX_DOCKERFILE: &str = include_str!("../../../Dockerfile.codex");
+pub(crate) const CODEX_DOCKERFILE: &str = include_str!("../../../Dockerfile.codex");
 /// Dockerfile of the sidecar bundle image.
-pub const SIDECARS_DOCKERFILE: &str = include_str!("../../../Dockerfile.sidecars");
+pub(crate) const SIDECARS_DOCKERFILE: &str = include_str!("../../../Dockerfile.sidecars");
 
 /// Image label holding the hash of the build context the image was built from.
-pub const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
+pub(crate) const CONTEXT_HASH_LABEL: &str = "dev.bot-bottle.context-hash";
 /// Build argument naming the base image in every embedded Dockerfile.
-pub const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
+pub(crate) const BASE_IMAGE_ARG: &str = "BASE_IMAGE";
 /// Sidecar binaries copied into the sidecar image's `bin/`.
-pub const SIDECAR_BINARIES: [&str; 5] = [
+pub(crate) const SIDECAR_BINARIES: [&str; 5] = [
     "bot-bottle-egress",
     "bot-bottle-git-gate",
     "bot-bottle-init",
@@ -41,7 +41,7 @@ pub const SIDECAR_BINARIES: [&str; 5] = [
     "bot-bottle-supervise",
 ];
 /// Directory of the extra CA certificates inside a build context.
-pub const EXTRA_CA_DIR: &str = "extra-ca";
+pub(crate) const EXTRA_CA_DIR: &str = "extra-ca";
 
 const DOCKER: &str = "docker";
 
@@ -121,7 +121,7 @@ impl fmt::Display for ImageStatus {
 
 /// The embedded Dockerfile of a provider's default image (its tag is the plan's
 /// [`default_image`]).
-pub fn provider_dockerfile(kind: ProviderKind) -> &'static str {
+pub(crate) fn provider_dockerfile(kind: ProviderKind) -> &'static str {
     match kind {
         ProviderKind::Claude => CLAUDE_DOCKERFILE,
         ProviderKind::Codex => CODEX_DOCKERFILE,
@@ -172,7 +172,7 @@ impl ImageSpec {
     }
 
     #[must_use]
-    pub fn with_base_image(mut self, base: Option<&str>) -> Self {
+    pub(crate) fn with_base_image(mut self, base: Option<&str>) -> Self {
         if let Some(b) = base {
             self.build_args
                 .insert(BASE_IMAGE_ARG.to_string(), b.to_string());
@@ -181,20 +181,14 @@ impl ImageSpec {
     }
 
     #[must_use]
-    pub fn with_build_arg(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
-        self.build_args.insert(k.into(), v.into());
-        self
-    }
-
-    #[must_use]
-    pub fn with_file(mut self, name: impl Into<String>, source: Source, mode: u32) -> Self {
+    pub(crate) fn with_file(mut self, name: impl Into<String>, source: Source, mode: u32) -> Self {
         self.files.insert(name.into(), ContextFile { source, mode });
         self
     }
 
     /// Adds each certificate (one PEM block each) as `extra-ca/bot-bottle-extra-<hash>.crt`.
     #[must_use]
-    pub fn with_extra_cas(mut self, certs: &[Vec<u8>]) -> Self {
+    pub(crate) fn with_extra_cas(mut self, certs: &[Vec<u8>]) -> Self {
         for pem in certs {
             let h = hex::encode(Sha256::digest(pem));
             self.files.insert(
@@ -210,7 +204,7 @@ impl ImageSpec {
 
     /// SHA-256 (hex) over the Dockerfile, build args, directories and every file's name, mode
     /// and bytes: any change there means a rebuild.
-    pub fn context_hash(&self) -> Result<String, ImageError> {
+    pub(crate) fn context_hash(&self) -> Result<String, ImageError> {
         let mut h = Hasher::new();
         let mut field = |tag: &str, bytes: &[u8]| {
             h.update(tag.as_bytes());
@@ -259,7 +253,7 @@ impl ImageSpec {
     /// The build context as one tar stream (Dockerfile, dirs, files with their modes), sent
     /// to `docker build -` on stdin: nothing is written on the host and no temp dir is
     /// needed, and a remote engine gets the same context.
-    pub fn context_tar(&self) -> Result<Vec<u8>, ImageError> {
+    pub(crate) fn context_tar(&self) -> Result<Vec<u8>, ImageError> {
         let ctx = |name: &str| {
             let path = PathBuf::from(name);
             move |source| ImageError::Context { path, source }
@@ -306,7 +300,7 @@ impl ImageSpec {
 }
 
 /// `docker image inspect` reading the context-hash label of `tag`.
-pub fn inspect_spec(tag: &str) -> ProcessSpec {
+pub(crate) fn inspect_spec(tag: &str) -> ProcessSpec {
     ProcessSpec::new(DOCKER).args([
         "image",
         "inspect",
@@ -318,7 +312,7 @@ pub fn inspect_spec(tag: &str) -> ProcessSpec {
 
 /// One `docker image inspect` printing the context-hash label of each tag, one line per tag
 /// in order (it fails when any tag is missing).
-pub fn inspect_spec_many(tags: &[&str]) -> ProcessSpec {
+pub(crate) fn inspect_spec_many(tags: &[&str]) -> ProcessSpec {
     ProcessSpec::new(DOCKER)
         .args([
             "image",
@@ -330,7 +324,7 @@ pub fn inspect_spec_many(tags: &[&str]) -> ProcessSpec {
 }
 
 /// `docker build` of `spec` from `context` (a tar stream on stdin), labelled with `hash`.
-pub fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> ProcessSpec {
+pub(crate) fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> ProcessSpec {
     let mut p = ProcessSpec::new(DOCKER).args(["build", "-t", &spec.tag]);
     p = p.arg("--label").arg(format!("{CONTEXT_HASH_LABEL}={hash}"));
     for (k, v) in &spec.build_args {

@@ -12,26 +12,26 @@ use serde_json::{Map, Value, json};
 use crate::plan::ContainerLimits;
 
 /// Where the shared socket volume is mounted in both containers.
-pub const SOCKET_DIR: &str = "/run/bot-bottle";
+pub(crate) const SOCKET_DIR: &str = "/run/bot-bottle";
 /// Where the sidecar configuration (routes, CA, daemon argv) is copied into the bundle,
 /// through the engine (`docker cp`), never from a host path.
-pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle";
+pub(crate) const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle";
 /// Marker the config copy writes last; the bundle starts its daemons only once it exists.
-pub const SIDECAR_READY: &str = ".ready";
+pub(crate) const SIDECAR_READY: &str = ".ready";
 /// Where the bundle writes its audit log; read back through the engine.
-pub const SIDECAR_LOG_DIR: &str = "/var/log/bot-bottle";
+pub(crate) const SIDECAR_LOG_DIR: &str = "/var/log/bot-bottle";
 /// The relay binary inside the sidecar image; the bundle publishes a copy in the socket volume.
-pub const SIDECAR_RELAY_BIN: &str = "/usr/local/bin/bot-bottle-relay";
+pub(crate) const SIDECAR_RELAY_BIN: &str = "/usr/local/bin/bot-bottle-relay";
 /// The sidecar init inside the sidecar image.
-pub const SIDECAR_INIT_BIN: &str = "/usr/local/bin/bot-bottle-init";
-pub const LABEL_SERVICE: &str = "dev.bot-bottle.service";
+pub(crate) const SIDECAR_INIT_BIN: &str = "/usr/local/bin/bot-bottle-init";
+pub(crate) const LABEL_SERVICE: &str = "dev.bot-bottle.service";
 /// Label every bot-bottle container carries: the bottle identity.
-pub const LABEL_IDENTITY: &str = "dev.bot-bottle.identity";
-pub const LABEL_AGENT: &str = "dev.bot-bottle.agent";
-pub const LABEL_BACKEND: &str = "dev.bot-bottle.backend";
+pub(crate) const LABEL_IDENTITY: &str = "dev.bot-bottle.identity";
+pub(crate) const LABEL_AGENT: &str = "dev.bot-bottle.agent";
+pub(crate) const LABEL_BACKEND: &str = "dev.bot-bottle.backend";
 
 /// Loopback ports the relay in the agent listens on, and the socket each forwards to.
-pub const RELAY_PORTS: &[(u16, &str)] = &[
+pub(crate) const RELAY_PORTS: &[(u16, &str)] = &[
     (9099, "egress.sock"),
     (9418, "git-gate.sock"),
     (9420, "git-http.sock"),
@@ -40,40 +40,40 @@ pub const RELAY_PORTS: &[(u16, &str)] = &[
 
 /// Everything the compose document depends on; filled from the plan by the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ComposeInput {
+pub(crate) struct ComposeInput {
     pub identity: String,
-    pub agent_name: String,
+    pub(crate) agent_name: String,
     /// The backend label value (`docker`, `smolmachines`): one `docker ps` lists the
     /// bundles of every backend.
     pub backend: String,
-    pub project: String,
-    pub agent_container: String,
-    pub sidecar_container: String,
-    pub internal_network: String,
-    pub egress_network: String,
-    pub agent_image: String,
-    pub sidecar_image: String,
+    pub(crate) project: String,
+    pub(crate) agent_container: String,
+    pub(crate) sidecar_container: String,
+    pub(crate) internal_network: String,
+    pub(crate) egress_network: String,
+    pub(crate) agent_image: String,
+    pub(crate) sidecar_image: String,
     /// `Some("runsc")` under gVisor.
     pub runtime: Option<String>,
     /// Literal agent env (not secret), including proxy and CA settings.
-    pub agent_env: BTreeMap<String, String>,
+    pub(crate) agent_env: BTreeMap<String, String>,
     /// Names whose values reach the agent from the compose process's environment.
-    pub agent_env_forwarded: Vec<String>,
+    pub(crate) agent_env_forwarded: Vec<String>,
     /// Names whose values reach the bundle from the compose process's environment
     /// (`EGRESS_TOKEN_N`): the compose file never holds a value.
-    pub sidecar_env_forwarded: Vec<String>,
+    pub(crate) sidecar_env_forwarded: Vec<String>,
     /// Daemons the bundle's init starts.
     pub daemons: Vec<String>,
     /// `host:ip` entries for the bundle's `/etc/hosts` (git-gate upstreams pinned by address);
     /// the agent gets none: it resolves nothing.
-    pub extra_hosts: Vec<String>,
+    pub(crate) extra_hosts: Vec<String>,
     /// Compose v1 needs a file-format version and has no top-level `name`.
-    pub compose_v1: bool,
+    pub(crate) compose_v1: bool,
     /// pids, memory and CPU limits of the agent container and of the bundle (F-LIMITS).
-    pub agent_limits: ContainerLimits,
-    pub sidecar_limits: ContainerLimits,
+    pub(crate) agent_limits: ContainerLimits,
+    pub(crate) sidecar_limits: ContainerLimits,
     /// A test's weakening: `Network` gives the agent Docker's default bridge.
-    pub weakened: Option<crate::plan::Weakening>,
+    pub(crate) weakened: Option<crate::plan::Weakening>,
 }
 
 /// Service-level limit keys, which compose v2 and the v1 file format 2.4 both apply (the
@@ -91,7 +91,7 @@ fn limit_keys(service: &mut Value, limits: &ContainerLimits) {
 /// provision the container ([`super::provision::volume_script`]), then run the relay. The
 /// relay blocks for the container's life, so it also plays the part of `sleep infinity`.
 /// Provisioning here, by the container's own process, saves a root `docker exec` per start.
-pub fn agent_command() -> Vec<String> {
+pub(crate) fn agent_command() -> Vec<String> {
     let mut relay = format!("exec {SOCKET_DIR}/bot-bottle-relay");
     for (port, sock) in RELAY_PORTS {
         relay.push_str(&format!(" {port}={SOCKET_DIR}/{sock}"));
@@ -109,7 +109,7 @@ pub fn agent_command() -> Vec<String> {
 /// The bundle's entrypoint: wait until the launcher has copied the config in (its ready
 /// marker comes last), publish the relay binary into the shared volume (copy, then an atomic
 /// rename, so the agent never runs a half-written file), then hand over to the init.
-pub fn sidecar_entrypoint() -> Vec<String> {
+pub(crate) fn sidecar_entrypoint() -> Vec<String> {
     vec![
         "/bin/sh".into(),
         "-c".into(),
@@ -122,7 +122,7 @@ pub fn sidecar_entrypoint() -> Vec<String> {
     ]
 }
 
-pub fn render(input: &ComposeInput) -> Value {
+pub(crate) fn render(input: &ComposeInput) -> Value {
     let labels = |service: &str| {
         json!({
             LABEL_IDENTITY: input.identity,

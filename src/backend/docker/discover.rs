@@ -13,10 +13,10 @@ use crate::runner::{ProcessSpec, Runner};
 
 /// One container as `docker ps --format '{{json .}}'` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
+pub(crate) struct Container {
     pub name: String,
     pub state: String,
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 /// `docker ps` prints labels as `k=v,k=v`; values of ours never contain commas.
@@ -28,7 +28,7 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 }
 
 /// Parse `{{json .}}` lines; a line that is not ours or not JSON is skipped.
-pub fn parse_ps(stdout: &str) -> Vec<Container> {
+pub(crate) fn parse_ps(stdout: &str) -> Vec<Container> {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -52,7 +52,7 @@ pub fn parse_ps(stdout: &str) -> Vec<Container> {
 
 /// Group containers into bottles by identity label, sorted by identity. The backend comes
 /// from the bundle's backend label (containers from before the label count as Docker).
-pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
+pub(crate) fn group(containers: &[Container]) -> Vec<ActiveBottle> {
     let mut by_id: BTreeMap<String, ActiveBottle> = BTreeMap::new();
     for c in containers {
         let Some(id) = c.labels.get(LABEL_IDENTITY) else {
@@ -82,7 +82,7 @@ pub fn group(containers: &[Container]) -> Vec<ActiveBottle> {
 }
 
 /// Running bottles of every backend: exactly one engine call.
-pub fn active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, DockerError> {
+pub(crate) fn active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, DockerError> {
     let out = check(
         runner,
         &docker([
@@ -97,7 +97,7 @@ pub fn active(runner: &dyn Runner) -> Result<Vec<ActiveBottle>, DockerError> {
 }
 
 /// The agent container of a running bottle.
-pub fn agent_container(runner: &dyn Runner, identity: &str) -> Result<String, DockerError> {
+pub(crate) fn agent_container(runner: &dyn Runner, identity: &str) -> Result<String, DockerError> {
     let out = check(
         runner,
         &docker([
@@ -119,19 +119,13 @@ pub fn agent_container(runner: &dyn Runner, identity: &str) -> Result<String, Do
 
 /// Everything `cleanup` would remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Leftovers {
+pub(crate) struct Leftovers {
     pub containers: Vec<String>,
     pub networks: Vec<String>,
     pub volumes: Vec<String>,
     /// Identities seen on containers (their state dirs are not orphans until removed).
     #[serde(skip)]
-    pub identities: Vec<String>,
-}
-
-impl Leftovers {
-    pub fn is_empty(&self) -> bool {
-        self.containers.is_empty() && self.networks.is_empty() && self.volumes.is_empty()
-    }
+    pub(crate) identities: Vec<String>,
 }
 
 fn names_with_prefix(stdout: &str) -> Vec<String> {
@@ -147,7 +141,7 @@ fn names_with_prefix(stdout: &str) -> Vec<String> {
 }
 
 /// Prefixed containers (any state), networks and volumes: three listing calls.
-pub fn leftovers(runner: &dyn Runner) -> Result<Leftovers, DockerError> {
+pub(crate) fn leftovers(runner: &dyn Runner) -> Result<Leftovers, DockerError> {
     let ps = check(
         runner,
         &docker([
@@ -202,7 +196,7 @@ pub fn leftovers(runner: &dyn Runner) -> Result<Leftovers, DockerError> {
 }
 
 /// Remove them: containers first (they hold the networks and volumes), one call per kind.
-pub fn remove(runner: &dyn Runner, l: &Leftovers) -> Result<(), DockerError> {
+pub(crate) fn remove(runner: &dyn Runner, l: &Leftovers) -> Result<(), DockerError> {
     if !l.containers.is_empty() {
         remove_all(
             runner,

@@ -13,7 +13,7 @@ const MAX_ANSWER: u64 = 4 * 1024 * 1024;
 
 /// Which socket to ask, from a `DOCKER_HOST` value (`None` = default socket). A TCP engine is
 /// not probed (it may be remote and slow): the answer is "unknown".
-pub fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
     match docker_host.filter(|h| !h.is_empty()) {
         None => Some(PathBuf::from("/var/run/docker.sock")),
         Some(h) => h.strip_prefix("unix://").map(PathBuf::from),
@@ -22,7 +22,7 @@ pub fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
 
 /// What the engine says about gVisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gvisor {
+pub(crate) enum Gvisor {
     /// `runsc` is registered and may connect to host unix sockets (the agent's relay needs
     /// that to reach its sidecar bundle): bottles run under gVisor.
     Usable,
@@ -34,7 +34,7 @@ pub enum Gvisor {
 }
 
 /// Ask the engine about gVisor; `None` when it cannot be asked.
-pub fn probe_gvisor(docker_host: Option<&str>, timeout: Duration) -> Option<Gvisor> {
+pub(crate) fn probe_gvisor(docker_host: Option<&str>, timeout: Duration) -> Option<Gvisor> {
     let path = socket_path(docker_host)?;
     let mut stream = UnixStream::connect(path).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
@@ -45,12 +45,6 @@ pub fn probe_gvisor(docker_host: Option<&str>, timeout: Duration) -> Option<Gvis
     let mut answer = Vec::new();
     stream.take(MAX_ANSWER).read_to_end(&mut answer).ok()?;
     parse_info(&answer)
-}
-
-/// `Some(true)` when bottles can run under gVisor, `Some(false)` when the engine answers but
-/// they cannot, `None` when the engine cannot be asked.
-pub fn gvisor_registered(docker_host: Option<&str>, timeout: Duration) -> Option<bool> {
-    probe_gvisor(docker_host, timeout).map(|g| g == Gvisor::Usable)
 }
 
 /// Files whose change means the engine's runtimes may have changed: the socket (recreated
@@ -92,7 +86,7 @@ fn decode(s: &str) -> Option<Gvisor> {
 /// than the rest of the preflight together, and its runtime list only changes when the
 /// daemon restarts or its config changes, which the cache key follows. A cache that cannot
 /// be read or written is ignored.
-pub fn probe_gvisor_cached(
+pub(crate) fn probe_gvisor_cached(
     docker_host: Option<&str>,
     timeout: Duration,
     cache_file: &std::path::Path,
@@ -224,9 +218,6 @@ mod tests {
     fn missing_socket_is_unknown() {
         let dir = tempfile::tempdir().unwrap();
         let host = format!("unix://{}/nope.sock", dir.path().display());
-        assert_eq!(
-            gvisor_registered(Some(&host), Duration::from_millis(50)),
-            None
-        );
+        assert_eq!(probe_gvisor(Some(&host), Duration::from_millis(50)), None);
     }
 }

@@ -34,7 +34,7 @@ fn require(runner: &dyn Runner, tag: &str, var: &str) -> Result<String, DockerEr
 
 /// The sidecar bundle image: the named one must exist, the bundled one is built from the
 /// crate's own binaries when its context changed.
-pub fn sidecar_image(
+pub(crate) fn sidecar_image(
     runner: &dyn Runner,
     image: &SidecarImage,
     cas: &[Vec<u8>],
@@ -50,7 +50,7 @@ pub fn sidecar_image(
 /// tags whose context-hash labels match (a named image only has to exist). Anything else
 /// (missing, stale, engine trouble) takes the per-image path, side by side, which builds
 /// and explains.
-pub fn for_plan(
+pub(crate) fn for_plan(
     runner: &dyn Runner,
     plan: &BottlePlan,
     ui: &dyn Ui,
@@ -153,7 +153,7 @@ fn agent_image(runner: &dyn Runner, plan: &BottlePlan, ui: &dyn Ui) -> Result<St
 }
 
 /// Both provider images and the sidecar image (`bot-bottle build-images`).
-pub fn build_all(
+pub(crate) fn build_all(
     runner: &dyn Runner,
     sidecar: &SidecarImage,
     cas: &[Vec<u8>],

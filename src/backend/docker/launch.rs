@@ -20,17 +20,17 @@ use crate::secret::Secret;
 use crate::state::{StateDir, TRANSCRIPT_DIR};
 
 /// Loopback port of the relay that forwards to egress inside the agent.
-pub const PROXY_URL: &str = "http://127.0.0.1:9099";
-pub const COMPOSE_FILE: &str = "compose.yaml";
+pub(crate) const PROXY_URL: &str = "http://127.0.0.1:9099";
+pub(crate) const COMPOSE_FILE: &str = "compose.yaml";
 /// Egress's audit log in the bundle's log dir (as its argv in [`sidecar_config`] names it).
-pub const EGRESS_AUDIT_LOG: &str = "egress-audit.jsonl";
+pub(crate) const EGRESS_AUDIT_LOG: &str = "egress-audit.jsonl";
 /// Where the bundle's log dir is copied back into the state dir at session end.
-pub const LOGS_DIR: &str = "logs";
+pub(crate) const LOGS_DIR: &str = "logs";
 
 /// Agent environment that is not secret: proxy through the relay, CA trust, provider and
 /// literal bottle env. Forwarded names are listed separately (their values never touch the
 /// compose file).
-pub fn agent_env(plan: &BottlePlan) -> BTreeMap<String, String> {
+pub(crate) fn agent_env(plan: &BottlePlan) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
         env.insert(k.to_string(), PROXY_URL.to_string());
@@ -51,7 +51,7 @@ pub fn agent_env(plan: &BottlePlan) -> BTreeMap<String, String> {
     env
 }
 
-pub fn compose_input(
+pub(crate) fn compose_input(
     plan: &BottlePlan,
     names: &Names,
     prepared: &Prepared,
@@ -83,7 +83,7 @@ pub fn compose_input(
 }
 
 /// The secret environment of the `compose up` child: forwarded bottle env and egress tokens.
-pub fn secret_env(plan: &BottlePlan) -> BTreeMap<String, Secret> {
+pub(crate) fn secret_env(plan: &BottlePlan) -> BTreeMap<String, Secret> {
     let mut env = BTreeMap::new();
     for (k, v) in &plan.env.forwarded {
         env.insert(k.clone(), v.clone());
@@ -99,7 +99,7 @@ pub fn secret_env(plan: &BottlePlan) -> BTreeMap<String, Secret> {
 /// socket volume, where the agent container's root process picks it up), and last the ready
 /// marker the bundle's entrypoint waits for, so the daemons never start, and the agent never
 /// provisions, on a half-copied stream.
-pub fn sidecar_config_stream(
+pub(crate) fn sidecar_config_stream(
     files: &[(String, String, u32)],
     provision: Option<&[u8]>,
     mtime: u64,
@@ -123,7 +123,7 @@ pub fn sidecar_config_stream(
 
 /// `docker cp - <container>:/` with `tar` on stdin: files reach the bundle through the
 /// engine, so a remote engine works the same as a local one.
-pub fn copy_in_spec(container: &str, tar: Vec<u8>) -> ProcessSpec {
+pub(crate) fn copy_in_spec(container: &str, tar: Vec<u8>) -> ProcessSpec {
     docker(["cp", "-", &format!("{container}:/")]).stdin(tar)
 }
 
@@ -191,7 +191,7 @@ pub fn audit_lines(
 
 /// What the launch undoes, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Undo {
+pub(crate) enum Undo {
     ComposeDown {
         project: String,
         file: PathBuf,
@@ -201,19 +201,19 @@ pub enum Undo {
 }
 
 /// Everything a launch needs besides the plan.
-pub struct Launcher<'a> {
+pub(crate) struct Launcher<'a> {
     pub runner: &'a dyn Runner,
     /// Starts as [`ComposeCmd::assume_v2`]; switches to v1 when `docker compose` is missing.
     pub compose: std::cell::Cell<ComposeCmd>,
-    pub prepared: &'a Prepared,
-    pub ui: &'a dyn Ui,
+    pub(crate) prepared: &'a Prepared,
+    pub(crate) ui: &'a dyn Ui,
 }
 
 /// The live part of a launch: what was created, for teardown.
 pub struct Bottle {
     pub names: Names,
     pub state: StateDir,
-    pub compose_file: PathBuf,
+    pub(crate) compose_file: PathBuf,
     undo: Vec<Undo>,
     /// The one copy that finishes the bottle after `up` (the bundle's config and the agent's
     /// provisioning stream), when it runs beside the session's start instead of before it.
@@ -247,7 +247,7 @@ impl Launcher<'_> {
     /// Create the bottle: state dir, config, compose up. On failure everything created so
     /// far is removed before the error is returned. The names of each attempt come from the
     /// plan ([`Names::attempt`]).
-    pub fn create(&self, plan: &BottlePlan) -> Result<Bottle, DockerError> {
+    pub(crate) fn create(&self, plan: &BottlePlan) -> Result<Bottle, DockerError> {
         // Only a pinned or resumed name is checked up front (it is never retried). Random
         // identities rarely collide; when one does, `compose up` reports it and the loop
         // below retries, which saves an engine call on every start.
@@ -411,7 +411,7 @@ impl Launcher<'_> {
 
     /// Finish a created bottle without starting a session: the bundle's config copy and the
     /// agent's provisioning (`doctor` probes a bottle that runs no provider).
-    pub fn finish_without_session(&self, b: &mut Bottle) -> Result<(), DockerError> {
+    pub(crate) fn finish_without_session(&self, b: &mut Bottle) -> Result<(), DockerError> {
         if let Some(setup) = b.setup.take() {
             check(self.runner, &setup)?;
         }
@@ -430,7 +430,7 @@ impl Launcher<'_> {
     /// The interactive session: `docker exec -it` as the agent user in the workspace. When
     /// setup is still pending it runs beside the session's start; if it fails, the agent
     /// container is stopped, which ends the waiting session, and the setup error is returned.
-    pub fn session(
+    pub(crate) fn session(
         &self,
         plan: &BottlePlan,
         b: &mut Bottle,
@@ -486,7 +486,7 @@ impl Launcher<'_> {
 
     /// Copy the provider's transcript dir out of the agent, and the bundle's logs out of the
     /// bundle, into the state dir (both through the engine).
-    pub fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+    pub(crate) fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
         let transcript = copy_out(
             self.runner,
             &b.names.agent_container,
@@ -507,7 +507,7 @@ impl Launcher<'_> {
     }
 
     /// Undo in reverse order; every step is attempted even when an earlier one failed.
-    pub fn teardown(&self, b: &mut Bottle) {
+    pub(crate) fn teardown(&self, b: &mut Bottle) {
         while let Some(step) = b.undo.pop() {
             match step {
                 Undo::ComposeDown { project, file } => {
@@ -537,7 +537,7 @@ impl Launcher<'_> {
     }
 
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
-    pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, DockerError> {
+    pub(crate) fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, DockerError> {
         lifecycle::run(self, plan, tty)
     }
 }
@@ -575,7 +575,7 @@ impl lifecycle::Steps for Launcher<'_> {
 }
 
 /// Run a command in a running bottle as the agent user (`bot-bottle exec`).
-pub fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec {
+pub(crate) fn exec_spec(container: &str, command: &[String], tty: bool) -> ProcessSpec {
     docker_exec(container, WORKDIR, command, tty)
 }
 

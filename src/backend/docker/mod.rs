@@ -8,20 +8,20 @@
 
 pub mod build;
 pub mod compose;
-pub mod discover;
-pub mod engine_probe;
+pub(crate) mod discover;
+pub(crate) mod engine_probe;
 pub mod images;
 pub mod launch;
 pub mod provision;
-pub mod sidecar_config;
+pub(crate) mod sidecar_config;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::backend::{
-    ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
+    Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
 };
-use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
+use crate::plan::{BottlePlan, BuildPlan, HostEnv};
 use crate::runner::{Output, ProcessSpec, RunError, Runner};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +70,14 @@ impl DockerError {
 
 /// How to invoke compose on this machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ComposeCmd {
+pub(crate) struct ComposeCmd {
     /// `true` for the v1 `docker-compose` program.
     pub v1: bool,
 }
 
 impl ComposeCmd {
     /// Ask `docker compose` first, then fall back to `docker-compose`.
-    pub fn detect(runner: &dyn Runner) -> Result<Self, DockerError> {
+    pub(crate) fn detect(runner: &dyn Runner) -> Result<Self, DockerError> {
         let v2 = ProcessSpec::new("docker").args(["compose", "version", "--short"]);
         if runner.run(&v2).is_ok_and(|o| o.success()) {
             return Ok(ComposeCmd { v1: false });
@@ -92,24 +92,24 @@ impl ComposeCmd {
     /// The common case, assumed until the engine says otherwise: a launch starts with
     /// `docker compose` and falls back to v1 only when the CLI reports no such command, which
     /// saves a `docker compose version` call (~70 ms) on every start.
-    pub fn assume_v2() -> Self {
+    pub(crate) fn assume_v2() -> Self {
         ComposeCmd { v1: false }
     }
 
     /// Did a `docker compose …` call fail because the plugin is not installed?
-    pub fn is_missing_v2(err: &DockerError) -> bool {
+    pub(crate) fn is_missing_v2(err: &DockerError) -> bool {
         matches!(err, DockerError::Command { stderr, .. }
             if stderr.contains("unknown command") || stderr.contains("is not a docker command"))
     }
 
     /// Is `docker-compose` (v1) there?
-    pub fn v1_available(runner: &dyn Runner) -> bool {
+    pub(crate) fn v1_available(runner: &dyn Runner) -> bool {
         let v1 = ProcessSpec::new("docker-compose").args(["version", "--short"]);
         runner.run(&v1).is_ok_and(|o| o.success())
     }
 
     /// `compose -p <project> -f <file> <args…>`.
-    pub fn spec(&self, project: &str, file: &std::path::Path, args: &[&str]) -> ProcessSpec {
+    pub(crate) fn spec(&self, project: &str, file: &std::path::Path, args: &[&str]) -> ProcessSpec {
         let base = if self.v1 {
             ProcessSpec::new("docker-compose")
         } else {
@@ -131,7 +131,7 @@ where
 }
 
 /// Run and turn a non-zero exit into an error that carries the command and its stderr.
-pub fn check(runner: &dyn Runner, spec: &ProcessSpec) -> Result<Output, DockerError> {
+pub(crate) fn check(runner: &dyn Runner, spec: &ProcessSpec) -> Result<Output, DockerError> {
     let out = runner.run(spec)?;
     if out.success() {
         Ok(out)
@@ -140,7 +140,7 @@ pub fn check(runner: &dyn Runner, spec: &ProcessSpec) -> Result<Output, DockerEr
     }
 }
 
-pub fn command_error(spec: &ProcessSpec, out: &Output) -> DockerError {
+pub(crate) fn command_error(spec: &ProcessSpec, out: &Output) -> DockerError {
     let stderr = out.stderr_str();
     let stderr = stderr.trim();
     // The last few lines carry the cause (tar and compose print a summary line last).
@@ -161,12 +161,12 @@ pub fn command_error(spec: &ProcessSpec, out: &Output) -> DockerError {
 const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 
 /// The Docker backend: one compose project per bottle on the engine `docker` talks to.
-pub struct DockerBackend<'r> {
+pub(crate) struct DockerBackend<'r> {
     runner: &'r dyn Runner,
 }
 
 impl<'r> DockerBackend<'r> {
-    pub fn new(runner: &'r dyn Runner) -> Self {
+    pub(crate) fn new(runner: &'r dyn Runner) -> Self {
         DockerBackend { runner }
     }
 }
@@ -187,10 +187,6 @@ fn cache_dir(host: &HostEnv) -> Option<PathBuf> {
 }
 
 impl Backend for DockerBackend<'_> {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Docker
-    }
-
     fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError> {
         let docker_host = host.var_nonempty("DOCKER_HOST");
         let probe = match cache_dir(host) {
@@ -256,13 +252,6 @@ impl Backend for DockerBackend<'_> {
             .runner
             .run_interactive(&spec)
             .map_err(DockerError::from)?)
-    }
-
-    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
-        Ok(discover::active(self.runner)?
-            .into_iter()
-            .filter(|b| b.backend == BackendKind::Docker.as_str())
-            .collect())
     }
 
     fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {

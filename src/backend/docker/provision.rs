@@ -8,27 +8,27 @@ use std::path::Path;
 use super::DockerError;
 use crate::plan::BottlePlan;
 
-pub const AGENT_USER: &str = "node";
-pub const AGENT_UID: u64 = 1000;
-pub const AGENT_HOME: &str = "/home/node";
-pub const WORKDIR: &str = "/home/node/workspace";
+pub(crate) const AGENT_USER: &str = "node";
+pub(crate) const AGENT_UID: u64 = 1000;
+pub(crate) const AGENT_HOME: &str = "/home/node";
+pub(crate) const WORKDIR: &str = "/home/node/workspace";
 /// The bottle CA inside the agent; also the agent's `NODE_EXTRA_CA_CERTS`.
-pub const CA_PATH: &str = "/usr/local/share/ca-certificates/bot-bottle.crt";
+pub(crate) const CA_PATH: &str = "/usr/local/share/ca-certificates/bot-bottle.crt";
 /// System bundle after `update-ca-certificates`: `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`.
-pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Written by the root script as its last step; the session waits for it (see
 /// [`gated_command`]). `/run` is root's, so the agent user cannot create it early.
-pub const PROVISIONED_MARKER: &str = "/run/bot-bottle-provisioned";
+pub(crate) const PROVISIONED_MARKER: &str = "/run/bot-bottle-provisioned";
 /// Written instead of [`PROVISIONED_MARKER`] when provisioning fails; it holds the error.
-pub const PROVISION_FAILED: &str = "/run/bot-bottle-provision-failed";
+pub(crate) const PROVISION_FAILED: &str = "/run/bot-bottle-provision-failed";
 /// Exit code of a gated command whose bottle could not be provisioned. The launcher checks
 /// [`PROVISION_FAILED`] before it believes it (the provider may exit with it too).
-pub const PROVISION_FAILED_EXIT: i32 = 86;
+pub(crate) const PROVISION_FAILED_EXIT: i32 = 86;
 /// Where the Docker backend's one config copy leaves the agent's provisioning stream: in the
 /// socket volume both containers share, root-only (`0600`), so the agent container's own
 /// root process unpacks it (see [`volume_script`]). No root `docker exec` is needed.
-pub const PROVISION_TAR: &str = "/run/bot-bottle/.provision.tar";
+pub(crate) const PROVISION_TAR: &str = "/run/bot-bottle/.provision.tar";
 
 /// After the stream is unpacked: the bottle CA is appended to the system bundle rather than
 /// installed with `update-ca-certificates`, which rehashes every certificate and costs over a
@@ -42,7 +42,7 @@ fn trust_ca() -> String {
 }
 
 /// The root-side script run with the tar stream on stdin (smolmachines' `machine exec`).
-pub fn root_script() -> String {
+pub(crate) fn root_script() -> String {
     format!(
         "set -e; tar -x -C /; {}; touch {PROVISIONED_MARKER}",
         trust_ca()
@@ -54,7 +54,7 @@ pub fn root_script() -> String {
 /// ready marker, which follows the stream), trust the CA, remove the stream, and write
 /// [`PROVISIONED_MARKER`], or [`PROVISION_FAILED`] with the error. A bottle without a stream
 /// (none was copied) is left alone.
-pub fn volume_script() -> String {
+pub(crate) fn volume_script() -> String {
     let err = "/run/bot-bottle-provision.err";
     format!(
         "if [ -e {PROVISION_TAR} ]; then \
@@ -70,7 +70,7 @@ pub fn volume_script() -> String {
 /// engine round trip less before the agent starts) without the provider ever seeing a
 /// half-provisioned home. A failed provisioning ends the gate with its error on stderr and
 /// [`PROVISION_FAILED_EXIT`].
-pub fn gated_command(command: &[String]) -> Vec<String> {
+pub(crate) fn gated_command(command: &[String]) -> Vec<String> {
     let mut argv = vec![
         "sh".to_string(),
         "-c".to_string(),
@@ -91,7 +91,7 @@ pub fn gated_command(command: &[String]) -> Vec<String> {
 /// for each declared upstream, `insteadOf` rules that send every spelling of its URL to the
 /// git-gate (reached through the agent's loopback relay), so clone, fetch, pull, push and
 /// ls-remote of the real URL go through the gate without the agent doing anything.
-pub fn gitconfig(plan: &BottlePlan) -> String {
+pub(crate) fn gitconfig(plan: &BottlePlan) -> String {
     let mut s = String::new();
     let name = plan.git_user.name.as_ref().map(|(v, _)| v.as_str());
     let email = plan.git_user.email.as_ref().map(|(v, _)| v.as_str());
@@ -115,7 +115,7 @@ pub fn gitconfig(plan: &BottlePlan) -> String {
 }
 
 /// The git-gate's URL for repo `name`, as the agent reaches it.
-pub fn gate_url(name: &str) -> String {
+pub(crate) fn gate_url(name: &str) -> String {
     format!(
         "http://127.0.0.1:{}/{name}.git",
         super::sidecar_config::GIT_HTTP_PORT
@@ -127,7 +127,7 @@ pub fn gate_url(name: &str) -> String {
 /// turn `repo.git` into `<name>.git.git`. The scp-like (`user@host:path`) and https forms
 /// cannot carry a port, so they are listed only for port 22, where a hosting service serves
 /// the same path over both.
-pub fn url_forms(u: &crate::plan::GitUpstream) -> Vec<String> {
+pub(crate) fn url_forms(u: &crate::plan::GitUpstream) -> Vec<String> {
     let bare = u.path.strip_suffix(".git").unwrap_or(&u.path);
     let paths = [bare.to_string(), format!("{bare}.git")];
     let (user, host, port) = (&u.user, &u.host, u.port);
@@ -151,7 +151,7 @@ fn quote_git(v: &str) -> String {
 }
 
 /// Builds the tar stream; directories under the agent's home are created owned by the agent.
-pub struct TarStream {
+pub(crate) struct TarStream {
     builder: tar::Builder<Vec<u8>>,
     dirs: BTreeSet<String>,
     mtime: u64,
@@ -161,7 +161,7 @@ pub struct TarStream {
 }
 
 impl TarStream {
-    pub fn new(mtime: u64) -> Self {
+    pub(crate) fn new(mtime: u64) -> Self {
         TarStream {
             builder: tar::Builder::new(Vec::new()),
             dirs: BTreeSet::new(),
@@ -171,7 +171,7 @@ impl TarStream {
     }
 
     /// Never pack `path` (or anything under it) from the host.
-    pub fn exclude(&mut self, path: &Path) {
+    pub(crate) fn exclude(&mut self, path: &Path) {
         self.exclude
             .push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
     }
@@ -219,7 +219,7 @@ impl TarStream {
             .map_err(|e| DockerError::Other(format!("cannot pack `{path}`: {e}")))
     }
 
-    pub fn dir(&mut self, path: &str, mode: u32) -> Result<(), DockerError> {
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> Result<(), DockerError> {
         self.parents(path)?;
         if self.dirs.insert(path.to_string()) {
             let owned = path.starts_with(AGENT_HOME);
@@ -229,7 +229,7 @@ impl TarStream {
         Ok(())
     }
 
-    pub fn file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<(), DockerError> {
+    pub(crate) fn file(&mut self, path: &str, data: &[u8], mode: u32) -> Result<(), DockerError> {
         self.parents(path)?;
         let owned = path.starts_with(AGENT_HOME);
         let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64, owned);
@@ -238,7 +238,7 @@ impl TarStream {
 
     /// A host directory, recursively, under `dest`. Symlinks are kept as links (never
     /// followed, so a link cannot pull a host file outside the tree into the bottle).
-    pub fn host_tree(&mut self, src: &Path, dest: &str) -> Result<(), DockerError> {
+    pub(crate) fn host_tree(&mut self, src: &Path, dest: &str) -> Result<(), DockerError> {
         self.dir(dest, 0o755)?;
         let mut entries: Vec<_> = std::fs::read_dir(src)
             .map_err(|e| DockerError::io(src, e))?
@@ -279,7 +279,7 @@ impl TarStream {
         Ok(())
     }
 
-    pub fn finish(self) -> Result<Vec<u8>, DockerError> {
+    pub(crate) fn finish(self) -> Result<Vec<u8>, DockerError> {
         self.builder
             .into_inner()
             .map_err(|e| DockerError::Other(format!("cannot finish the provisioning stream: {e}")))
@@ -287,14 +287,14 @@ impl TarStream {
 }
 
 /// Everything that goes into the agent container after start.
-pub struct ProvisionInput<'a> {
+pub(crate) struct ProvisionInput<'a> {
     pub plan: &'a BottlePlan,
     pub ca_cert_pem: &'a str,
     /// Host transcript snapshot to restore (resume).
     pub transcript: Option<&'a Path>,
 }
 
-pub fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
+pub(crate) fn build(input: &ProvisionInput<'_>) -> Result<Vec<u8>, DockerError> {
     let plan = input.plan;
     // Entries carry the plan's start time: the stream is the same for the same plan.
     let mut t = TarStream::new(plan.started_at);

@@ -16,29 +16,27 @@ use crate::sidecar::wire::{
     ROUTES_FILE, RouteEntry, RoutesFile, WireFile, daemon_args_file,
 };
 
-pub const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
+pub(crate) const EGRESS_BIN: &str = "/usr/local/bin/bot-bottle-egress";
 /// The supervise daemon inside the sidecar image.
-pub const SUPERVISE_BIN: &str = crate::requests::SUPERVISE_BIN;
+pub(crate) const SUPERVISE_BIN: &str = crate::requests::SUPERVISE_BIN;
 /// Supervise's socket in the shared volume; the agent's relay forwards its loopback port
-/// [`SUPERVISE_PORT`] here.
-pub const SUPERVISE_SOCKET: &str = "supervise.sock";
-/// The agent-side loopback port of supervise (the relay's listener).
-pub const SUPERVISE_PORT: u16 = 9100;
+/// 9100 here.
+pub(crate) const SUPERVISE_SOCKET: &str = "supervise.sock";
 
-pub const GIT_GATE_BIN: &str = "/usr/local/bin/bot-bottle-git-gate";
+pub(crate) const GIT_GATE_BIN: &str = "/usr/local/bin/bot-bottle-git-gate";
 /// The git-gate's mirrors, hook and known-hosts files inside the bundle.
-pub const GIT_GATE_STATE_DIR: &str = "/var/lib/bot-bottle/git-gate";
+pub(crate) const GIT_GATE_STATE_DIR: &str = "/var/lib/bot-bottle/git-gate";
 /// The socket the git-gate serves smart HTTP on; the agent's relay forwards
 /// [`GIT_HTTP_PORT`] to it.
-pub const GIT_HTTP_SOCKET: &str = "git-http.sock";
+pub(crate) const GIT_HTTP_SOCKET: &str = "git-http.sock";
 /// The agent's loopback port for the git-gate (see `compose::RELAY_PORTS`).
-pub const GIT_HTTP_PORT: u16 = 9420;
+pub(crate) const GIT_HTTP_PORT: u16 = 9420;
 /// The git-gate's audit log in the bundle's log dir (egress's line shape).
-pub const GIT_GATE_AUDIT_LOG: &str = "git-gate-audit.jsonl";
+pub(crate) const GIT_GATE_AUDIT_LOG: &str = "git-gate-audit.jsonl";
 
 /// The daemons this bundle runs (the init's `BOT_BOTTLE_SIDECAR_DAEMONS`): egress always, the
 /// git-gate when the bottle declares repos, supervise with `supervise: true`.
-pub fn daemons(plan: &BottlePlan) -> Vec<String> {
+pub(crate) fn daemons(plan: &BottlePlan) -> Vec<String> {
     let mut v = vec!["egress".to_string()];
     if !plan.git_upstreams.is_empty() {
         v.push("git-gate".to_string());
@@ -50,13 +48,13 @@ pub fn daemons(plan: &BottlePlan) -> Vec<String> {
 }
 
 /// The identity file of repo `name` in the sidecar config dir.
-pub fn git_key_file(name: &str) -> String {
+pub(crate) fn git_key_file(name: &str) -> String {
     format!("git-gate-{name}.key")
 }
 
 /// The repos file the git-gate reads: each upstream, where its key is inside the bundle, its
 /// pinned host key and its ref policy.
-pub fn repos_document(plan: &BottlePlan) -> ReposFile {
+pub(crate) fn repos_document(plan: &BottlePlan) -> ReposFile {
     let repos = plan
         .git_upstreams
         .iter()
@@ -77,7 +75,7 @@ pub fn repos_document(plan: &BottlePlan) -> ReposFile {
 
 /// The git-gate's argv inside the bundle: smart HTTP on a unix socket in the shared volume,
 /// reached from the agent only through its loopback relay, like egress.
-pub fn git_gate_args() -> Vec<String> {
+pub(crate) fn git_gate_args() -> Vec<String> {
     vec![
         GIT_GATE_BIN.into(),
         "--listen".into(),
@@ -93,7 +91,7 @@ pub fn git_gate_args() -> Vec<String> {
 
 /// The git-gate's files when the bottle declares repos (none otherwise): repos file, argv and
 /// one identity file per repo, read from the host here, at launch, and kept in memory only.
-pub fn git_gate_files(plan: &BottlePlan) -> Result<Vec<(String, String, u32)>, DockerError> {
+pub(crate) fn git_gate_files(plan: &BottlePlan) -> Result<Vec<(String, String, u32)>, DockerError> {
     if plan.git_upstreams.is_empty() {
         return Ok(Vec::new());
     }
@@ -124,7 +122,7 @@ pub fn git_gate_files(plan: &BottlePlan) -> Result<Vec<(String, String, u32)>, D
 }
 
 /// The routes file egress reads (and re-reads when an approved change rewrites it).
-pub fn routes_document(plan: &BottlePlan) -> RoutesFile {
+pub(crate) fn routes_document(plan: &BottlePlan) -> RoutesFile {
     let routes = plan
         .routes
         .iter()
@@ -142,7 +140,7 @@ pub fn routes_document(plan: &BottlePlan) -> RoutesFile {
 
 /// Egress's argv inside the bundle. It listens on a unix socket in the shared volume: the
 /// agent reaches it only through its loopback relay.
-pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
+pub(crate) fn egress_args(has_extra_ca: bool) -> Vec<String> {
     let mut args: Vec<String> = vec![
         EGRESS_BIN.into(),
         "--listen".into(),
@@ -166,7 +164,7 @@ pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
 /// Supervise's argv inside the bundle: the MCP server on a unix socket in the shared volume
 /// (reached by the agent only through its relay), its spool outside that volume, egress's
 /// live routes and audit log beside it.
-pub fn supervise_args(identity: &str) -> Vec<String> {
+pub(crate) fn supervise_args(identity: &str) -> Vec<String> {
     vec![
         SUPERVISE_BIN.into(),
         "serve".into(),
@@ -185,7 +183,7 @@ pub fn supervise_args(identity: &str) -> Vec<String> {
 
 /// Egress's extra flags beside supervise: the grants file supervise writes in its spool, and
 /// where egress marks used `once` grants.
-pub fn supervise_egress_args() -> Vec<String> {
+pub(crate) fn supervise_egress_args() -> Vec<String> {
     let spool = crate::requests::BUNDLE_SPOOL;
     vec![
         "--grants".into(),
@@ -199,7 +197,7 @@ pub fn supervise_egress_args() -> Vec<String> {
 }
 
 /// Files of the sidecar config dir: (name, contents, mode).
-pub fn files(
+pub(crate) fn files(
     plan: &BottlePlan,
     ca_cert_pem: &str,
     ca_key_pem: &str,
@@ -233,9 +231,10 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::manifest::AuthScheme;
     use crate::manifest::{PipelockOpts, Route, RouteAuth};
     use crate::plan::testutil::{agent, bottle, host, manifest};
-    use crate::plan::{AuthScheme, BackendKind, StartOptions, resolve};
+    use crate::plan::{BackendKind, StartOptions, resolve};
     use crate::sidecar::egress::EgressArgs;
     use crate::sidecar::egress::config::parse_routes;
     use crate::sidecar::egress::routes::RouteTable;

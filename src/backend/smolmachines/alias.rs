@@ -17,29 +17,29 @@ use crate::runner::{ProcessSpec, shell_escape};
 
 /// First and last host part of the pool: clear of `127.0.0.1`–`.3` (macOS uses some) and
 /// of `127.0.0.53`/`.54` (systemd-resolved, libvirt).
-pub const POOL_FIRST: u8 = 16;
-pub const POOL_LAST: u8 = 31;
+pub(crate) const POOL_FIRST: u8 = 16;
+pub(crate) const POOL_LAST: u8 = 31;
 
 /// Every alias in the pool, lowest first.
-pub fn pool() -> Vec<Ipv4Addr> {
+pub(crate) fn pool() -> Vec<Ipv4Addr> {
     (POOL_FIRST..=POOL_LAST)
         .map(|n| Ipv4Addr::new(127, 0, 0, n))
         .collect()
 }
 
 /// The lowest pool alias not in use, or `None` when all are taken.
-pub fn allocate(in_use: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+pub(crate) fn allocate(in_use: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     pool().into_iter().find(|a| !in_use.contains(a))
 }
 
 /// The allowlist the VM gets: exactly the alias.
-pub fn allow_cidr(alias: Ipv4Addr) -> String {
+pub(crate) fn allow_cidr(alias: Ipv4Addr) -> String {
     format!("{alias}/32")
 }
 
 /// Pool aliases that `ifconfig lo0` does not list (exact match: `127.0.0.1` is not
 /// `127.0.0.16`).
-pub fn missing_on_lo0(ifconfig_output: &str) -> Vec<Ipv4Addr> {
+pub(crate) fn missing_on_lo0(ifconfig_output: &str) -> Vec<Ipv4Addr> {
     let present: BTreeSet<Ipv4Addr> = ifconfig_output
         .lines()
         .filter_map(|l| {
@@ -58,12 +58,12 @@ pub fn missing_on_lo0(ifconfig_output: &str) -> Vec<Ipv4Addr> {
 }
 
 /// `ifconfig lo0`, read to see which aliases exist.
-pub fn show_lo0_spec() -> ProcessSpec {
+pub(crate) fn show_lo0_spec() -> ProcessSpec {
     ProcessSpec::new("ifconfig").arg("lo0")
 }
 
 /// One sudo call that adds every missing alias (so the operator types the password once).
-pub fn add_aliases_spec(missing: &[Ipv4Addr]) -> ProcessSpec {
+pub(crate) fn add_aliases_spec(missing: &[Ipv4Addr]) -> ProcessSpec {
     let script = missing
         .iter()
         .map(|a| format!("ifconfig lo0 alias {} up", shell_escape(&allow_cidr(*a))))
@@ -81,12 +81,12 @@ pub fn add_aliases_spec(missing: &[Ipv4Addr]) -> ProcessSpec {
 
 /// An exclusive lock on a file, released on drop. Held from reading the aliases in use
 /// until the new bundle runs and carries its own.
-pub struct AllocationLock {
+pub(crate) struct AllocationLock {
     file: std::fs::File,
 }
 
 impl AllocationLock {
-    pub fn acquire(path: &Path) -> std::io::Result<AllocationLock> {
+    pub(crate) fn acquire(path: &Path) -> std::io::Result<AllocationLock> {
         use std::os::unix::io::AsRawFd as _;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

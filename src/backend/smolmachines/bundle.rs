@@ -19,12 +19,12 @@ use crate::sidecar::wire::{DaemonArgv, WireFile as _, daemon_args_file};
 use super::{BACKEND_NAME, LABEL_AGENT_ENV, LABEL_ALIAS};
 
 /// Egress's port inside the bundle and on the alias.
-pub const EGRESS_PORT: u16 = 9099;
+pub(crate) const EGRESS_PORT: u16 = 9099;
 
 /// The compose input for the bundle: the Docker backend's, labelled with this backend. The
 /// agent's environment is the VM's (proxy on `alias`); it goes on the bundle as a label for
 /// `exec`, the other agent fields go unused (the agent is a VM).
-pub fn compose_input(
+pub(crate) fn compose_input(
     plan: &BottlePlan,
     prepared: &Prepared,
     compose_v1: bool,
@@ -38,17 +38,17 @@ pub fn compose_input(
 
 /// The agent's environment as a label value: JSON in unpadded URL-safe base64, so that no
 /// `,` or `=` can break the `k=v,k=v` label list `docker ps` prints.
-pub fn encode_env(env: &BTreeMap<String, String>) -> String {
+pub(crate) fn encode_env(env: &BTreeMap<String, String>) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(env).unwrap_or_default())
 }
 
 /// The inverse of [`encode_env`]; `None` for anything else.
-pub fn decode_env(label: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) fn decode_env(label: &str) -> Option<BTreeMap<String, String>> {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(label).ok()?).ok()
 }
 
 /// The bundle document: sidecars only, on the egress network, port published on `alias`.
-pub fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
+pub(crate) fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
     let mut doc = compose::render(input);
     if let Some(services) = doc.get_mut("services").and_then(Value::as_object_mut) {
         services.remove("agent");
@@ -68,7 +68,7 @@ pub fn render(input: &ComposeInput, alias: Ipv4Addr) -> Value {
 }
 
 /// Egress's argv with a TCP listener instead of the agent-side unix socket.
-pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
+pub(crate) fn egress_args(has_extra_ca: bool) -> Vec<String> {
     let mut args = sidecar_config::egress_args(has_extra_ca);
     if let Some(i) = args.iter().position(|a| a == "--listen") {
         if let Some(v) = args.get_mut(i + 1) {
@@ -79,7 +79,7 @@ pub fn egress_args(has_extra_ca: bool) -> Vec<String> {
 }
 
 /// The sidecar config files, with egress listening on TCP.
-pub fn files(
+pub(crate) fn files(
     plan: &BottlePlan,
     ca_cert_pem: &str,
     ca_key_pem: &str,

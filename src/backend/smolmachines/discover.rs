@@ -13,14 +13,14 @@ use super::{BACKEND_NAME, SmolError, check, vm};
 
 /// One machine as `smolvm machine ls --json` reports it (other fields ignored).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub name: String,
     #[serde(default, alias = "status")]
     pub state: String,
 }
 
 /// Our machines (prefixed names) from the listing; a listing that is not JSON is empty.
-pub fn parse_ls(stdout: &str) -> Vec<Machine> {
+pub(crate) fn parse_ls(stdout: &str) -> Vec<Machine> {
     let mut v: Vec<Machine> = serde_json::from_str::<Vec<Machine>>(stdout.trim())
         .unwrap_or_default()
         .into_iter()
@@ -31,7 +31,7 @@ pub fn parse_ls(stdout: &str) -> Vec<Machine> {
 }
 
 /// Every prefixed machine, any state; empty when smolvm is not installed.
-pub fn machines(runner: &dyn Runner) -> Result<Vec<Machine>, SmolError> {
+pub(crate) fn machines(runner: &dyn Runner) -> Result<Vec<Machine>, SmolError> {
     match check(runner, &vm::list_spec()) {
         Ok(out) => Ok(parse_ls(&out.stdout_str())),
         Err(SmolError::Run(RunError::NotFound { .. })) => Ok(Vec::new()),
@@ -45,7 +45,7 @@ fn running(m: &Machine) -> bool {
 
 /// Adds the VMs to the listing: a smolmachines bottle found by its bundle gains the `vm`
 /// service when its VM runs; a running VM without a bundle is listed on its own.
-pub fn merge(bottles: &mut Vec<ActiveBottle>, machines: &[Machine]) {
+pub(crate) fn merge(bottles: &mut Vec<ActiveBottle>, machines: &[Machine]) {
     for m in machines.iter().filter(|m| running(m)) {
         let identity = m.name.trim_start_matches(PREFIX);
         match bottles
@@ -71,14 +71,17 @@ pub fn merge(bottles: &mut Vec<ActiveBottle>, machines: &[Machine]) {
 }
 
 /// `list active` for this backend: one `smolvm machine ls` (a missing smolvm is no VMs).
-pub fn annotate(runner: &dyn Runner, bottles: &mut Vec<ActiveBottle>) -> Result<(), SmolError> {
+pub(crate) fn annotate(
+    runner: &dyn Runner,
+    bottles: &mut Vec<ActiveBottle>,
+) -> Result<(), SmolError> {
     let ms = machines(runner)?;
     merge(bottles, &ms);
     Ok(())
 }
 
 /// Stop and delete each machine; every one is attempted, failures are returned together.
-pub fn remove(runner: &dyn Runner, machines: &[Machine]) -> Result<(), SmolError> {
+pub(crate) fn remove(runner: &dyn Runner, machines: &[Machine]) -> Result<(), SmolError> {
     let mut failed = Vec::new();
     for m in machines {
         // A stopped machine refuses `stop`; only the delete's result matters.

@@ -21,7 +21,7 @@ use crate::plan::{BottlePlan, PREFIX};
 use crate::runner::{ProcessSpec, Runner};
 use crate::state::{StateDir, TRANSCRIPT_DIR};
 
-pub const COMPOSE_FILE: &str = "compose.yaml";
+pub(crate) const COMPOSE_FILE: &str = "compose.yaml";
 /// How often, and how long apart, readiness is asked after `machine start`.
 const READY_TRIES: u32 = 50;
 const READY_PAUSE: Duration = Duration::from_millis(200);
@@ -29,20 +29,20 @@ const REGISTRY_TRIES: u32 = 50;
 
 /// Facts about the host the launch needs, resolved by the caller.
 #[derive(Debug, Clone)]
-pub struct SmolHost {
+pub(crate) struct SmolHost {
     /// macOS needs loopback aliases added; elsewhere `127.0.0.0/8` is routed already.
-    pub macos: bool,
+    pub(crate) macos: bool,
     /// `<cache>/bot-bottle/smolmachines`: artifacts and the allocation lock.
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     /// smolvm's machine database (for the allowlist workaround).
-    pub smolvm_db: PathBuf,
+    pub(crate) smolvm_db: PathBuf,
     /// From `smolvm --version`; `None` when unreadable.
     pub version: Option<version::SmolvmVersion>,
 }
 
 /// What the launch undoes, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Undo {
+pub(crate) enum Undo {
     /// A command that removes something (compose down, machine stop/delete, registry rm).
     Run(ProcessSpec),
     RemoveFile(PathBuf),
@@ -51,16 +51,16 @@ pub enum Undo {
 }
 
 /// What the caller passes in: everything that is not the plan.
-pub struct Launcher<'a> {
+pub(crate) struct Launcher<'a> {
     pub runner: &'a dyn Runner,
     pub host: &'a SmolHost,
     pub compose: ComposeCmd,
-    pub prepared: &'a Prepared,
-    pub ui: &'a dyn Ui,
+    pub(crate) prepared: &'a Prepared,
+    pub(crate) ui: &'a dyn Ui,
 }
 
 /// The live part of a launch.
-pub struct Bottle {
+pub(crate) struct Bottle {
     pub identity: String,
     pub machine: String,
     pub alias: Ipv4Addr,
@@ -69,13 +69,13 @@ pub struct Bottle {
 }
 
 /// The VM's name: `bot-bottle-<identity>`.
-pub fn machine_name(identity: &str) -> String {
+pub(crate) fn machine_name(identity: &str) -> String {
     format!("{PREFIX}{identity}")
 }
 
 /// The agent's environment in the VM: the Docker backend's, with the proxy pointed at the
 /// bundle on the alias instead of the in-container relay.
-pub fn agent_env(plan: &BottlePlan, alias: Ipv4Addr) -> BTreeMap<String, String> {
+pub(crate) fn agent_env(plan: &BottlePlan, alias: Ipv4Addr) -> BTreeMap<String, String> {
     let mut env = docker_launch::agent_env(plan);
     let proxy = format!("http://{alias}:{}", bundle::EGRESS_PORT);
     for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
@@ -85,7 +85,7 @@ pub fn agent_env(plan: &BottlePlan, alias: Ipv4Addr) -> BTreeMap<String, String>
 }
 
 /// The proxy environment of a bottle's VM (for `exec` into a running bottle).
-pub fn proxy_env(identity: &str, alias: Ipv4Addr) -> BTreeMap<String, String> {
+pub(crate) fn proxy_env(identity: &str, alias: Ipv4Addr) -> BTreeMap<String, String> {
     let proxy = format!("http://{alias}:{}", bundle::EGRESS_PORT);
     let mut env = BTreeMap::new();
     for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
@@ -99,7 +99,7 @@ pub fn proxy_env(identity: &str, alias: Ipv4Addr) -> BTreeMap<String, String> {
 }
 
 /// Aliases carried by running smolmachines bundles (from `docker ps` labels).
-pub fn aliases_in_use(ps_json: &str) -> BTreeSet<Ipv4Addr> {
+pub(crate) fn aliases_in_use(ps_json: &str) -> BTreeSet<Ipv4Addr> {
     discover::parse_ps(ps_json)
         .iter()
         .filter_map(|c| c.labels.get(LABEL_ALIAS))
@@ -108,7 +108,7 @@ pub fn aliases_in_use(ps_json: &str) -> BTreeSet<Ipv4Addr> {
 }
 
 /// `docker ps` of running smolmachines bundles.
-pub fn bundles_spec() -> ProcessSpec {
+pub(crate) fn bundles_spec() -> ProcessSpec {
     ProcessSpec::new("docker").args([
         "ps",
         "--filter",
@@ -128,7 +128,7 @@ impl Launcher<'_> {
     }
 
     /// Create the bottle; on failure everything created so far is removed first.
-    pub fn create(&self, plan: &BottlePlan) -> Result<Bottle, SmolError> {
+    pub(crate) fn create(&self, plan: &BottlePlan) -> Result<Bottle, SmolError> {
         super::check_plan(plan)?;
         let mut b = Bottle {
             identity: plan.identity.clone(),
@@ -425,7 +425,12 @@ impl Launcher<'_> {
     }
 
     /// The interactive session, with the terminal size forwarded while it runs.
-    pub fn session(&self, plan: &BottlePlan, b: &Bottle, tty: bool) -> Result<i32, SmolError> {
+    pub(crate) fn session(
+        &self,
+        plan: &BottlePlan,
+        b: &Bottle,
+        tty: bool,
+    ) -> Result<i32, SmolError> {
         let spec = vm::agent_exec_spec(
             &b.machine,
             &agent_env(plan, b.alias),
@@ -443,7 +448,7 @@ impl Launcher<'_> {
 
     /// Copy the provider's transcript out of the VM (a tar stream through `machine exec`)
     /// and the bundle's logs out of the bundle (through the engine) into the state dir.
-    pub fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
+    pub(crate) fn snapshot(&self, plan: &BottlePlan, b: &Bottle) {
         let out = self
             .runner
             .run(&vm::tar_out_spec(&b.machine, &plan.provider.transcript_dir));
@@ -495,12 +500,12 @@ impl Launcher<'_> {
     }
 
     /// Undo in reverse order; every step is attempted even when an earlier one failed.
-    pub fn teardown(&self, b: &mut Bottle) {
+    pub(crate) fn teardown(&self, b: &mut Bottle) {
         self.unwind(&mut b.undo);
     }
 
     /// The whole launch: create, session, snapshot, preserve on failure, teardown.
-    pub fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, SmolError> {
+    pub(crate) fn run(&self, plan: &BottlePlan, tty: bool) -> Result<Outcome, SmolError> {
         lifecycle::run(self, plan, tty)
     }
 }

@@ -9,40 +9,40 @@
 //! with an undo stack; [`discover`] finds VMs for `list active` and `cleanup`. Every command
 //! is a [`ProcessSpec`] through the runner.
 
-pub mod alias;
-pub mod bundle;
-pub mod discover;
-pub mod launch;
-pub mod pack;
-pub mod version;
-pub mod vm;
+pub(crate) mod alias;
+pub(crate) mod bundle;
+pub(crate) mod discover;
+pub(crate) mod launch;
+pub(crate) mod pack;
+pub(crate) mod version;
+pub(crate) mod vm;
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
 
 use crate::backend::docker::{ComposeCmd, DockerError};
 use crate::backend::{
-    ActiveBottle, Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
+    Backend, BackendError, CleanupItem, CleanupPlan, HostCheck, Outcome, Prepared, Ui,
 };
-use crate::plan::{BackendKind, BottlePlan, BuildPlan, HostEnv};
+use crate::plan::{BottlePlan, BuildPlan, HostEnv};
 use crate::runner::{ProcessSpec, RunError, Runner};
 
 pub(crate) use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
 
 /// The backend's name in labels, metadata and `list active`.
-pub const BACKEND_NAME: &str = "smolmachines";
+pub(crate) const BACKEND_NAME: &str = "smolmachines";
 /// `label=value` of the backend label, for `--label` and `--filter`.
-pub const LABEL_BACKEND_KV: &str = "dev.bot-bottle.backend=smolmachines";
+pub(crate) const LABEL_BACKEND_KV: &str = "dev.bot-bottle.backend=smolmachines";
 /// Label on the bundle naming the loopback alias it publishes on (read by allocation).
-pub const LABEL_ALIAS: &str = "dev.bot-bottle.alias";
+pub(crate) const LABEL_ALIAS: &str = "dev.bot-bottle.alias";
 /// Label on the bundle holding the agent's environment (non-secret values only: this backend
 /// refuses forwarded ones), for `exec` into the VM ([`bundle::encode_env`]).
-pub const LABEL_AGENT_ENV: &str = "dev.bot-bottle.agent-env";
+pub(crate) const LABEL_AGENT_ENV: &str = "dev.bot-bottle.agent-env";
 /// What to install when `smolvm` is missing.
-pub const INSTALL_HINT: &str = "the smolmachines backend needs `smolvm` on PATH (macOS): install it with `curl -sSL https://smolmachines.com/install.sh | sh`, or use `--backend docker`";
+pub(crate) const INSTALL_HINT: &str = "the smolmachines backend needs `smolvm` on PATH (macOS): install it with `curl -sSL https://smolmachines.com/install.sh | sh`, or use `--backend docker`";
 
 #[derive(Debug, thiserror::Error)]
-pub enum SmolError {
+pub(crate) enum SmolError {
     #[error("{INSTALL_HINT}")]
     NotInstalled,
     #[error(transparent)]
@@ -102,7 +102,7 @@ impl SmolError {
 }
 
 /// `smolvm <args…>`.
-pub fn smolvm<I, S>(args: I) -> ProcessSpec
+pub(crate) fn smolvm<I, S>(args: I) -> ProcessSpec
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
@@ -136,7 +136,7 @@ pub(crate) fn check(
 
 /// `smolvm --version`: whether smolvm is installed, and which version (for the allowlist
 /// workaround). A missing program is [`SmolError::NotInstalled`].
-pub fn preflight(runner: &dyn Runner) -> Result<Option<version::SmolvmVersion>, SmolError> {
+pub(crate) fn preflight(runner: &dyn Runner) -> Result<Option<version::SmolvmVersion>, SmolError> {
     match runner.run(&smolvm(["--version"])) {
         Ok(out) if out.success() => Ok(version::parse(&out.stdout_str())),
         Ok(out) => Err(SmolError::Command {
@@ -151,7 +151,7 @@ pub fn preflight(runner: &dyn Runner) -> Result<Option<version::SmolvmVersion>, 
 
 /// Refuses bottles that forward host values into the agent: smolvm takes a VM's
 /// environment only on its command line.
-pub fn check_plan(plan: &crate::plan::BottlePlan) -> Result<(), SmolError> {
+pub(crate) fn check_plan(plan: &crate::plan::BottlePlan) -> Result<(), SmolError> {
     let names: Vec<&str> = plan
         .env
         .forwarded
@@ -186,13 +186,13 @@ impl From<SmolError> for BackendError {
 /// The smolmachines backend behind the [`Backend`] trait. [`Backend::check_host`] records
 /// what the launch needs from the host (smolvm's version, the cache dir, smolvm's database),
 /// so nothing later reads the environment.
-pub struct SmolmachinesBackend<'r> {
+pub(crate) struct SmolmachinesBackend<'r> {
     runner: &'r dyn Runner,
     host: OnceCell<launch::SmolHost>,
 }
 
 impl<'r> SmolmachinesBackend<'r> {
-    pub fn new(runner: &'r dyn Runner) -> Self {
+    pub(crate) fn new(runner: &'r dyn Runner) -> Self {
         SmolmachinesBackend {
             runner,
             host: OnceCell::new(),
@@ -208,7 +208,7 @@ impl<'r> SmolmachinesBackend<'r> {
 }
 
 /// The host facts a launch needs, from the [`HostEnv`] and `smolvm --version`.
-pub fn host_facts(
+pub(crate) fn host_facts(
     host: &HostEnv,
     version: Option<version::SmolvmVersion>,
 ) -> Result<launch::SmolHost, SmolError> {
@@ -235,10 +235,6 @@ pub fn host_facts(
 }
 
 impl Backend for SmolmachinesBackend<'_> {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Smolmachines
-    }
-
     fn check_host(&self, host: &HostEnv) -> Result<HostCheck, BackendError> {
         let version = preflight(self.runner)?;
         let facts = host_facts(host, version)?;
@@ -318,15 +314,6 @@ impl Backend for SmolmachinesBackend<'_> {
             .runner
             .run_interactive(&spec)
             .map_err(SmolError::from)?)
-    }
-
-    fn active(&self) -> Result<Vec<ActiveBottle>, BackendError> {
-        let mut all = crate::backend::docker::discover::active(self.runner)?;
-        discover::annotate(self.runner, &mut all)?;
-        Ok(all
-            .into_iter()
-            .filter(|b| b.backend == BACKEND_NAME)
-            .collect())
     }
 
     fn cleanup_plan(&self) -> Result<CleanupPlan, BackendError> {

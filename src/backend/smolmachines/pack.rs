@@ -18,18 +18,18 @@ use crate::runner::ProcessSpec;
 use super::{LABEL_BACKEND_KV, smolvm};
 
 /// The registry image (OCI distribution, plain HTTP on 5000).
-pub const REGISTRY_IMAGE: &str = "registry:2.8.3";
+pub(crate) const REGISTRY_IMAGE: &str = "registry:2.8.3";
 /// The push helper (`crane`, a static binary with `--insecure`).
-pub const CRANE_IMAGE: &str = "gcr.io/go-containerregistry/crane:v0.20.2";
+pub(crate) const CRANE_IMAGE: &str = "gcr.io/go-containerregistry/crane:v0.20.2";
 /// The registry's port inside its container.
-pub const REGISTRY_PORT: u16 = 5000;
+pub(crate) const REGISTRY_PORT: u16 = 5000;
 /// Repository name the artifact is pushed under.
-pub const REPOSITORY: &str = "bot-bottle-agent";
+pub(crate) const REPOSITORY: &str = "bot-bottle-agent";
 
 /// The cache key of an image id (`sha256:<64 hex>` or bare hex): the first 16 hex digits of
 /// the digest. `None` for anything that is not an image id, so a bad answer from the engine
 /// never names a cache file.
-pub fn cache_key(image_id: &str) -> Option<String> {
+pub(crate) fn cache_key(image_id: &str) -> Option<String> {
     let hex = image_id.trim();
     let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
     let ok = hex.len() >= 16
@@ -43,13 +43,13 @@ pub fn cache_key(image_id: &str) -> Option<String> {
 /// the payload beside it as `<stub>.smolmachine`, which is what `machine create --from`
 /// takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
-    pub stub: PathBuf,
+pub(crate) struct Artifact {
+    pub(crate) stub: PathBuf,
     pub payload: PathBuf,
 }
 
 impl Artifact {
-    pub fn at(stub: PathBuf) -> Artifact {
+    pub(crate) fn at(stub: PathBuf) -> Artifact {
         let mut payload = stub.clone().into_os_string();
         payload.push(".smolmachine");
         Artifact {
@@ -59,13 +59,13 @@ impl Artifact {
     }
 
     /// The cached artifact for `key`.
-    pub fn cached(cache_dir: &Path, key: &str) -> Artifact {
+    pub(crate) fn cached(cache_dir: &Path, key: &str) -> Artifact {
         Artifact::at(cache_dir.join(key))
     }
 
     /// Where a launch packs before moving the result into the cache (so a failed or
     /// interrupted pack never leaves a half-written cache entry).
-    pub fn partial(cache_dir: &Path, key: &str, identity: &str) -> Artifact {
+    pub(crate) fn partial(cache_dir: &Path, key: &str, identity: &str) -> Artifact {
         Artifact::at(cache_dir.join(format!(".{key}.{identity}.partial")))
     }
 }
@@ -73,20 +73,20 @@ impl Artifact {
 /// Names of the throwaway registry resources of one launch (prefixed, so `cleanup` finds
 /// them after a crash).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registry {
+pub(crate) struct Registry {
     pub container: String,
     pub network: String,
 }
 
 impl Registry {
-    pub fn for_identity(identity: &str) -> Registry {
+    pub(crate) fn for_identity(identity: &str) -> Registry {
         Registry {
             container: format!("{PREFIX}registry-{identity}"),
             network: format!("{PREFIX}registry-net-{identity}"),
         }
     }
 
-    pub fn network_create(&self, identity: &str) -> ProcessSpec {
+    pub(crate) fn network_create(&self, identity: &str) -> ProcessSpec {
         ProcessSpec::new("docker")
             .args(["network", "create", "--label", LABEL_BACKEND_KV])
             .arg("--label")
@@ -95,7 +95,7 @@ impl Registry {
     }
 
     /// The registry, published on a random port of host loopback only.
-    pub fn run(&self, identity: &str) -> ProcessSpec {
+    pub(crate) fn run(&self, identity: &str) -> ProcessSpec {
         ProcessSpec::new("docker")
             .args(["run", "-d", "--rm", "--name"])
             .arg(&self.container)
@@ -110,7 +110,7 @@ impl Registry {
             .arg(REGISTRY_IMAGE)
     }
 
-    pub fn port(&self) -> ProcessSpec {
+    pub(crate) fn port(&self) -> ProcessSpec {
         ProcessSpec::new("docker")
             .arg("port")
             .arg(&self.container)
@@ -118,7 +118,7 @@ impl Registry {
     }
 
     /// Answers once the registry serves its API (busybox `wget` in the registry image).
-    pub fn ready(&self) -> ProcessSpec {
+    pub(crate) fn ready(&self) -> ProcessSpec {
         ProcessSpec::new("docker")
             .arg("exec")
             .arg(&self.container)
@@ -127,7 +127,7 @@ impl Registry {
     }
 
     /// `crane push` of the saved tarball, from a container on the registry's network.
-    pub fn push(&self, tarball: &Path, key: &str) -> ProcessSpec {
+    pub(crate) fn push(&self, tarball: &Path, key: &str) -> ProcessSpec {
         ProcessSpec::new("docker")
             .args(["run", "--rm", "--network"])
             .arg(&self.network)
@@ -141,13 +141,13 @@ impl Registry {
             ))
     }
 
-    pub fn remove(&self) -> ProcessSpec {
+    pub(crate) fn remove(&self) -> ProcessSpec {
         ProcessSpec::new("docker")
             .args(["rm", "-f"])
             .arg(&self.container)
     }
 
-    pub fn network_remove(&self) -> ProcessSpec {
+    pub(crate) fn network_remove(&self) -> ProcessSpec {
         ProcessSpec::new("docker")
             .args(["network", "rm"])
             .arg(&self.network)
@@ -155,7 +155,7 @@ impl Registry {
 }
 
 /// The host port from `docker port` output (`127.0.0.1:49153`, one line per family).
-pub fn parse_port(stdout: &str) -> Option<u16> {
+pub(crate) fn parse_port(stdout: &str) -> Option<u16> {
     stdout
         .lines()
         .filter_map(|l| l.trim().rsplit_once(':'))
@@ -163,13 +163,13 @@ pub fn parse_port(stdout: &str) -> Option<u16> {
 }
 
 /// `docker image inspect --format {{.Id}} <image>`.
-pub fn image_id_spec(image: &str) -> ProcessSpec {
+pub(crate) fn image_id_spec(image: &str) -> ProcessSpec {
     ProcessSpec::new("docker")
         .args(["image", "inspect", "--format", "{{.Id}}"])
         .arg(image)
 }
 
-pub fn save_spec(image: &str, tarball: &Path) -> ProcessSpec {
+pub(crate) fn save_spec(image: &str, tarball: &Path) -> ProcessSpec {
     ProcessSpec::new("docker")
         .args(["save", "-o"])
         .arg(tarball.display().to_string())
@@ -177,7 +177,7 @@ pub fn save_spec(image: &str, tarball: &Path) -> ProcessSpec {
 }
 
 /// `smolvm pack create` from the registry's host port into `out`.
-pub fn pack_spec(port: u16, key: &str, out: &Artifact) -> ProcessSpec {
+pub(crate) fn pack_spec(port: u16, key: &str, out: &Artifact) -> ProcessSpec {
     smolvm(["pack", "create", "--image"])
         .arg(format!("localhost:{port}/{REPOSITORY}:{key}"))
         .arg("--output")

@@ -13,10 +13,10 @@ use crate::runner::ProcessSpec;
 
 /// A parsed `smolvm --version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SmolvmVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
+pub(crate) struct SmolvmVersion {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) patch: u32,
 }
 
 impl std::fmt::Display for SmolvmVersion {
@@ -26,14 +26,14 @@ impl std::fmt::Display for SmolvmVersion {
 }
 
 /// The first version trusted to keep `--allow-cidr` together with `--from`.
-pub const FIXED_IN: SmolvmVersion = SmolvmVersion {
+pub(crate) const FIXED_IN: SmolvmVersion = SmolvmVersion {
     major: 0,
     minor: 9,
     patch: 0,
 };
 
 /// The first `N.N[.N]` in the output (`smolvm 0.8.0`, `smolvm version v0.8.0 (abc)`).
-pub fn parse(output: &str) -> Option<SmolvmVersion> {
+pub(crate) fn parse(output: &str) -> Option<SmolvmVersion> {
     output
         .split(|c: char| c.is_whitespace() || c == '(' || c == ',')
         .map(|w| w.trim_start_matches('v'))
@@ -58,14 +58,14 @@ pub fn parse(output: &str) -> Option<SmolvmVersion> {
 }
 
 /// Whether the allowlist must be written into smolvm's database after `machine create`.
-pub fn needs_allowlist_patch(version: Option<SmolvmVersion>) -> bool {
+pub(crate) fn needs_allowlist_patch(version: Option<SmolvmVersion>) -> bool {
     version.is_none_or(|v| v < FIXED_IN)
 }
 
 /// Where smolvm keeps its machine database: under the platform's application-data dir
 /// (`~/Library/Application Support` on macOS, `$XDG_DATA_HOME` or `~/.local/share`
 /// elsewhere).
-pub fn database_path(macos: bool, home: &Path, xdg_data_home: Option<&Path>) -> PathBuf {
+pub(crate) fn database_path(macos: bool, home: &Path, xdg_data_home: Option<&Path>) -> PathBuf {
     let data = if macos {
         home.join("Library").join("Application Support")
     } else {
@@ -84,7 +84,7 @@ fn sql_quote(s: &str) -> String {
 /// `sqlite3 <db> <sql>`: set the machine's `allowed_cidrs` and print how many rows changed,
 /// so the caller can tell a patched machine from a missing row. The row's JSON stays a BLOB
 /// (smolvm cannot read it back as TEXT).
-pub fn patch_spec(db: &Path, machine: &str, cidrs: &[String]) -> ProcessSpec {
+pub(crate) fn patch_spec(db: &Path, machine: &str, cidrs: &[String]) -> ProcessSpec {
     let list = serde_json::to_string(cidrs).unwrap_or_else(|_| "[]".to_string());
     let sql = format!(
         "UPDATE vms SET data = CAST(json_set(CAST(data AS TEXT), '$.allowed_cidrs', json({list})) AS BLOB) \
@@ -98,7 +98,7 @@ pub fn patch_spec(db: &Path, machine: &str, cidrs: &[String]) -> ProcessSpec {
 }
 
 /// Whether `patch_spec`'s output says exactly one row was changed.
-pub fn patched_one_row(stdout: &str) -> bool {
+pub(crate) fn patched_one_row(stdout: &str) -> bool {
     stdout.trim().lines().last().map(str::trim) == Some("1")
 }
 

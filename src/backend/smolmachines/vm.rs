@@ -19,7 +19,7 @@ use super::smolvm;
 /// `machine create` from the packed artifact, networking on, allowlist = `allow_cidr` only,
 /// with the agent's CPU and memory limits (whole vCPUs, MiB; smolvm has no pids limit).
 /// `--net` is explicit: with `--from`, smolvm does not infer it from `--allow-cidr`.
-pub fn create_spec(
+pub(crate) fn create_spec(
     machine: &str,
     payload: &std::path::Path,
     allow_cidr: &str,
@@ -35,24 +35,24 @@ pub fn create_spec(
         .args(["--net", "--allow-cidr", allow_cidr])
 }
 
-pub fn start_spec(machine: &str) -> ProcessSpec {
+pub(crate) fn start_spec(machine: &str) -> ProcessSpec {
     smolvm(["machine", "start", "--name", machine])
 }
 
-pub fn stop_spec(machine: &str) -> ProcessSpec {
+pub(crate) fn stop_spec(machine: &str) -> ProcessSpec {
     smolvm(["machine", "stop", "--name", machine])
 }
 
-pub fn delete_spec(machine: &str) -> ProcessSpec {
+pub(crate) fn delete_spec(machine: &str) -> ProcessSpec {
     smolvm(["machine", "delete", "-f", machine])
 }
 
-pub fn list_spec() -> ProcessSpec {
+pub(crate) fn list_spec() -> ProcessSpec {
     smolvm(["machine", "ls", "--json"])
 }
 
 /// `machine exec` as root with `argv`; `stdin` makes it interactive-capable (`-i`).
-pub fn exec_root_spec(machine: &str, argv: &[&str], stdin: bool) -> ProcessSpec {
+pub(crate) fn exec_root_spec(machine: &str, argv: &[&str], stdin: bool) -> ProcessSpec {
     let mut spec = smolvm(["machine", "exec", "--name", machine]);
     if stdin {
         spec = spec.arg("-i");
@@ -62,7 +62,7 @@ pub fn exec_root_spec(machine: &str, argv: &[&str], stdin: bool) -> ProcessSpec 
 
 /// `dir` of the VM as a tar stream on stdout, its own name as the top entry (the shape
 /// [`crate::state::StateDir::replace_from_tar`] takes).
-pub fn tar_out_spec(machine: &str, dir: &str) -> ProcessSpec {
+pub(crate) fn tar_out_spec(machine: &str, dir: &str) -> ProcessSpec {
     exec_root_spec(
         machine,
         &[
@@ -77,12 +77,12 @@ pub fn tar_out_spec(machine: &str, dir: &str) -> ProcessSpec {
 
 /// Repairs what packing changes: smolvm maps file owners to the packing user, so the agent's
 /// home and the temp dirs get their owners and modes back. One exec, right after start.
-pub const INIT_SCRIPT: &str = "chown -R node:node /home/node && chown root:root /tmp /var/tmp \
+pub(crate) const INIT_SCRIPT: &str = "chown -R node:node /home/node && chown root:root /tmp /var/tmp \
                                && chmod 1777 /tmp /var/tmp";
 
 /// Runs `command` as the agent user in the workspace, with `env` (non-secret values only:
 /// they are on the command line).
-pub fn agent_exec_spec(
+pub(crate) fn agent_exec_spec(
     machine: &str,
     env: &BTreeMap<String, String>,
     command: &[String],
@@ -105,7 +105,7 @@ pub fn agent_exec_spec(
 
 /// Sets every pseudo-terminal in the VM to `rows`×`cols`; the kernel then signals the
 /// foreground process, so the agent redraws.
-pub fn resize_spec(machine: &str, rows: u16, cols: u16) -> ProcessSpec {
+pub(crate) fn resize_spec(machine: &str, rows: u16, cols: u16) -> ProcessSpec {
     exec_root_spec(
         machine,
         &[
@@ -120,7 +120,7 @@ pub fn resize_spec(machine: &str, rows: u16, cols: u16) -> ProcessSpec {
 }
 
 /// The host terminal's size from stdin, stdout or stderr, whichever is a terminal.
-pub fn host_terminal_size() -> Option<(u16, u16)> {
+pub(crate) fn host_terminal_size() -> Option<(u16, u16)> {
     for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
         let mut ws = libc::winsize {
             ws_row: 0,
@@ -140,12 +140,12 @@ pub fn host_terminal_size() -> Option<(u16, u16)> {
 /// Decides when to push a size: the first known size, then each change; never an unknown
 /// size.
 #[derive(Debug, Default)]
-pub struct SizeTracker {
+pub(crate) struct SizeTracker {
     last: Option<(u16, u16)>,
 }
 
 impl SizeTracker {
-    pub fn update(&mut self, now: Option<(u16, u16)>) -> Option<(u16, u16)> {
+    pub(crate) fn update(&mut self, now: Option<(u16, u16)>) -> Option<(u16, u16)> {
         match now {
             Some(size) if self.last != Some(size) => {
                 self.last = Some(size);
@@ -158,12 +158,12 @@ impl SizeTracker {
 
 /// How long after the session starts the first size goes in: a second exec racing the
 /// session's own start can break it on smolvm 0.8.
-pub const FIRST_RESIZE_DELAY: Duration = Duration::from_secs(2);
+pub(crate) const FIRST_RESIZE_DELAY: Duration = Duration::from_secs(2);
 const RESIZE_POLL: Duration = Duration::from_millis(250);
 
 /// Runs `session` while forwarding the host terminal size into `machine`. Resize failures
 /// are ignored: a wrong size is cosmetic.
-pub fn with_size_forwarding<T>(
+pub(crate) fn with_size_forwarding<T>(
     runner: &dyn Runner,
     machine: &str,
     read_size: &(dyn Fn() -> Option<(u16, u16)> + Sync),

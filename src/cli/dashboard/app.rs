@@ -241,7 +241,7 @@ pub(crate) enum DiffSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Session {
     /// Shown in the status line and as the pane title.
-    pub title: String,
+    pub(crate) title: String,
     pub args: Vec<String>,
 }
 
@@ -374,19 +374,19 @@ pub(crate) struct Status {
 /// The whole dashboard state.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct App {
-    pub pane: Pane,
+    pub(crate) pane: Pane,
     pub mode: Mode,
     pub requests: Vec<Entry>,
     pub refusals: Vec<RefusalEvent>,
     pub bottles: Vec<ActiveBottle>,
     pub agents: Vec<String>,
     /// Selected row of each pane.
-    pub selected: [usize; 3],
+    pub(crate) selected: [usize; 3],
     pub status: Option<Status>,
     /// Running inside tmux: sessions open in a pane beside the dashboard.
     pub tmux: bool,
     /// The right-hand pane sessions reuse, once one was opened.
-    pub session_pane: Option<String>,
+    pub(crate) session_pane: Option<String>,
     /// Request ids already shown (a new one rings the bell).
     seen: BTreeSet<String>,
     /// Whether a request list arrived yet (the first one does not ring).

@@ -28,7 +28,7 @@ use crate::runner::{RealRunner, Runner};
 const KEY_WAIT: Duration = Duration::from_millis(100);
 
 /// `bot-bottle dashboard`.
-pub fn dashboard() -> anyhow::Result<ExitCode> {
+pub(crate) fn dashboard() -> anyhow::Result<ExitCode> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         anyhow::bail!(
             "the dashboard needs a terminal; run it in one, or use `bot-bottle requests` and `bot-bottle approve` from scripts"

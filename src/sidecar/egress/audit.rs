@@ -131,7 +131,7 @@ fn bounded(s: &str, max: usize) -> &str {
 }
 
 /// The path part of a request target for the log: no query, bounded length.
-pub fn log_path(path_and_query: &str) -> &str {
+pub(crate) fn log_path(path_and_query: &str) -> &str {
     bounded(path_and_query.split('?').next().unwrap_or(""), 512)
 }
 

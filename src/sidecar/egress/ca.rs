@@ -55,7 +55,7 @@ pub fn mint_bottle_ca() -> Result<(String, String), EgressError> {
 }
 
 /// A loaded bottle CA plus the per-host leaf cache.
-pub struct BottleCa {
+pub(crate) struct BottleCa {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     /// One key for every leaf: minting stays cheap and the cache small.
@@ -74,7 +74,7 @@ const LEAF_CACHE_MAX: usize = 4096;
 
 impl BottleCa {
     /// Load the CA from its PEM certificate and key.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, EgressError> {
+    pub(crate) fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, EgressError> {
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| ca_err("cannot read the CA key (expected PKCS#8 PEM)", e))?;
         let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
@@ -92,7 +92,7 @@ impl BottleCa {
     }
 
     /// TLS server config presenting a leaf for `host` (minted once, then cached).
-    pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, EgressError> {
+    pub(crate) fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, EgressError> {
         if let Some(c) = self.cache.lock().ok().and_then(|m| m.get(host).cloned()) {
             return Ok(c);
         }

@@ -12,7 +12,6 @@ use ipnet::IpNet;
 
 use super::EgressError;
 use super::limits::Limits;
-pub use crate::sidecar::wire::parse_cidr;
 use crate::sidecar::wire::{GrantEntry, GrantsFile, RouteEntry, RoutesFile, WireFile};
 
 /// Where the proxy listens: a TCP address or a unix socket path (`unix:/path`).
@@ -115,10 +114,10 @@ pub struct EgressArgs {
     pub upstream_ca: Option<PathBuf>,
     /// Extra trusted upstream roots on top of the system roots (repeatable).
     #[arg(long, value_name = "PEM")]
-    pub extra_ca: Vec<PathBuf>,
+    pub(crate) extra_ca: Vec<PathBuf>,
     /// Allow destinations in this private range (repeatable), e.g. the bottle's own subnet.
     #[arg(long, value_name = "CIDR")]
-    pub allow_cidr: Vec<IpNet>,
+    pub(crate) allow_cidr: Vec<IpNet>,
     /// Pin a host to an address: `HOST=IP` or `HOST=IP:PORT` (repeatable).
     #[arg(long, value_name = "HOST=IP[:PORT]")]
     pub resolve: Vec<ResolvePin>,
@@ -254,12 +253,12 @@ impl EgressConfig {
 }
 
 /// Parse the routes file text (the typed wire format; no environment lookups yet).
-pub fn parse_routes(text: &str) -> Result<Vec<RouteEntry>, String> {
+pub(crate) fn parse_routes(text: &str) -> Result<Vec<RouteEntry>, String> {
     RoutesFile::parse(text).map(|f| f.routes)
 }
 
 /// Parse the grants file; empty text (no file) is no grants.
-pub fn parse_grants(text: &str) -> Result<Vec<GrantEntry>, String> {
+pub(crate) fn parse_grants(text: &str) -> Result<Vec<GrantEntry>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }

@@ -21,7 +21,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Remove hop-by-hop headers (and those named by `Connection`). `keep_upgrade` keeps
 /// `Upgrade` and `Connection: upgrade` for a WebSocket handshake.
-pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -45,7 +45,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Prepare the agent's headers for scanning and forwarding on `route`: hop-by-hop and
 /// `Proxy-Authorization` always go; `Authorization` goes on routes that inject their own.
-pub fn strip_agent_credentials(h: &mut HeaderMap, route: &Route, keep_upgrade: bool) {
+pub(crate) fn strip_agent_credentials(h: &mut HeaderMap, route: &Route, keep_upgrade: bool) {
     strip_hop_by_hop(h, keep_upgrade);
     h.remove(header::EXPECT);
     if route.auth.is_some() {
@@ -54,7 +54,7 @@ pub fn strip_agent_credentials(h: &mut HeaderMap, route: &Route, keep_upgrade: b
 }
 
 /// Set `Authorization: <scheme> <value>` from the route; returns the env slot name used.
-pub fn inject_credential<'r>(h: &mut HeaderMap, route: &'r Route) -> Option<&'r str> {
+pub(crate) fn inject_credential<'r>(h: &mut HeaderMap, route: &'r Route) -> Option<&'r str> {
     let auth = route.auth.as_ref()?;
     let text = format!("{} {}", auth.scheme.as_str(), auth.value.expose());
     let mut v = HeaderValue::from_str(&text).ok()?;

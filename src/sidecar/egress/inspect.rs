@@ -16,7 +16,7 @@ use super::refuse::{Layer, Refusal};
 use crate::scan::{Finding, Scanner};
 
 /// Scan the request target (path and query) and, when percent-encoded, its decoded form.
-pub fn scan_target(scanner: &Scanner, path_and_query: &str) -> Option<Finding> {
+pub(crate) fn scan_target(scanner: &Scanner, path_and_query: &str) -> Option<Finding> {
     scanner.scan(path_and_query.as_bytes()).or_else(|| {
         if path_and_query.contains('%') || path_and_query.contains('+') {
             let plus_as_space = path_and_query.replace('+', " ");
@@ -30,7 +30,7 @@ pub fn scan_target(scanner: &Scanner, path_and_query: &str) -> Option<Finding> {
 
 /// `text` as it may appear in a log line: `[redacted]` when it holds a credential shape (also
 /// once percent-decoded). Refused hosts and paths are logged before or without a scan.
-pub fn loggable<'a>(scanner: &Scanner, text: &'a str) -> &'a str {
+pub(crate) fn loggable<'a>(scanner: &Scanner, text: &'a str) -> &'a str {
     if scan_target(scanner, text).is_some() {
         "[redacted]"
     } else {
@@ -39,7 +39,7 @@ pub fn loggable<'a>(scanner: &Scanner, text: &'a str) -> &'a str {
 }
 
 /// Scan every header as `name: value` lines in one pass.
-pub fn scan_headers(scanner: &Scanner, headers: &HeaderMap) -> Option<Finding> {
+pub(crate) fn scan_headers(scanner: &Scanner, headers: &HeaderMap) -> Option<Finding> {
     let mut buf = Vec::with_capacity(512);
     for (name, value) in headers {
         buf.extend_from_slice(name.as_str().as_bytes());
@@ -56,7 +56,7 @@ pub fn scan_headers(scanner: &Scanner, headers: &HeaderMap) -> Option<Finding> {
 
 /// Read the whole body, refusing it past `max` bytes (at once when its declared length is
 /// already larger: nothing is read, and an `Expect: 100-continue` client is never told to go on).
-pub async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Refusal> {
+pub(crate) async fn collect_body(body: Incoming, max: usize) -> Result<Bytes, Refusal> {
     use hyper::body::Body;
     if body.size_hint().lower() > max as u64 {
         return Err(too_large(max));
@@ -90,7 +90,7 @@ fn too_large(max: usize) -> Refusal {
 }
 
 /// Scan a complete body (decompressing gzip/deflate within `max`).
-pub fn scan_body(
+pub(crate) fn scan_body(
     scanner: &Scanner,
     headers: &HeaderMap,
     body: &[u8],

@@ -43,7 +43,7 @@ impl Limits {
     };
 
     /// hyper refuses a read buffer smaller than 8 KiB.
-    pub fn hyper_buf_size(&self) -> usize {
+    pub(crate) fn hyper_buf_size(&self) -> usize {
         self.max_header_bytes.max(8192)
     }
 }
@@ -57,7 +57,7 @@ impl Default for Limits {
 /// Closes a stream (with `TimedOut`) once nothing was read or written for `timeout`.
 ///
 /// The timer is re-armed only when it fires, so the hot path costs one clock read.
-pub struct IdleIo<T> {
+pub(crate) struct IdleIo<T> {
     inner: T,
     timeout: Duration,
     last: Instant,
@@ -65,7 +65,7 @@ pub struct IdleIo<T> {
 }
 
 impl<T> IdleIo<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
         let now = Instant::now();
         IdleIo {
             inner,

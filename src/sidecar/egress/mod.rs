@@ -8,21 +8,21 @@ pub mod audit;
 pub mod ca;
 pub mod config;
 pub(crate) mod decide;
-pub mod inject;
+pub(crate) mod inject;
 pub mod inspect;
 pub mod limits;
 pub mod proxy;
 pub mod redact;
-pub mod refuse;
+pub(crate) mod refuse;
 pub mod reload;
 pub mod routes;
-pub mod smuggle;
+pub(crate) mod smuggle;
 pub mod sni;
-pub mod ssrf;
+pub(crate) mod ssrf;
 pub mod target;
 pub mod upstream;
 
-pub use ca::{BottleCa, mint_bottle_ca};
+pub use ca::mint_bottle_ca;
 pub use config::{EgressArgs, EgressConfig, ListenAddr};
 pub use proxy::EgressServer;
 

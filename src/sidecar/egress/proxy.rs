@@ -52,7 +52,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type RespBody = BoxBody<Bytes, BoxError>;
 
 /// Looks a variable up in the daemon's environment (tests pass their own).
-pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 struct Shared {
     policy: Arc<PolicyHandle>,

@@ -18,7 +18,7 @@ use http::header::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
 
 /// Mask every occurrence of `needle` in `data`; returns whether anything changed.
-pub fn mask_in_place(data: &mut [u8], needle: &[u8]) -> bool {
+pub(crate) fn mask_in_place(data: &mut [u8], needle: &[u8]) -> bool {
     if needle.is_empty() || data.len() < needle.len() {
         return false;
     }
@@ -48,10 +48,10 @@ fn partial_suffix(data: &[u8], needle: &[u8]) -> usize {
 /// The spellings of the token an upstream may echo: as is, JSON-escaped (`\/`) and
 /// percent-encoded, when those differ.
 #[derive(Debug, Clone)]
-pub struct Needles(Vec<Vec<u8>>);
+pub(crate) struct Needles(Vec<Vec<u8>>);
 
 impl Needles {
-    pub fn for_token(token: &[u8]) -> Self {
+    pub(crate) fn for_token(token: &[u8]) -> Self {
         let mut all = vec![token.to_vec()];
         if token.contains(&b'/') {
             let mut escaped = Vec::with_capacity(token.len() + 4);
@@ -81,7 +81,7 @@ impl Needles {
     }
 
     /// Mask every spelling in `data`; returns whether anything changed.
-    pub fn mask(&self, data: &mut [u8]) -> bool {
+    pub(crate) fn mask(&self, data: &mut [u8]) -> bool {
         let mut changed = false;
         for n in &self.0 {
             changed |= mask_in_place(data, n);
@@ -106,7 +106,7 @@ impl Needles {
 }
 
 /// Mask the token in response header values.
-pub fn mask_headers(headers: &mut HeaderMap, needles: &Needles) {
+pub(crate) fn mask_headers(headers: &mut HeaderMap, needles: &Needles) {
     for v in headers.values_mut() {
         if needles.contained_in(v.as_bytes()) {
             let mut bytes = v.as_bytes().to_vec();
@@ -120,7 +120,7 @@ pub fn mask_headers(headers: &mut HeaderMap, needles: &Needles) {
 
 /// Mask the token in a response head: header values and a non-standard reason phrase
 /// (hyper relays an upstream's own reason phrase verbatim).
-pub fn mask_head(parts: &mut http::response::Parts, needles: &Needles) {
+pub(crate) fn mask_head(parts: &mut http::response::Parts, needles: &Needles) {
     mask_headers(&mut parts.headers, needles);
     let masked = parts
         .extensions
@@ -143,7 +143,7 @@ pub fn mask_head(parts: &mut http::response::Parts, needles: &Needles) {
 
 /// A decompressor for a response body the upstream encoded although it was asked not to:
 /// the token can only be masked in the decoded bytes.
-pub enum Decoder {
+pub(crate) enum Decoder {
     Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
     Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
 }
@@ -152,7 +152,7 @@ impl Decoder {
     /// The decoder for a response's `Content-Encoding`; `Ok(None)` when it is not encoded,
     /// `Err(encoding)` when it cannot be decoded here. When a decoder is returned the
     /// encoding and length headers are dropped (the body is passed on decoded).
-    pub fn for_response(headers: &mut HeaderMap) -> Result<Option<Decoder>, String> {
+    pub(crate) fn for_response(headers: &mut HeaderMap) -> Result<Option<Decoder>, String> {
         let encodings: Vec<String> = headers
             .get_all(http::header::CONTENT_ENCODING)
             .iter()
@@ -204,7 +204,7 @@ impl Decoder {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body with the token masked (decoded first when a [`Decoder`] is given).
-pub struct RedactBody<B> {
+pub(crate) struct RedactBody<B> {
     inner: B,
     needles: Arc<Needles>,
     held: BytesMut,
@@ -216,7 +216,7 @@ pub struct RedactBody<B> {
 }
 
 impl<B> RedactBody<B> {
-    pub fn new(inner: B, needles: Arc<Needles>) -> Self {
+    pub(crate) fn new(inner: B, needles: Arc<Needles>) -> Self {
         RedactBody {
             inner,
             needles,
@@ -229,7 +229,7 @@ impl<B> RedactBody<B> {
     }
 
     /// Decode the body with `decoder` before masking.
-    pub fn decoding(mut self, decoder: Option<Decoder>) -> Self {
+    pub(crate) fn decoding(mut self, decoder: Option<Decoder>) -> Self {
         self.decoder = decoder;
         self
     }

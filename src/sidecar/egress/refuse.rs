@@ -8,11 +8,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 /// Response header carrying the refusal in one line.
-pub const REFUSAL_HEADER: &str = "x-bot-bottle-refusal";
+pub(crate) const REFUSAL_HEADER: &str = "x-bot-bottle-refusal";
 
 /// Which check refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layer {
+pub(crate) enum Layer {
     /// Host not in the route table, or on a port other than 443/80.
     Allowlist,
     /// Path outside the route's `path_allowlist`.
@@ -32,7 +32,7 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Layer::Allowlist => "allowlist",
             Layer::Path => "path-allowlist",
@@ -46,7 +46,7 @@ impl Layer {
     }
 
     /// The layer named by [`Layer::as_str`] (as audit lines spell it).
-    pub fn parse(s: &str) -> Option<Layer> {
+    pub(crate) fn parse(s: &str) -> Option<Layer> {
         [
             Layer::Allowlist,
             Layer::Path,
@@ -62,7 +62,7 @@ impl Layer {
     }
 
     /// What the agent can do about a refusal by this layer (part of every refusal text).
-    pub fn hint(self) -> &'static str {
+    pub(crate) fn hint(self) -> &'static str {
         match self {
             Layer::Allowlist => {
                 "this host is not in the bottle's egress routes; ask the operator to add it through the supervise tool `propose-egress-route`"
@@ -92,7 +92,7 @@ impl Layer {
 
 /// One refusal: status, layer and rule (no secret values, ever).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub status: StatusCode,
     pub layer: Layer,
     pub rule: String,
@@ -101,7 +101,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         layer: Layer,
         rule: impl Into<String>,
@@ -115,12 +115,16 @@ impl Refusal {
         }
     }
 
-    pub fn forbidden(layer: Layer, rule: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(
+        layer: Layer,
+        rule: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Refusal::new(StatusCode::FORBIDDEN, layer, rule, detail)
     }
 
     /// The header value: `layer=…; rule=…; hint=…` (ASCII, one line).
-    pub fn header_value(&self) -> HeaderValue {
+    pub(crate) fn header_value(&self) -> HeaderValue {
         let text = format!(
             "layer={}; rule={}; hint={}",
             self.layer.as_str(),
@@ -131,7 +135,7 @@ impl Refusal {
     }
 
     /// The text body.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let detail = if self.detail.is_empty() {
             String::new()
         } else {
@@ -146,7 +150,7 @@ impl Refusal {
     }
 
     /// A complete response; `close` asks the client to drop the connection.
-    pub fn response<B: From<Bytes>>(&self, close: bool) -> Response<B> {
+    pub(crate) fn response<B: From<Bytes>>(&self, close: bool) -> Response<B> {
         let mut resp = Response::new(B::from(Bytes::from(self.body())));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
@@ -165,7 +169,7 @@ impl Refusal {
 impl Refusal {
     /// The same response as raw HTTP/1.1 bytes, closing the connection (for answers written
     /// below hyper, see `smuggle`).
-    pub fn to_http1(&self) -> Vec<u8> {
+    pub(crate) fn to_http1(&self) -> Vec<u8> {
         let body = self.body();
         let header = self.header_value();
         let mut out = format!(

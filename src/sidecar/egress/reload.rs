@@ -16,7 +16,7 @@ use super::routes::RouteTable;
 use super::upstream::UpstreamClient;
 
 /// Routes file size accepted (the launcher renders a few kilobytes).
-pub const MAX_ROUTES_FILE: u64 = crate::sidecar::wire::MAX_FILE_BYTES;
+pub(crate) const MAX_ROUTES_FILE: u64 = crate::sidecar::wire::MAX_FILE_BYTES;
 
 /// Pause between the two reads that must agree before a change is applied (a `docker cp`
 /// may still be writing the routes file; the grants file is always renamed into place).
@@ -25,32 +25,32 @@ const SETTLE: Duration = Duration::from_millis(15);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One immutable policy generation: route table and the upstream pool that goes with it.
-pub struct Policy {
-    pub generation: u64,
+pub(crate) struct Policy {
+    pub(crate) generation: u64,
     pub routes: Arc<RouteTable>,
     pub client: UpstreamClient,
 }
 
 /// Holder of the current policy; readers clone the `Arc`.
-pub struct PolicyHandle {
+pub(crate) struct PolicyHandle {
     current: RwLock<Arc<Policy>>,
 }
 
 impl PolicyHandle {
-    pub fn new(p: Policy) -> Self {
+    pub(crate) fn new(p: Policy) -> Self {
         PolicyHandle {
             current: RwLock::new(Arc::new(p)),
         }
     }
 
-    pub fn current(&self) -> Arc<Policy> {
+    pub(crate) fn current(&self) -> Arc<Policy> {
         match self.current.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    pub fn swap(&self, p: Policy) {
+    pub(crate) fn swap(&self, p: Policy) {
         let p = Arc::new(p);
         match self.current.write() {
             Ok(mut g) => *g = p,
@@ -60,7 +60,7 @@ impl PolicyHandle {
 }
 
 /// Read the routes file with a size bound.
-pub fn read_routes_file(path: &Path) -> Result<String, EgressError> {
+pub(crate) fn read_routes_file(path: &Path) -> Result<String, EgressError> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|source| EgressError::Read {
         path: path.to_path_buf(),
@@ -82,14 +82,14 @@ pub fn read_routes_file(path: &Path) -> Result<String, EgressError> {
     Ok(text)
 }
 
-pub fn content_hash(text: &str) -> u64 {
+pub(crate) fn content_hash(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
 }
 
 /// The grants file's text; a missing file (no grant yet, or no supervise) is no grants.
-pub fn read_grants_file(path: Option<&Path>) -> Result<String, EgressError> {
+pub(crate) fn read_grants_file(path: Option<&Path>) -> Result<String, EgressError> {
     match path {
         None => Ok(String::new()),
         Some(p) if !p.exists() => Ok(String::new()),
@@ -98,7 +98,7 @@ pub fn read_grants_file(path: Option<&Path>) -> Result<String, EgressError> {
 }
 
 /// The texts of the routes file and the grants file, and their joint hash.
-pub fn read_policy_files(
+pub(crate) fn read_policy_files(
     routes: &Path,
     grants: Option<&Path>,
 ) -> Result<(String, String, u64), EgressError> {
@@ -110,7 +110,7 @@ pub fn read_policy_files(
 
 /// Poll the routes file (and the grants file) every `interval`; on a content change call
 /// `build` with both texts and swap the result in.
-pub fn spawn_watcher<F>(
+pub(crate) fn spawn_watcher<F>(
     path: PathBuf,
     grants: Option<PathBuf>,
     interval: Duration,

@@ -10,12 +10,12 @@ use ipnet::IpNet;
 
 use crate::secret::Secret;
 
-pub use crate::sidecar::wire::AuthScheme;
+pub(crate) use crate::sidecar::wire::AuthScheme;
 use crate::sidecar::wire::{GrantEntry, RouteEntry};
 
 /// A run-time grant on a route (see [`crate::sidecar::wire::GrantEntry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRule {
+pub(crate) struct GrantRule {
     pub id: String,
     /// Empty: every path.
     pub path_prefixes: Vec<String>,
@@ -26,7 +26,7 @@ pub struct GrantRule {
 
 /// Which rule let a request through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// The route itself.
     Route,
     /// A grant; `once` grants are claimed (see [`OnceLedger`]) by the caller.
@@ -50,14 +50,14 @@ pub struct OnceLedger {
 
 impl OnceLedger {
     /// Take grant `id`: `true` for the first caller only.
-    pub fn claim(&self, id: &str) -> bool {
+    pub(crate) fn claim(&self, id: &str) -> bool {
         match self.used.lock() {
             Ok(mut g) => g.insert(id.to_string()),
             Err(p) => p.into_inner().insert(id.to_string()),
         }
     }
 
-    pub fn is_used(&self, id: &str) -> bool {
+    pub(crate) fn is_used(&self, id: &str) -> bool {
         match self.used.lock() {
             Ok(g) => g.contains(id),
             Err(p) => p.into_inner().contains(id),
@@ -68,7 +68,7 @@ impl OnceLedger {
 /// The credential a route injects; the value comes from the daemon's environment.
 #[derive(Debug, Clone)]
 pub struct RouteAuth {
-    pub scheme: AuthScheme,
+    pub(crate) scheme: AuthScheme,
     pub token_env: String,
     pub value: Secret,
 }
@@ -80,11 +80,11 @@ pub struct Route {
     pub path_allowlist: Vec<String>,
     pub auth: Option<RouteAuth>,
     pub tls_passthrough: bool,
-    pub ssrf_ip_allowlist: Vec<IpNet>,
+    pub(crate) ssrf_ip_allowlist: Vec<IpNet>,
     /// Run-time grants on this host.
-    pub grants: Vec<GrantRule>,
+    pub(crate) grants: Vec<GrantRule>,
     /// The host has no route of its own: only its grants let requests through.
-    pub granted_only: bool,
+    pub(crate) granted_only: bool,
 }
 
 impl Route {
@@ -103,7 +103,12 @@ impl Route {
 
     /// Which rule lets `method` on `path` through: the route's own path allowlist (any
     /// method), else the first grant that covers both and is not a used `once` grant.
-    pub fn access(&self, method: &str, path: &str, used: &OnceLedger) -> Result<Access, NoAccess> {
+    pub(crate) fn access(
+        &self,
+        method: &str,
+        path: &str,
+        used: &OnceLedger,
+    ) -> Result<Access, NoAccess> {
         if !self.granted_only && self.path_allowed(path) {
             return Ok(Access::Route);
         }
@@ -133,14 +138,14 @@ impl Route {
     /// Is this route a plain tunnel? `tls_passthrough` tunnels a route that injects nothing;
     /// a route that injects a credential must be intercepted to do so, and its passthrough
     /// flag then only concerns the upstream proxy (pipelock), which egress reaches over TLS.
-    pub fn tunnels(&self) -> bool {
+    pub(crate) fn tunnels(&self) -> bool {
         self.tls_passthrough && self.auth.is_none()
     }
 
     /// Is `path` (without query) inside the allowlist? An empty allowlist allows every path.
     /// A prefix matches at a segment boundary; dot segments and encoded separators are refused
     /// because the upstream could normalise them out of the allowed prefix.
-    pub fn path_allowed(&self, path: &str) -> bool {
+    pub(crate) fn path_allowed(&self, path: &str) -> bool {
         prefix_allowed(&self.path_allowlist, path)
     }
 }
@@ -214,7 +219,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Resolve the routes file's entries, reading token values through `env` (the daemon's environment).
-    pub fn build(
+    pub(crate) fn build(
         raw: Vec<RouteEntry>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
@@ -274,7 +279,7 @@ impl RouteTable {
     /// [`RouteTable::build`] plus run-time `grants` (the grants file), with `once` as the
     /// ledger of used grants. A grant on a tunnelled route is not applied: egress cannot see
     /// the paths or methods inside a tunnel it does not intercept.
-    pub fn build_with_grants(
+    pub(crate) fn build_with_grants(
         raw: Vec<RouteEntry>,
         grants: Vec<GrantEntry>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -309,7 +314,7 @@ impl RouteTable {
     }
 
     /// The route for a request host (as the agent wrote it), if any.
-    pub fn lookup(&self, request_host: &str) -> Option<&Arc<Route>> {
+    pub(crate) fn lookup(&self, request_host: &str) -> Option<&Arc<Route>> {
         let host = normalize_request_host(request_host)?;
         self.by_host.get(host.as_ref())
     }
@@ -338,7 +343,7 @@ fn valid_host_chars(h: &str) -> bool {
 
 /// Normalise a host from the routes file: lower-case, a trailing dot dropped, IPv6 brackets
 /// removed. `None` when it is not a host name or address.
-pub fn normalize_route_host(host: &str) -> Option<String> {
+pub(crate) fn normalize_route_host(host: &str) -> Option<String> {
     let h = host.trim();
     let h = h.strip_suffix('.').unwrap_or(h);
     let h = h
@@ -351,7 +356,7 @@ pub fn normalize_route_host(host: &str) -> Option<String> {
 
 /// Normalise a host the agent sent: lower-case only. A trailing dot, brackets around
 /// something that is not IPv6, or odd characters mean no match.
-pub fn normalize_request_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn normalize_request_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
     let h = match host.strip_prefix('[') {
         Some(inner) => {
             let inner = inner.strip_suffix(']')?;

@@ -29,7 +29,7 @@ const PATTERN: &[u8] = b"content-length";
 
 /// Per-connection counters shared between the IO wrapper and the request handler.
 #[derive(Debug, Default)]
-pub struct Sniff {
+pub(crate) struct Sniff {
     raw_cl_lines: AtomicU64,
     cl_headers_seen: AtomicU64,
     /// Requests handed to the service whose response head was not written yet.
@@ -51,13 +51,13 @@ impl std::fmt::Debug for RefusalHook {
 
 impl Sniff {
     /// Call `hook` for each malformed head refused below hyper (set once per connection).
-    pub fn on_refusal(&self, hook: impl Fn(&Refusal) + Send + Sync + 'static) {
+    pub(crate) fn on_refusal(&self, hook: impl Fn(&Refusal) + Send + Sync + 'static) {
         let _ = self.on_refusal.0.set(Box::new(hook));
     }
 
     /// Decide on one request head (every request the service sees passes here exactly once).
     /// `Err` carries the rule that makes it a 400.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         self.owed.fetch_add(1, Ordering::Relaxed);
         // `Transfer_Encoding` is not framing here, but servers that map header names to
         // variables (CGI and the like) read it as `Transfer-Encoding`.
@@ -170,7 +170,7 @@ fn hyper_error_refusal(data: &[u8]) -> Option<Refusal> {
 
 /// Counts `\nContent-Length` (any case) in what the client sends, and replaces hyper's own
 /// bare error answers with explained refusals.
-pub struct SniffIo<T> {
+pub(crate) struct SniffIo<T> {
     inner: T,
     sniff: Arc<Sniff>,
     /// The last bytes of the previous read, so a line split across reads is still seen.
@@ -188,7 +188,7 @@ pub struct SniffIo<T> {
 }
 
 impl<T> SniffIo<T> {
-    pub fn new(inner: T, sniff: Arc<Sniff>) -> Self {
+    pub(crate) fn new(inner: T, sniff: Arc<Sniff>) -> Self {
         SniffIo {
             inner,
             sniff,

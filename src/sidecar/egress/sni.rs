@@ -14,16 +14,16 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// The start of a TLS connection as the client sent it.
 #[derive(Debug)]
-pub struct ClientHello {
+pub(crate) struct ClientHello {
     /// Every byte read so far, to relay before tunnelling the rest.
     pub raw: Vec<u8>,
     /// The SNI host name, if the client sent one.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 /// Why no ClientHello could be read.
 #[derive(Debug, thiserror::Error)]
-pub enum HelloError {
+pub(crate) enum HelloError {
     #[error("the client did not start a TLS handshake: {0}")]
     NotTls(String),
     #[error("the client closed the tunnel before its TLS ClientHello was complete")]
@@ -35,7 +35,7 @@ pub enum HelloError {
 }
 
 /// Read until a complete ClientHello is parsed (bounded in size and time).
-pub async fn read_client_hello<S: AsyncRead + Unpin>(
+pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(
     io: &mut S,
     timeout: Duration,
 ) -> Result<ClientHello, HelloError> {

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::config::ResolvePin;
 
 /// Why an address is not a public destination.
-pub fn classify(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn classify(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),
@@ -102,7 +102,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// The address form used for CIDR checks: IPv4-mapped IPv6 becomes IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
@@ -112,13 +112,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// A refused destination.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("destination {addr} is {class}")]
-pub struct SsrfRefusal {
+pub(crate) struct SsrfRefusal {
     pub addr: IpAddr,
-    pub class: &'static str,
+    pub(crate) class: &'static str,
 }
 
 /// Check one destination address against the classes and the allowed CIDRs.
-pub fn check(ip: IpAddr, allow: &[IpNet], route_allow: &[IpNet]) -> Result<(), SsrfRefusal> {
+pub(crate) fn check(ip: IpAddr, allow: &[IpNet], route_allow: &[IpNet]) -> Result<(), SsrfRefusal> {
     let Some(class) = classify(ip) else {
         return Ok(());
     };
@@ -136,7 +136,7 @@ pub fn check(ip: IpAddr, allow: &[IpNet], route_allow: &[IpNet]) -> Result<(), S
 
 /// Read a host literal the way `inet_aton` would: dotted parts in decimal, octal (`0…`) or
 /// hex (`0x…`), with 1 to 4 parts; also plain IPv6. `None` for names.
-pub fn parse_ip_literal(host: &str) -> Option<IpAddr> {
+pub(crate) fn parse_ip_literal(host: &str) -> Option<IpAddr> {
     let h = host
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
@@ -190,20 +190,20 @@ fn parse_c_number(p: &str) -> Option<u64> {
 
 /// Name resolution with `--resolve` pins.
 #[derive(Debug, Default)]
-pub struct Resolver {
+pub(crate) struct Resolver {
     pins: HashMap<String, (IpAddr, Option<u16>)>,
 }
 
 /// Resolution failed: the name has no address.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot resolve `{host}`: {reason}")]
-pub struct ResolveError {
+pub(crate) struct ResolveError {
     pub host: String,
     pub reason: String,
 }
 
 impl Resolver {
-    pub fn new(pins: &[ResolvePin]) -> Self {
+    pub(crate) fn new(pins: &[ResolvePin]) -> Self {
         Resolver {
             pins: pins
                 .iter()
@@ -213,7 +213,11 @@ impl Resolver {
     }
 
     /// Addresses for `host:port`; a pin replaces the address and, when it names one, the port.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
         if let Some((ip, pin_port)) = self.pins.get(host) {
             return Ok(vec![SocketAddr::new(*ip, pin_port.unwrap_or(port))]);
         }
@@ -250,7 +254,7 @@ const METADATA_NAMES: [&str; 6] = [
 
 /// Resolve and check every address: a name with any refused address is refused, so a
 /// resolver answer mixing public and internal addresses cannot be used to reach inside.
-pub async fn resolve_checked(
+pub(crate) async fn resolve_checked(
     resolver: &Resolver,
     host: &str,
     port: u16,
@@ -276,7 +280,7 @@ pub async fn resolve_checked(
 
 /// Resolving or checking a destination failed.
 #[derive(Debug, thiserror::Error)]
-pub enum DestinationError {
+pub(crate) enum DestinationError {
     #[error(transparent)]
     Resolve(ResolveError),
     #[error(transparent)]

@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Uri};
 
 /// Split `host[:port]` (IPv6 in brackets). `None` when the port is not plain decimal digits
 /// without a leading zero, or does not fit in 16 bits.
-pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+pub(crate) fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = authority.strip_prefix('[') {
         let end = rest.find(']')?;
         let host = &authority[..end + 2];
@@ -29,7 +29,7 @@ pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 }
 
 /// A port as a URI should write it: 1 to 5 digits, no sign, no leading zero.
-pub fn parse_port(p: &str) -> Option<u16> {
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
     let canonical = !p.is_empty()
         && p.len() <= 5
         && p.bytes().all(|b| b.is_ascii_digit())
@@ -39,7 +39,7 @@ pub fn parse_port(p: &str) -> Option<u16> {
 
 /// Check the request line and the framing headers of a request on the proxy listener.
 /// `Err` names the rule that makes it a 400.
-pub fn check_proxy_target(
+pub(crate) fn check_proxy_target(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,

@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why an upstream connection failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error(transparent)]
     Destination(#[from] DestinationError),
     #[error("cannot connect to {target}: {source}")]
@@ -47,7 +47,7 @@ pub enum UpstreamError {
 }
 
 /// Build the upstream TLS client config: system roots (when asked) plus extra PEM roots.
-pub fn tls_client_config(
+pub(crate) fn tls_client_config(
     system_roots: bool,
     extra_pems: &[String],
 ) -> Result<Arc<ClientConfig>, EgressError> {
@@ -87,7 +87,7 @@ pub fn tls_client_config(
 /// Settings shared by every connector generation.
 #[derive(Debug)]
 pub struct UpstreamSettings {
-    pub resolver: Resolver,
+    pub(crate) resolver: Resolver,
     pub allow: Vec<IpNet>,
     pub tls: Arc<ClientConfig>,
     pub proxy: Option<UpstreamProxy>,
@@ -95,15 +95,15 @@ pub struct UpstreamSettings {
 
 /// hyper-util connector: one per policy generation (it reads that generation's routes).
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     settings: Arc<UpstreamSettings>,
     routes: Arc<RouteTable>,
 }
 
-pub type UpstreamClient = Client<Connector, Full<Bytes>>;
+pub(crate) type UpstreamClient = Client<Connector, Full<Bytes>>;
 
 /// A pooled client for one policy generation.
-pub fn client(settings: Arc<UpstreamSettings>, routes: Arc<RouteTable>) -> UpstreamClient {
+pub(crate) fn client(settings: Arc<UpstreamSettings>, routes: Arc<RouteTable>) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
@@ -123,7 +123,7 @@ impl Connector {
 
 /// Open a TCP connection to `host:port` (checked), or through the upstream proxy with CONNECT.
 /// Returns the stream and whether it already is a tunnel to the destination.
-pub async fn open_stream(
+pub(crate) async fn open_stream(
     settings: &UpstreamSettings,
     host: &str,
     port: u16,
@@ -277,7 +277,7 @@ impl tower_service::Service<Uri> for Connector {
 
 /// An upstream connection: plain TCP (the flag: it goes to the upstream proxy in absolute
 /// form) or TLS.
-pub enum UpStream {
+pub(crate) enum UpStream {
     Plain(TcpStream, bool),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -346,7 +346,7 @@ impl AsyncWrite for UpStream {
 }
 
 /// Find our error inside a client error's source chain.
-pub fn find_upstream_error<'a>(
+pub(crate) fn find_upstream_error<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a UpstreamError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);

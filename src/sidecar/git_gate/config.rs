@@ -46,20 +46,20 @@ pub struct GateArgs {
     pub ssh: String,
     /// gitleaks as a second opinion on pushes: `auto` (when on PATH), `off`, or its path.
     #[arg(long, default_value = "auto")]
-    pub gitleaks: super::gitleaks::GitleaksOpt,
+    pub(crate) gitleaks: super::gitleaks::GitleaksOpt,
 }
 
 /// The repos file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReposFile {
+pub(crate) struct ReposFile {
     pub repos: Vec<RepoConfig>,
 }
 
 /// One declared repo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepoConfig {
+pub(crate) struct RepoConfig {
     /// Served as `/<name>.git`; `[A-Za-z0-9._-]+`, not `.`/`..`.
     pub name: String,
     /// `ssh://user@host[:port]/path`.
@@ -74,7 +74,7 @@ pub struct RepoConfig {
 }
 
 /// Repo names the gate serves: a plain file-name component, never a path.
-pub fn valid_repo_name(name: &str) -> bool {
+pub(crate) fn valid_repo_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name != "."
@@ -86,7 +86,7 @@ pub fn valid_repo_name(name: &str) -> bool {
 
 impl ReposFile {
     /// Read and check the repos file: names valid and unique, URLs `ssh://`, globs valid.
-    pub fn load(path: &Path) -> Result<BTreeMap<String, RepoConfig>, GateError> {
+    pub(crate) fn load(path: &Path) -> Result<BTreeMap<String, RepoConfig>, GateError> {
         let text = std::fs::read_to_string(path).map_err(|source| GateError::Read {
             path: path.to_path_buf(),
             source,
@@ -101,7 +101,7 @@ impl ReposFile {
         })
     }
 
-    pub fn into_map(self) -> Result<BTreeMap<String, RepoConfig>, String> {
+    pub(crate) fn into_map(self) -> Result<BTreeMap<String, RepoConfig>, String> {
         let mut out = BTreeMap::new();
         for repo in self.repos {
             if !valid_repo_name(&repo.name) {

@@ -18,7 +18,7 @@ use super::GateError;
 
 /// How the gate was told to find gitleaks (`--gitleaks`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GitleaksOpt {
+pub(crate) enum GitleaksOpt {
     /// `gitleaks` on `PATH` when it is there; none otherwise.
     Auto,
     Off,
@@ -50,7 +50,7 @@ fn on_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
 /// The gitleaks program to run, with its version line; `None` when there is none to use. A
 /// program named explicitly that does not answer `version` is an error (the operator asked
 /// for it); under `auto` a missing one is simply absent.
-pub fn resolve(
+pub(crate) fn resolve(
     opt: &GitleaksOpt,
     path: Option<&std::ffi::OsStr>,
 ) -> Result<Option<(PathBuf, String)>, GateError> {
@@ -103,7 +103,7 @@ impl std::fmt::Display for Leak {
 
 /// Run gitleaks over the commits reachable from `news` and not in the repo yet. `repo` is the
 /// receiving repo (the hook's cwd); `report` a scratch file the gate owns.
-pub fn check(
+pub(crate) fn check(
     program: &Path,
     repo: &Path,
     news: &[String],

@@ -20,17 +20,17 @@ use super::policy::RefUpdate;
 use super::scan::RangeScan;
 use super::upstream::GitEnv;
 
-pub const ENV_REPOS: &str = "BB_GATE_REPOS";
-pub const ENV_REPO: &str = "BB_GATE_REPO";
-pub const ENV_STATE: &str = "BB_GATE_STATE";
-pub const ENV_AUDIT: &str = "BB_GATE_AUDIT";
-pub const ENV_GIT: &str = "BB_GATE_GIT";
-pub const ENV_SSH: &str = "BB_GATE_SSH";
+pub(crate) const ENV_REPOS: &str = "BB_GATE_REPOS";
+pub(crate) const ENV_REPO: &str = "BB_GATE_REPO";
+pub(crate) const ENV_STATE: &str = "BB_GATE_STATE";
+pub(crate) const ENV_AUDIT: &str = "BB_GATE_AUDIT";
+pub(crate) const ENV_GIT: &str = "BB_GATE_GIT";
+pub(crate) const ENV_SSH: &str = "BB_GATE_SSH";
 /// The gitleaks program, set only when the gate found one at start.
-pub const ENV_GITLEAKS: &str = "BB_GATE_GITLEAKS";
+pub(crate) const ENV_GITLEAKS: &str = "BB_GATE_GITLEAKS";
 
 /// Prefix of every line the agent sees from the gate (git shows it after `remote:`).
-pub const PREFIX: &str = "bot-bottle git-gate:";
+pub(crate) const PREFIX: &str = "bot-bottle git-gate:";
 
 struct Ctx {
     repo: RepoConfig,

@@ -14,13 +14,14 @@
 pub mod config;
 pub mod gitleaks;
 pub mod hook;
-pub mod policy;
+pub(crate) mod policy;
 pub mod scan;
 pub mod server;
 pub mod upstream;
 
-pub use config::{GateArgs, RepoConfig, ReposFile};
-pub use policy::RefPolicy;
+pub use config::GateArgs;
+pub(crate) use config::{RepoConfig, ReposFile};
+pub(crate) use policy::RefPolicy;
 pub use server::GateServer;
 
 use std::path::PathBuf;

@@ -8,13 +8,13 @@
 use serde::{Deserialize, Serialize};
 
 /// The all-zero object id git uses for "no such ref" (creation or deletion).
-pub fn is_zero_oid(oid: &str) -> bool {
+pub(crate) fn is_zero_oid(oid: &str) -> bool {
     !oid.is_empty() && oid.bytes().all(|b| b == b'0')
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RefPolicy {
+pub(crate) struct RefPolicy {
     /// Branch (and, when `tags`, tag) name globs the agent may push; empty: any branch.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
@@ -23,12 +23,12 @@ pub struct RefPolicy {
     pub force: bool,
     /// Tag pushes allowed.
     #[serde(default)]
-    pub tags: bool,
+    pub(crate) tags: bool,
 }
 
 /// One ref update as the pre-receive hook reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefUpdate {
+pub(crate) struct RefUpdate {
     pub old: String,
     pub new: String,
     pub name: String,
@@ -36,7 +36,7 @@ pub struct RefUpdate {
 
 impl RefUpdate {
     /// Parse one `old new ref` line of the hook's stdin.
-    pub fn parse(line: &str) -> Option<RefUpdate> {
+    pub(crate) fn parse(line: &str) -> Option<RefUpdate> {
         let mut it = line.split(' ');
         let (old, new, name) = (it.next()?, it.next()?, it.next()?);
         let oid =
@@ -51,25 +51,25 @@ impl RefUpdate {
         })
     }
 
-    pub fn is_delete(&self) -> bool {
+    pub(crate) fn is_delete(&self) -> bool {
         is_zero_oid(&self.new)
     }
 
-    pub fn is_create(&self) -> bool {
+    pub(crate) fn is_create(&self) -> bool {
         is_zero_oid(&self.old)
     }
 }
 
 /// Why an update is refused: a stable rule id for the audit line and a sentence for the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub rule: &'static str,
     pub message: String,
 }
 
 impl RefPolicy {
     /// Globs must be non-empty, printable and free of characters git refuses in ref names.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         for g in &self.allow {
             if g.is_empty()
                 || g.starts_with('/')
@@ -89,7 +89,7 @@ impl RefPolicy {
 
     /// Judge one update. `fast_forward` is whether `old` is an ancestor of `new` (ignored for
     /// creations and deletions).
-    pub fn judge(&self, u: &RefUpdate, fast_forward: bool) -> Result<(), Refusal> {
+    pub(crate) fn judge(&self, u: &RefUpdate, fast_forward: bool) -> Result<(), Refusal> {
         if u.is_delete() {
             return Err(Refusal {
                 rule: "ref-delete",
@@ -142,7 +142,7 @@ impl RefPolicy {
 }
 
 /// `*` matches within one path component, `**` across components; everything else literally.
-pub fn glob_match(glob: &str, name: &str) -> bool {
+pub(crate) fn glob_match(glob: &str, name: &str) -> bool {
     fn go(g: &[u8], n: &[u8]) -> bool {
         match g.split_first() {
             None => n.is_empty(),

@@ -16,13 +16,13 @@ use crate::scan::{Finding, Scanner};
 use super::GateError;
 
 /// Binary blobs up to this size are read whole and decompressed when they look compressed.
-pub const MAX_DECODED_BLOB: u64 = 8 << 20;
+pub(crate) const MAX_DECODED_BLOB: u64 = 8 << 20;
 /// Decompressed output allowed per blob.
-pub const MAX_INFLATED: u64 = 32 << 20;
+pub(crate) const MAX_INFLATED: u64 = 32 << 20;
 
 /// Where in a push the scanner fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     CommitMessage,
     TagMessage,
     FileName,
@@ -43,9 +43,9 @@ impl std::fmt::Display for Place {
 
 /// A hit: rule, commit (or tag object) id and place. Never the matched value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushFinding {
-    pub finding: Finding,
-    pub object: String,
+pub(crate) struct PushFinding {
+    pub(crate) finding: Finding,
+    pub(crate) object: String,
     pub place: Place,
 }
 
@@ -60,7 +60,7 @@ impl std::fmt::Display for PushFinding {
 }
 
 /// Runs git in the repo receiving the push (the hook's environment, quarantine included).
-pub struct RangeScan<'a> {
+pub(crate) struct RangeScan<'a> {
     pub git: &'a str,
     pub scanner: Scanner,
 }
@@ -102,7 +102,7 @@ impl RangeScan<'_> {
     }
 
     /// Commits reachable from `news` and not yet in the mirror, oldest first.
-    pub fn new_commits(&self, news: &[String]) -> Result<Vec<String>, GateError> {
+    pub(crate) fn new_commits(&self, news: &[String]) -> Result<Vec<String>, GateError> {
         if news.is_empty() {
             return Ok(Vec::new());
         }
@@ -117,7 +117,7 @@ impl RangeScan<'_> {
     }
 
     /// Scan the commits and any annotated tags among `news`. First finding wins.
-    pub fn scan(&self, news: &[String]) -> Result<Option<PushFinding>, GateError> {
+    pub(crate) fn scan(&self, news: &[String]) -> Result<Option<PushFinding>, GateError> {
         for n in news {
             let kind = self.output(&["cat-file", "-t", n], "git cat-file -t")?;
             if kind.trim_ascii() == b"tag" {
@@ -294,7 +294,7 @@ impl RangeScan<'_> {
 }
 
 /// Scan `data` and, when it is gzip or zlib, what it decompresses to (bounded).
-pub fn scan_inflated(scanner: &Scanner, data: &[u8]) -> Option<Finding> {
+pub(crate) fn scan_inflated(scanner: &Scanner, data: &[u8]) -> Option<Finding> {
     if let Some(f) = scanner.scan(data) {
         return Some(f);
     }

@@ -38,9 +38,9 @@ use crate::sidecar::egress::ListenAddr;
 use crate::sidecar::egress::audit::{Audit, Decision};
 
 /// Longest a sync from the upstream may take before the client is told it failed.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent client connections.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Service {
@@ -650,13 +650,13 @@ fn text(status: StatusCode, msg: &str) -> Response<RespBody> {
 }
 
 /// A response body: bytes in memory, or a git child's stdout streamed as it comes.
-pub enum GateBody {
+pub(crate) enum GateBody {
     Full(Option<Bytes>),
     Child(Box<ChildOut>),
 }
 
 /// A git child streaming its stdout into a response.
-pub struct ChildOut {
+pub(crate) struct ChildOut {
     stdout: ChildStdout,
     /// Held so the child lives (and is reaped) with the response.
     _child: Child,

@@ -14,7 +14,7 @@ use super::config::RepoConfig;
 
 /// Paths and programs every git command of the gate needs.
 #[derive(Debug, Clone)]
-pub struct GitEnv {
+pub(crate) struct GitEnv {
     pub git: String,
     pub ssh: String,
     /// Gate state directory: `mirrors/`, `hooks/`, `ssh/`, `home/`.
@@ -22,21 +22,21 @@ pub struct GitEnv {
 }
 
 impl GitEnv {
-    pub fn mirror(&self, repo: &str) -> PathBuf {
+    pub(crate) fn mirror(&self, repo: &str) -> PathBuf {
         self.state.join("mirrors").join(format!("{repo}.git"))
     }
 
-    pub fn hooks_dir(&self) -> PathBuf {
+    pub(crate) fn hooks_dir(&self) -> PathBuf {
         self.state.join("hooks")
     }
 
-    pub fn known_hosts(&self, repo: &str) -> PathBuf {
+    pub(crate) fn known_hosts(&self, repo: &str) -> PathBuf {
         self.state.join("ssh").join(format!("{repo}.known_hosts"))
     }
 
     /// Environment for git children: no system or global config (nothing outside the gate's
     /// own command line configures git), no prompts, the repo's ssh command.
-    pub fn vars(&self, repo: &RepoConfig) -> BTreeMap<String, String> {
+    pub(crate) fn vars(&self, repo: &RepoConfig) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
         v.insert("HOME".into(), self.state.join("home").display().to_string());
         v.insert("GIT_CONFIG_NOSYSTEM".into(), "1".into());
@@ -48,7 +48,7 @@ impl GitEnv {
         v
     }
 
-    pub fn ssh_command(&self, repo: &RepoConfig) -> String {
+    pub(crate) fn ssh_command(&self, repo: &RepoConfig) -> String {
         let strict = if repo.host_key.is_some() {
             "yes"
         } else {
@@ -65,7 +65,7 @@ impl GitEnv {
     }
 
     /// Create the state layout, one bare mirror per repo, the hook and known-hosts files.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         repos: &BTreeMap<String, RepoConfig>,
         hook_program: &Path,
@@ -118,7 +118,7 @@ impl GitEnv {
 /// The known-hosts line for a pinned key: `[host] keytype key [comment]` from the manifest,
 /// rewritten to name the upstream's host (and port when not 22), so the pin cannot be
 /// attached to another name.
-pub fn known_hosts_line(repo: &RepoConfig, pinned: &str) -> Result<String, GateError> {
+pub(crate) fn known_hosts_line(repo: &RepoConfig, pinned: &str) -> Result<String, GateError> {
     let (_, host, port, _) =
         crate::plan::parse_ssh_url(&repo.url).map_err(|r| GateError::HostKey {
             repo: repo.name.clone(),
@@ -155,7 +155,7 @@ pub fn known_hosts_line(repo: &RepoConfig, pinned: &str) -> Result<String, GateE
 }
 
 /// Quote for `sh -c` (git runs `GIT_SSH_COMMAND` through the shell).
-pub fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -165,7 +165,7 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// The last non-empty line of a child's stderr, bounded, for an error message.
-pub fn last_line(stderr: &[u8]) -> String {
+pub(crate) fn last_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let line = text
         .lines()
@@ -177,7 +177,7 @@ pub fn last_line(stderr: &[u8]) -> String {
 }
 
 /// Everything the sync error shows the agent: the last lines git and ssh printed, bounded.
-pub fn tail_lines(stderr: &[u8], n: usize) -> String {
+pub(crate) fn tail_lines(stderr: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(stderr);
     // git's generic advice and ssh's banner art say nothing about the cause.
     let noise = |l: &str| {

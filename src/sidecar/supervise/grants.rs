@@ -22,7 +22,7 @@ use super::validate::RouteProposal;
 use crate::sidecar::wire::{GRANTS_FILE, GrantEntry, GrantsFile, WireFile};
 
 /// Where egress marks used `once` grants, inside the spool.
-pub const ONCE_USED_DIR: &str = "once-used";
+pub(crate) const ONCE_USED_DIR: &str = "once-used";
 
 /// One approved route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +34,12 @@ pub struct Grant {
     pub lifetime: Lifetime,
     /// Unix milliseconds after which the grant is gone; `None` lasts until the bottle ends.
     #[serde(default)]
-    pub expires_at_ms: Option<u64>,
+    pub(crate) expires_at_ms: Option<u64>,
 }
 
 impl Grant {
     /// The grant as egress reads it.
-    pub fn entry(&self) -> GrantEntry {
+    pub(crate) fn entry(&self) -> GrantEntry {
         GrantEntry {
             id: self.id.clone(),
             host: self.route.host.clone(),
@@ -62,7 +62,7 @@ pub struct GrantEvent {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -70,7 +70,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The grants file for the `grants` in force.
-pub fn render(grants: &[Grant]) -> String {
+pub(crate) fn render(grants: &[Grant]) -> String {
     GrantsFile {
         grants: grants.iter().map(Grant::entry).collect(),
     }
@@ -97,17 +97,17 @@ impl Grants {
     }
 
     /// The grants file egress reads.
-    pub fn live_path(&self) -> PathBuf {
+    pub(crate) fn live_path(&self) -> PathBuf {
         self.spool.join(GRANTS_FILE)
     }
 
     /// Where egress marks used `once` grants.
-    pub fn used_dir(&self) -> PathBuf {
+    pub(crate) fn used_dir(&self) -> PathBuf {
         self.spool.join(ONCE_USED_DIR)
     }
 
     /// The event log the host follows.
-    pub fn events_path(&self) -> PathBuf {
+    pub(crate) fn events_path(&self) -> PathBuf {
         self.spool.join("events.jsonl")
     }
 
@@ -163,7 +163,7 @@ impl Grants {
 
     /// Drop expired and used grants and rewrite the grants file when it changes. Returns the
     /// grants that left.
-    pub fn apply(&self, now: u64) -> Result<Vec<Grant>, SuperviseError> {
+    pub(crate) fn apply(&self, now: u64) -> Result<Vec<Grant>, SuperviseError> {
         let all = self.load()?;
         let live_path = self.live_path();
         if all.is_empty() && !live_path.exists() {
@@ -198,7 +198,8 @@ impl Grants {
     }
 
     /// When the next grant expires, if any.
-    pub fn next_expiry(&self) -> Result<Option<u64>, SuperviseError> {
+    #[cfg(test)]
+    pub(crate) fn next_expiry(&self) -> Result<Option<u64>, SuperviseError> {
         Ok(self.load()?.iter().filter_map(|g| g.expires_at_ms).min())
     }
 }

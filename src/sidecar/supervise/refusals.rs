@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::sidecar::egress::refuse::Layer;
 
 /// Bytes read from the end of the audit log.
-pub const TAIL_BYTES: u64 = 256 * 1024;
+pub(crate) const TAIL_BYTES: u64 = 256 * 1024;
 
 /// One kind of refusal, with how often it happened in the window read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct RefusalEvent {
 }
 
 /// The in-band reason for `layer`/`rule`, as the refusal body states it.
-pub fn reason_text(layer: &str, rule: &str) -> String {
+pub(crate) fn reason_text(layer: &str, rule: &str) -> String {
     match Layer::parse(layer) {
         Some(l) => format!("layer: {layer}; rule: {rule}; what to do: {}", l.hint()),
         None => format!("layer: {layer}; rule: {rule}"),
@@ -65,7 +65,7 @@ struct AuditLine {
 }
 
 /// Refusals in `text` (audit lines), grouped, most recent last, at most `limit`.
-pub fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<RefusalEvent> {
+pub(crate) fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<RefusalEvent> {
     let mut out: Vec<RefusalEvent> = Vec::new();
     for line in text.lines() {
         let Ok(a) = serde_json::from_str::<AuditLine>(line) else {
@@ -106,7 +106,7 @@ pub fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<RefusalEve
 }
 
 /// The tail of the audit log at `path` (a missing log has no refusals yet).
-pub fn read_tail(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_tail(path: &Path) -> std::io::Result<String> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),

@@ -30,9 +30,9 @@ use super::{SuperviseError, validate};
 /// Default bound on one request body (a 64 KiB Dockerfile plus JSON framing fits).
 pub const DEFAULT_MAX_BODY: usize = 128 * 1024;
 /// Longest a `wait-for-decision` call blocks.
-pub const MAX_WAIT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Default `wait-for-decision` timeout.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// Concurrent connections served; more wait for a slot.
 const MAX_CONNECTIONS: usize = 64;
 /// Most refusals one `list-refusals` call returns.
@@ -56,7 +56,7 @@ pub struct SuperviseConfig {
 /// `propose-egress-route` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProposeRouteArgs {
+pub(crate) struct ProposeRouteArgs {
     /// Host name only, e.g. `api.github.com` (no scheme, port or path).
     pub host: String,
     /// Path prefixes to allow, each starting with `/`; omit for the whole host.
@@ -72,7 +72,7 @@ pub struct ProposeRouteArgs {
 /// `propose-image-change` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProposeImageArgs {
+pub(crate) struct ProposeImageArgs {
     /// The complete new Dockerfile for this bottle's agent image.
     pub dockerfile: String,
     /// One line saying why the task needs it.
@@ -82,7 +82,7 @@ pub struct ProposeImageArgs {
 /// `list-refusals` arguments.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ListRefusalsArgs {
+pub(crate) struct ListRefusalsArgs {
     /// At most this many refusals, most recent last (default 20, at most 100).
     #[serde(default)]
     pub limit: Option<u32>,
@@ -91,7 +91,7 @@ pub struct ListRefusalsArgs {
 /// `wait-for-decision` arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// The id `propose-*` returned.
     pub id: String,
     /// Seconds to wait before answering `pending` (default 60, at most 300).
@@ -101,7 +101,7 @@ pub struct WaitArgs {
 
 /// What `propose-*` and `wait-for-decision` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub id: String,
     /// `pending`, `approved` or `rejected`.
     pub status: String,
@@ -112,7 +112,7 @@ pub struct Status {
 
 /// One live route as the agent sees it (no credential names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveRoute {
+pub(crate) struct LiveRoute {
     pub host: String,
     pub path_allowlist: Vec<String>,
     pub credential_injected: bool,
@@ -122,12 +122,12 @@ pub struct LiveRoute {
     /// How the route is live: `route` (the bottle file), or the grant's lifetime
     /// (`once`, `timed`, `session`).
     #[serde(default)]
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// The MCP handler.
 #[derive(Clone)]
-pub struct Supervise {
+pub(crate) struct Supervise {
     cfg: Arc<SuperviseConfig>,
     spool: Spool,
     tool_router: ToolRouter<Self>,
@@ -171,7 +171,7 @@ fn status_of(d: &Decision) -> Status {
 
 #[tool_router]
 impl Supervise {
-    pub fn new(cfg: SuperviseConfig) -> Result<Self, SuperviseError> {
+    pub(crate) fn new(cfg: SuperviseConfig) -> Result<Self, SuperviseError> {
         let spool = Spool::open(&cfg.spool)?;
         Ok(Supervise {
             cfg: Arc::new(cfg),
@@ -374,7 +374,7 @@ impl ServerHandler for Supervise {
 }
 
 /// The streamable HTTP service (a tower service) for `cfg`.
-pub fn service(
+pub(crate) fn service(
     cfg: SuperviseConfig,
 ) -> Result<StreamableHttpService<Supervise, LocalSessionManager>, SuperviseError> {
     let max_body = cfg.max_body;

@@ -17,7 +17,7 @@ use super::SuperviseError;
 use super::validate::RouteProposal;
 
 /// Most undecided requests one bottle may have; more are refused until some are decided.
-pub const MAX_PENDING: usize = 32;
+pub(crate) const MAX_PENDING: usize = 32;
 /// Largest spool file read back (a Dockerfile request is the largest, 64 KiB plus framing).
 const MAX_FILE: u64 = 128 * 1024;
 /// How often a waiter looks for its decision.
@@ -39,7 +39,7 @@ pub enum Change {
 pub struct Request {
     pub id: String,
     /// RFC 3339, UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
     pub change: Change,
     pub reason: String,
 }
@@ -87,7 +87,7 @@ pub struct Decision {
 
 /// A request id: `<13-digit unix ms>-<6 hex>`, so ids sort oldest first and are safe as file
 /// names.
-pub fn is_request_id(s: &str) -> bool {
+pub(crate) fn is_request_id(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 20
         && b[..13].iter().all(u8::is_ascii_digit)

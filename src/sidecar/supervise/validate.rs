@@ -6,15 +6,15 @@
 use serde::{Deserialize, Serialize};
 
 /// Longest accepted reason, in characters.
-pub const MAX_REASON_CHARS: usize = 1000;
+pub(crate) const MAX_REASON_CHARS: usize = 1000;
 /// Largest accepted Dockerfile, in bytes.
-pub const MAX_DOCKERFILE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_DOCKERFILE_BYTES: usize = 64 * 1024;
 /// Most path prefixes one route request may carry.
-pub const MAX_PATH_PREFIXES: usize = 16;
+pub(crate) const MAX_PATH_PREFIXES: usize = 16;
 /// Longest accepted path prefix, in bytes.
-pub const MAX_PATH_PREFIX_BYTES: usize = 512;
+pub(crate) const MAX_PATH_PREFIX_BYTES: usize = 512;
 /// Methods a route request may name.
-pub const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub(crate) const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// A route the agent asks for, after validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
