@@ -203,7 +203,7 @@ impl Upstream {
     /// A bottle file whose git gate serves repo `name` of this upstream (listening on
     /// `bridge`, the engine's bridge address) under the name `git.test`, pinned through
     /// `extra_hosts`; `refs` is an optional `refs:` value. Returns the repo's URL and the file.
-    pub fn gated_bottle(
+    pub(crate) fn gated_bottle(
         &self,
         name: &str,
         bridge: std::net::IpAddr,
@@ -412,7 +412,7 @@ impl Agent {
 
 /// The host's address on the engine's default bridge: a container on any bottle network
 /// reaches a host service there (through its gateway), which is what `extra_hosts` pins.
-pub fn bridge_address() -> std::net::IpAddr {
+pub(crate) fn bridge_address() -> std::net::IpAddr {
     let out = Command::new("docker")
         .args([
             "network",
@@ -442,7 +442,7 @@ pub fn bridge_address() -> std::net::IpAddr {
 
 /// Byte strings that would betray the upstream key: each base64 line of the key file, the
 /// private ed25519 seed raw and in base64.
-pub fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
+pub(crate) fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let text = std::fs::read_to_string(key_file).unwrap();
@@ -470,7 +470,7 @@ pub fn key_needles(key_file: &Path) -> Vec<Vec<u8>> {
 
 /// The first needle found in `reader`'s bytes (read in chunks, overlapping by the longest
 /// needle so a match across two chunks is not missed).
-pub fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Option<usize> {
+pub(crate) fn stream_find(mut reader: impl std::io::Read, needles: &[Vec<u8>]) -> Option<usize> {
     let keep = needles.iter().map(Vec::len).max().unwrap_or(1);
     let mut window: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
