@@ -467,6 +467,8 @@ fn escape(v: &mut Vec<Probe>) {
             .to_string(),
         &["BOTTLE-GATE", "DONE"],
     ));
+    // no-new-privileges is read with prctl(PR_GET_NO_NEW_PRIVS): gVisor's
+    // `/proc/self/status` has no `NoNewPrivs` line.
     v.push(p(
         "escape",
         "E2",
@@ -474,7 +476,8 @@ fn escape(v: &mut Vec<Probe>) {
         "no effective, permitted or ambient capability; no-new-privileges set; su fails",
         "for k in CapEff CapPrm CapAmb; do val=$(awk -v k=\"$k:\" '$1==k{print $2}' /proc/self/status); \
          [ \"$val\" = 0000000000000000 ] && echo \"obs $k NONE\" || echo \"obs $k HELD-$val\"; done\n\
-         nnp=$(awk '$1==\"NoNewPrivs:\"{print $2}' /proc/self/status); [ \"$nnp\" = 1 ] && echo \"obs no-new-privs SET\" || echo \"obs no-new-privs UNSET\"\n\
+         case $(uname -m) in aarch64) prctl=167 ;; *) prctl=157 ;; esac\n\
+         nnp=$(perl -e 'print syscall($ARGV[0], 39, 0, 0, 0, 0)' \"$prctl\"); [ \"$nnp\" = 1 ] && echo \"obs no-new-privs SET\" || echo \"obs no-new-privs UNSET\"\n\
          bb_try su su -c id root\n\
          if command -v sudo >/dev/null; then bb_try sudo sudo -n true; fi\n"
             .to_string(),
