@@ -135,7 +135,10 @@ impl Wake {
             let len = u32::from_ne_bytes(buf[12..16].try_into().unwrap_or_default()) as usize;
             let end = (HEADER + len).min(buf.len());
             let raw_name = &buf[HEADER..end];
-            let name = &raw_name[..raw_name.iter().position(|&b| b == 0).unwrap_or(raw_name.len())];
+            let name = &raw_name[..raw_name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(raw_name.len())];
             buf = &buf[end..];
             if mask & libc::IN_Q_OVERFLOW != 0 {
                 // Events were lost: read the files to be sure.
@@ -165,7 +168,9 @@ mod tests {
     use std::time::Duration;
 
     async fn changed_within(w: &mut Wake, limit: Duration) -> bool {
-        tokio::time::timeout(limit, w.changed()).await.unwrap_or(false)
+        tokio::time::timeout(limit, w.changed())
+            .await
+            .unwrap_or(false)
     }
 
     #[tokio::test]
