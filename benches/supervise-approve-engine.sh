@@ -11,8 +11,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SAMPLES="${SAMPLES:-15}"
 cd "$ROOT"
-cargo build --quiet --bin bot-bottle --bin bot-bottle-supervise
-BIN="$ROOT/target/debug/bot-bottle"
+# BIN_DIR: run prebuilt binaries from there (all of them: the sidecar image is built from the
+# binaries beside `bot-bottle`), e.g. a copy of an older build to compare against.
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN="$BIN_DIR/bot-bottle"
+else
+  cargo build --quiet --bins
+  BIN="$ROOT/target/debug/bot-bottle"
+fi
 STUB=bot-bottle-bench-agent:latest
 
 TMP="$(mktemp -d)"
@@ -85,7 +91,7 @@ now() { date +%s%N; }
 ms() { awk -v n="$1" 'BEGIN { printf "%.1f", n / 1e6 }'; }
 stats() { sort -n | awk '{ v[NR] = $1 } END { m = v[int((NR - 1) * 0.5 + 0.5) + 1]; p = v[int((NR - 1) * 0.9 + 0.5) + 1]; printf "median %.1f ms, p90 %.1f ms, max %.1f ms", m / 1e6, p / 1e6, v[NR] / 1e6 }'; }
 
-: >"$TMP/live" ; : >"$TMP/cli" ; : >"$TMP/base"
+: >"$TMP/live" ; : >"$TMP/cli" ; : >"$TMP/base" ; : >"$TMP/exec" ; : >"$TMP/reload" ; : >"$TMP/period"
 for i in $(seq "$SAMPLES"); do
   t=$(now); docker exec "$BUNDLE" true; echo $(($(now) - t)) >>"$TMP/base"
   req="$(mcp propose-egress-route "{\"host\":\"upstream.test\",\"path_prefixes\":[\"/g$i/\"],\"reason\":\"bench\"}" \
@@ -95,23 +101,36 @@ for i in $(seq "$SAMPLES"); do
   "$BIN" requests | grep -q "$req" || { echo "$req not listed by requests" >&2; exit 1; }
   # The probe loop runs inside the agent; it marks its first refusal so the approval starts
   # only once it is spinning, and prints the clock at its first success.
-  in_agent "rm -f /tmp/probing; until [ \"\$($PROBE http://upstream.test/g$i/x)\" = 200 ]; do touch /tmp/probing; done; date +%s%N" \
+  # It also prints its mean period (one request through egress and a `touch`).
+  in_agent "rm -f /tmp/probing; n=0; s=\$(date +%s%N); until [ \"\$($PROBE http://upstream.test/g$i/x)\" = 200 ]; do n=\$((n + 1)); touch /tmp/probing; done; e=\$(date +%s%N); echo \"\$e \$(((e - s) / (n + 1)))\"" \
     >"$TMP/hit" &
   probe=$!
   until in_agent 'test -f /tmp/probing' 2>/dev/null; do sleep 0.1; done
   sleep "0.0$((i * 37 % 60 / 10))"
   t0=$(now)
-  "$BIN" approve "$req" --session >/dev/null 2>&1
+  "$BIN" -vv approve "$req" --session >/dev/null 2>"$TMP/vv"
   t1=$(now)
   wait "$probe"
-  echo $(($(cat "$TMP/hit") - t0)) >>"$TMP/live"
+  read -r hit period <"$TMP/hit"
+  echo $((hit - t0)) >>"$TMP/live"
   echo $((t1 - t0)) >>"$TMP/cli"
+  echo "$period" >>"$TMP/period"
+  # The one engine call `approve` makes, as `-vv` stamps it.
+  awk '/= docker exec/ { for (i = 1; i <= NF; i++) if ($i == "ms") print $(i - 1) * 1000000 }' "$TMP/vv" >>"$TMP/exec"
+  # When egress swapped the new policy in, by the engine's stamp on its log line.
+  ts="$(docker logs -t --since "$((t0 / 1000000000))" "$BUNDLE" 2>&1 | grep 'routes reloaded' | tail -n 1 | cut -d' ' -f1)"
+  [ -n "$ts" ] && echo $(($(date -d "$ts" +%s%N) - t0)) >>"$TMP/reload"
 done
 
-echo "samples                           $SAMPLES (real bottle $ID, debug build)"
+echo "samples                           $SAMPLES (real bottle $ID, $BIN)"
 echo "approve start -> live             $(stats <"$TMP/live") (goal < 200 ms)"
 echo "  of which \`approve\` runs          $(stats <"$TMP/cli")"
+echo "  its \`docker exec … decide\`       $(stats <"$TMP/exec")"
+[ -s "$TMP/reload" ] && echo "approve start -> egress reloaded  $(stats <"$TMP/reload") ($(wc -l <"$TMP/reload") samples)"
+echo "probe period in the agent         $(stats <"$TMP/period")"
 echo "docker exec <bundle> true         $(stats <"$TMP/base") (baseline)"
 lm=$(stats <"$TMP/live" | awk '{ print $2 }'); bm=$(stats <"$TMP/base" | awk '{ print $2 }')
 echo "ratio live / docker exec          $(awk -v a="$lm" -v b="$bm" 'BEGIN { printf "%.1f", a / b }')"
 echo "load average                      $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "last \`bot-bottle -vv approve\`:"
+sed 's/^/    /' "$TMP/vv"

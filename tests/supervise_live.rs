@@ -319,3 +319,46 @@ async fn a_once_grant_serves_one_request_and_methods_are_enforced() {
     let _ = c.cancel().await;
     srv.abort();
 }
+
+/// The decision wakes egress (inotify on the spool): with the poll an hour away, the grant is
+/// still live as soon as `decide` has renamed the grants file into place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_goes_live_without_waiting_for_the_poll() {
+    use bot_bottle::sidecar::supervise::spool::{Change, Spool};
+    use bot_bottle::sidecar::supervise::validate;
+    let h = start_with(
+        &json!({"routes": [{"host": "api.test"}]}).to_string(),
+        Options {
+            reload_interval: Duration::from_secs(3600),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(h.curl("http://plain.test/woken/x", &[]).await.status, 403);
+    let route = validate::route("plain.test", &["/woken/".to_string()], &[]).unwrap();
+    let req = Spool::open(&h.spool)
+        .unwrap()
+        .submit(Change::Route(route), validate::reason("r").unwrap())
+        .unwrap();
+    let d = Decision {
+        id: req.id,
+        verdict: Verdict::Approved,
+        decided_at: now_rfc3339(),
+        lifetime: Some(Lifetime::Session),
+        route: None,
+        note: None,
+    };
+    let (sp, rt) = (h.spool.clone(), h.routes.clone());
+    tokio::task::spawn_blocking(move || decide(&sp, &rt, &d))
+        .await
+        .unwrap();
+    let mut live = false;
+    for _ in 0..200 {
+        if h.curl("http://plain.test/woken/x", &[]).await.status == 200 {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(live, "the grant waited for the poll");
+}

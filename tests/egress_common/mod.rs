@@ -226,6 +226,8 @@ pub(crate) struct Options {
     pub(crate) limits: Limits,
     pub(crate) unix: Option<PathBuf>,
     pub(crate) upstream_proxy: Option<String>,
+    /// How often egress polls its policy files (inotify wakes it sooner).
+    pub(crate) reload_interval: Duration,
 }
 
 impl Default for Options {
@@ -236,6 +238,7 @@ impl Default for Options {
             limits: Limits::DEFAULT,
             unix: None,
             upstream_proxy: None,
+            reload_interval: Duration::from_millis(100),
         }
     }
 }
@@ -267,7 +270,9 @@ pub(crate) async fn start_with(routes_json: &str, opts: Options) -> Harness {
         Some(p) => ListenAddr::Unix(p.clone()),
         None => ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
     };
+    // Supervise's spool exists before egress starts, as in the bundle.
     let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
     let cfg = EgressConfig {
         listen,
         routes_path: routes.clone(),
@@ -286,7 +291,7 @@ pub(crate) async fn start_with(routes_json: &str, opts: Options) -> Harness {
         resolve,
         audit_log: Some(audit.clone()),
         limits: opts.limits,
-        reload_interval: Duration::from_millis(100),
+        reload_interval: opts.reload_interval,
     };
     let env = Arc::new(|k: &str| match k {
         "EGRESS_TOKEN_0" => Some(TOKEN.to_string()),

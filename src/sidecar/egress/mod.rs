@@ -21,6 +21,7 @@ pub mod sni;
 pub(crate) mod ssrf;
 pub mod target;
 pub mod upstream;
+pub(crate) mod wake;
 
 pub use ca::mint_bottle_ca;
 pub use config::{EgressArgs, EgressConfig, ListenAddr};

@@ -1,9 +1,11 @@
 //! Live reload of the routes file and the grants file.
 //!
-//! Both files are polled (every ~50 ms; reading two small files costs next to nothing): when
-//! their content hash changes they are parsed and a new [`Policy`] is swapped in as a whole. A request takes one snapshot and keeps it, so during a
-//! reload each request sees either the old or the new policy, never a mix. A file that fails to
-//! parse leaves the current policy in place (and says so in the log).
+//! Both files are read when inotify reports a change in their directories ([`super::wake`]),
+//! and polled every ~50 ms besides (reading two small files costs next to nothing; the poll
+//! catches what inotify does not report). When their content hash changes they are parsed
+//! and a new [`Policy`] is swapped in as a whole. A request takes one snapshot and keeps it,
+//! so during a reload each request sees either the old or the new policy, never a mix. A file
+//! that fails to parse leaves the current policy in place (and says so in the log).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -108,8 +110,9 @@ pub(crate) fn read_policy_files(
     Ok((r, g, hash))
 }
 
-/// Poll the routes file (and the grants file) every `interval`; on a content change call
-/// `build` with both texts and swap the result in.
+/// Read the routes file (and the grants file) when inotify says one changed, and every
+/// `interval` regardless; on a content change call `build` with both texts and swap the
+/// result in.
 pub(crate) fn spawn_watcher<F>(
     path: PathBuf,
     grants: Option<PathBuf>,
@@ -122,11 +125,36 @@ pub(crate) fn spawn_watcher<F>(
 {
     tokio::spawn(async move {
         let mut last_hash = initial_hash;
+        // The routes text's own hash: a change of the grants file alone needs no settle read,
+        // since supervise always renames it into place whole.
+        let mut last_routes_hash = None;
         let mut generation = handle.current().generation;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let files: Vec<&Path> = std::iter::once(path.as_path())
+            .chain(grants.as_deref())
+            .collect();
+        let mut wake = super::wake::Wake::new(&files);
         loop {
-            ticker.tick().await;
+            let woken = match wake.as_mut() {
+                Some(w) => tokio::select! {
+                    _ = ticker.tick() => {
+                        w.rewatch();
+                        false
+                    }
+                    ok = w.changed() => {
+                        if !ok {
+                            tracing::warn!("inotify failed; policy changes are found by polling");
+                            wake = None;
+                        }
+                        ok
+                    }
+                },
+                None => {
+                    ticker.tick().await;
+                    false
+                }
+            };
             let (text, grants_text, hash) = match read_policy_files(&path, grants.as_deref()) {
                 Ok(t) => t,
                 Err(e) => {
@@ -134,21 +162,31 @@ pub(crate) fn spawn_watcher<F>(
                     continue;
                 }
             };
+            let routes_hash = content_hash(&text);
             if hash == last_hash {
+                last_routes_hash = Some(routes_hash);
                 continue;
             }
-            // A writer may be half-way through the file: apply it only once it reads the same
-            // twice in a row.
-            tokio::time::sleep(SETTLE).await;
-            match read_policy_files(&path, grants.as_deref()) {
-                Ok((_, _, again)) if again == hash => {}
-                _ => continue,
+            // A writer of the routes file may be half-way through it: apply a routes change
+            // only once it reads the same twice in a row.
+            if last_routes_hash != Some(routes_hash) {
+                tokio::time::sleep(SETTLE).await;
+                match read_policy_files(&path, grants.as_deref()) {
+                    Ok((_, _, again)) if again == hash => {}
+                    _ => continue,
+                }
             }
             last_hash = hash;
+            last_routes_hash = Some(routes_hash);
             match build(&text, &grants_text, generation + 1) {
                 Ok(policy) => {
                     generation += 1;
-                    tracing::info!(generation, routes = policy.routes.len(), "routes reloaded");
+                    tracing::info!(
+                        generation,
+                        routes = policy.routes.len(),
+                        woken,
+                        "routes reloaded"
+                    );
                     handle.swap(policy);
                 }
                 Err(e) => tracing::error!("routes reload refused, keeping the current routes: {e}"),

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::SuperviseError;
-use super::spool::{Lifetime, now_rfc3339, write_atomic};
+use super::spool::{Lifetime, now_rfc3339, write_atomic, write_renamed};
 use super::validate::RouteProposal;
 use crate::sidecar::wire::{GRANTS_FILE, GrantEntry, GrantsFile, WireFile};
 
@@ -192,7 +192,8 @@ impl Grants {
         let rendered = render(&live);
         let current = fs::read_to_string(&live_path).unwrap_or_default();
         if current != rendered {
-            write_atomic(&live_path, rendered.as_bytes(), false)?;
+            // Rendered from `grants.json`, which is synced: no second sync on the way to live.
+            write_renamed(&live_path, rendered.as_bytes(), false, false)?;
         }
         Ok(gone.into_iter().map(|(_, g)| g).collect())
     }

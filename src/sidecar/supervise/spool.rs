@@ -250,6 +250,18 @@ pub(crate) fn write_atomic(
     body: &[u8],
     exclusive: bool,
 ) -> Result<(), SuperviseError> {
+    write_renamed(path, body, exclusive, true)
+}
+
+/// Write `path` whole beside it and rename it into place; `durable` syncs it to disk first.
+/// A file rendered from others (egress's grants file) skips the sync: readers only need the
+/// rename, and after a crash the next render writes it again.
+pub(crate) fn write_renamed(
+    path: &Path,
+    body: &[u8],
+    exclusive: bool,
+    durable: bool,
+) -> Result<(), SuperviseError> {
     let io = |source| SuperviseError::Io {
         path: path.to_path_buf(),
         source,
@@ -257,7 +269,9 @@ pub(crate) fn write_atomic(
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(body).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
+    if durable {
+        tmp.as_file().sync_all().map_err(io)?;
+    }
     if exclusive {
         tmp.persist_noclobber(path).map_err(|e| io(e.error))?;
     } else {
