@@ -317,11 +317,10 @@ fn network(ctx: &Context, v: &mut Vec<Probe>) {
             "proxy-request-smuggling",
             "CL+TE and obfuscated TE: one 400 protocol answer, never two requests",
             format!(
-                "{}\n{}\nbb_raw3 cl-te 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
-                 bb_raw3 te-obfuscated 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: xchunked\\r\\nContent-Length: 4\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
-                 bb_raw3 te-twice 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: chunked\\r\\nTransfer-Encoding: identity\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n",
+                "{}\nbb_raw cl-te 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
+                 bb_raw te-obfuscated 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: xchunked\\r\\nContent-Length: 4\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
+                 bb_raw te-twice 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: chunked\\r\\nTransfer-Encoding: identity\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n",
                 scripts::RAW_HTTP_SH,
-                scripts::RAW_HTTP_RETRY_SH
             ),
             &["400:protocol"],
         ));

@@ -127,17 +127,3 @@ bb_raw() {
   if [ "$bb_n" -gt 1 ]; then echo "obs $bb_label RESPONSES-$bb_n"; else echo "obs $bb_label $bb_st:${bb_ly:-none}"; fi
 }
 "#;
-
-/// `bb_raw3`: `bb_raw`, tried up to three times while the connection closes before any
-/// answer. A close under load can drop a refusal the proxy wrote (unread request bytes make
-/// the kernel reset the connection); a close never forwards anything, so retrying only asks
-/// for the answer again, and a second request or a forward is still seen on any attempt.
-pub(crate) const RAW_HTTP_RETRY_SH: &str = r#"
-bb_raw3() {
-  for bb_try in 1 2 3; do
-    bb_out=$(bb_raw "$@")
-    case "$bb_out" in *" CLOSED"|*" RESET") [ "$bb_try" = 3 ] || { sleep 0.2; continue; } ;; esac
-    printf '%s\n' "$bb_out"; return
-  done
-}
-"#;
