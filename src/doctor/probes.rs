@@ -751,6 +751,26 @@ mod tests {
     }
 
     #[test]
+    fn the_security_page_lists_every_probe() {
+        let page = include_str!("../../docs/security.md");
+        let ctx = Context {
+            all_port_targets: vec!["172.17.0.1".parse().unwrap()],
+            auth_route: Some("api.example.test".into()),
+            plain_route: Some("plain.example.test".into()),
+            has_secret: true,
+            ..Context::default()
+        };
+        for pr in all(&ctx) {
+            assert!(
+                page.contains(&format!("| `{}` | {} |", pr.id, pr.case)),
+                "docs/security.md does not list `{}` ({})",
+                pr.id,
+                pr.case
+            );
+        }
+    }
+
+    #[test]
     fn probes_cover_the_groups_and_never_carry_the_secret() {
         let ctx = Context {
             all_port_targets: vec!["172.17.0.1".parse().unwrap()],
