@@ -1556,3 +1556,96 @@ async fn a_refused_connect_closes_so_early_tunnel_bytes_are_not_read_as_http() {
     assert!(closed_without_success(&mut s).await);
     nothing_forwarded(&h);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Closing a refused connection
+// ---------------------------------------------------------------------------------------------
+
+/// The smuggling head of the probes (CL+TE): refused with 400 at the head, so everything the
+/// client sends after it is still in flight when egress is done with the connection.
+const CL_TE_HEAD: &[u8] = b"POST http://plain.test/ok/x HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+/// Read until the peer ends the stream: the bytes, and whether it ended with a reset.
+async fn read_until_end<S: AsyncRead + Unpin>(s: &mut S) -> (String, Option<std::io::ErrorKind>) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break None,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => break Some(e.kind()),
+            Err(_) => break Some(std::io::ErrorKind::TimedOut),
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_read_whole_while_the_body_is_still_in_flight() {
+    let h = harness().await;
+    let mut s = h.raw().await;
+    put(&mut s, CL_TE_HEAD).await;
+    // egress has answered (and is done with the connection) before the body arrives; a
+    // client still sending must neither be reset mid-write nor lose the answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chunk = vec![b'x'; 64 * 1024];
+    for i in 0..4 {
+        s.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("body chunk {i} was reset: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (text, end) = read_until_end(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(status_lines(&text), 1, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains(
+            "x-bot-bottle-refusal: layer=protocol; rule=content-length-with-transfer-encoding"
+        ),
+        "{text}"
+    );
+    assert_eq!(end, None, "the stream ended with a reset: {text}");
+    nothing_forwarded(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reaches_a_client_behind_the_relay_while_it_still_sends() {
+    use bot_bottle::sidecar::relay::{Forward, Relay, RelayConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("egress.sock");
+    let h = start_with(
+        &routes(),
+        Options {
+            unix: Some(sock.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The agent's side of a bottle: loopback TCP → the relay → egress's unix socket.
+    let relay = Relay::bind(&RelayConfig {
+        forwards: vec![Forward::TcpToUnix {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            socket: sock,
+        }],
+        max_connections: 16,
+    })
+    .await
+    .unwrap();
+    let Forward::TcpToUnix { listen, .. } = relay.forwards()[0].clone() else {
+        unreachable!()
+    };
+    tokio::spawn(relay.run(std::future::pending()));
+    let mut request = CL_TE_HEAD.to_vec();
+    request.extend(std::iter::repeat_n(b'x', 512 * 1024));
+    for attempt in 0..10 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        // Head and body in one go: the body is still streaming when egress refuses the head.
+        let (mut rd, mut wr) = s.split();
+        let (wrote, (text, _)) = tokio::join!(wr.write_all(&request), read_until_end(&mut rd));
+        assert!(
+            text.starts_with("HTTP/1.1 400") && status_lines(&text) == 1,
+            "attempt {attempt}: the refusal was lost (write: {wrote:?}): {text:?}"
+        );
+    }
+    nothing_forwarded(&h);
+}

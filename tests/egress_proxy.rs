@@ -282,6 +282,121 @@ async fn routes_reload_live() {
     assert_eq!(h.curl("https://open.test/", &[]).await.status, 200);
 }
 
+/// What one request got: `200`, or the refusal as `<status>:<layer>` (from the CONNECT answer or
+/// the response, whichever refused).
+fn answer(c: &Curl) -> String {
+    let layer = c
+        .headers
+        .lines()
+        .filter_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-bot-bottle-refusal: layer=")
+                .and_then(|v| v.split(';').next().map(str::to_string))
+        })
+        .next_back();
+    match layer {
+        Some(l) => format!("{}:{l}", c.status.max(c.connect_status)),
+        None => c.status.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_live_reloads_each_request_sees_the_old_or_the_new_policy() {
+    let old = serde_json::json!({"routes": [
+        {"host": "api.test", "auth_scheme": "Bearer", "token_env": "EGRESS_TOKEN_0"},
+        {"host": "open.test"},
+    ]})
+    .to_string();
+    let new = serde_json::json!({"routes": [
+        {"host": "open.test", "path_allowlist": ["/new/"]},
+        {"host": "other.test"},
+    ]})
+    .to_string();
+    let h = std::sync::Arc::new(start(&old).await);
+    // Each kind of request, and what the old and the new policy answer.
+    let kinds: [(&str, &str, &str); 5] = [
+        ("https://api.test/v1/x", "200", "403:allowlist"),
+        ("https://open.test/old/x", "200", "403:path-allowlist"),
+        ("https://open.test/new/x", "200", "200"),
+        ("https://other.test/x", "403:allowlist", "200"),
+        ("https://evil.test/x", "403:allowlist", "403:allowlist"),
+    ];
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (h, done) = (h.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, (url, _, _)) in kinds.iter().enumerate() {
+                    seen.push((i, answer(&h.curl(url, &[]).await)));
+                }
+            }
+            seen
+        }));
+    }
+    // Rewrite the file in place, in two writes with a pause longer than egress's settle time
+    // between them (as an engine copy may), so egress also meets half-written files.
+    for round in 0..16 {
+        let text = if round % 2 == 0 { &new } else { &old };
+        let (a, b) = text.split_at(text.len() / 2);
+        let mut f = tokio::fs::File::create(&h.routes).await.unwrap();
+        f.write_all(a.as_bytes()).await.unwrap();
+        f.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        f.write_all(b.as_bytes()).await.unwrap();
+        f.flush().await.unwrap();
+        drop(f);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.extend(c.await.unwrap());
+    }
+    let mut wrong = Vec::new();
+    let (mut as_old, mut as_new) = (0, 0);
+    for (i, got) in &seen {
+        let (url, o, n) = kinds[*i];
+        if got != o && got != n {
+            wrong.push(format!("{url}: {got}"));
+        }
+        if *i == 0 {
+            if got == o {
+                as_old += 1;
+            } else if got == n {
+                as_new += 1;
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "neither policy's answer: {wrong:?}");
+    assert!(
+        as_old > 0 && as_new > 0,
+        "both policies must have answered during the run: old {as_old}, new {as_new} of {}",
+        seen.len()
+    );
+    // The upstream side: the credential on every request to its route, on no other.
+    for q in h.tls.requests() {
+        let host = q.header_values("host").join(",");
+        let auth = q.header_values("authorization");
+        if host == "api.test" {
+            assert_eq!(auth, [format!("Bearer {TOKEN}")], "{q:?}");
+        } else {
+            assert!(auth.is_empty(), "{q:?}");
+        }
+    }
+    // The old policy is back: the credential route answers again.
+    let mut back = false;
+    for _ in 0..50 {
+        if h.curl("https://api.test/v1/after", &[]).await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the old policy never came back");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_route_table_denies_everything() {
     let h = start(r#"{"routes": []}"#).await;

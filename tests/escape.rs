@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bot_bottle::doctor::bottle::mint_token;
 use bot_bottle::doctor::probes::{self, Context};
 use bot_bottle::doctor::targets;
-use bot_bottle::runner::{RealRunner, Runner};
+use bot_bottle::runner::RealRunner;
 
 mod git_gate_common;
 
@@ -401,8 +401,13 @@ fn tree_contains(dir: &Path, needles: &[String]) -> Option<PathBuf> {
 /// Run every library probe in `bottle`'s agent; one line each.
 fn run_probes(r: &mut Report, bottle: &Running, ctx: &Context, secret: &str, label: &str) {
     for p in probes::all(ctx) {
-        let out = RealRunner
-            .run(&p.spec(&bottle.agent(), Some(secret)))
+        let out = p
+            .run(
+                &RealRunner,
+                &bottle.agent(),
+                &bottle.sidecar(),
+                Some(secret),
+            )
             .expect("docker exec runs");
         let v = p.judge(&out.stdout_str(), &out.stderr_str());
         let name = format!("{label}{}", p.id);
@@ -477,6 +482,74 @@ fn out_text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// N5 and N15 as the echo upstream saw them, after the probes ran (`label` prefixes the names):
+/// the second request of a kept-alive connection never arrived, and during the live reloads
+/// the credential arrived on every request to its route and on no other.
+fn upstream_log_cases(r: &mut Report, w: &World, up: &Upstream, label: &str) {
+    let log = up.log();
+    let firsts = log.matches("/bb-n5/first").count();
+    let seconds: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("/bb-n5/second"))
+        .collect();
+    r.record(
+        "N5",
+        &format!("{label}keep-alive-second-request-never-forwarded"),
+        if !seconds.is_empty() {
+            Err(format!(
+                "forwarded: {}",
+                seconds.join(" | ").replace(&w.token, "[TOKEN]")
+            ))
+        } else if firsts < 3 {
+            Err(format!(
+                "only {firsts} first requests reached the upstream (nothing was tested)"
+            ))
+        } else {
+            Ok(format!(
+                "{firsts} first requests reached the upstream, no second one did"
+            ))
+        },
+    );
+    let with_token = format!("auth=Bearer {}", w.token);
+    let reload: Vec<&str> = log.lines().filter(|l| l.contains(" /bb-n15")).collect();
+    let on_auth = reload
+        .iter()
+        .filter(|l| l.contains(&format!("host={AUTH_ROUTE} ")))
+        .count();
+    let wrong: Vec<&&str> = reload
+        .iter()
+        .filter(|l| {
+            if l.contains(&format!("host={AUTH_ROUTE} ")) {
+                !l.ends_with(&with_token)
+            } else {
+                !(l.contains(&format!("host={PLAIN_ROUTE} ")) && l.ends_with("auth=none"))
+            }
+        })
+        .collect();
+    r.record(
+        "N15",
+        &format!("{label}live-reload-credential-only-on-its-route"),
+        if !wrong.is_empty() {
+            Err(format!(
+                "{} of {} requests with the wrong credential or host: {}",
+                wrong.len(),
+                reload.len(),
+                wrong[0].replace(&w.token, "[TOKEN]")
+            ))
+        } else if on_auth == 0 || on_auth == reload.len() {
+            Err(format!(
+                "{} requests during the reloads, {on_auth} on the credential route: not both routes seen",
+                reload.len()
+            ))
+        } else {
+            Ok(format!(
+                "{} requests reached the upstream during the reloads; the {on_auth} on {AUTH_ROUTE} all carried the credential, the others none",
+                reload.len()
+            ))
+        },
+    );
 }
 
 /// C3–C6 and N15: the credential path end to end, with the echo upstream.
@@ -995,6 +1068,7 @@ fn escape_suite() {
     let up = Upstream::start(&w, &a);
     let ctx = context_for(&a, &w);
     run_probes(&mut r, &a, &ctx, &w.token, "");
+    upstream_log_cases(&mut r, &w, &up, "");
     credential_cases(&mut r, &w, &a, &up);
 
     let (b, _) = start(&w, &agent_b, None);
@@ -1027,8 +1101,13 @@ fn escape_suite() {
     if gvisor && runtime == "runsc" {
         println!("---- E5: bottle under runc (BOT_BOTTLE_TEST_WEAKEN=runc) for comparison");
         let (c, _) = start(&w, &agent_a, Some("runc"));
+        // The routes need their upstream here too, or a request egress lets through fails
+        // at name resolution instead of reaching the layer the probe judges.
+        let up = Upstream::start(&w, &c);
         let ctx = context_for(&c, &w);
         run_probes(&mut r, &c, &ctx, &w.token, "runc/");
+        upstream_log_cases(&mut r, &w, &up, "runc/");
+        drop(up);
         c.stop();
     } else if gvisor {
         r.record(

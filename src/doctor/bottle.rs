@@ -244,6 +244,7 @@ fn probe_created(
     run_probes(
         runner,
         &agent,
+        &bottle.names.sidecar_container,
         &probes::all(&ctx),
         Some(&prepared.token),
         progress,
@@ -280,10 +281,11 @@ pub(crate) fn wait_relay(runner: &dyn Runner, agent_container: &str) -> Result<(
     }
 }
 
-/// Run each probe in `container` and judge it.
+/// Run each probe in the agent container `container` of the bundle `sidecar` and judge it.
 pub(crate) fn run_probes(
     runner: &dyn Runner,
     container: &str,
+    sidecar: &str,
     list: &[Probe],
     secret: Option<&str>,
     progress: &dyn Progress,
@@ -292,8 +294,8 @@ pub(crate) fn run_probes(
     for (i, probe) in list.iter().enumerate() {
         check_interrupt()?;
         progress.probe(i + 1, list.len(), probe);
-        let out = runner
-            .run(&probe.spec(container, secret))
+        let out = probe
+            .run(runner, container, sidecar, secret)
             .map_err(DockerError::from)?;
         check_interrupt()?;
         let v = probe.judge(&out.stdout_str(), &out.stderr_str());

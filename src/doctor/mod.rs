@@ -7,6 +7,7 @@
 
 pub mod bottle;
 pub mod probes;
+pub(crate) mod reload;
 pub(crate) mod scripts;
 pub mod targets;
 

@@ -12,8 +12,8 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::scripts;
-use crate::runner::{ProcessSpec, shell_escape};
+use super::{reload, scripts};
+use crate::runner::{Output, ProcessSpec, RunError, Runner, shell_escape};
 
 /// Who the probe runs as inside the agent container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,21 @@ pub struct Probe {
     pub needles_on_stdin: bool,
     /// Which group the probe belongs to (`network`, `credentials`, `escape`).
     pub group: &'static str,
+    /// What the host does while the snippet runs.
+    pub host_side: HostSide,
+}
+
+/// Work the host does while a probe's snippet runs in the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSide {
+    /// Nothing: the snippet alone.
+    None,
+    /// Swap the bundle's routes between the bottle's own and a second policy (the credential
+    /// route removed, the plain route narrowed), ending on the bottle's own ([`reload`]).
+    RouteReload {
+        auth_route: String,
+        plain_route: String,
+    },
 }
 
 /// What the bottle under test looks like from outside; found at run time.
@@ -104,6 +119,14 @@ fn node(js: &str, args: &str) -> String {
     format!("node -e {} {args}", shell_escape(js))
 }
 
+/// A node script that uses the HTTP helpers ([`scripts::HTTP1_JS`]).
+fn node_http(js: &str, args: &str) -> String {
+    node(&format!("{}{js}", scripts::HTTP1_JS), args)
+}
+
+/// A host no route names, in any policy the probes use.
+const UNROUTED: &str = "example.com";
+
 /// The egress refusal codes `<status>:<layer>` a probe accepts.
 fn refused(layers: &[&'static str]) -> Vec<&'static str> {
     layers.to_vec()
@@ -135,6 +158,7 @@ fn p(
         allowed: allowed.to_vec(),
         needles_on_stdin: false,
         group,
+        host_side: HostSide::None,
     }
 }
 
@@ -311,17 +335,57 @@ fn network(ctx: &Context, v: &mut Vec<Probe>) {
             ),
             &["403:host-mismatch", "TLS-REFUSED", "TLS-CLOSED"],
         ));
+        if let Some(other) = &ctx.plain_route {
+            v.push(p(
+                "network",
+                "N5",
+                "keep-alive-new-host",
+                "on one kept-alive connection, a routed host then another Host (tunnel with the first host's SNI, proxy listener): 403 host-mismatch / allowlist, never forwarded",
+                node_http(scripts::KEEPALIVE_JS, &format!("{route} {other} {UNROUTED}\n")),
+                &["FIRST-ALLOWED", "403:host-mismatch", "403:allowlist"],
+            ));
+            let mut reload = p(
+                "network",
+                "N15",
+                "live-reload-old-or-new",
+                "requests fired while the routes are swapped live: each answered by the old or the new policy, never a mix, never open",
+                {
+                    let stop = reload::STOP_FILE;
+                    let args =
+                        format!("{route} {other} {UNROUTED} {} {stop}\n", reload::NEW_PREFIX);
+                    format!("rm -f {stop}\n{}", node_http(scripts::RELOAD_JS, &args))
+                },
+                &[
+                    "auth=PASSED",
+                    "auth=PASSED-CRED",
+                    "auth=403:allowlist",
+                    "plain-old=PASSED",
+                    "plain-old=PASSED-NOCRED",
+                    "plain-old=403:path-allowlist",
+                    "plain-new=PASSED",
+                    "plain-new=PASSED-NOCRED",
+                    "unrouted=403:allowlist",
+                    "final=PASSED",
+                    "final=PASSED-CRED",
+                    "BOTH",
+                ],
+            );
+            reload.host_side = HostSide::RouteReload {
+                auth_route: route.clone(),
+                plain_route: other.clone(),
+            };
+            v.push(reload);
+        }
         v.push(p(
             "network",
             "N13",
             "proxy-request-smuggling",
             "CL+TE and obfuscated TE: one 400 protocol answer, never two requests",
             format!(
-                "{}\n{}\nbb_raw3 cl-te 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
-                 bb_raw3 te-obfuscated 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: xchunked\\r\\nContent-Length: 4\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
-                 bb_raw3 te-twice 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: chunked\\r\\nTransfer-Encoding: identity\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n",
+                "{}\nbb_raw cl-te 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nContent-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
+                 bb_raw te-obfuscated 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: xchunked\\r\\nContent-Length: 4\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n\
+                 bb_raw te-twice 9099 'POST http://{route}/ HTTP/1.1\\r\\nHost: {route}\\r\\nTransfer-Encoding: chunked\\r\\nTransfer-Encoding: identity\\r\\n\\r\\n0\\r\\n\\r\\nGET http://example.com/ HTTP/1.1\\r\\nHost: example.com\\r\\n\\r\\n'\n",
                 scripts::RAW_HTTP_SH,
-                scripts::RAW_HTTP_RETRY_SH
             ),
             &["400:protocol"],
         ));
@@ -536,6 +600,25 @@ impl Probe {
         }
     }
 
+    /// Run the probe in the agent container `agent` of the bundle `sidecar`, with what the
+    /// host does meanwhile ([`HostSide`]).
+    pub fn run(
+        &self,
+        runner: &dyn Runner,
+        agent: &str,
+        sidecar: &str,
+        secret: Option<&str>,
+    ) -> Result<Output, RunError> {
+        let spec = self.spec(agent, secret);
+        match &self.host_side {
+            HostSide::None => runner.run(&spec),
+            HostSide::RouteReload {
+                auth_route,
+                plain_route,
+            } => reload::run(runner, &spec, agent, sidecar, auth_route, plain_route),
+        }
+    }
+
     /// Judge what the probe printed.
     pub fn judge(&self, stdout: &str, stderr: &str) -> Verdict {
         judge(&self.allowed, stdout, stderr)
@@ -671,6 +754,26 @@ mod tests {
     }
 
     #[test]
+    fn the_security_page_lists_every_probe() {
+        let page = include_str!("../../docs/security.md");
+        let ctx = Context {
+            all_port_targets: vec!["172.17.0.1".parse().unwrap()],
+            auth_route: Some("api.example.test".into()),
+            plain_route: Some("plain.example.test".into()),
+            has_secret: true,
+            ..Context::default()
+        };
+        for pr in all(&ctx) {
+            assert!(
+                page.contains(&format!("| `{}` | {} |", pr.id, pr.case)),
+                "docs/security.md does not list `{}` ({})",
+                pr.id,
+                pr.case
+            );
+        }
+    }
+
+    #[test]
     fn probes_cover_the_groups_and_never_carry_the_secret() {
         let ctx = Context {
             all_port_targets: vec!["172.17.0.1".parse().unwrap()],
@@ -684,7 +787,7 @@ mod tests {
         let probes = all(&ctx);
         for case in [
             "N1", "N2", "N3", "N5", "N6", "N7", "N8", "N9", "N10", "N11", "N12", "N13", "N14",
-            "C1", "C2", "E1", "E2", "E3", "E4",
+            "N15", "C1", "C2", "E1", "E2", "E3", "E4",
         ] {
             assert!(
                 probes.iter().any(|p| p.case.split(' ').any(|c| c == case)),

@@ -128,16 +128,122 @@ bb_raw() {
 }
 "#;
 
-/// `bb_raw3`: `bb_raw`, tried up to three times while the connection closes before any
-/// answer. A close under load can drop a refusal the proxy wrote (unread request bytes make
-/// the kernel reset the connection); a close never forwards anything, so retrying only asks
-/// for the answer again, and a second request or a forward is still seen on any attempt.
-pub(crate) const RAW_HTTP_RETRY_SH: &str = r#"
-bb_raw3() {
-  for bb_try in 1 2 3; do
-    bb_out=$(bb_raw "$@")
-    case "$bb_out" in *" CLOSED"|*" RESET") [ "$bb_try" = 3 ] || { sleep 0.2; continue; } ;; esac
-    printf '%s\n' "$bb_out"; return
-  done
-}
+/// JavaScript helpers the HTTP probes start with (node): `bbReader(stream)` returns a function
+/// that resolves the next HTTP/1.1 response on the stream (`{status, layer, body}`, `layer`
+/// from egress's refusal header or `none`; `{err}` when the stream ended or failed first), and
+/// `bbTunnel(host)` a TLS stream through a CONNECT tunnel of the agent's proxy, or rejects with
+/// the CONNECT answer's `<status>:<layer>` or the error.
+pub(crate) const HTTP1_JS: &str = r#"
+const net=require('net'),http=require('http'),tls=require('tls'),fs=require('fs');
+const bbProxy=new URL(process.env.HTTPS_PROXY||process.env.https_proxy||'http://127.0.0.1:9099');
+const bbPort=+bbProxy.port||80;
+function bbReader(sock){
+  let buf=Buffer.alloc(0),done=false,err='',wake=null;
+  const poke=()=>{if(wake){const w=wake;wake=null;w()}};
+  sock.on('data',d=>{buf=Buffer.concat([buf,d]);poke()});
+  sock.on('end',()=>{done=true;poke()});sock.on('close',()=>{done=true;poke()});
+  sock.on('error',e=>{err=e.code||'ERROR';done=true;poke()});
+  const need=async f=>{for(;;){const v=f();if(v!==null)return v;if(done)return null;await new Promise(r=>{wake=r})}};
+  const line=()=>need(()=>{const i=buf.indexOf('\r\n');return i<0?null:i});
+  const fail=()=>({err:err?'ERR-'+err:(buf.length?'PARTIAL':'CLOSED')});
+  return async()=>{
+    const he=await need(()=>{const i=buf.indexOf('\r\n\r\n');return i<0?null:i});
+    if(he===null)return fail();
+    const head=buf.slice(0,he).toString('latin1');buf=buf.slice(he+4);
+    const m=head.match(/^HTTP\/1\.[01] (\d{3})/);if(!m)return {err:'NOT-HTTP'};
+    const status=+m[1];
+    const hdr=n=>{const r=head.match(new RegExp('\r\n'+n+':[ \t]*([^\r\n]*)','i'));return r?r[1]:null};
+    const lm=(hdr('x-bot-bottle-refusal')||'').match(/layer=([a-z-]+)/);
+    const cl=hdr('content-length'),te=hdr('transfer-encoding');let body=Buffer.alloc(0);
+    if(status<200||status===204||status===304){}
+    else if(te&&/chunked/i.test(te)){for(;;){
+      const i=await line();if(i===null)return fail();
+      const size=parseInt(buf.slice(0,i).toString(),16);buf=buf.slice(i+2);
+      if(!(size>=0))return {err:'BAD-CHUNK'};
+      if(size===0){for(;;){const j=await line();if(j===null)return fail();buf=buf.slice(j+2);if(j===0)break}break}
+      if(await need(()=>buf.length>=size+2?true:null)===null)return fail();
+      body=Buffer.concat([body,buf.slice(0,size)]);buf=buf.slice(size+2)}}
+    else if(cl!==null){const n=+cl;if(await need(()=>buf.length>=n?true:null)===null)return fail();body=buf.slice(0,n);buf=buf.slice(n)}
+    else{await need(()=>null);body=buf;buf=Buffer.alloc(0)}
+    return {status,layer:lm?lm[1]:'none',body:body.toString('latin1')}}}
+function bbTunnel(host){return new Promise((res,rej)=>{
+  const r=http.request({host:bbProxy.hostname,port:bbPort,method:'CONNECT',path:host+':443',agent:false});
+  r.setTimeout(20000,()=>{r.destroy();rej('TIMEOUT')});
+  r.on('error',e=>rej('ERR-'+(e.code||'ERROR')));
+  r.on('connect',(resp,sock)=>{r.setTimeout(0);
+    if(resp.statusCode!==200){const l=(resp.headers['x-bot-bottle-refusal']||'').match(/layer=([a-z-]+)/);sock.destroy();return rej(resp.statusCode+':'+(l?l[1]:'none'))}
+    const t=tls.connect({socket:sock,servername:host,rejectUnauthorized:false},()=>res(t));
+    t.setTimeout(20000,()=>{t.destroy();rej('TLS-TIMEOUT')});t.on('secureConnect',()=>t.setTimeout(0));
+    t.on('error',e=>rej('TLS-'+(e.code||'ERROR')))});
+  r.end()})}
+const bbWithin=(p,ms)=>Promise.race([p,new Promise(r=>setTimeout(()=>r({err:'TIMEOUT'}),ms))]);
+setTimeout(()=>{console.log('obs watchdog TIMEOUT');console.log('done');process.exit(0)},120000).unref();
+"#;
+
+/// New hosts on a kept-alive connection (node, after [`HTTP1_JS`]): on each connection a first
+/// request to a routed host, which egress lets through (answered by the upstream, or by
+/// egress's `upstream` layer when nothing listens there), then a second request on the same
+/// connection naming another host: through a CONNECT tunnel whose TLS SNI named the first
+/// host (Host of an unrouted host, of another routed host, an absolute-form target), and on
+/// the proxy listener (an unrouted target, the routed target with another Host). Paths are
+/// `/bb-n5/first` and `/bb-n5/second`, so an upstream's log shows what was forwarded. The
+/// observations are printed at the end, all together.
+/// Arguments: `<routed host> <other routed host> <unrouted host>`.
+pub(crate) const KEEPALIVE_JS: &str = r#"
+const [route,other,unrouted]=process.argv.slice(1);
+const seen=[],obs=(l,c)=>seen.push('obs n5:'+l+' '+c);
+const code=r=>r.err?r.err:r.status+':'+r.layer;
+const allowed=r=>!r.err&&(r.layer==='none'||r.layer==='upstream');
+async function kept(label,sock,first,second){
+  const next=bbReader(sock);sock.write(first);
+  const a=await bbWithin(next(),20000);obs(label+':first',allowed(a)?'FIRST-ALLOWED':'FIRST-'+code(a));
+  if(allowed(a)){sock.write(second);obs(label+':second',code(await bbWithin(next(),20000)))}
+  sock.destroy()}
+async function tunnel(label,second){
+  let t;try{t=await bbTunnel(route)}catch(c){return obs(label+':connect','CONNECT-'+c)}
+  await kept(label,t,'GET /bb-n5/first HTTP/1.1\r\nHost: '+route+'\r\n\r\n',second)}
+async function proxy(label,second){
+  const s=net.connect({host:bbProxy.hostname,port:bbPort});
+  await kept(label,s,'GET http://'+other+'/bb-n5/first HTTP/1.1\r\nHost: '+other+'\r\n\r\n',second)}
+(async()=>{
+  await tunnel('tunnel-unrouted-host','GET /bb-n5/second HTTP/1.1\r\nHost: '+unrouted+'\r\n\r\n');
+  await tunnel('tunnel-routed-host','GET /bb-n5/second HTTP/1.1\r\nHost: '+other+'\r\n\r\n');
+  await tunnel('tunnel-absolute-form','GET https://'+unrouted+'/bb-n5/second HTTP/1.1\r\nHost: '+unrouted+'\r\n\r\n');
+  await proxy('proxy-unrouted-target','GET http://'+unrouted+'/bb-n5/second HTTP/1.1\r\nHost: '+unrouted+'\r\n\r\n');
+  await proxy('proxy-host-header','GET http://'+other+'/bb-n5/second HTTP/1.1\r\nHost: '+unrouted+'\r\n\r\n');
+  // Printed only once every case ran: a script that dies half-way shows nothing, so fails.
+  console.log(seen.join('\n'));console.log('done');process.exit(0)})();
+"#;
+
+/// Requests fired without pause while the host swaps the routes (node, after [`HTTP1_JS`]):
+/// three workers, each a fresh tunnel per request, to the credential route (`auth`), the plain
+/// route outside and inside the second policy's path prefix (`plain-old`, `plain-new`) and an
+/// unrouted host, until the stop file appears (at most 60 s). Each answer is named
+/// `<kind>=<code>`: `PASSED` when egress let it through (`-CRED`/`-NOCRED` when an echoing
+/// upstream shows whether the credential was injected), else the refusal's `<status>:<layer>`
+/// or the error. Then the credential route is asked until it passes again (the bottle's own
+/// routes are back), and `policies-seen` says whether both policies answered during the run.
+/// Arguments: `<credential route> <plain route> <unrouted host> <new prefix> <stop file>`.
+pub(crate) const RELOAD_JS: &str = r#"
+const [auth,plain,unrouted,prefix,stop]=process.argv.slice(1);
+const kinds=[['auth',auth,'/bb-n15/old'],['plain-old',plain,'/bb-n15/old'],['plain-new',plain,prefix+'x'],['unrouted',unrouted,'/bb-n15/x']];
+async function one(host,path){
+  let t;try{t=await bbTunnel(host)}catch(c){return /^\d+:upstream$/.test(c)?'PASSED':/^\d+:/.test(c)?c:'CONNECT-'+c}
+  const next=bbReader(t);t.write('GET '+path+' HTTP/1.1\r\nHost: '+host+'\r\nConnection: close\r\n\r\n');
+  const r=await bbWithin(next(),20000);t.destroy();
+  if(r.err)return r.err;
+  if(r.layer==='none'||r.layer==='upstream')return 'PASSED'+(/auth=Bearer \*{4}/.test(r.body)?'-CRED':/auth=none/.test(r.body)?'-NOCRED':'');
+  return r.status+':'+r.layer}
+const counts={},t0=Date.now();
+const stopped=()=>fs.existsSync(stop)||Date.now()-t0>60000;
+async function worker(){while(!stopped())for(const [k,h,p] of kinds){const c=k+'='+(await one(h,p));counts[c]=(counts[c]||0)+1}}
+(async()=>{
+  await Promise.all([worker(),worker(),worker()]);
+  let fin='NONE';
+  for(let i=0;i<50;i++){fin=await one(auth,'/bb-n15/final');if(fin.startsWith('PASSED'))break;await new Promise(r=>setTimeout(r,200))}
+  for(const [c,n] of Object.entries(counts))console.log('obs n15:'+c.split('=')[0]+' '+c+' '+n);
+  console.log('obs n15:after-reload final='+fin);
+  const old=Object.keys(counts).some(c=>c.startsWith('auth=PASSED')),neu='auth=403:allowlist' in counts;
+  console.log('obs n15:policies-seen '+(old&&neu?'BOTH':old?'OLD-ONLY':neu?'NEW-ONLY':'NONE'));
+  console.log('done');process.exit(0)})();
 "#;

@@ -145,6 +145,14 @@ pub fn update_routes(
     Ok(())
 }
 
+/// The routes file a running bundle's egress has now (what [`update_routes`] last wrote, or
+/// the launch's), read through the engine.
+pub fn read_routes(runner: &dyn Runner, sidecar_container: &str) -> Result<String, DockerError> {
+    let path = format!("{SIDECAR_CONFIG_DIR}/{}", crate::sidecar::wire::ROUTES_FILE);
+    let out = check(runner, &docker(["exec", sidecar_container, "cat", &path]))?;
+    Ok(out.stdout_str())
+}
+
 /// The bundle's log dir, copied through the engine into the state dir's [`LOGS_DIR`] (every
 /// backend runs its bundle in Docker). A bundle without logs is noted, not an error.
 pub(crate) fn snapshot_bundle_logs(

@@ -11,6 +11,7 @@ pub(crate) mod decide;
 pub(crate) mod inject;
 pub mod inspect;
 pub mod limits;
+pub(crate) mod linger;
 pub mod proxy;
 pub mod redact;
 pub(crate) mod refuse;

@@ -9,6 +9,7 @@
 //! with a leaf from the bottle CA (the SNI must name the CONNECT host) and each request inside
 //! is checked and forwarded through the pooled upstream client. Passthrough routes get a plain
 //! tunnel after the allowlist and SSRF checks. `http://` proxy requests follow the same rules.
+//! A connection egress ends is half-closed and drained briefly ([`super::linger`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -38,6 +39,7 @@ use super::decide::{Connect, Denial, Forward, Head, Origin, Verdict, decide};
 use super::inject::strip_hop_by_hop;
 use super::inspect::{collect_body, loggable, scan_body};
 use super::limits::{IdleIo, Limits};
+use super::linger::{self, LingerIo};
 use super::redact::{Decoder, Needles, RedactBody, mask_head, mask_headers};
 use super::refuse::{Layer, REFUSAL_HEADER, Refusal};
 use super::reload::{Policy, PolicyHandle, read_policy_files, spawn_watcher};
@@ -63,6 +65,8 @@ struct Shared {
     scanner: Scanner,
     upstream: Arc<UpstreamSettings>,
     limits: Limits,
+    /// Slots for client connections draining after egress is done with them.
+    lingering: Arc<Semaphore>,
 }
 
 enum Listener {
@@ -191,6 +195,7 @@ impl EgressServer {
             scanner: Scanner::new(),
             upstream,
             limits: cfg.limits,
+            lingering: linger::slots(),
         });
         Ok(EgressServer {
             listener,
@@ -303,6 +308,9 @@ async fn serve_client<S>(shared: Arc<Shared>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Whatever ends the connection (a refusal that closes it, a tunnel's end, a timeout), the
+    // client gets to read the last answer before the socket closes.
+    let stream = LingerIo::new(stream, shared.lingering.clone());
     serve_http(shared, stream, Origin::Proxy).await;
 }
 
