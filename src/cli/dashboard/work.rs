@@ -564,7 +564,12 @@ mod tests {
     #[test]
     fn refusals_come_from_the_bundles_audit_log() {
         let line = r#"{"time":"2026-12-02T10:00:00Z","host":"pypi.org","method":"GET","path":"/simple/","verdict":"deny","layer":"egress","rule":"no-route","status":403}"#;
-        let runner = RecordingRunner::new(move |_| Output::ok(format!("{line}\n{line}\n")));
+        // Each log comes as `size start length` and its bytes: egress's two lines, then the
+        // git-gate's (none here).
+        let log = format!("{line}\n{line}\n");
+        let runner = RecordingRunner::new(move |_| {
+            Output::ok(format!("{n} 0 {n}\n{log}0 0 0\n", n = log.len()))
+        });
         let r = bottle_refusals(&runner, "dev-1");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].count, 2);
