@@ -682,6 +682,21 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
     ]);
     assert!(audit.contains("git.test"), "{audit}");
     assert!(!audit.contains(&secret), "{audit}");
+    // The refused push is a refusal event the host reads through the engine, like egress's.
+    let runner = bot_bottle::runner::RealRunner;
+    let seen = bot_bottle::requests::recent_refusals(&runner, &id, 10).unwrap();
+    let push = seen
+        .iter()
+        .find(|e| e.layer == "git-gate")
+        .unwrap_or_else(|| panic!("no git-gate refusal event: {seen:?}"));
+    assert!(push.rule.starts_with("secret-scan:"), "{push:?}");
+    assert_eq!(
+        (push.method.as_str(), push.bottle.as_str()),
+        ("PUSH", id.as_str())
+    );
+    let (followed, next) =
+        bot_bottle::requests::follow_refusals(&runner, &id, Default::default()).unwrap();
+    assert!(followed.iter().any(|e| e.layer == "git-gate") && next.git_gate > 0);
 
     w.exec_ok(&id, "echo 0 > /tmp/stop");
     let status = wait_exit(&mut child, 120);
