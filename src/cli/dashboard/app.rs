@@ -997,7 +997,7 @@ impl App {
             Key::BackTab | Key::Left => self.pane = pane.prev(),
             Key::Down | Key::Char('j') => *sel = (*sel + 1).min(n.saturating_sub(1)),
             Key::Up | Key::Char('k') => *sel = sel.saturating_sub(1),
-            // Picking a bottle points the feed at it.
+            // The feed moves on to the next bottle, then to all of them.
             Key::Char('b') => self.cycle_feed(),
             Key::Char('n') => {
                 self.mode = Mode::PickAgent {
