@@ -471,76 +471,165 @@ pub(crate) fn apply_image_change(
     })
 }
 
-/// Egress's audit log inside the bundle.
-const BUNDLE_AUDIT_LOG: &str = "/var/log/bot-bottle/egress-audit.jsonl";
-/// Most bytes of the audit log one read brings back.
+/// The audit logs in the bundle whose refusals are the bottle's refusal events: egress's and
+/// the git-gate's (one line format, `egress::audit::Decision`; a bottle without repos has no
+/// git-gate log, which reads as empty).
+fn refusal_logs() -> [String; 2] {
+    use crate::backend::docker::compose::SIDECAR_LOG_DIR;
+    [
+        format!(
+            "{SIDECAR_LOG_DIR}/{}",
+            crate::backend::docker::launch::EGRESS_AUDIT_LOG
+        ),
+        format!(
+            "{SIDECAR_LOG_DIR}/{}",
+            crate::backend::docker::sidecar_config::GIT_GATE_AUDIT_LOG
+        ),
+    ]
+}
+/// Most bytes of one audit log one read brings back.
 const REFUSAL_READ_BYTES: u64 = crate::sidecar::supervise::refusals::TAIL_BYTES;
 
+/// Where [`follow_refusals`] goes on: a byte offset into each of the bundle's audit logs.
+/// Start from `RefusalCursor::default()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalCursor {
+    pub egress: u64,
+    pub git_gate: u64,
+}
+
+/// One log's part of a read: its size, where the bytes start, and the bytes.
+struct LogPart<'a> {
+    start: u64,
+    body: &'a [u8],
+}
+
+/// Read the audit logs through one `docker exec`: for each, from `from(log index)` (a shell
+/// expression over the log's size `$s`), at most [`REFUSAL_READ_BYTES`]. Each part comes as
+/// a `size start length` line and exactly that many bytes, so a line still being written is
+/// never mistaken for a whole one.
+fn read_logs<'o>(
+    runner: &dyn Runner,
+    bottle: &str,
+    out: &'o mut Vec<u8>,
+    from: impl Fn(usize) -> String,
+) -> Result<Vec<LogPart<'o>>, RequestsError> {
+    let n = REFUSAL_READ_BYTES;
+    let script: String = refusal_logs()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                "f={f}; s=$(stat -c %s \"$f\" 2>/dev/null || echo 0); o={}; \
+                 if [ \"$o\" -lt 0 ] || [ \"$s\" -lt \"$o\" ]; then o=0; fi; n=$((s - o)); \
+                 if [ \"$n\" -gt {n} ]; then n={n}; fi; echo \"$s $o $n\"; \
+                 if [ \"$n\" -gt 0 ]; then tail -c +$((o + 1)) \"$f\" | head -c \"$n\"; fi; ",
+                from(i)
+            )
+        })
+        .collect::<String>()
+        + "true";
+    *out = check(
+        runner,
+        &docker(["exec", &bundle(bottle), "sh", "-c", &script]),
+    )?
+    .stdout;
+    let bad = |m: &str| RequestsError::BadAnswer {
+        bottle: bottle.into(),
+        message: m.into(),
+    };
+    let mut rest: &[u8] = out;
+    let mut parts = Vec::new();
+    for _ in 0..refusal_logs().len() {
+        let nl = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| bad("no audit log header"))?;
+        let head = std::str::from_utf8(&rest[..nl]).map_err(|_| bad("bad audit log header"))?;
+        let nums: Vec<u64> = head
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad("bad audit log header"))?;
+        let [_size, start, len] = nums[..] else {
+            return Err(bad("bad audit log header"));
+        };
+        rest = &rest[nl + 1..];
+        let len = (len as usize).min(rest.len());
+        parts.push(LogPart {
+            start,
+            body: &rest[..len],
+        });
+        rest = &rest[len..];
+    }
+    Ok(parts)
+}
+
 /// A running bottle's recent refusals (grouped, most recent last, at most `limit`), read
-/// through the engine from the tail of egress's audit log: bottle, host, method, path,
-/// layer, rule, count, and the reason the agent got.
+/// through the engine from the tails of egress's and the git-gate's audit logs: bottle, host,
+/// method, path, layer, rule, count, and the reason the agent got.
 pub fn recent_refusals(
     runner: &dyn Runner,
     bottle: &str,
     limit: usize,
 ) -> Result<Vec<RefusalEvent>, RequestsError> {
-    let script = format!("tail -c {REFUSAL_READ_BYTES} {BUNDLE_AUDIT_LOG} 2>/dev/null || true");
-    let out = check(
-        runner,
-        &docker(["exec", &bundle(bottle), "sh", "-c", &script]),
-    )?;
-    let mut text = out.stdout_str().to_string();
-    if out.stdout.len() as u64 >= REFUSAL_READ_BYTES {
-        // The first line was cut by `tail -c`.
-        text = text
-            .split_once('\n')
-            .map(|x| x.1.to_string())
-            .unwrap_or_default();
+    let mut out = Vec::new();
+    let parts = read_logs(runner, bottle, &mut out, |_| {
+        format!("$((s - {REFUSAL_READ_BYTES}))")
+    })?;
+    let mut events = Vec::new();
+    for part in parts {
+        let mut text = String::from_utf8_lossy(part.body).into_owned();
+        if part.start > 0 {
+            // The first line was cut by the read.
+            text = text
+                .split_once('\n')
+                .map(|x| x.1.to_string())
+                .unwrap_or_default();
+        }
+        events.extend(refusals::from_audit_text(bottle, &text, limit));
     }
-    Ok(refusals::from_audit_text(bottle, &text, limit))
+    // Times are RFC 3339 in UTC with milliseconds: their text order is their time order.
+    events.sort_by(|a, b| a.time.cmp(&b.time));
+    let skip = events.len().saturating_sub(limit);
+    Ok(events.split_off(skip))
 }
 
-/// Follow a running bottle's refusals: the ones logged after byte `offset` of egress's audit
-/// log (start with 0), each on its own (`count` 1), and the offset to pass next time. A log
-/// that shrank (a new bundle under the same name) is read from its start again. Reads at most
-/// 256 KiB per call; the rest comes with the next call.
+/// Follow a running bottle's refusals: the ones logged after `from` (start with the default
+/// cursor) in egress's and the git-gate's audit logs, each on its own (`count` 1), in time
+/// order, and the cursor to pass next time. A log that shrank (a new bundle under the same
+/// name) is read from its start again. Reads at most 256 KiB of each log per call; the rest
+/// comes with the next call.
 pub fn follow_refusals(
     runner: &dyn Runner,
     bottle: &str,
-    offset: u64,
-) -> Result<(Vec<RefusalEvent>, u64), RequestsError> {
-    // First line: the log's size; then the bytes from `offset` on.
-    let script = format!(
-        "f={BUNDLE_AUDIT_LOG}; s=$(stat -c %s \"$f\" 2>/dev/null || echo 0); echo \"$s\"; \
-         if [ \"$s\" -lt {offset} ]; then o=0; else o={offset}; fi; echo \"$o\"; \
-         [ \"$s\" -gt 0 ] && tail -c +$((o + 1)) \"$f\" | head -c {REFUSAL_READ_BYTES}; true"
-    );
-    let out = check(
-        runner,
-        &docker(["exec", &bundle(bottle), "sh", "-c", &script]),
-    )?;
-    let bad = |m: &str| RequestsError::BadAnswer {
-        bottle: bottle.into(),
-        message: m.into(),
-    };
-    let text = out.stdout_str();
-    let mut parts = text.splitn(3, '\n');
-    let _size: u64 = parts
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| bad("no audit log size"))?;
-    let start: u64 = parts
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| bad("no audit log offset"))?;
-    let body = parts.next().unwrap_or("");
-    // Only whole lines; a partly written last line comes next time.
-    let whole = body.rfind('\n').map_or(0, |i| i + 1);
+    from: RefusalCursor,
+) -> Result<(Vec<RefusalEvent>, RefusalCursor), RequestsError> {
+    let offsets = [from.egress, from.git_gate];
+    let mut out = Vec::new();
+    let parts = read_logs(runner, bottle, &mut out, |i| offsets[i].to_string())?;
     let mut events = Vec::new();
-    for line in body[..whole].lines() {
-        events.extend(refusals::from_audit_text(bottle, line, 1));
+    let mut next = [0u64; 2];
+    for (i, part) in parts.iter().enumerate() {
+        // Only whole lines; a partly written last line comes next time.
+        let whole = part
+            .body
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        for line in String::from_utf8_lossy(&part.body[..whole]).lines() {
+            events.extend(refusals::from_audit_text(bottle, line, 1));
+        }
+        next[i] = part.start + whole as u64;
     }
-    Ok((events, start + whole as u64))
+    events.sort_by(|a, b| a.time.cmp(&b.time));
+    Ok((
+        events,
+        RefusalCursor {
+            egress: next[0],
+            git_gate: next[1],
+        },
+    ))
 }
 
 /// Pull every running bottle's new requests and grant events into the queue and the audit
@@ -685,60 +774,168 @@ mod tests {
         assert_eq!(events, ["requested", "requested", "expired", "approved"]);
     }
 
-    #[test]
-    fn refusals_are_read_and_followed_through_the_engine() {
+    /// Runs the read script in a real `sh`, with the bundle's log paths moved into `dir`:
+    /// the framing is exercised byte for byte, not imitated.
+    fn logs_runner(dir: &Path) -> RecordingRunner {
+        let dir = dir.to_path_buf();
+        RecordingRunner::new(move |spec| {
+            let mut script = spec.argv().last().unwrap().to_string();
+            for f in refusal_logs() {
+                let name = Path::new(&f).file_name().unwrap().to_str().unwrap();
+                script = script.replace(&f, &dir.join(name).display().to_string());
+            }
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            Output {
+                code: out.status.code().unwrap_or(1),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }
+        })
+    }
+
+    fn audit_line(host: &str, allowed: bool, layer: &str, rule: &str, time: &str) -> String {
         use crate::sidecar::egress::audit::{Audit, Decision as Line};
-        let line = |host: &str, allowed: bool| {
-            Audit::line(&Line {
-                host,
-                method: "GET",
-                path: "/p",
-                allowed,
-                layer: if allowed { "egress" } else { "allowlist" },
-                rule: if allowed {
-                    "route"
-                } else {
-                    "host-not-in-routes"
-                },
-                status: if allowed { 200 } else { 403 },
-                injected: None,
-            })
-        };
+        Audit::line(&Line {
+            time: Some(time.into()),
+            host: host.into(),
+            method: if layer == "git-gate" { "PUSH" } else { "GET" }.into(),
+            path: "/p".into(),
+            allowed,
+            layer: layer.into(),
+            rule: rule.into(),
+            status: if allowed { 200 } else { 403 },
+            ..Line::default()
+        })
+    }
+
+    #[test]
+    fn refusals_of_both_gates_are_read_and_followed_through_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let egress = dir.path().join("egress-audit.jsonl");
+        let git = dir.path().join("git-gate-audit.jsonl");
+        let deny = |host, t| audit_line(host, false, "allowlist", "host-not-in-routes", t);
         let log = [
-            line("a.test", false),
-            line("ok.test", true),
-            line("a.test", false),
+            deny("a.test", "2026-01-01T00:00:01.000Z"),
+            audit_line(
+                "ok.test",
+                true,
+                "egress",
+                "route",
+                "2026-01-01T00:00:02.000Z",
+            ),
+            deny("a.test", "2026-01-01T00:00:04.000Z"),
         ]
         .concat();
-        let first = log.len();
-        let partial = format!("{log}{}", &line("b.test", false)[..10]);
-        let runner = RecordingRunner::new(move |spec| {
-            let script = spec.argv().last().unwrap().to_string();
-            if script.starts_with("tail") {
-                Output::ok(log.clone())
-            } else if script.contains("; echo \"$o\"") && script.contains("o=0; else o=0") {
-                Output::ok(format!("{}\n0\n{partial}", partial.len()))
-            } else {
-                Output::ok(format!("{}\n{first}\n", partial.len()))
-            }
-        });
+        let first = log.len() as u64;
+        let partial = format!("{log}{}", &deny("b.test", "2026-01-01T00:00:09.000Z")[..10]);
+        std::fs::write(&egress, &partial).unwrap();
+        let runner = logs_runner(dir.path());
+
+        // No git-gate log (a bottle without repos): egress's refusals alone.
         let recent = recent_refusals(&runner, "dev-1", 10).unwrap();
         assert_eq!(recent.len(), 1);
         assert_eq!((recent[0].host.as_str(), recent[0].count), ("a.test", 2));
         assert_eq!(recent[0].bottle, "dev-1");
         assert_eq!(recent[0].layer, "allowlist");
-        let (events, next) = follow_refusals(&runner, "dev-1", 0).unwrap();
+        let (events, next) = follow_refusals(&runner, "dev-1", RefusalCursor::default()).unwrap();
         let hosts: Vec<&str> = events.iter().map(|e| e.host.as_str()).collect();
         assert_eq!(hosts, ["a.test", "a.test"], "the cut last line waits");
-        assert_eq!(next as usize, first);
+        assert_eq!(
+            next,
+            RefusalCursor {
+                egress: first,
+                git_gate: 0
+            }
+        );
         let (events, again) = follow_refusals(&runner, "dev-1", next).unwrap();
         assert!(events.is_empty());
         assert_eq!(again, next);
+
+        // The git-gate refuses a push: the same event type, in time order with egress's.
+        let push = audit_line(
+            "git.test",
+            false,
+            "git-gate",
+            "ref-force",
+            "2026-01-01T00:00:03.000Z",
+        );
+        std::fs::write(&git, &push).unwrap();
+        let recent = recent_refusals(&runner, "dev-1", 10).unwrap();
+        let seen: Vec<(&str, &str)> = recent
+            .iter()
+            .map(|e| (e.host.as_str(), e.layer.as_str()))
+            .collect();
+        assert_eq!(seen, [("git.test", "git-gate"), ("a.test", "allowlist")]);
+        let git_event = &recent[0];
+        assert!(git_event.is_git());
+        assert_eq!(
+            (git_event.method.as_str(), git_event.rule.as_str()),
+            ("PUSH", "ref-force")
+        );
+        assert!(
+            git_event.reason.contains("ref policy"),
+            "{}",
+            git_event.reason
+        );
+        assert_eq!(
+            recent_refusals(&runner, "dev-1", 1).unwrap()[0].host,
+            "a.test"
+        );
+        let (events, after) = follow_refusals(&runner, "dev-1", next).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].layer, "git-gate");
+        assert_eq!(
+            after,
+            RefusalCursor {
+                egress: first,
+                git_gate: push.len() as u64
+            }
+        );
+
+        // A log that shrank (a new bundle) is read from its start again.
+        std::fs::write(&egress, deny("c.test", "2026-01-01T00:00:10.000Z")).unwrap();
+        let (events, _) = follow_refusals(&runner, "dev-1", after).unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.host.as_str()).collect::<Vec<_>>(),
+            ["c.test"]
+        );
+
         let calls = runner.calls();
         assert!(
             calls
                 .iter()
                 .all(|c| c.argv()[..3] == ["docker", "exec", "bot-bottle-sidecars-dev-1"])
+        );
+    }
+
+    #[test]
+    fn a_long_log_is_read_from_its_tail_without_the_cut_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = audit_line(
+            "a.test",
+            false,
+            "allowlist",
+            "host-not-in-routes",
+            "2026-01-01T00:00:01.000Z",
+        );
+        let n = (REFUSAL_READ_BYTES as usize / one.len()) + 10;
+        std::fs::write(dir.path().join("egress-audit.jsonl"), one.repeat(n)).unwrap();
+        let runner = logs_runner(dir.path());
+        let recent = recent_refusals(&runner, "dev-1", 10).unwrap();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(
+            recent[0].count as usize,
+            REFUSAL_READ_BYTES as usize / one.len()
+        );
+        let (events, next) = follow_refusals(&runner, "dev-1", RefusalCursor::default()).unwrap();
+        assert_eq!(events.len(), REFUSAL_READ_BYTES as usize / one.len());
+        assert_eq!(
+            next.egress as usize,
+            events.len() * one.len(),
+            "the rest comes next time"
         );
     }
 

@@ -220,6 +220,20 @@ pub trait Runner: Send + Sync {
     /// Runs with all stdio inherited (`docker exec -it`). Returns the exit code.
     fn run_interactive(&self, spec: &ProcessSpec) -> Result<i32, RunError>;
 
+    /// [`Runner::run_interactive`] with `watch` (no stdio) running beside it: when `watch`
+    /// finishes first with success, the session gets a moment to end by itself and is then
+    /// ended; when the session finishes first, `watch` is ended. For a session whose own end
+    /// may never come (an exec into a stopped gVisor container), `watch` being what notices.
+    fn run_interactive_watched(
+        &self,
+        spec: &ProcessSpec,
+        watch: &ProcessSpec,
+    ) -> Result<Watched, RunError> {
+        let _ = watch;
+        self.run_interactive(spec)
+            .map(|code| Watched { code, fired: false })
+    }
+
     /// [`Runner::run`], turning a non-zero exit into [`RunError::Failed`].
     fn run_checked(&self, spec: &ProcessSpec) -> Result<Output, RunError> {
         let out = self.run(spec)?;
@@ -235,6 +249,50 @@ pub trait Runner: Send + Sync {
     }
 }
 
+/// How a watched interactive session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watched {
+    /// The session's exit code; [`CUT_EXIT`] when it had to be ended.
+    pub code: i32,
+    /// The watch finished (with success) before the session did.
+    pub fired: bool,
+}
+
+/// The exit code of a cut session: 128 + SIGKILL, what `docker exec` itself reports when the
+/// engine kills the process it ran.
+pub const CUT_EXIT: i32 = 128 + 9;
+/// How often a watched session's two children are looked at.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a session may take to end by itself once its watch finished, before it is cut.
+const CUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The terminal settings of stdin, when it is a terminal: a session cut by a signal cannot
+/// undo its raw mode itself, so they are put back afterwards.
+struct TermSettings(Option<libc::termios>);
+
+impl TermSettings {
+    fn save() -> TermSettings {
+        // SAFETY: tcgetattr writes into the zeroed struct we own; fd 0 may be anything.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) == 1 && libc::tcgetattr(0, &mut t) == 0 {
+                TermSettings(Some(t))
+            } else {
+                TermSettings(None)
+            }
+        }
+    }
+
+    fn restore(&self) {
+        if let Some(t) = &self.0 {
+            // SAFETY: the settings read from the same descriptor by `save`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+            }
+        }
+    }
+}
+
 /// Spawns real processes. The child's environment is the inherited one plus `env` and
 /// `secret_env`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -245,6 +303,8 @@ enum Stdio3 {
     Captured,
     Streaming,
     Interactive,
+    /// No stdio at all (a watch beside a session).
+    Silent,
 }
 
 impl RealRunner {
@@ -272,6 +332,9 @@ impl RealRunner {
             }
             Stdio3::Streaming | Stdio3::Interactive => {
                 cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            }
+            Stdio3::Silent => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
         cmd
@@ -365,6 +428,65 @@ impl Runner for RealRunner {
         })?;
         log_done(spec, started, exit_code(status));
         Ok(exit_code(status))
+    }
+
+    fn run_interactive_watched(
+        &self,
+        spec: &ProcessSpec,
+        watch: &ProcessSpec,
+    ) -> Result<Watched, RunError> {
+        let started = std::time::Instant::now();
+        let term = TermSettings::save();
+        let io = |program: &str| {
+            let program = program.to_string();
+            move |source| RunError::Io { program, source }
+        };
+        let mut child = Self::spawn(spec, Stdio3::Interactive)?;
+        // A watch that cannot run leaves the session as it would be without one.
+        let mut watcher = Self::spawn(watch, Stdio3::Silent)
+            .map_err(|e| tracing::warn!("the session runs unwatched: {e}"))
+            .ok();
+        let mut cut_at: Option<std::time::Instant> = None;
+        let outcome = loop {
+            if let Some(status) = child.try_wait().map_err(io(&spec.program))? {
+                break Watched {
+                    code: exit_code(status),
+                    fired: cut_at.is_some(),
+                };
+            }
+            if let Some(w) = watcher.as_mut() {
+                match w.try_wait().map_err(io(&watch.program))? {
+                    Some(status) if status.success() => {
+                        cut_at.get_or_insert_with(std::time::Instant::now);
+                    }
+                    // A watch that failed proves nothing about the session.
+                    Some(status) => {
+                        tracing::warn!(
+                            "the session's watch `{watch}` ended with {}; the session runs unwatched",
+                            exit_code(status)
+                        );
+                        watcher = None;
+                    }
+                    None => {}
+                }
+            }
+            if cut_at.is_some_and(|t| t.elapsed() >= CUT_GRACE) {
+                let _ = child.kill();
+                let _ = child.wait();
+                term.restore();
+                break Watched {
+                    code: CUT_EXIT,
+                    fired: true,
+                };
+            }
+            std::thread::sleep(WATCH_EVERY);
+        };
+        if let Some(mut w) = watcher {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        log_done(spec, started, outcome.code);
+        Ok(outcome)
     }
 }
 
@@ -525,6 +647,60 @@ mod tests {
             pwd.canonicalize().unwrap(),
             dir.path().canonicalize().unwrap()
         );
+    }
+
+    #[test]
+    fn a_watched_session_is_cut_when_its_watch_finishes_and_ends_it_otherwise() {
+        let t = std::time::Instant::now();
+        let w = RealRunner
+            .run_interactive_watched(&sh("sleep 30"), &sh("sleep 0.2"))
+            .unwrap();
+        assert_eq!(
+            w,
+            Watched {
+                code: CUT_EXIT,
+                fired: true
+            }
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        // The session ends first: its own code, and the watch does not outlive it.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("watch-ran-on");
+        let watch = sh(&format!("sleep 5; touch {}", mark.display()));
+        let w = RealRunner
+            .run_interactive_watched(&sh("exit 3"), &watch)
+            .unwrap();
+        assert_eq!(
+            w,
+            Watched {
+                code: 3,
+                fired: false
+            }
+        );
+        // A watch that fails (e.g. no such container) does not cut the session.
+        let w = RealRunner
+            .run_interactive_watched(&sh("sleep 1.5; exit 4"), &sh("exit 1"))
+            .unwrap();
+        assert_eq!(
+            w,
+            Watched {
+                code: 4,
+                fired: false
+            }
+        );
+        // A session that ends by itself within the grace keeps its own code.
+        let w = RealRunner
+            .run_interactive_watched(&sh("sleep 0.5; exit 5"), &sh("true"))
+            .unwrap();
+        assert_eq!(
+            w,
+            Watched {
+                code: 5,
+                fired: true
+            }
+        );
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        assert!(!mark.exists(), "the watch outlived its session");
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 pub(crate) const METADATA_FILE: &str = "metadata.json";
 /// Marker that keeps a state directory after the session (crash, approved image change).
 pub(crate) const PRESERVE_MARKER: &str = ".preserve";
+/// Held (an `flock`) by the `start` that owns the bottle while its session runs, so it ends
+/// with that process however it ends.
+pub(crate) const SESSION_LOCK: &str = ".session";
+/// Left by an operator's stop (the dashboard) for the owning `start` to report.
+pub(crate) const STOP_MARKER: &str = ".stop-requested";
 /// Transcript snapshot directory name.
 pub(crate) const TRANSCRIPT_DIR: &str = "transcript";
 /// Free space a launch needs on the state filesystem before anything starts.
@@ -373,6 +378,45 @@ impl StateDir {
         self.path.join(PRESERVE_MARKER).exists()
     }
 
+    /// Take the session lock for this process (released when the guard drops or the process
+    /// ends). Fails when another process holds it.
+    pub(crate) fn hold_session(&self) -> Result<SessionLock, StateError> {
+        let p = self.path.join(SESSION_LOCK);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(DEFAULT_FILE_MODE)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err(&p))?;
+        Ok(SessionLock { _file: file })
+    }
+
+    /// Whether a `start` holds the session lock: its session is running, and stopping the
+    /// bottle is that process's to finish.
+    pub(crate) fn session_running(&self) -> bool {
+        let Ok(file) = fs::File::open(self.path.join(SESSION_LOCK)) else {
+            return false;
+        };
+        // Taken here, the lock is free; the file closes (and the lock goes) on return.
+        flock(&file, libc::LOCK_SH | libc::LOCK_NB).is_err()
+    }
+
+    /// Record that the operator stopped the bottle.
+    pub(crate) fn request_stop(&self) -> Result<(), StateError> {
+        write_atomic(&self.path.join(STOP_MARKER), b"", DEFAULT_FILE_MODE)
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.path.join(STOP_MARKER).exists()
+    }
+
+    /// Forget an earlier stop (a resumed bottle starts a new session).
+    pub(crate) fn clear_stop(&self) {
+        let _ = fs::remove_file(self.path.join(STOP_MARKER));
+    }
+
     /// Where the transcript snapshot goes (`<state>/transcript`). Not created here: `docker cp`
     /// creates it, and its absence means no snapshot was taken.
     pub(crate) fn transcript_dir(&self) -> PathBuf {
@@ -396,6 +440,22 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&self.path)(e)),
         }
+    }
+}
+
+/// The session lock of a state dir ([`StateDir::hold_session`]).
+#[derive(Debug)]
+pub(crate) struct SessionLock {
+    _file: fs::File,
+}
+
+fn flock(file: &fs::File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -466,6 +526,43 @@ pub(crate) fn list(root: &Path) -> Result<Vec<StateEntry>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_lock_says_whether_an_owner_runs_and_the_stop_marker_is_kept_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let s = StateDir::create(root.path(), "own-1").unwrap();
+        assert!(!s.session_running(), "no lock file yet");
+        let lock = s.hold_session().unwrap();
+        assert!(s.session_running());
+        assert!(
+            !s.session_running() || s.hold_session().is_err(),
+            "one owner"
+        );
+        drop(lock);
+        assert!(!s.session_running(), "released with the guard");
+        // A process that ends (here: a child holding the lock) releases it too.
+        // `-o`: the lock stays with `flock` itself, not with the `sleep` it runs.
+        let mut child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(s.path().join(SESSION_LOCK))
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !s.session_running() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(s.session_running(), "another process holds it");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!s.session_running());
+
+        assert!(!s.stop_requested());
+        s.request_stop().unwrap();
+        assert!(s.stop_requested());
+        s.clear_stop();
+        assert!(!s.stop_requested());
+    }
 
     fn mode_of(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777

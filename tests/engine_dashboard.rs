@@ -480,3 +480,124 @@ fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+#[cfg_attr(
+    not(engine_tests),
+    ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
+)]
+fn a_stop_from_the_dashboard_ends_the_start_that_owns_the_bottle() {
+    build_stub_image();
+    let w = World::new();
+    // The owning `start` on a terminal, its output kept to read how it ended.
+    let typescript = w.work.with_file_name("start.typescript");
+    let mut start = Command::new("script");
+    start.args([
+        "-qfec",
+        &format!("{} start --yes {}", bin().display(), w.agent),
+        &typescript.display().to_string(),
+    ]);
+    for (k, v) in w.cmd().get_envs() {
+        if let Some(v) = v {
+            start.env(k, v);
+        }
+    }
+    let mut child = start
+        .current_dir(&w.work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(vec![child.id()]);
+    let id = w.wait_active(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !w.exec(&id, "test -f /tmp/started").0 {
+        assert!(Instant::now() < deadline, "the session never started");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let tmux = Tmux {
+        socket: format!("bb-dash-stop-engine-{}", std::process::id()),
+    };
+    let mut env: Vec<String> = w
+        .cmd()
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
+        .collect();
+    env.push(format!(
+        "PATH={}",
+        std::env::var("PATH").unwrap_or_default()
+    ));
+    let cmd = format!(
+        "cd '{}' && {} dashboard; echo \"dashboard exited $?\"; sleep 600",
+        w.work.display(),
+        bin().display()
+    );
+    let mut args = vec![
+        "new-session",
+        "-d",
+        "-s",
+        "dash",
+        "-x",
+        "140",
+        "-y",
+        "40",
+        "--",
+        "env",
+    ];
+    args.extend(env.iter().map(String::as_str));
+    args.extend(["sh", "-c", cmd.as_str()]);
+    assert!(tmux.run(&args).status.success());
+    tmux.wait_for(&format!("Refusals: {id}"), 60);
+    tmux.keys(&["BTab"]);
+    tmux.wait_for("a attach  s stop", 10);
+    tmux.keys(&["s"]);
+    tmux.wait_for(&format!("stop {id}? y/N"), 10);
+    tmux.keys(&["y"]);
+    let s = tmux.wait_for(&format!("stopped {id}; its `start`"), 60);
+    assert!(!s.contains("error:"), "{s}");
+
+    // The `start` that owns the bottle ends (under gVisor its exec would not end by itself),
+    // keeps the state for `resume` and says why.
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(120),
+            "start did not exit after the stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "start exited {status} {} ms after the dashboard's stop",
+        stopped_at.elapsed().as_millis()
+    );
+    assert_eq!(status.code(), Some(1), "{status}");
+    let said = std::fs::read_to_string(&typescript).unwrap_or_default();
+    assert!(
+        said.contains(&format!("bottle `{id}` was stopped outside this session")),
+        "{said}"
+    );
+    assert!(said.contains(&format!("bot-bottle resume {id}")), "{said}");
+    let state = w.home.join("state").join(&id);
+    assert!(state.join(".preserve").exists(), "state kept");
+    assert!(
+        state.join("logs").exists(),
+        "the bundle's logs were snapshotted"
+    );
+    let left = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=dev.bot-bottle.identity={id}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(left.trim(), "", "containers left: {left}");
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("dashboard exited", 10);
+    assert!(s.contains("dashboard exited 0"), "{s}");
+}

@@ -4,6 +4,7 @@
 //! The agent image is the real `bot-bottle-claude` image with `claude` replaced by a stub
 //! that waits for a stop file, so the session can be driven from outside with `exec`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -514,16 +515,27 @@ fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
     let _turn = engine_lock();
     build_stub_image();
     let w = World::new("killed");
+    // In its own process group, killed whole (as a closed terminal would): `start`'s session
+    // exec must not outlive it, because an exec into a container `cleanup` removes never
+    // returns under gVisor, and it would keep every descriptor it inherited (the engine
+    // lock's, when the suite runs under `flock`).
     let mut child = w
         .cmd()
         .args(["start", "--yes", &w.agent])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let id = w.wait_active(&mut child);
-    child.kill().unwrap(); // SIGKILL: no teardown runs
+    // SIGKILL: no teardown runs.
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     let _ = child.wait();
     assert!(
         !w.leftovers(&id).is_empty(),
@@ -687,6 +699,21 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
     ]);
     assert!(audit.contains("git.test"), "{audit}");
     assert!(!audit.contains(&secret), "{audit}");
+    // The refused push is a refusal event the host reads through the engine, like egress's.
+    let runner = bot_bottle::runner::RealRunner;
+    let seen = bot_bottle::requests::recent_refusals(&runner, &id, 10).unwrap();
+    let push = seen
+        .iter()
+        .find(|e| e.layer == "git-gate")
+        .unwrap_or_else(|| panic!("no git-gate refusal event: {seen:?}"));
+    assert!(push.rule.starts_with("secret-scan:"), "{push:?}");
+    assert_eq!(
+        (push.method.as_str(), push.bottle.as_str()),
+        ("PUSH", id.as_str())
+    );
+    let (followed, next) =
+        bot_bottle::requests::follow_refusals(&runner, &id, Default::default()).unwrap();
+    assert!(followed.iter().any(|e| e.layer == "git-gate") && next.git_gate > 0);
 
     w.exec_ok(&id, "echo 0 > /tmp/stop");
     let status = wait_exit(&mut child, 120);

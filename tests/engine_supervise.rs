@@ -381,8 +381,9 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
         (r.bottle.as_str(), r.host.as_str()),
         (id.as_str(), "upstream.test")
     );
-    let (followed, offset) = bot_bottle::requests::follow_refusals(&runner, &id, 0).unwrap();
-    assert!(followed.iter().any(|e| e.path == "/granted/x") && offset > 0);
+    let (followed, next) =
+        bot_bottle::requests::follow_refusals(&runner, &id, Default::default()).unwrap();
+    assert!(followed.iter().any(|e| e.path == "/granted/x") && next.egress > 0);
 
     // The agent asks, then waits (in the background, as a blocked tool call).
     let (ok, answer) = w.exec(

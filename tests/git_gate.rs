@@ -112,10 +112,10 @@ fn assert_scan_refused(
     let audit = gate.audit();
     let line = audit
         .iter()
-        .find(|l| l["layer"] == "git-gate-scan")
+        .find(|l| l["layer"] == "git-gate" && l["method"] == "PUSH")
         .unwrap_or_else(|| panic!("no scan audit line: {audit:?}"));
     assert_eq!(line["verdict"], "deny");
-    assert_eq!(line["rule"], rule);
+    assert_eq!(line["rule"], format!("secret-scan:{rule}"));
     let raw = std::fs::read_to_string(gate.dir.path().join("audit.log")).unwrap();
     assert!(!raw.contains(secret));
 }
@@ -304,12 +304,29 @@ fn ref_policy_refuses_disallowed_refs_force_tags_and_deletes() {
     let rules: Vec<String> = gate
         .audit()
         .iter()
-        .filter(|l| l["layer"] == "git-gate-refs")
+        .filter(|l| l["layer"] == "git-gate")
         .map(|l| l["rule"].as_str().unwrap_or("").to_string())
         .collect();
     for r in ["ref-not-allowed", "ref-force", "ref-tag"] {
         assert!(rules.iter().any(|x| x == r), "{r} not audited: {rules:?}");
     }
+    // The same lines are the bottle's refusal events, as the host reads them.
+    let raw = std::fs::read_to_string(gate.dir.path().join("audit.log")).unwrap();
+    let events = bot_bottle::sidecar::supervise::refusals::from_audit_text("dev-1", &raw, 100);
+    let force = events
+        .iter()
+        .find(|e| e.rule == "ref-force")
+        .unwrap_or_else(|| panic!("no ref-force refusal event: {events:?}"));
+    assert_eq!(
+        (
+            force.layer.as_str(),
+            force.method.as_str(),
+            force.bottle.as_str()
+        ),
+        ("git-gate", "PUSH", "dev-1")
+    );
+    assert!(force.path.starts_with("/proj.git/refs/"), "{force:?}");
+    assert!(force.reason.contains("ref policy"), "{force:?}");
 }
 
 #[test]
@@ -586,7 +603,7 @@ fn gitleaks_on_path_is_a_second_opinion_that_can_refuse_a_push() {
     assert!(
         gate.audit()
             .iter()
-            .any(|l| l["layer"] == "git-gate-gitleaks" && l["verdict"] == "deny"),
+            .any(|l| l["layer"] == "git-gate" && l["rule"] == "gitleaks" && l["verdict"] == "deny"),
         "{:?}",
         gate.audit()
     );

@@ -345,3 +345,143 @@ fn an_approved_image_change_keeps_state_tears_down_and_names_the_resume_command(
     assert!(state.join(".preserve").exists());
     assert_eq!(env.audit_events(), ["requested", "approved", "applied"]);
 }
+
+#[test]
+fn refusals_of_egress_and_the_git_gate_are_listed_and_followed() {
+    let env = Env::new();
+    let logs = env.home.join("bundle-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let line = |time: &str, method: &str, host: &str, path: &str, layer: &str, rule: &str| {
+        format!(
+            "{}\n",
+            serde_json::json!({"time": time, "host": host, "method": method, "path": path,
+                               "verdict": "deny", "layer": layer, "rule": rule, "status": 403})
+        )
+    };
+    std::fs::write(
+        logs.join("egress-audit.jsonl"),
+        [
+            line(
+                "2026-01-01T00:00:01.000Z",
+                "GET",
+                "pypi.org",
+                "/simple/",
+                "allowlist",
+                "host-not-in-routes",
+            ),
+            line(
+                "2026-01-01T00:00:03.000Z",
+                "GET",
+                "pypi.org",
+                "/simple/",
+                "allowlist",
+                "host-not-in-routes",
+            ),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    std::fs::write(
+        logs.join("git-gate-audit.jsonl"),
+        line(
+            "2026-01-01T00:00:02.000Z",
+            "PUSH",
+            "github.com",
+            "/proj.git/refs/heads/main",
+            "git-gate",
+            "ref-force",
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("FAKE_AUDIT_DIR", &logs)
+            .args(args)
+            .assert()
+            .success();
+        String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+    };
+
+    // Recent, grouped, oldest first, both gates.
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&["requests", "--refusals", "--json"])).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v:#}");
+    assert_eq!(list[0]["layer"], "git-gate");
+    assert_eq!(list[0]["rule"], "ref-force");
+    assert_eq!(list[0]["method"], "PUSH");
+    assert_eq!(list[0]["bottle"], "dev-1");
+    assert!(
+        list[0]["reason"].as_str().unwrap().contains("ref policy"),
+        "{v:#}"
+    );
+    assert_eq!(list[1]["host"], "pypi.org");
+    assert_eq!(list[1]["count"], 2);
+    let text = run(&["requests", "--refusals", "--bottle", "dev-1"]);
+    assert!(
+        text.contains("dev-1\tPUSH github.com/proj.git/refs/heads/main\tx1\tgit-gate/ref-force"),
+        "{text}"
+    );
+    // The requests listing itself is unchanged by all this.
+    let v: serde_json::Value = serde_json::from_str(&run(&["requests", "--json"])).unwrap();
+    assert_eq!(v[0]["request"]["id"], ID);
+    assert_eq!(v[0].as_object().unwrap().len(), 2, "{v:#}");
+
+    // Followed: each refusal on its own line as it happens.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bot-bottle"))
+        .env_clear()
+        .envs(
+            env.cmd()
+                .env("FAKE_AUDIT_DIR", &logs)
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .args(["requests", "--refusals", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a followed refusal");
+        serde_json::from_str::<serde_json::Value>(&l).unwrap()
+    };
+    let first: Vec<serde_json::Value> = (0..3).map(|_| next()).collect();
+    let layers: Vec<&str> = first.iter().map(|e| e["layer"].as_str().unwrap()).collect();
+    assert_eq!(layers, ["allowlist", "git-gate", "allowlist"], "time order");
+    assert!(first.iter().all(|e| e["count"] == 1));
+    // A new git-gate refusal arrives live.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("git-gate-audit.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        line(
+            "2026-01-01T00:00:09.000Z",
+            "PUSH",
+            "github.com",
+            "/proj.git/refs/heads/x",
+            "git-gate",
+            "secret-scan:aws-access-key-id",
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let live = next();
+    assert_eq!(live["rule"], "secret-scan:aws-access-key-id");
+    assert_eq!(live["path"], "/proj.git/refs/heads/x");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -71,18 +71,19 @@ fn write_audit(path: &Path) {
         ("example.com", false),
     ] {
         text.push_str(&Audit::line(&AuditDecision {
-            host,
-            method: "GET",
-            path: "/x",
+            host: host.into(),
+            method: "GET".into(),
+            path: "/x".into(),
             allowed,
-            layer: if allowed { "egress" } else { "allowlist" },
+            layer: if allowed { "egress" } else { "allowlist" }.into(),
             rule: if allowed {
                 "route"
             } else {
                 "host-not-in-routes"
-            },
+            }
+            .into(),
             status: if allowed { 200 } else { 403 },
-            injected: None,
+            ..AuditDecision::default()
         }));
     }
     std::fs::write(path, text).unwrap();

@@ -15,6 +15,11 @@ pub(crate) trait LiveBottle {
     /// A resumed bottle's state dir is the preserved one: its removal moves to the end of
     /// the undo stack, so it happens only after a clean exit.
     fn keep_state_until_the_end(&mut self);
+    /// Whether the session ended because the bottle was stopped under it (the engine
+    /// stopped the agent), not because the agent exited.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// The backend-specific steps of a launch.
@@ -45,6 +50,18 @@ pub(crate) fn run<S: Steps>(steps: &S, plan: &BottlePlan, tty: bool) -> Result<O
     if plan.resume {
         b.keep_state_until_the_end();
     }
+    // While this lock is held, a stop from the dashboard is this process's to finish: the
+    // dashboard stops the agent and this run snapshots, settles the state and tears down.
+    let session_lock = match b.state().hold_session() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            steps.ui().warn(&format!(
+                "{e}; a stop from the dashboard will remove this bottle without its snapshot"
+            ));
+            None
+        }
+    };
+    b.state().clear_stop();
     steps.ui().say(&format!(
         "session: {} (exit the agent to tear the bottle down)",
         plan.provider
@@ -60,13 +77,25 @@ pub(crate) fn run<S: Steps>(steps: &S, plan: &BottlePlan, tty: bool) -> Result<O
             return Err(e);
         }
     };
+    let stopped = b.stopped() || b.state().stop_requested();
+    if stopped {
+        steps.ui().say(&format!(
+            "bottle `{}` was stopped; saving its transcript and logs, then removing it",
+            b.identity()
+        ));
+    }
     steps.snapshot(plan, &b);
+    // A stopped session ends with the code the engine gave it, so the usual rule applies:
+    // anything but 0 keeps the state for `resume`.
     let preserved = settle_state(code, b.state(), steps.ui());
+    b.state().clear_stop();
     steps.teardown(&mut b);
+    drop(session_lock);
     Ok(Outcome {
         identity: b.identity().to_string(),
         exit_code: code,
         preserved,
+        stopped,
     })
 }
 
@@ -263,6 +292,55 @@ mod tests {
         let log = f.log.lock().unwrap();
         assert!(!log.iter().any(|l| l == "snapshot"), "{log:?}");
         assert_eq!(log.last().unwrap(), "undo up");
+    }
+
+    #[test]
+    fn a_stop_requested_during_the_session_is_reported_and_keeps_the_state() {
+        struct Stopping(Fake);
+        impl Steps for Stopping {
+            type Bottle = B;
+            type Error = &'static str;
+            fn ui(&self) -> &dyn Ui {
+                &self.0
+            }
+            fn create(&self, p: &BottlePlan) -> Result<B, &'static str> {
+                self.0.create(p)
+            }
+            fn session(&self, p: &BottlePlan, b: &mut B, t: bool) -> Result<i32, &'static str> {
+                // The lock is held while the session runs; the dashboard finds it so.
+                assert!(b.state.session_running());
+                b.state.request_stop().unwrap();
+                self.0.session(p, b, t)
+            }
+            fn snapshot(&self, p: &BottlePlan, b: &B) {
+                self.0.snapshot(p, b);
+            }
+            fn teardown(&self, b: &mut B) {
+                self.0.teardown(b);
+            }
+        }
+        let root = tempfile::tempdir().unwrap();
+        let f = Stopping(fake(root.path(), Ok(crate::runner::CUT_EXIT)));
+        let out = run(&f, &plan(root.path(), false), false).unwrap();
+        assert!(out.stopped);
+        assert!(
+            out.preserved,
+            "a stopped session keeps its state, as any non-zero exit"
+        );
+        assert!(f.0.state.is_preserved());
+        assert!(
+            !f.0.state.stop_requested(),
+            "the marker does not outlive the run"
+        );
+        assert!(!f.0.state.session_running(), "the lock went with the run");
+        let log = f.0.log.lock().unwrap();
+        let said = log.iter().position(|l| l.contains("was stopped")).unwrap();
+        let snap = log.iter().position(|l| l == "snapshot").unwrap();
+        assert!(said < snap, "{log:?}");
+        // A clean exit is not a stop.
+        let root = tempfile::tempdir().unwrap();
+        let out = run(&fake(root.path(), Ok(0)), &plan(root.path(), false), false).unwrap();
+        assert!(!out.stopped);
     }
 
     #[test]

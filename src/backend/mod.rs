@@ -78,6 +78,9 @@ pub(crate) struct Outcome {
     pub(crate) exit_code: i32,
     /// The state dir was kept for `resume`.
     pub preserved: bool,
+    /// The session ended because the bottle was stopped (the dashboard's stop, the engine),
+    /// not because the agent exited.
+    pub(crate) stopped: bool,
 }
 
 /// A running bottle as the engine reports it.

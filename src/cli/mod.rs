@@ -206,6 +206,16 @@ pub struct RequestsArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// Show the running bottles' recent refusals (egress and git-gate) instead of requests
+    #[arg(long)]
+    pub refusals: bool,
+    /// With `--refusals`: only this bottle's
+    #[arg(long, requires = "refusals", value_name = "ID")]
+    pub(crate) bottle: Option<String>,
+    /// With `--refusals`: print each refusal as it happens, from the bottle's start on
+    /// (Ctrl-C ends)
+    #[arg(long, requires = "refusals")]
+    pub(crate) follow: bool,
 }
 
 #[derive(Debug, Args)]

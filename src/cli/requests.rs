@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::requests::{DockerLink, Queue, decide, summary, sync};
+use crate::requests::{DockerLink, Queue, RefusalCursor, decide, summary, sync};
 use crate::runner::RealRunner;
+use crate::sidecar::supervise::refusals::RefusalEvent;
 use crate::sidecar::supervise::spool::{Decision, Lifetime, Verdict, now_rfc3339};
 
 fn queue() -> anyhow::Result<Queue> {
@@ -23,8 +24,12 @@ fn pull(q: &Queue, link: &DockerLink<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bot-bottle requests [--json]`: undecided requests, oldest first.
+/// `bot-bottle requests [--json]`: undecided requests, oldest first. With `--refusals`, the
+/// running bottles' refusals instead.
 pub(crate) fn list(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
+    if args.refusals {
+        return refusals(args);
+    }
     let q = queue()?;
     let runner = RealRunner;
     pull(&q, &DockerLink { runner: &runner })?;
@@ -253,4 +258,74 @@ pub(crate) fn reject(args: &super::RejectArgs) -> anyhow::Result<ExitCode> {
     decide(&q, &link, &d)?;
     super::say(&format!("rejected {}", args.id));
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `requests --refusals --follow` reads the bottles.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// Most refusals `requests --refusals` shows per bottle.
+const REFUSALS_SHOWN: usize = 50;
+
+/// The running bottles with sidecars (all, or the one asked for).
+fn refusal_bottles(link: &DockerLink<'_>, only: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let all = crate::requests::BundleLink::bottles(link)?;
+    Ok(match only {
+        Some(b) if all.iter().any(|x| x == b) => vec![b.to_string()],
+        Some(b) => anyhow::bail!("bottle `{b}` is not running; see `bot-bottle list active`"),
+        None => all,
+    })
+}
+
+/// One refusal in a line: `time  bottle  method host+path  xcount  layer/rule`.
+fn refusal_line(e: &RefusalEvent) -> String {
+    format!(
+        "{}\t{}\t{} {}{}\tx{}\t{}/{}",
+        e.time, e.bottle, e.method, e.host, e.path, e.count, e.layer, e.rule
+    )
+}
+
+/// `bot-bottle requests --refusals [--bottle ID] [--follow] [--json]`. `--json` prints one
+/// array of refusal events, or with `--follow` one event object per line.
+fn refusals(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
+    let runner = RealRunner;
+    let link = DockerLink { runner: &runner };
+    if !args.follow {
+        let mut all = Vec::new();
+        for b in refusal_bottles(&link, args.bottle.as_deref())? {
+            match crate::requests::recent_refusals(&runner, &b, REFUSALS_SHOWN) {
+                Ok(ev) => all.extend(ev),
+                Err(e) => super::warn(&format!("cannot read refusals from {b}: {e}")),
+            }
+        }
+        all.sort_by(|a, b| a.time.cmp(&b.time));
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        } else if all.is_empty() {
+            super::say("no refusals");
+        } else {
+            for e in &all {
+                println!("{}", refusal_line(e));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut cursors: std::collections::BTreeMap<String, RefusalCursor> = Default::default();
+    loop {
+        for b in refusal_bottles(&link, args.bottle.as_deref())? {
+            let from = cursors.get(&b).copied().unwrap_or_default();
+            // A bottle that cannot be read now (stopping) is tried again next round.
+            let Ok((events, next)) = crate::requests::follow_refusals(&runner, &b, from) else {
+                continue;
+            };
+            for e in &events {
+                if args.json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!("{}", refusal_line(e));
+                }
+            }
+            cursors.insert(b, next);
+        }
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::thread::sleep(FOLLOW_EVERY);
+    }
 }

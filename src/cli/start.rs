@@ -124,6 +124,18 @@ fn run_start(
         return Ok(ExitCode::from(130));
     }
     match result {
+        Ok(outcome) if outcome.stopped => {
+            let kept = if outcome.preserved {
+                format!("state kept: `bot-bottle resume {}`", outcome.identity)
+            } else {
+                "its state is gone and it cannot be resumed".to_string()
+            };
+            say(&format!(
+                "bottle `{}` was stopped outside this session (the dashboard's stop or the engine) and removed; {kept}",
+                outcome.identity
+            ));
+            Ok(ExitCode::from(1))
+        }
         Ok(outcome) if outcome.exit_code == 0 => {
             say(&format!(
                 "bottle `{}` ended and was removed",

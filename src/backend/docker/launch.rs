@@ -226,6 +226,8 @@ pub struct Bottle {
     /// The one copy that finishes the bottle after `up` (the bundle's config and the agent's
     /// provisioning stream), when it runs beside the session's start instead of before it.
     setup: Option<ProcessSpec>,
+    /// The agent container stopped under the session (see [`Launcher::session`]).
+    stopped: bool,
 }
 
 fn state_err(e: crate::state::StateError) -> DockerError {
@@ -286,6 +288,7 @@ impl Launcher<'_> {
                 names,
                 undo: Vec::new(),
                 setup: None,
+                stopped: false,
             };
             match self.bring_up(plan, &mut bottle) {
                 Ok(()) => return Ok(bottle),
@@ -438,6 +441,9 @@ impl Launcher<'_> {
     /// The interactive session: `docker exec -it` as the agent user in the workspace. When
     /// setup is still pending it runs beside the session's start; if it fails, the agent
     /// container is stopped, which ends the waiting session, and the setup error is returned.
+    /// `docker wait` on the agent watches the session: under gVisor an exec outlives the
+    /// container it ran in, so when the agent is stopped (the dashboard's stop, `docker
+    /// stop`) the session is ended here and the bottle counts as stopped.
     pub(crate) fn session(
         &self,
         plan: &BottlePlan,
@@ -451,8 +457,10 @@ impl Launcher<'_> {
             tty,
         );
         let container = b.names.agent_container.as_str();
-        let code = match b.setup.take() {
-            None => self.runner.run_interactive(&gated)?,
+        let watch = docker(["wait", container]);
+        let session = |runner: &dyn Runner| runner.run_interactive_watched(&gated, &watch);
+        let watched = match b.setup.take() {
+            None => session(self.runner)?,
             Some(setup) => {
                 let runner = self.runner;
                 let (code, set_up) = std::thread::scope(|scope| {
@@ -463,7 +471,7 @@ impl Launcher<'_> {
                         }
                         r
                     });
-                    let code = self.runner.run_interactive(&gated);
+                    let code = session(self.runner);
                     let set_up = set_up
                         .join()
                         .unwrap_or_else(|_| Err(DockerError::Other("config copy failed".into())));
@@ -473,6 +481,8 @@ impl Launcher<'_> {
                 code?
             }
         };
+        b.stopped = watched.fired;
+        let code = watched.code;
         if code == provision::PROVISION_FAILED_EXIT {
             // The gate's code, or the provider's own? Only a failure file tells.
             let spec = docker(["exec", container, "cat", provision::PROVISION_FAILED]);
@@ -559,6 +569,9 @@ impl lifecycle::LiveBottle for Bottle {
     }
     fn keep_state_until_the_end(&mut self) {
         self.undo.insert(0, Undo::StateDir(self.state.clone()));
+    }
+    fn stopped(&self) -> bool {
+        self.stopped
     }
 }
 

@@ -61,6 +61,15 @@ impl Pane {
     }
 }
 
+/// Whose refusals the feed shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// The bottle selected in the bottles pane (the feed follows that selection).
+    Selected,
+    /// Every running bottle's, with a bottle column.
+    All,
+}
+
 /// The lifetimes an approval can have (F-GRANT), in the order the chooser shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Choice {
@@ -289,7 +298,7 @@ pub(crate) enum Event {
     Key(Key),
     /// Every undecided request, oldest first.
     Requests(Vec<Entry>),
-    /// Recent refusals of every running bottle.
+    /// Recent refusals of every running bottle, newest first.
     Refusals(Vec<RefusalEvent>),
     Bottles(Vec<ActiveBottle>),
     /// Agent names that `start` accepts.
@@ -377,7 +386,9 @@ pub(crate) struct App {
     pub(crate) pane: Pane,
     pub mode: Mode,
     pub requests: Vec<Entry>,
+    /// Every running bottle's refusals; the feed shows [`App::feed_refusals`].
     pub refusals: Vec<RefusalEvent>,
+    pub(crate) feed: Feed,
     pub bottles: Vec<ActiveBottle>,
     pub agents: Vec<String>,
     /// Selected row of each pane.
@@ -393,6 +404,9 @@ pub(crate) struct App {
     loaded: bool,
 }
 
+/// Why `p` on a git-gate refusal makes no request.
+pub(crate) const GIT_REFUSAL_HINT: &str = "a git-gate refusal is not a missing route; fix the push (see its reason) or change the bottle's `git-gate` policy";
+
 /// Refusals whose reason text is longer are clipped in a pre-filled request.
 const PROPOSAL_REASON_CHARS: usize = 200;
 
@@ -403,6 +417,7 @@ impl App {
             mode: Mode::Normal,
             requests: Vec::new(),
             refusals: Vec::new(),
+            feed: Feed::Selected,
             bottles: Vec::new(),
             agents: Vec::new(),
             selected: [0; 3],
@@ -431,9 +446,49 @@ impl App {
     fn rows(&self, pane: Pane) -> usize {
         match pane {
             Pane::Requests => self.requests.len(),
-            Pane::Refusals => self.refusals.len(),
+            Pane::Refusals => self.feed_refusals().len(),
             Pane::Bottles => self.bottles.len(),
         }
+    }
+
+    /// The bottle the feed follows: the one selected in the bottles pane, or `None` when the
+    /// feed shows every bottle (or no bottle runs).
+    pub(crate) fn feed_bottle(&self) -> Option<&str> {
+        match self.feed {
+            Feed::All => None,
+            Feed::Selected => self
+                .bottles
+                .get(self.selected(Pane::Bottles))
+                .map(|b| b.identity.as_str()),
+        }
+    }
+
+    /// The refusals the feed shows, newest first.
+    pub(crate) fn feed_refusals(&self) -> Vec<&RefusalEvent> {
+        let bottle = self.feed_bottle();
+        if self.feed == Feed::Selected && bottle.is_none() {
+            return Vec::new();
+        }
+        self.refusals
+            .iter()
+            .filter(|r| bottle.is_none_or(|b| r.bottle == b))
+            .collect()
+    }
+
+    /// The feed's next bottle: each running bottle in turn, then all of them.
+    fn cycle_feed(&mut self) {
+        let n = self.bottles.len();
+        let sel = &mut self.selected[Pane::Bottles.index()];
+        match self.feed {
+            Feed::All if n > 0 => {
+                self.feed = Feed::Selected;
+                *sel = 0;
+            }
+            Feed::All => {}
+            Feed::Selected if *sel + 1 < n => *sel += 1,
+            Feed::Selected => self.feed = Feed::All,
+        }
+        self.selected[Pane::Refusals.index()] = 0;
     }
 
     fn clamp(&mut self) {
@@ -935,12 +990,15 @@ impl App {
         let pane = self.pane;
         let n = self.rows(pane);
         let sel = &mut self.selected[pane.index()];
+        let before = *sel;
         match key {
             Key::Char('q') => return vec![Effect::Quit],
             Key::Tab | Key::Right => self.pane = pane.next(),
             Key::BackTab | Key::Left => self.pane = pane.prev(),
             Key::Down | Key::Char('j') => *sel = (*sel + 1).min(n.saturating_sub(1)),
             Key::Up | Key::Char('k') => *sel = sel.saturating_sub(1),
+            // The feed moves on to the next bottle, then to all of them.
+            Key::Char('b') => self.cycle_feed(),
             Key::Char('n') => {
                 self.mode = Mode::PickAgent {
                     filter: String::new(),
@@ -954,6 +1012,14 @@ impl App {
                     Pane::Bottles => self.bottles_key(k),
                 };
             }
+        }
+        let moved = matches!(key, Key::Down | Key::Up | Key::Char('j') | Key::Char('k'));
+        if pane == Pane::Bottles
+            && moved
+            && (self.selected(Pane::Bottles) != before || self.feed == Feed::All)
+        {
+            self.feed = Feed::Selected;
+            self.selected[Pane::Refusals.index()] = 0;
         }
         Vec::new()
     }
@@ -1039,10 +1105,20 @@ impl App {
     }
 
     fn refusals_key(&mut self, key: Key) -> Vec<Effect> {
-        let Some(ev) = self.refusals.get(self.selected(Pane::Refusals)) else {
+        let Some(ev) = self
+            .feed_refusals()
+            .get(self.selected(Pane::Refusals))
+            .map(|e| (*e).clone())
+        else {
             return Vec::new();
         };
         if !matches!(key, Key::Char('p') | Key::Enter) {
+            return Vec::new();
+        }
+        if ev.is_git() {
+            // A push or fetch the git-gate refused is not a missing route: no egress grant
+            // would let it through.
+            self.error(GIT_REFUSAL_HINT);
             return Vec::new();
         }
         let path = if ev.path.is_empty() || ev.path == "/" {
@@ -1385,6 +1461,7 @@ mod tests {
     #[test]
     fn one_key_turns_a_refusal_into_a_prefilled_request() {
         let mut app = App::new(false);
+        app.handle(Event::Bottles(vec![bottle("dev-1")]));
         app.handle(Event::Refusals(vec![refusal()]));
         keys(&mut app, &[Key::Tab, Key::Char('p')]);
         let fx = keys(&mut app, &[Key::Enter]);
@@ -1407,6 +1484,87 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn refusal_in(bottle: &str, host: &str) -> RefusalEvent {
+        RefusalEvent {
+            bottle: bottle.into(),
+            host: host.into(),
+            ..refusal()
+        }
+    }
+
+    fn feed_hosts(app: &App) -> Vec<&str> {
+        app.feed_refusals()
+            .iter()
+            .map(|r| r.host.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_feed_follows_the_selected_bottle_and_b_cycles_to_all() {
+        let mut app = App::new(false);
+        assert!(app.feed_refusals().is_empty(), "no bottle, no feed");
+        app.handle(Event::Refusals(vec![
+            refusal_in("dev-2", "b.test"),
+            refusal_in("dev-1", "a.test"),
+            refusal_in("dev-2", "c.test"),
+        ]));
+        app.handle(Event::Bottles(vec![bottle("dev-1"), bottle("dev-2")]));
+        assert_eq!(app.feed_bottle(), Some("dev-1"));
+        assert_eq!(feed_hosts(&app), ["a.test"]);
+        // Selecting the next bottle below points the feed at it.
+        keys(&mut app, &[Key::BackTab, Key::Down]);
+        assert_eq!(app.feed_bottle(), Some("dev-2"));
+        assert_eq!(feed_hosts(&app), ["b.test", "c.test"]);
+        // From the feed itself: `b` goes on to all bottles, then back to the first.
+        keys(&mut app, &[Key::BackTab, Key::Down]);
+        assert_eq!(app.selected(Pane::Refusals), 1);
+        keys(&mut app, &[Key::Char('b')]);
+        assert_eq!(app.feed, Feed::All);
+        assert_eq!(app.feed_bottle(), None);
+        assert_eq!(feed_hosts(&app), ["b.test", "a.test", "c.test"]);
+        assert_eq!(
+            app.selected(Pane::Refusals),
+            0,
+            "a new feed starts at its top"
+        );
+        keys(&mut app, &[Key::Char('b')]);
+        assert_eq!(app.feed_bottle(), Some("dev-1"));
+        keys(&mut app, &[Key::Char('b')]);
+        assert_eq!(app.feed_bottle(), Some("dev-2"));
+        // `p` proposes for the bottle of the refusal under the cursor in this feed.
+        keys(&mut app, &[Key::Down, Key::Char('p')]);
+        assert!(
+            matches!(&app.mode, Mode::Propose { bottle, form } if bottle == "dev-2" && form.host == "c.test")
+        );
+        // The followed bottle stopped: the feed follows the one now selected.
+        app.mode = Mode::Normal;
+        app.handle(Event::Bottles(vec![bottle("dev-1")]));
+        assert_eq!(feed_hosts(&app), ["a.test"]);
+        assert_eq!(app.selected(Pane::Refusals), 0);
+    }
+
+    #[test]
+    fn a_git_gate_refusal_is_not_turned_into_a_route_request() {
+        let mut app = App::new(false);
+        app.handle(Event::Bottles(vec![bottle("dev-1")]));
+        app.handle(Event::Refusals(vec![RefusalEvent {
+            method: "PUSH".into(),
+            host: "github.com".into(),
+            path: "/proj.git/refs/heads/main".into(),
+            layer: "git-gate".into(),
+            rule: "ref-force".into(),
+            ..refusal()
+        }]));
+        let fx = keys(&mut app, &[Key::Tab, Key::Char('p')]);
+        assert!(fx.is_empty());
+        assert_eq!(app.mode, Mode::Normal, "no request form opens");
+        let status = app.status.as_ref().unwrap();
+        assert!(status.error);
+        assert_eq!(status.text, GIT_REFUSAL_HINT);
+        assert!(keys(&mut app, &[Key::Enter]).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
     }
 
     fn bottle(id: &str) -> ActiveBottle {

@@ -8,7 +8,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragraph, Wrap};
 
-use super::app::{App, BACKENDS, CHOICES, Choice, DiffLine, Mode, Pane, RouteForm, request_line};
+use super::app::{
+    App, BACKENDS, CHOICES, Choice, DiffLine, Feed, Mode, Pane, RouteForm, request_line,
+};
 
 /// Draw the whole screen.
 pub(crate) fn draw(f: &mut Frame, app: &App) {
@@ -108,26 +110,36 @@ fn draw_requests(f: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// The live refusal feed of one bottle (the one selected below, or each in turn with `b`),
+/// or of all of them with a bottle column.
 fn draw_refusals(f: &mut Frame, app: &App, area: Rect) {
-    let rows = app
-        .refusals
+    let shown = app.feed_refusals();
+    let bottle = app.feed_bottle();
+    let rows = shown
         .iter()
         .map(|r| {
-            format!(
-                "{}  {} {}{}  x{}  {}/{}",
-                r.bottle, r.method, r.host, r.path, r.count, r.layer, r.rule
-            )
+            let what = format!(
+                "{} {}{}  x{}  {}/{}",
+                r.method, r.host, r.path, r.count, r.layer, r.rule
+            );
+            match bottle {
+                Some(_) => what,
+                None => format!("{}  {what}", r.bottle),
+            }
         })
         .collect();
-    draw_list(
-        f,
-        app,
-        Pane::Refusals,
-        area,
-        " Refusals ".into(),
-        rows,
-        "no refusals",
-    );
+    let (title, empty) = match (app.feed, bottle) {
+        (_, Some(b)) => (
+            format!(" Refusals: {b} ({}) ", shown.len()),
+            format!("no refusals in {b}"),
+        ),
+        (Feed::All, None) => (
+            format!(" Refusals: all bottles ({}) ", shown.len()),
+            "no refusals".to_string(),
+        ),
+        (Feed::Selected, None) => (" Refusals ".to_string(), "no running bottles".to_string()),
+    };
+    draw_list(f, app, Pane::Refusals, area, title, rows, &empty);
 }
 
 fn draw_bottles(f: &mut Frame, app: &App, area: Rect) {
@@ -171,7 +183,18 @@ fn key_help(app: &App) -> String {
     match &app.mode {
         Mode::Normal => match app.pane {
             Pane::Requests => format!("a approve  e edit  r reject  d diff  {common}"),
-            Pane::Refusals => format!("p request this route  {common}"),
+            Pane::Refusals => {
+                let git = app
+                    .feed_refusals()
+                    .get(app.selected(Pane::Refusals))
+                    .is_some_and(|r| r.is_git());
+                let p = if git {
+                    "git refusal: no route to request"
+                } else {
+                    "p request this route"
+                };
+                format!("{p}  b next bottle / all  {common}")
+            }
             Pane::Bottles => format!("a attach  s stop  {common}"),
         },
         Mode::Lifetime { .. } => {
@@ -565,8 +588,12 @@ mod tests {
         }]));
         let s = screen(&app);
         assert!(
+            s.iter().any(|l| l.contains("Refusals: dev-1 (1)")),
+            "{s:#?}"
+        );
+        assert!(
             s.iter()
-                .any(|l| l.contains("dev-1  GET pypi.org/simple/  x4  egress/no-route")),
+                .any(|l| l.contains("GET pypi.org/simple/  x4  egress/no-route")),
             "{s:#?}"
         );
         assert!(
@@ -585,6 +612,102 @@ mod tests {
             "{s:#?}"
         );
         assert!(s.iter().any(|l| l.contains("  paths   /simple/")), "{s:#?}");
+    }
+
+    fn refusal(bottle: &str, method: &str, host: &str, layer: &str, rule: &str) -> RefusalEvent {
+        RefusalEvent {
+            bottle: bottle.into(),
+            time: "t".into(),
+            host: host.into(),
+            method: method.into(),
+            path: "/p".into(),
+            layer: layer.into(),
+            rule: rule.into(),
+            status: 403,
+            count: 1,
+            reason: "r".into(),
+        }
+    }
+
+    fn running(id: &str) -> ActiveBottle {
+        ActiveBottle {
+            backend: "docker".into(),
+            identity: id.into(),
+            agent: "dev".into(),
+            services: vec!["agent".into(), "egress".into(), "git-gate".into()],
+            containers: vec![],
+        }
+    }
+
+    /// The rows of the refusals pane (between its title and the bottles pane's).
+    fn feed_rows(app: &App) -> Vec<String> {
+        let s = screen(app);
+        let top = s.iter().position(|l| l.contains(" Refusals")).unwrap();
+        s[top + 1..]
+            .iter()
+            .take_while(|l| !l.contains(" Bottles ("))
+            .map(|l| {
+                l.trim_matches(|c| c == '│' || c == ' ' || c == '└' || c == '─' || c == '┘')
+                    .to_string()
+            })
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_refusal_feed_is_one_bottles_with_its_name_in_the_title() {
+        let mut app = App::new(false);
+        assert!(shows(&app, "no running bottles"));
+        app.handle(Event::Refusals(vec![
+            refusal("dev-2", "GET", "b.test", "allowlist", "host-not-in-routes"),
+            refusal("dev-1", "PUSH", "git.test", "git-gate", "ref-force"),
+            refusal("dev-1", "GET", "a.test", "allowlist", "host-not-in-routes"),
+        ]));
+        app.handle(Event::Bottles(vec![running("dev-1"), running("dev-2")]));
+        assert!(shows(&app, "Refusals: dev-1 (2)"));
+        assert_eq!(
+            feed_rows(&app),
+            [
+                "> PUSH git.test/p  x1  git-gate/ref-force",
+                "GET a.test/p  x1  allowlist/host-not-in-routes"
+            ]
+        );
+        // In the feed: a git refusal says it is no route; `p` does not open a form.
+        press(&mut app, &[Key::Tab]);
+        assert!(shows(
+            &app,
+            "git refusal: no route to request  b next bottle / all"
+        ));
+        press(&mut app, &[Key::Char('p')]);
+        assert!(shows(
+            &app,
+            "error: a git-gate refusal is not a missing route"
+        ));
+        assert!(!shows(&app, "Request a route for"));
+        press(&mut app, &[Key::Down]);
+        assert!(shows(&app, "p request this route  b next bottle / all"));
+        // `b`: the next bottle's feed, then every bottle's with a bottle column.
+        press(&mut app, &[Key::Char('b')]);
+        assert!(shows(&app, "Refusals: dev-2 (1)"));
+        assert_eq!(
+            feed_rows(&app),
+            ["> GET b.test/p  x1  allowlist/host-not-in-routes"]
+        );
+        press(&mut app, &[Key::Char('b')]);
+        assert!(shows(&app, "Refusals: all bottles (3)"));
+        assert_eq!(
+            feed_rows(&app),
+            [
+                "> dev-2  GET b.test/p  x1  allowlist/host-not-in-routes",
+                "dev-1  PUSH git.test/p  x1  git-gate/ref-force",
+                "dev-1  GET a.test/p  x1  allowlist/host-not-in-routes"
+            ]
+        );
+        // Picking a bottle in the bottles pane makes the feed follow it again.
+        press(&mut app, &[Key::Tab, Key::Down]);
+        assert!(shows(&app, "Refusals: dev-2 (1)"));
+        app.handle(Event::Refusals(vec![]));
+        assert!(shows(&app, "no refusals in dev-2"));
     }
 
     #[test]

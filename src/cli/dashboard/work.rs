@@ -194,7 +194,9 @@ pub(crate) fn run_effect(ctx: &Ctx, runner: &dyn Runner, effect: Effect) -> Vec<
             }]
         }
         Effect::OpenPane { session, pane } => open_pane(ctx, runner, &session, pane.as_deref()),
-        Effect::Stop { identity, backend } => vec![done(stop(runner, &identity, &backend))],
+        Effect::Stop { identity, backend } => {
+            vec![done(stop(ctx, runner, &identity, &backend))]
+        }
         // The terminal's own effects are the UI thread's.
         Effect::Bell | Effect::Quit | Effect::RunHere(_) => Vec::new(),
     }
@@ -394,10 +396,40 @@ impl backend::Ui for Quiet {
     }
 }
 
-/// Remove one bottle's resources through its backend's cleanup; the `start` that owns the
-/// bottle sees its session end and finishes as after any session.
-fn stop(runner: &dyn Runner, identity: &str, backend: &str) -> anyhow::Result<String> {
+/// Stop one bottle. When a `start` owns it (holds its session lock), the stop is that
+/// process's to finish: the stop is recorded in the state dir and the agent container is
+/// stopped, which ends the session; `start` then snapshots the transcript and logs, keeps the
+/// state as after any non-zero exit, tears the bottle down and exits saying why. A bottle
+/// nobody owns (its `start` died) is removed here through its backend's cleanup.
+fn stop(ctx: &Ctx, runner: &dyn Runner, identity: &str, backend: &str) -> anyhow::Result<String> {
     let kind = BackendKind::parse(backend).unwrap_or(BackendKind::Docker);
+    let owned = crate::state::StateDir::open(&ctx.root, identity)
+        .ok()
+        .filter(crate::state::StateDir::session_running);
+    if let (BackendKind::Docker, Some(state)) = (kind, owned) {
+        use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
+        let ps = runner.run_checked(&docker([
+            "ps",
+            "--filter",
+            &format!("label={LABEL_IDENTITY}={identity}"),
+            "--filter",
+            &format!("label={LABEL_SERVICE}=agent"),
+            "--format",
+            "{{.Names}}",
+        ]))?;
+        let out = ps.stdout_str();
+        let agent = out.lines().map(str::trim).find(|l| !l.is_empty());
+        let agent = agent.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the agent of bottle `{identity}` is not running; its `start` is ending it already"
+            )
+        })?;
+        state.request_stop()?;
+        runner.run_checked(&docker(["stop", "--time", "2", agent]))?;
+        return Ok(format!(
+            "stopped {identity}; its `start` saves the transcript, keeps the state and removes the bottle"
+        ));
+    }
     let b = backend_for(kind, runner);
     let mut plan = b.cleanup_plan()?;
     plan.items.retain(|i| belongs(&i.name, identity));
@@ -487,7 +519,8 @@ mod tests {
                 Output::ok("")
             }
         });
-        let r = stop(&runner, "dev-1", "docker");
+        let root = tempfile::tempdir().unwrap();
+        let r = stop(&ctx(root.path()), &runner, "dev-1", "docker");
         let removed: Vec<String> = runner
             .calls()
             .iter()
@@ -502,6 +535,52 @@ mod tests {
             "{removed:?}"
         );
         assert!(removed.iter().all(|c| !c.contains("dev-2")), "{removed:?}");
+    }
+
+    #[test]
+    fn a_bottle_its_start_owns_is_stopped_for_that_start_to_finish() {
+        let root = tempfile::tempdir().unwrap();
+        let state = crate::state::StateDir::create(root.path(), "dev-1").unwrap();
+        let lock = state.hold_session().unwrap();
+        let runner = RecordingRunner::new(|spec| {
+            if spec.argv().join(" ").starts_with("docker ps") {
+                Output::ok("bot-bottle-dev-1\n")
+            } else {
+                Output::ok("")
+            }
+        });
+        let m = stop(&ctx(root.path()), &runner, "dev-1", "docker").unwrap();
+        assert!(m.starts_with("stopped dev-1; its `start`"), "{m}");
+        let calls: Vec<String> = runner.calls().iter().map(|c| c.argv().join(" ")).collect();
+        assert_eq!(
+            calls,
+            [
+                "docker ps --filter label=dev.bot-bottle.identity=dev-1 --filter label=dev.bot-bottle.service=agent --format {{.Names}}",
+                "docker stop --time 2 bot-bottle-dev-1"
+            ],
+            "nothing removed here: the owner tears down"
+        );
+        assert!(state.stop_requested());
+        // Once the owner is gone, a stop removes the bottle itself.
+        drop(lock);
+        let runner = RecordingRunner::new(|spec| {
+            if spec.argv().join(" ").starts_with("docker ps") {
+                Output::ok(
+                    r#"{"Names":"bot-bottle-dev-1","State":"running","Labels":"dev.bot-bottle.identity=dev-1"}"#,
+                )
+            } else {
+                Output::ok("")
+            }
+        });
+        stop(&ctx(root.path()), &runner, "dev-1", "docker").unwrap();
+        assert!(
+            runner
+                .calls()
+                .iter()
+                .any(|c| c.argv().contains(&"rm") && c.argv().contains(&"bot-bottle-dev-1")),
+            "{:?}",
+            runner.calls()
+        );
     }
 
     #[test]
@@ -564,7 +643,12 @@ mod tests {
     #[test]
     fn refusals_come_from_the_bundles_audit_log() {
         let line = r#"{"time":"2026-12-02T10:00:00Z","host":"pypi.org","method":"GET","path":"/simple/","verdict":"deny","layer":"egress","rule":"no-route","status":403}"#;
-        let runner = RecordingRunner::new(move |_| Output::ok(format!("{line}\n{line}\n")));
+        // Each log comes as `size start length` and its bytes: egress's two lines, then the
+        // git-gate's (none here).
+        let log = format!("{line}\n{line}\n");
+        let runner = RecordingRunner::new(move |_| {
+            Output::ok(format!("{n} 0 {n}\n{log}0 0 0\n", n = log.len()))
+        });
         let r = bottle_refusals(&runner, "dev-1");
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].count, 2);

@@ -3,7 +3,12 @@
 //! Fields: `time`, `host`, `method`, `path` (query dropped; replaced when the scanner fired on
 //! the URL), `verdict` (`allow`/`deny`), `layer`, `rule`, `status`, and the injected
 //! credential's env slot name when one was injected.
+//!
+//! [`Decision`] is the one type of this format: egress and the git-gate write it
+//! ([`Audit::record`], one hand-rolled JSON line without an intermediate value), supervise and
+//! the host read it back (`Decision::parse`), and a test holds the two directions together.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -12,18 +17,48 @@ use std::time::SystemTime;
 
 use super::EgressError;
 
-/// One decision.
-#[derive(Debug, Clone, Default)]
+/// One decision: one audit line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct Decision<'a> {
-    pub host: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
+    /// When it was written (RFC 3339, milliseconds). Writers leave it `None`: `record` stamps
+    /// the current time.
+    #[serde(default, borrow)]
+    pub time: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub host: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub method: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub path: Cow<'a, str>,
+    /// Written as `"verdict": "allow" | "deny"`.
+    #[serde(rename = "verdict", deserialize_with = "verdict")]
     pub allowed: bool,
-    pub layer: &'a str,
-    pub rule: &'a str,
+    #[serde(default, borrow)]
+    pub layer: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub rule: Cow<'a, str>,
+    #[serde(default)]
     pub status: u16,
     /// `token_env` of the credential injected, if any (the name, never the value).
-    pub injected: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub injected: Option<Cow<'a, str>>,
+}
+
+fn verdict<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match <Cow<'de, str> as serde::Deserialize>::deserialize(d)?.as_ref() {
+        "allow" => Ok(true),
+        "deny" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "verdict `{other}` is neither allow nor deny"
+        ))),
+    }
+}
+
+impl<'a> Decision<'a> {
+    /// One audit line read back; `None` for anything that is not one.
+    pub(crate) fn parse(line: &'a str) -> Option<Decision<'a>> {
+        serde_json::from_str(line).ok()
+    }
 }
 
 enum Sink {
@@ -101,21 +136,29 @@ fn write_line(buf: &mut Vec<u8>, d: &Decision<'_>) {
         // Escaping a `str` into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *buf, value);
     };
-    buf.extend_from_slice(b"{\"time\":\"");
-    let _ = write!(
-        Bytes(buf),
-        "{}",
-        humantime::format_rfc3339_millis(SystemTime::now())
-    );
-    buf.push(b'"');
-    text(buf, "host", bounded(d.host, 255));
-    text(buf, "method", d.method);
-    text(buf, "path", d.path);
+    buf.extend_from_slice(b"{\"time\":");
+    match &d.time {
+        Some(t) => {
+            let _ = serde_json::to_writer(&mut *buf, t.as_ref());
+        }
+        None => {
+            buf.push(b'"');
+            let _ = write!(
+                Bytes(buf),
+                "{}",
+                humantime::format_rfc3339_millis(SystemTime::now())
+            );
+            buf.push(b'"');
+        }
+    }
+    text(buf, "host", bounded(&d.host, 255));
+    text(buf, "method", &d.method);
+    text(buf, "path", &d.path);
     text(buf, "verdict", if d.allowed { "allow" } else { "deny" });
-    text(buf, "layer", d.layer);
-    text(buf, "rule", d.rule);
+    text(buf, "layer", &d.layer);
+    text(buf, "rule", &d.rule);
     let _ = write!(Bytes(buf), ",\"status\":{}", d.status);
-    if let Some(slot) = d.injected {
+    if let Some(slot) = &d.injected {
         text(buf, "injected", slot);
     }
     buf.extend_from_slice(b"}\n");
@@ -142,14 +185,14 @@ mod tests {
     #[test]
     fn line_is_one_json_object_with_the_decision() {
         let line = Audit::line(&Decision {
-            host: "api.test",
-            method: "GET",
-            path: "/v1",
+            host: "api.test".into(),
+            method: "GET".into(),
+            path: "/v1".into(),
             allowed: false,
-            layer: "allowlist",
-            rule: "host-not-in-routes",
+            layer: "allowlist".into(),
+            rule: "host-not-in-routes".into(),
             status: 403,
-            injected: None,
+            ..Decision::default()
         });
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -161,16 +204,18 @@ mod tests {
 
     #[test]
     fn agent_text_is_escaped_and_injected_slot_named() {
-        let line = Audit::line(&Decision {
-            host: "a\"b\\c\n",
-            method: "POST",
-            path: "/x\u{1}y\u{e9}",
+        let d = Decision {
+            host: "a\"b\\c\n".into(),
+            method: "POST".into(),
+            path: "/x\u{1}y\u{e9}".into(),
             allowed: true,
-            layer: "egress",
-            rule: "route-auth",
+            layer: "egress".into(),
+            rule: "route-auth".into(),
             status: 200,
-            injected: Some("TOKEN_ENV"),
-        });
+            injected: Some("TOKEN_ENV".into()),
+            time: None,
+        };
+        let line = Audit::line(&d);
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["host"], "a\"b\\c\n");
@@ -178,6 +223,19 @@ mod tests {
         assert_eq!(v["verdict"], "allow");
         assert_eq!(v["injected"], "TOKEN_ENV");
         assert_eq!(v.as_object().map(|o| o.len()), Some(9));
+        // Read back, it is the same decision with the time it was stamped with.
+        let back = Decision::parse(line.trim_end()).unwrap();
+        assert!(back.time.as_deref().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(
+            Decision {
+                time: None,
+                ..back.clone()
+            },
+            d
+        );
+        assert_eq!(Decision::parse(&Audit::line(&back.clone())), Some(back));
+        assert_eq!(Decision::parse("not json"), None);
+        assert_eq!(Decision::parse(r#"{"verdict":"maybe"}"#), None);
     }
 
     #[test]

@@ -377,14 +377,14 @@ impl Shared {
     /// were logged before (or instead of) the secret scan: a credential may hide in any.
     fn record_denial(&self, d: &Denial) {
         self.audit.record(&Decision {
-            host: loggable(&self.scanner, &d.host),
-            method: loggable(&self.scanner, &d.method),
-            path: loggable(&self.scanner, &d.path),
+            host: loggable(&self.scanner, &d.host).into(),
+            method: loggable(&self.scanner, &d.method).into(),
+            path: loggable(&self.scanner, &d.path).into(),
             allowed: false,
-            layer: d.refusal.layer.as_str(),
-            rule: &d.refusal.rule,
+            layer: d.refusal.layer.as_str().into(),
+            rule: d.refusal.rule.as_str().into(),
             status: d.refusal.status.as_u16(),
-            injected: None,
+            ..Decision::default()
         });
     }
 
@@ -404,14 +404,15 @@ impl Shared {
         injected: Option<&str>,
     ) {
         self.audit.record(&Decision {
-            host,
-            method,
-            path,
+            host: host.into(),
+            method: method.into(),
+            path: path.into(),
             allowed: true,
-            layer,
-            rule,
+            layer: layer.into(),
+            rule: rule.into(),
             status,
-            injected,
+            injected: injected.map(Into::into),
+            time: None,
         });
     }
 }

@@ -17,6 +17,7 @@ use crate::sidecar::egress::audit::{Audit, Decision};
 use super::GateError;
 use super::config::{RepoConfig, ReposFile};
 use super::policy::RefUpdate;
+use super::refusal::{GITLEAKS_RULE, LAYER, scan_rule};
 use super::scan::RangeScan;
 use super::upstream::GitEnv;
 
@@ -91,7 +92,7 @@ pub fn pre_receive(updates: impl BufRead, out: &mut dyn Write) -> i32 {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(out, "{PREFIX} push refused: {e}");
-            record(&ctx, "", false, "git-gate", "gate-error", 500);
+            record(&ctx, "", false, LAYER, "gate-error", 500);
             1
         }
     }
@@ -100,14 +101,14 @@ pub fn pre_receive(updates: impl BufRead, out: &mut dyn Write) -> i32 {
 fn record(ctx: &Ctx, refname: &str, allowed: bool, layer: &str, rule: &str, status: u16) {
     let path = format!("/{}.git/{refname}", ctx.repo.name);
     ctx.audit.record(&Decision {
-        host: &ctx.host,
-        method: "PUSH",
-        path: crate::sidecar::egress::audit::log_path(&path),
+        host: ctx.host.as_str().into(),
+        method: "PUSH".into(),
+        path: crate::sidecar::egress::audit::log_path(&path).into(),
         allowed,
-        layer,
-        rule,
+        layer: layer.into(),
+        rule: rule.into(),
         status,
-        injected: None,
+        ..Decision::default()
     });
 }
 
@@ -130,7 +131,7 @@ fn judge_and_forward(
         forced.push(!u.is_create() && !ff);
         if let Err(refusal) = ctx.repo.refs.judge(u, ff) {
             let _ = writeln!(out, "{PREFIX} push refused: {}", refusal.message);
-            record(ctx, &u.name, false, "git-gate-refs", refusal.rule, 403);
+            record(ctx, &u.name, false, LAYER, refusal.rule, 403);
             return Ok(1);
         }
     }
@@ -147,7 +148,14 @@ fn judge_and_forward(
              push (rewrite the history, e.g. `git rebase -i`), then push again; nothing reached the upstream."
         );
         let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
-        record(ctx, refname, false, "git-gate-scan", hit.finding.rule, 403);
+        record(
+            ctx,
+            refname,
+            false,
+            LAYER,
+            &scan_rule(hit.finding.rule),
+            403,
+        );
         return Ok(1);
     }
     // 2b. gitleaks, when the bundle has it: it can add a refusal, never lift one.
@@ -164,7 +172,7 @@ fn judge_and_forward(
                  commit of the push, then push again; nothing reached the upstream."
             );
             let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
-            record(ctx, refname, false, "git-gate-gitleaks", "gitleaks", 403);
+            record(ctx, refname, false, LAYER, GITLEAKS_RULE, 403);
             return Ok(1);
         }
     }
@@ -207,7 +215,7 @@ fn judge_and_forward(
             ctx.host
         );
         for r in &refs {
-            record(ctx, r, false, "upstream", "upstream-refused", 502);
+            record(ctx, r, false, LAYER, "upstream-refused", 502);
         }
         Ok(1)
     }

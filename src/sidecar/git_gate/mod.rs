@@ -6,7 +6,9 @@
 //! of every new commit ([`scan`], the egress scanner), then the push to the upstream over SSH
 //! with the bottle's identity file and pinned host key ([`upstream`]); [`gitleaks`] adds a
 //! second opinion when the image has it. Every decision is one
-//! audit line in egress's format. `src/bin/bot-bottle-git-gate.rs` is a thin main.
+//! audit line in egress's format; every refusal has the layer `git-gate` and a rule naming
+//! the check ([`refusal`]), so the host reads it as a refusal event like egress's.
+//! `src/bin/bot-bottle-git-gate.rs` is a thin main.
 //!
 //! git runs here as a child of the gate inside the sidecar bundle, never on the host; the
 //! host-side runner (`src/runner.rs`) is not involved.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod gitleaks;
 pub mod hook;
 pub(crate) mod policy;
+pub(crate) mod refusal;
 pub mod scan;
 pub mod server;
 pub mod upstream;

@@ -346,14 +346,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
             Ok(()) => {
                 if svc == Service::Upload {
                     shared.audit.record(&Decision {
-                        host: &host,
-                        method: "FETCH",
-                        path: &path,
+                        host: host.as_str().into(),
+                        method: "FETCH".into(),
+                        path: path.as_str().into(),
                         allowed: true,
-                        layer: "upstream",
-                        rule: "synced",
+                        layer: "upstream".into(),
+                        rule: "synced".into(),
                         status: 200,
-                        injected: None,
+                        ..Decision::default()
                     });
                 }
                 advertise(&shared, repo, svc).await
@@ -388,14 +388,14 @@ fn host_of(repo: &RepoConfig) -> String {
 
 fn deny(shared: &Shared, host: &str, method: &str, path: &str, rule: &str, status: u16) {
     shared.audit.record(&Decision {
-        host,
-        method,
-        path: crate::sidecar::egress::audit::log_path(path),
+        host: host.into(),
+        method: method.into(),
+        path: crate::sidecar::egress::audit::log_path(path).into(),
         allowed: false,
-        layer: "git-gate",
-        rule,
+        layer: super::refusal::LAYER.into(),
+        rule: rule.into(),
         status,
-        injected: None,
+        ..Decision::default()
     });
 }
 

@@ -1,16 +1,18 @@
-//! Recent refusals, read back from egress's audit log.
+//! Recent refusals, read back from the gates' audit logs.
 //!
-//! Egress writes one JSON line per decision; the refused ones become [`RefusalEvent`]s with
-//! the bottle's name, a count of identical refusals, and the same layer, rule and advice the
-//! agent got in the refusal body. Only the tail of the log is read, so a long-lived bottle's
-//! log costs the same as a fresh one.
+//! Egress and the git-gate write one JSON line per decision (`egress::audit::Decision`, the
+//! one type of that format); the refused ones become [`RefusalEvent`]s with the bottle's
+//! name, a count of identical refusals, and the same layer, rule and advice the agent got.
+//! Only the tail of a log is read, so a long-lived bottle's log costs the same as a fresh one.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sidecar::egress::audit::Decision;
 use crate::sidecar::egress::refuse::Layer;
+use crate::sidecar::git_gate::refusal as git_refusal;
 
 /// Bytes read from the end of the audit log.
 pub(crate) const TAIL_BYTES: u64 = 256 * 1024;
@@ -36,42 +38,35 @@ pub struct RefusalEvent {
     pub reason: String,
 }
 
-/// The in-band reason for `layer`/`rule`, as the refusal body states it.
+impl RefusalEvent {
+    /// Whether the refusal came from the git-gate (a push or fetch, not an HTTP request).
+    pub(crate) fn is_git(&self) -> bool {
+        self.layer == git_refusal::LAYER
+    }
+}
+
+/// The in-band reason for `layer`/`rule`, as the refusal body (egress) or the `remote:` line
+/// (git-gate) states it.
 pub(crate) fn reason_text(layer: &str, rule: &str) -> String {
-    match Layer::parse(layer) {
-        Some(l) => format!("layer: {layer}; rule: {rule}; what to do: {}", l.hint()),
+    let hint = match Layer::parse(layer) {
+        Some(l) => Some(l.hint()),
+        None if layer == git_refusal::LAYER => Some(git_refusal::hint(rule)),
+        None => None,
+    };
+    match hint {
+        Some(h) => format!("layer: {layer}; rule: {rule}; what to do: {h}"),
         None => format!("layer: {layer}; rule: {rule}"),
     }
 }
 
-#[derive(Deserialize)]
-struct AuditLine {
-    #[serde(default)]
-    time: String,
-    #[serde(default)]
-    host: String,
-    #[serde(default)]
-    method: String,
-    #[serde(default)]
-    path: String,
-    #[serde(default)]
-    verdict: String,
-    #[serde(default)]
-    layer: String,
-    #[serde(default)]
-    rule: String,
-    #[serde(default)]
-    status: u16,
-}
-
 /// Refusals in `text` (audit lines), grouped, most recent last, at most `limit`.
-pub(crate) fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<RefusalEvent> {
+pub fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<RefusalEvent> {
     let mut out: Vec<RefusalEvent> = Vec::new();
     for line in text.lines() {
-        let Ok(a) = serde_json::from_str::<AuditLine>(line) else {
+        let Some(a) = Decision::parse(line) else {
             continue;
         };
-        if a.verdict != "deny" {
+        if a.allowed {
             continue;
         }
         if let Some(i) = out.iter().position(|e| {
@@ -83,7 +78,7 @@ pub(crate) fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<Ref
         }) {
             let mut e = out.remove(i);
             e.count += 1;
-            e.time = a.time;
+            e.time = a.time.unwrap_or_default().into_owned();
             e.status = a.status;
             out.push(e);
             continue;
@@ -91,12 +86,12 @@ pub(crate) fn from_audit_text(bottle: &str, text: &str, limit: usize) -> Vec<Ref
         out.push(RefusalEvent {
             bottle: bottle.to_string(),
             reason: reason_text(&a.layer, &a.rule),
-            time: a.time,
-            host: a.host,
-            method: a.method,
-            path: a.path,
-            layer: a.layer,
-            rule: a.rule,
+            time: a.time.unwrap_or_default().into_owned(),
+            host: a.host.into_owned(),
+            method: a.method.into_owned(),
+            path: a.path.into_owned(),
+            layer: a.layer.into_owned(),
+            rule: a.rule.into_owned(),
             status: a.status,
             count: 1,
         });
@@ -131,18 +126,18 @@ pub(crate) fn read_tail(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sidecar::egress::audit::{Audit, Decision};
+    use crate::sidecar::egress::audit::Audit;
 
     fn line(host: &str, path: &str, allowed: bool, layer: &str, rule: &str) -> String {
         Audit::line(&Decision {
-            host,
-            method: "GET",
-            path,
+            host: host.into(),
+            method: "GET".into(),
+            path: path.into(),
             allowed,
-            layer,
-            rule,
+            layer: layer.into(),
+            rule: rule.into(),
             status: if allowed { 200 } else { 403 },
-            injected: None,
+            ..Decision::default()
         })
     }
 
