@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 mod engine_common;
 
-use engine_common::mcp::{mcp_call, request_id};
 use engine_common::upstream::Upstream;
 use engine_common::world::World;
 use engine_common::{bin, build_stub_image};
@@ -80,16 +79,12 @@ fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
     assert_eq!(w.status(&id, "/granted/x"), "403");
 
     // The agent asks for the route.
-    let (ok, answer) = w.exec(
+    let req = w.propose(
         &id,
-        &mcp_call(
-            "propose-egress-route",
-            &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/granted/"],
-                                "reason": "the dashboard test needs it"}),
-        ),
+        "propose-egress-route",
+        &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/granted/"],
+                            "reason": "the dashboard test needs it"}),
     );
-    assert!(ok, "{answer}");
-    let req = request_id(&answer);
 
     // The dashboard, in tmux, with the test's home and engine settings.
     let tmux = Tmux {

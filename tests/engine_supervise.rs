@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod engine_common;
 
-use engine_common::mcp::{mcp_call, request_id};
+use engine_common::mcp::mcp_call;
 use engine_common::upstream::Upstream;
 use engine_common::world::World;
 use engine_common::{STUB_IMAGE, build_stub_image, engine_turn, wait_exit};
@@ -58,16 +58,12 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
     assert!(followed.iter().any(|e| e.path == "/granted/x") && offset > 0);
 
     // The agent asks, then waits (in the background, as a blocked tool call).
-    let (ok, answer) = w.exec(
+    let req = w.propose(
         &id,
-        &mcp_call(
-            "propose-egress-route",
-            &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/granted/"],
-                                "reason": "the engine test needs it"}),
-        ),
+        "propose-egress-route",
+        &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/granted/"],
+                            "reason": "the engine test needs it"}),
     );
-    assert!(ok, "{answer}");
-    let req = request_id(&answer);
     let waiter = w
         .exec_cmd(
             &id,
@@ -111,16 +107,12 @@ fn an_agent_asks_through_mcp_the_operator_approves_and_the_route_goes_live() {
     }
 
     // A once grant serves exactly one request.
-    let (ok, answer) = w.exec(
+    let once = w.propose(
         &id,
-        &mcp_call(
-            "propose-egress-route",
-            &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/once/"],
-                                "methods": ["GET"], "reason": "one download"}),
-        ),
+        "propose-egress-route",
+        &serde_json::json!({"host": "upstream.test", "path_prefixes": ["/once/"],
+                            "methods": ["GET"], "reason": "one download"}),
     );
-    assert!(ok, "{answer}");
-    let once = request_id(&answer);
     w.ok(&["approve", &once, "--once"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut first = w.status(&id, "/once/a");
@@ -157,15 +149,11 @@ fn an_approved_image_change_ends_the_bottle_and_resume_runs_the_new_image() {
     w.exec(&id, "mkdir -p /home/node/.claude/projects/p && echo TRANSCRIPT-MARK > /home/node/.claude/projects/p/s.jsonl");
     let dockerfile =
         format!("FROM {STUB_IMAGE}\nUSER root\nRUN touch /rebuilt-marker\nUSER node\n");
-    let (ok, answer) = w.exec(
+    let req = w.propose(
         &id,
-        &mcp_call(
-            "propose-image-change",
-            &serde_json::json!({"dockerfile": dockerfile, "reason": "needs a marker"}),
-        ),
+        "propose-image-change",
+        &serde_json::json!({"dockerfile": dockerfile, "reason": "needs a marker"}),
     );
-    assert!(ok, "{answer}");
-    let req = request_id(&answer);
     let out = w
         .cmd()
         .args(["approve", &req])

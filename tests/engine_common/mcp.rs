@@ -1,6 +1,8 @@
 //! Supervise's MCP tools called from inside the agent through the relay (127.0.0.1:9100),
 //! with nothing but curl, as any agent could; and the request id a `propose-*` answers.
 
+use super::world::World;
+
 /// A shell script that opens an MCP session and calls `tool` with `arguments`, printing the
 /// SSE answer; each request may take 200 s (a `wait-for-decision` blocks).
 pub(crate) fn mcp_call(tool: &str, arguments: &serde_json::Value) -> String {
@@ -46,4 +48,14 @@ pub(crate) fn find_request_id(answer: &str) -> Option<String> {
 /// The request id in a `propose-*` answer; none fails the test.
 pub(crate) fn request_id(answer: &str) -> String {
     find_request_id(answer).unwrap_or_else(|| panic!("no request id in {answer}"))
+}
+
+impl World {
+    /// The agent in bottle `id` calls the `propose-*` `tool`; returns the request id. A failed
+    /// call fails the test.
+    pub(crate) fn propose(&self, id: &str, tool: &str, arguments: &serde_json::Value) -> String {
+        let (ok, answer) = self.exec(id, &mcp_call(tool, arguments));
+        assert!(ok, "{answer}");
+        request_id(&answer)
+    }
 }
