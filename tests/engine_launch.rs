@@ -5,229 +5,52 @@
 //! that waits for a stop file, so the session can be driven from outside with `exec`.
 
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bot_bottle::backend::docker::launch;
 use bot_bottle::runner::RealRunner;
 
+mod engine_common;
 mod git_gate_common;
 
+use engine_common::upstream::Upstream;
+use engine_common::world::{SSRF_ALLOW_PRIVATE, World};
+use engine_common::{build_stub_image, docker_ok, engine_turn, tree_contains};
+
 const TOKEN: &str = "engine-test-token-7f3a9c2e51";
-const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
-
-/// `cleanup` removes every bottle on the engine: the tests of this file take turns.
-static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn engine_lock() -> std::sync::MutexGuard<'static, ()> {
-    ENGINE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// A home with one bottle routing `upstream.test` with an injected token, one agent with a
 /// skill, a TLS upstream's CA as the operator's extra CA, and the stub agent image.
-struct World {
-    tmp: tempfile::TempDir,
-    /// Unique per test run, so concurrent runs on one engine never pick up each other's bottle.
-    agent: String,
-    home: PathBuf,
-    host_home: PathBuf,
-    work: PathBuf,
-    certs: PathBuf,
-}
-
-fn build_stub_image() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("claude"),
-        "#!/bin/sh\ntouch /tmp/started\nwhile [ ! -f /tmp/stop ]; do sleep 0.2; done\nexit \"$(cat /tmp/stop 2>/dev/null || echo 0)\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
-    )
-    .unwrap();
-    // The real provider image first (the CLI builds it from the embedded Dockerfile).
-    let out = Command::new(bin()).args(["build-images"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+fn world(kind: &str) -> World {
+    let mut w = World::new(kind);
+    w.token = TOKEN.into();
+    w.token_var = Some("ENGINE_TOKEN");
+    let skill = w.host_home.join(".claude/skills/demo");
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(skill.join("SKILL.md"), "demo skill\n").unwrap();
+    w.bottle(
+        "dev",
+        &format!(
+            "---\nenv:\n  GREETING: \"hello\"\negress:\n  routes:\n    - host: upstream.test\n      auth:\n        scheme: Bearer\n        token_ref: ENGINE_TOKEN\n{SSRF_ALLOW_PRIVATE}---\n"
+        ),
     );
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        STUB_IMAGE,
-        &dir.path().display().to_string(),
-    ]);
+    w.agent_file(
+        &w.agent,
+        "---\nbottle: dev\nskills: [demo]\n---\nPROMPT-MARKER do the work.\n",
+    );
+    w.upstream_certs(
+        &["upstream.test"],
+        "const https=require('https');const fs=require('fs');\n\
+         https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
+         console.log('REQ '+q.method+' '+q.url+' auth='+(q.headers['authorization']||'none'));\n\
+         s.end('upstream-says-hi\\n');}).listen(443,()=>console.log('LISTENING'));\n",
+    );
+    w
 }
 
 impl World {
-    fn new(kind: &str) -> World {
-        let agent = format!("{kind}{}", std::process::id());
-        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-        let home = tmp.path().join("bbhome");
-        let host_home = tmp.path().join("hosthome");
-        let work = tmp.path().join("work");
-        let certs = tmp.path().join("certs");
-        for d in [
-            home.join("bottles"),
-            home.join("agents"),
-            host_home.join(".claude/skills/demo"),
-            work.clone(),
-            certs.clone(),
-        ] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::fs::write(
-            host_home.join(".claude/skills/demo/SKILL.md"),
-            "demo skill\n",
-        )
-        .unwrap();
-        std::fs::write(
-            home.join("bottles/dev.md"),
-            "---\nenv:\n  GREETING: \"hello\"\negress:\n  routes:\n    - host: upstream.test\n      auth:\n        scheme: Bearer\n        token_ref: ENGINE_TOKEN\n      pipelock:\n        ssrf_ip_allowlist: [\"172.16.0.0/12\", \"10.0.0.0/8\", \"192.168.0.0/16\"]\n---\n",
-        )
-        .unwrap();
-        std::fs::write(
-            home.join(format!("agents/{agent}.md")),
-            "---\nbottle: dev\nskills: [demo]\n---\nPROMPT-MARKER do the work.\n",
-        )
-        .unwrap();
-        // Test CA and a leaf for upstream.test, made in process.
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "engine test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_params = rcgen::CertificateParams::new(vec!["upstream.test".to_string()]).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        std::fs::write(certs.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(certs.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(certs.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-        std::fs::write(
-            certs.join("server.js"),
-            "const https=require('https');const fs=require('fs');\n\
-             https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
-             console.log('REQ '+q.method+' '+q.url+' auth='+(q.headers['authorization']||'none'));\n\
-             s.end('upstream-says-hi\\n');}).listen(443,()=>console.log('LISTENING'));\n",
-        )
-        .unwrap();
-        World {
-            tmp,
-            agent,
-            home,
-            host_home,
-            work,
-            certs,
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.env("BOT_BOTTLE_HOME", &self.home)
-            .env("HOME", &self.host_home)
-            .env("BOT_BOTTLE_IMAGE", STUB_IMAGE)
-            .env("BOT_BOTTLE_EXTRA_CA_CERTS", self.certs.join("ca.pem"))
-            .env("ENGINE_TOKEN", TOKEN)
-            .env("COMPOSE_BAKE", "false")
-            .current_dir(&self.work);
-        c
-    }
-
-    fn active(&self) -> Vec<serde_json::Value> {
-        let out = self
-            .cmd()
-            .args(["list", "active", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Wait until a bottle of this world's agent is listed; returns its identity.
-    fn wait_active(&self, child: &mut Child) -> String {
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            if let Some(b) = self
-                .active()
-                .into_iter()
-                .find(|b| b["agent"] == self.agent.as_str())
-            {
-                return b["id"].as_str().unwrap().to_string();
-            }
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!("start exited early: {st}");
-            }
-            assert!(Instant::now() < deadline, "bottle never became active");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
-    fn exec(&self, id: &str, script: &str) -> std::process::Output {
-        self.cmd()
-            .args(["exec", id, "--", "sh", "-c", script])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn exec_ok(&self, id: &str, script: &str) -> String {
-        let out = self.exec(id, script);
-        assert!(
-            out.status.success(),
-            "exec `{script}` failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn wait_exec(&self, id: &str, script: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.exec(id, script).status.success() {
-            assert!(Instant::now() < deadline, "`{script}` never succeeded");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-
+    /// What of bottle `id` is left: containers, networks, volumes, its state dir.
     fn leftovers(&self, id: &str) -> Vec<String> {
         let mut v = Vec::new();
         for args in [
@@ -249,83 +72,18 @@ impl World {
     }
 }
 
-/// Kills the CLI if the test fails midway, so a failed run does not leave it waiting; the
-/// containers it leaves are removed by the CI teardown (`bot-bottle-` prefix).
-struct KillOnPanic(u32);
-
-impl Drop for KillOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = Command::new("kill")
-                .args(["-9", &self.0.to_string()])
-                .status();
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "process did not exit");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(hit) = tree_contains(&p, needle) {
-                return Some(hit);
-            }
-        } else if std::fs::read(&p)
-            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            .unwrap_or(false)
-        {
-            return Some(p);
-        }
-    }
-    None
-}
-
 #[test]
 #[cfg_attr(
     not(engine_tests),
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
-    let _turn = engine_lock();
+    let _turn = engine_turn();
     build_stub_image();
-    let w = World::new("launch");
-    // `script` gives the CLI a pseudo-terminal, as an operator's shell would.
-    let mut start = w.cmd();
-    start = {
-        let mut c = Command::new("script");
-        c.args([
-            "-qfec",
-            &format!("{} start --yes {}", bin().display(), w.agent),
-            "/dev/null",
-        ]);
-        for (k, v) in start.get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
-        c.current_dir(&w.work);
-        c
-    };
-    let mut child = start
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
-    let id = w.wait_active(&mut child);
-    w.wait_exec(&id, "test -f /tmp/started");
+    let w = world("launch");
+    // Under a pseudo-terminal, as an operator's shell runs it.
+    let session = w.start_session(&w.agent, 60);
+    let id = session.id.clone();
 
     // Provisioning: prompt, provider files, skills.
     assert!(
@@ -382,51 +140,30 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
             "grep -rl 'PRIVATE KEY' /run /etc/ssl /usr/local/share/ca-certificates /home/node",
         ),
     ] {
-        let out = w.exec(&id, script);
+        let out = w.exec_output(&id, script);
         assert!(!out.status.success(), "{what} worked from inside the agent");
     }
 
     // A TLS upstream on the bottle's egress network, reached only through egress.
-    let upstream = format!("bot-bottle-test-upstream-{id}");
-    docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        &upstream,
-        "--network",
-        &format!("bot-bottle-egress-{id}"),
-        "--network-alias",
-        "upstream.test",
-        "-v",
-        &format!("{}:/certs:ro", w.certs.display()),
-        "--entrypoint",
-        "node",
-        "bot-bottle-claude:latest",
-        "/certs/server.js",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !docker_ok(&["logs", &upstream]).contains("LISTENING") {
-        assert!(Instant::now() < deadline, "upstream never listened");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let upstream = Upstream::start(&w.certs, &id, &["upstream.test"]);
     let body = w.exec_ok(
         &id,
         "curl -sS --max-time 20 -H 'Authorization: Bearer agent-own-value' https://upstream.test/hello",
     );
     assert_eq!(body, "upstream-says-hi\n");
-    let seen = docker_ok(&["logs", &upstream]);
+    let seen = upstream.log();
     assert!(seen.contains(&format!("auth=Bearer {TOKEN}")), "{seen}");
     assert!(!seen.contains("agent-own-value"), "{seen}");
     // A host without a route is refused by egress.
-    let refused = w.exec(
+    let refused = w.exec_output(
         &id,
         "curl -sS --max-time 20 -o /dev/null -w '%{http_code}' https://example.com/",
     );
     assert!(!refused.status.success() || String::from_utf8_lossy(&refused.stdout) == "403");
     // Bypassing the proxy: no route, no DNS.
-    let direct = w.exec(&id, "curl --noproxy '*' -sS --max-time 5 http://1.1.1.1/");
+    let direct = w.exec_output(&id, "curl --noproxy '*' -sS --max-time 5 http://1.1.1.1/");
     assert!(!direct.status.success(), "direct request succeeded");
-    let dns = w.exec(&id, "getent hosts example.com");
+    let dns = w.exec_output(&id, "getent hosts example.com");
     assert!(!dns.status.success(), "DNS answered inside the agent");
 
     // Nothing of the host is mounted into the bundle: its config came through the engine.
@@ -452,7 +189,7 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         .expect("routes copied in");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = w.exec(
+        let out = w.exec_output(
             &id,
             "curl -sS --max-time 10 -o /dev/null -w '%{http_code}' https://upstream.test/hello",
         );
@@ -465,7 +202,7 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let _ = docker(&["rm", "-f", &upstream]);
+    drop(upstream);
 
     // Fail closed: when egress dies, the bundle's init takes the bundle down and the agent
     // is left with no way out at all (never a direct path).
@@ -491,18 +228,16 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after = w.exec(&id, "curl -sS --max-time 10 https://upstream.test/hello");
+    let after = w.exec_output(&id, "curl -sS --max-time 10 https://upstream.test/hello");
     assert!(
         !after.status.success(),
         "a request got out with egress dead"
     );
 
     // End the session: the stub exits 0, the CLI tears everything down.
-    w.exec_ok(&id, "echo 0 > /tmp/stop");
-    let status = wait_exit(&mut child, 120);
-    assert!(status.success(), "start exited with {status}");
+    w.stop(session);
     assert!(w.leftovers(&id).is_empty(), "left: {:?}", w.leftovers(&id));
-    assert!(tree_contains(&w.home, TOKEN).is_none());
+    assert!(tree_contains(&w.home, &[TOKEN]).is_none());
     drop(w.tmp);
 }
 
@@ -512,9 +247,9 @@ fn a_bottle_starts_provisions_routes_through_egress_and_leaves_nothing() {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
-    let _turn = engine_lock();
+    let _turn = engine_turn();
     build_stub_image();
-    let w = World::new("killed");
+    let w = world("killed");
     // In its own process group, killed whole (as a closed terminal would): `start`'s session
     // exec must not outlive it, because an exec into a container `cleanup` removes never
     // returns under gVisor, and it would keep every descriptor it inherited (the engine
@@ -528,7 +263,7 @@ fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let id = w.wait_active(&mut child);
+    let id = w.wait_active(&w.agent, &mut child);
     // SIGKILL: no teardown runs.
     let group = format!("-{}", child.id());
     let killed = Command::new("kill")
@@ -560,39 +295,19 @@ fn sigkill_mid_launch_leaves_only_what_cleanup_removes() {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_no_key() {
-    let _turn = engine_lock();
+    let _turn = engine_turn();
     if git_gate_common::sshd_or_skip("engine git-gate").is_none() {
         return;
     }
     build_stub_image();
-    let w = World::new("gitgate");
+    let w = world("gitgate");
     let bridge = git_gate_common::bridge_address();
     let up = git_gate_common::Upstream::start_on(bridge);
     up.repo("proj");
     let (url, bottle) = up.gated_bottle("proj", bridge, "");
     std::fs::write(w.home.join("bottles/dev.md"), bottle).unwrap();
-    let start = w.cmd();
-    let mut c = Command::new("script");
-    c.args([
-        "-qfec",
-        &format!("{} start --yes {}", bin().display(), w.agent),
-        "/dev/null",
-    ]);
-    for (k, v) in start.get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    let mut child = c
-        .current_dir(&w.work)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillOnPanic(child.id());
-    let id = w.wait_active(&mut child);
-    w.wait_exec(&id, "test -f /tmp/started");
+    let session = w.start_session(&w.agent, 60);
+    let id = session.id.clone();
 
     // Clone the real URL: `insteadOf` sends it to the gate, which syncs from the upstream.
     let log = w.exec_ok(
@@ -621,7 +336,7 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
 
     // A secret-bearing push is rejected by the gate and arrives nowhere.
     let secret = git_gate_common::aws_key();
-    let out = w.exec(
+    let out = w.exec_output(
         &id,
         &format!(
             "cd /tmp/work && printf 'aws = %s\\n' {secret} > settings.ini && git add . && git commit -qm 'add settings' && git rev-parse HEAD && git push origin HEAD:main"
@@ -715,9 +430,7 @@ fn the_agent_clones_and_pushes_its_real_upstream_through_the_git_gate_and_holds_
         bot_bottle::requests::follow_refusals(&runner, &id, Default::default()).unwrap();
     assert!(followed.iter().any(|e| e.layer == "git-gate") && next.git_gate > 0);
 
-    w.exec_ok(&id, "echo 0 > /tmp/stop");
-    let status = wait_exit(&mut child, 120);
-    assert!(status.success(), "start exited with {status}");
+    w.stop(session);
     assert!(w.leftovers(&id).is_empty(), "left: {:?}", w.leftovers(&id));
     drop(w.tmp);
 }

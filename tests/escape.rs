@@ -14,10 +14,9 @@
 //! does), the CLI's trust boundary (M1, M2, M5), and `doctor` itself on a sound and on a
 //! deliberately weakened bottle.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bot_bottle::doctor::bottle::mint_token;
@@ -25,67 +24,13 @@ use bot_bottle::doctor::probes::{self, Context};
 use bot_bottle::doctor::targets;
 use bot_bottle::runner::RealRunner;
 
+mod engine_common;
 mod git_gate_common;
 
-const STUB_IMAGE: &str = "bot-bottle-test-agent:latest";
-
-/// Tests of this file start bottles and read the engine: one at a time.
-static ENGINE: Mutex<()> = Mutex::new(());
-
-fn engine_turn() -> std::sync::MutexGuard<'static, ()> {
-    ENGINE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// The real provider image with `claude` replaced by a stub that waits for a stop file.
-fn build_stub_image() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("claude"),
-        "#!/bin/sh\ntouch /tmp/started\nwhile [ ! -f /tmp/stop ]; do sleep 0.2; done\nexit \"$(cat /tmp/stop 2>/dev/null || echo 0)\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
-    )
-    .unwrap();
-    let out = Command::new(bin()).args(["build-images"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        STUB_IMAGE,
-        &dir.path().display().to_string(),
-    ]);
-}
+use engine_common::mcp::{find_request_id, mcp_call_within};
+use engine_common::upstream::Upstream;
+use engine_common::world::{SSRF_ALLOW_PRIVATE, World};
+use engine_common::{bin, build_stub_image, docker, docker_ok, engine_turn, tree_contains};
 
 /// The suite's result lines.
 #[derive(Default)]
@@ -132,113 +77,51 @@ impl Report {
     }
 }
 
-/// A home with one bottle (an auth route and a plain route, both served by the echo
-/// upstream) and two agents, a CA for the upstream, and the host's token.
-struct World {
-    tmp: tempfile::TempDir,
-    home: PathBuf,
-    host_home: PathBuf,
-    work: PathBuf,
-    certs: PathBuf,
-    token: String,
-    tag: String,
-}
-
 const AUTH_ROUTE: &str = "upstream.test";
 const PLAIN_ROUTE: &str = "plain.test";
 
+/// A home with one bottle (an auth route and a plain route, both served by the echo
+/// upstream) and two agents (`<agent>a`, `<agent>b`), a CA for the upstream, and the host's
+/// minted token.
+fn world() -> World {
+    let mut w = World::new("esc");
+    w.token_var = Some("ESCAPE_TOKEN");
+    let allow = SSRF_ALLOW_PRIVATE;
+    w.bottle(
+        "dev",
+        &format!(
+            "---\negress:\n  routes:\n    - host: {AUTH_ROUTE}\n      auth:\n        scheme: Bearer\n        token_ref: ESCAPE_TOKEN\n{allow}    - host: {PLAIN_ROUTE}\n{allow}---\n"
+        ),
+    );
+    // Bottle B also runs supervise (E8); A is the plain bottle every probe runs in.
+    w.bottle(
+        "sup",
+        &format!(
+            "---\nsupervise: true\negress:\n  routes:\n    - host: {PLAIN_ROUTE}\n{allow}---\n"
+        ),
+    );
+    for (who, bottle) in [("a", "dev"), ("b", "sup")] {
+        w.agent_file(
+            &format!("{}{who}", w.agent),
+            &format!("---\nbottle: {bottle}\n---\nescape suite agent\n"),
+        );
+    }
+    // Echoes the Authorization it got, in a header and the body; `/redirect` sends the
+    // client to the plain route.
+    w.upstream_certs(
+        &[AUTH_ROUTE, PLAIN_ROUTE],
+        "const https=require('https');const fs=require('fs');\n\
+         https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
+         const a=q.headers['authorization']||'none';\n\
+         console.log('REQ host='+q.headers.host+' '+q.method+' '+q.url+' auth='+a);\n\
+         if(q.url.startsWith('/redirect')){s.writeHead(302,{Location:'https://plain.test/after-redirect'});return s.end();}\n\
+         s.setHeader('x-echo-auth',a);s.end('echo auth='+a+' json='+JSON.stringify({a})+'\\n');}).listen(443,()=>console.log('LISTENING'));\n",
+    );
+    w
+}
+
 impl World {
-    fn new() -> World {
-        let tag = format!("esc{}", std::process::id());
-        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-        let home = tmp.path().join("bbhome");
-        let host_home = tmp.path().join("hosthome");
-        let work = tmp.path().join("work");
-        let certs = tmp.path().join("certs");
-        for d in [
-            home.join("bottles"),
-            home.join("agents"),
-            host_home.clone(),
-            work.clone(),
-            certs.clone(),
-        ] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let allow = "      pipelock:\n        ssrf_ip_allowlist: [\"172.16.0.0/12\", \"10.0.0.0/8\", \"192.168.0.0/16\"]\n";
-        std::fs::write(
-            home.join("bottles/dev.md"),
-            format!(
-                "---\negress:\n  routes:\n    - host: {AUTH_ROUTE}\n      auth:\n        scheme: Bearer\n        token_ref: ESCAPE_TOKEN\n{allow}    - host: {PLAIN_ROUTE}\n{allow}---\n"
-            ),
-        )
-        .unwrap();
-        // Bottle B also runs supervise (E8); A is the plain bottle every probe runs in.
-        std::fs::write(
-            home.join("bottles/sup.md"),
-            format!(
-                "---\nsupervise: true\negress:\n  routes:\n    - host: {PLAIN_ROUTE}\n{allow}---\n"
-            ),
-        )
-        .unwrap();
-        for (who, bottle) in [("a", "dev"), ("b", "sup")] {
-            std::fs::write(
-                home.join(format!("agents/{tag}{who}.md")),
-                format!("---\nbottle: {bottle}\n---\nescape suite agent\n"),
-            )
-            .unwrap();
-        }
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "escape suite CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_params =
-            rcgen::CertificateParams::new(vec![AUTH_ROUTE.to_string(), PLAIN_ROUTE.to_string()])
-                .unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        std::fs::write(certs.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(certs.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(certs.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-        // Echoes the Authorization it got, in a header and the body; `/redirect` sends the
-        // client to the plain route.
-        std::fs::write(
-            certs.join("server.js"),
-            "const https=require('https');const fs=require('fs');\n\
-             https.createServer({key:fs.readFileSync('/certs/key.pem'),cert:fs.readFileSync('/certs/cert.pem')},(q,s)=>{\n\
-             const a=q.headers['authorization']||'none';\n\
-             console.log('REQ host='+q.headers.host+' '+q.method+' '+q.url+' auth='+a);\n\
-             if(q.url.startsWith('/redirect')){s.writeHead(302,{Location:'https://plain.test/after-redirect'});return s.end();}\n\
-             s.setHeader('x-echo-auth',a);s.end('echo auth='+a+' json='+JSON.stringify({a})+'\\n');}).listen(443,()=>console.log('LISTENING'));\n",
-        )
-        .unwrap();
-        World {
-            tmp,
-            home,
-            host_home,
-            work,
-            certs,
-            token: mint_token(),
-            tag,
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.env("BOT_BOTTLE_HOME", &self.home)
-            .env("HOME", &self.host_home)
-            .env("BOT_BOTTLE_IMAGE", STUB_IMAGE)
-            .env("BOT_BOTTLE_EXTRA_CA_CERTS", self.certs.join("ca.pem"))
-            .env("ESCAPE_TOKEN", &self.token)
-            .env("COMPOSE_BAKE", "false")
-            .env_remove("BOT_BOTTLE_TEST_WEAKEN")
-            .current_dir(&self.work);
-        c
-    }
-
+    /// The identity of `agent`'s active bottle; none while `list active` fails.
     fn active_id(&self, agent: &str) -> Option<String> {
         let out = self
             .cmd()
@@ -379,25 +262,6 @@ fn start(w: &World, agent: &str, weaken: Option<&str>) -> (Running, Result<Strin
     (running, sampled)
 }
 
-fn tree_contains(dir: &Path, needles: &[String]) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(hit) = tree_contains(&p, needles) {
-                return Some(hit);
-            }
-        } else if let Ok(b) = std::fs::read(&p) {
-            if needles
-                .iter()
-                .any(|n| b.windows(n.len()).any(|w| w == n.as_bytes()))
-            {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
 /// Run every library probe in `bottle`'s agent; one line each.
 fn run_probes(r: &mut Report, bottle: &Running, ctx: &Context, secret: &str, label: &str) {
     for p in probes::all(ctx) {
@@ -430,49 +294,6 @@ fn context_for(bottle: &Running, w: &World) -> Context {
         has_secret: true,
         scanner_bait: mint_token(),
         exfil_label: hex::encode(w.token.as_bytes())[..48].to_string(),
-    }
-}
-
-/// The echo upstream on a bottle's egress network, answering for both routes.
-struct Upstream(String);
-
-impl Upstream {
-    fn start(w: &World, bottle: &Running) -> Upstream {
-        let name = format!("bot-bottle-test-echo-{}", bottle.id);
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            &bottle.networks()[1],
-            "--network-alias",
-            AUTH_ROUTE,
-            "--network-alias",
-            PLAIN_ROUTE,
-            "-v",
-            &format!("{}:/certs:ro", w.certs.display()),
-            "--entrypoint",
-            "node",
-            "bot-bottle-claude:latest",
-            "/certs/server.js",
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !docker_ok(&["logs", &name]).contains("LISTENING") {
-            assert!(Instant::now() < deadline, "echo upstream never listened");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Upstream(name)
-    }
-
-    fn log(&self) -> String {
-        docker_ok(&["logs", &self.0])
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
     }
 }
 
@@ -787,25 +608,9 @@ fn cross_bottle_case(r: &mut Report, a: &Running, b: &Running) {
     );
 }
 
-/// One MCP tool call to supervise through the agent's relay, with nothing but curl.
+/// One MCP tool call to supervise through the agent's relay; none of E8's calls waits long.
 fn mcp_call(tool: &str, arguments: &serde_json::Value) -> String {
-    let init = serde_json::json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                   "clientInfo": {"name": "escape-suite", "version": "1"}}
-    });
-    let call = serde_json::json!({
-        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-        "params": {"name": tool, "arguments": arguments}
-    });
-    format!(
-        "U=http://127.0.0.1:9100/mcp; \
-         post() {{ curl -sS --max-time 30 -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \"$@\" \"$U\"; }}; \
-         sid=$(post -D - -o /dev/null -d '{init}' | tr -d '\\r' | awk 'tolower($1)==\"mcp-session-id:\"{{print $2}}'); \
-         test -n \"$sid\" || exit 7; \
-         post -H \"mcp-session-id: $sid\" -d '{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}' >/dev/null; \
-         post -H \"mcp-session-id: $sid\" -d '{call}'"
-    )
+    mcp_call_within(tool, arguments, 30)
 }
 
 /// E8: the agent cannot approve its own proposal; control characters in a proposal reach
@@ -826,15 +631,7 @@ fn self_approval_case(r: &mut Report, w: &World, b: &Running) {
     ));
     // The request id from the answer (`<13 digits>-<6 hex>`), then the operator's queue.
     let text = out_text(&proposed);
-    let id = text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        .find(|t| {
-            t.len() == 20
-                && t.as_bytes()[13] == b'-'
-                && t[..13].bytes().all(|c| c.is_ascii_digit())
-                && t[14..].bytes().all(|c| c.is_ascii_hexdigit())
-        })
-        .map(str::to_string);
+    let id = find_request_id(&text);
     let listed = |id: &str| {
         let out = w.cmd().args(["requests", "--json"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).contains(id)
@@ -1056,16 +853,16 @@ fn escape_suite() {
     let _turn = engine_turn();
     let started = Instant::now();
     build_stub_image();
-    let w = World::new();
+    let w = world();
     let mut r = Report::default();
-    let (agent_a, agent_b) = (format!("{}a", w.tag), format!("{}b", w.tag));
+    let (agent_a, agent_b) = (format!("{}a", w.agent), format!("{}b", w.agent));
 
     let (a, argv) = start(&w, &agent_a, None);
     r.record("C3", "launch-argv-sampled", argv);
     let runtime = docker_ok(&["inspect", "-f", "{{.HostConfig.Runtime}}", &a.agent()]);
     let runtime = runtime.trim().to_string();
     println!("---- bottle A `{}` (agent runtime {runtime})", a.id);
-    let up = Upstream::start(&w, &a);
+    let up = Upstream::start(&w.certs, &a.id, &[AUTH_ROUTE, PLAIN_ROUTE]);
     let ctx = context_for(&a, &w);
     run_probes(&mut r, &a, &ctx, &w.token, "");
     upstream_log_cases(&mut r, &w, &up, "");
@@ -1290,7 +1087,7 @@ fn git_gate_cases(r: &mut Report, w: &World) {
     // Tags are allowed so that a tag's message reaches the scan; force stays refused.
     let (url, bottle) = up.gated_bottle("proj", bridge, "{tags: true}");
     std::fs::write(w.home.join("bottles/gate.md"), bottle).unwrap();
-    let agent = format!("{}g", w.tag);
+    let agent = format!("{}g", w.agent);
     std::fs::write(
         w.home.join(format!("agents/{agent}.md")),
         "---\nbottle: gate\n---\nescape suite agent behind the git gate\n",

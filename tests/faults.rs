@@ -14,10 +14,15 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod engine_common;
+
+use engine_common::{build_stub_image_as, docker_out, tree_contains};
 
 const TOKEN: &str = "fault-suite-token-5b1e77c0d2";
 /// Its own tag: the stub differs from the one `engine_launch` builds.
@@ -26,32 +31,9 @@ const STUB_IMAGE: &str = "bot-bottle-test-agent-faults:latest";
 /// (which makes every fork fail) cannot end the session by itself.
 const STUB: &str = "#!/bin/sh\ntouch /tmp/started\nexec node -e 'const fs=require(\"fs\"); setInterval(() => { let c; try { c = fs.readFileSync(\"/tmp/stop\", \"utf8\"); } catch (e) { return; } process.exit(parseInt(c, 10) || 0); }, 200)'\n";
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bot-bottle"))
-}
-
 /// One line of the report, unbuffered and uncaptured.
 fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs")
-}
-
-fn docker_out(args: &[&str]) -> Result<String, String> {
-    let out = docker(args);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(format!(
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), Verdict> {
@@ -125,33 +107,27 @@ impl Tally {
 /// A home with two bottles (`dev`: a credentialed route; `small`: `dev` with a 512 MiB agent)
 /// and a fresh agent per case, so cases never pick up each other's bottles.
 struct World {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    host_home: PathBuf,
-    work: PathBuf,
+    base: engine_common::world::World,
     run: u32,
+}
+
+impl Deref for World {
+    type Target = engine_common::world::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
+    }
 }
 
 impl World {
     fn new() -> World {
-        let tmp = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-        let home = tmp.path().join("bbhome");
-        let host_home = tmp.path().join("hosthome");
-        let work = tmp.path().join("work");
-        for d in [
-            home.join("bottles"),
-            home.join("agents"),
-            host_home.clone(),
-            work.clone(),
-        ] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        write_bottles(&home);
+        let mut base = engine_common::world::World::new("flt");
+        base.image = STUB_IMAGE;
+        base.token = TOKEN.into();
+        base.token_var = Some("ENGINE_TOKEN");
+        write_bottles(&base.home);
         World {
-            _tmp: tmp,
-            home,
-            host_home,
-            work,
+            base,
             run: std::process::id(),
         }
     }
@@ -165,22 +141,6 @@ impl World {
         )
         .unwrap();
         name
-    }
-
-    fn cmd_in(&self, home: &Path) -> Command {
-        let mut c = Command::new(bin());
-        c.env("BOT_BOTTLE_HOME", home)
-            .env("HOME", &self.host_home)
-            .env("BOT_BOTTLE_IMAGE", STUB_IMAGE)
-            .env("ENGINE_TOKEN", TOKEN)
-            .env("COMPOSE_BAKE", "false")
-            .env_remove("BOT_BOTTLE_CONTAINER")
-            .current_dir(&self.work);
-        c
-    }
-
-    fn cmd(&self) -> Command {
-        self.cmd_in(&self.home)
     }
 
     /// `start --yes <agent>` with stderr collected line by line; with `kill_on`, the CLI gets
@@ -376,7 +336,7 @@ impl World {
 
     /// No credential in the home (state dirs, compose files, logs) or in `text`.
     fn no_leak(&self, text: &str) -> Result<(), String> {
-        if let Some(p) = tree_contains(&self.home, TOKEN) {
+        if let Some(p) = tree_contains(&self.home, &[TOKEN]) {
             return Err(format!("the token is in {}", p.display()));
         }
         if text.contains(TOKEN) {
@@ -445,48 +405,6 @@ impl Drop for Reap {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn tree_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            if let Some(hit) = tree_contains(&p, needle) {
-                return Some(hit);
-            }
-        } else if std::fs::read(&p)
-            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            .unwrap_or(false)
-        {
-            return Some(p);
-        }
-    }
-    None
-}
-
-fn build_stub_image() -> Result<(), String> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("claude"), STUB).unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM bot-bottle-claude:latest\nUSER root\nRUN rm -f /usr/local/bin/claude\nCOPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER node\n",
-    )
-    .unwrap();
-    let out = Command::new(bin()).args(["build-images"]).output().unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "build-images failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    docker_out(&[
-        "build",
-        "-q",
-        "-t",
-        STUB_IMAGE,
-        &dir.path().display().to_string(),
-    ])
-    .map(|_| ())
 }
 
 fn one_error_line(text: &str) -> Option<&str> {
@@ -567,7 +485,7 @@ impl Drop for Tmpfs {
 }
 
 fn f4(w: &World) -> CaseResult {
-    let mnt = w._tmp.path().join("full");
+    let mnt = w.tmp.path().join("full");
     let _fs = Tmpfs::mount(&mnt, "4m")?;
     let home = mnt.join("home");
     std::fs::create_dir_all(home.join("bottles")).unwrap();
@@ -1132,7 +1050,7 @@ fn f3(w: &World) -> CaseResult {
 fn fault_suite() {
     let started = Instant::now();
     let mut t = Tally::default();
-    let built = build_stub_image();
+    let built = build_stub_image_as(STUB_IMAGE, STUB);
     let w = World::new();
     let ready = || -> Result<(), Verdict> {
         match &built {
