@@ -6,14 +6,14 @@
 //! `capture-pane`, shows the request and approves it for one minute; the route then works
 //! through egress until the grant expires, and is refused again after.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod engine_common;
 
 use engine_common::upstream::Upstream;
 use engine_common::world::World;
-use engine_common::{bin, build_stub_image};
+use engine_common::{bin, build_stub_image, docker_ok, KillOnPanic};
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {
@@ -195,7 +195,7 @@ fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
 )]
 fn a_stop_from_the_dashboard_ends_the_start_that_owns_the_bottle() {
     build_stub_image();
-    let w = World::new();
+    let w = World::supervised("dashstop");
     // The owning `start` on a terminal, its output kept to read how it ended.
     let typescript = w.work.with_file_name("start.typescript");
     let mut start = Command::new("script");
@@ -216,8 +216,8 @@ fn a_stop_from_the_dashboard_ends_the_start_that_owns_the_bottle() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = KillOnDrop(vec![child.id()]);
-    let id = w.wait_active(&mut child);
+    let _guard = KillOnPanic(vec![child.id()]);
+    let id = w.wait_active(&w.agent, &mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !w.exec(&id, "test -f /tmp/started").0 {
         assert!(Instant::now() < deadline, "the session never started");

@@ -900,7 +900,7 @@ fn escape_suite() {
         let (c, _) = start(&w, &agent_a, Some("runc"));
         // The routes need their upstream here too, or a request egress lets through fails
         // at name resolution instead of reaching the layer the probe judges.
-        let up = Upstream::start(&w, &c);
+        let up = Upstream::start(&w.certs, &c.id, &[AUTH_ROUTE, PLAIN_ROUTE]);
         let ctx = context_for(&c, &w);
         run_probes(&mut r, &c, &ctx, &w.token, "runc/");
         upstream_log_cases(&mut r, &w, &up, "runc/");
