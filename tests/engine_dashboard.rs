@@ -13,7 +13,7 @@ mod engine_common;
 
 use engine_common::upstream::Upstream;
 use engine_common::world::World;
-use engine_common::{bin, build_stub_image, docker_ok, KillOnPanic};
+use engine_common::{KillOnPanic, bin, build_stub_image, docker_ok};
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {

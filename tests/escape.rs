@@ -294,6 +294,7 @@ fn context_for(bottle: &Running, w: &World) -> Context {
         has_secret: true,
         scanner_bait: mint_token(),
         exfil_label: hex::encode(w.token.as_bytes())[..48].to_string(),
+        gvisor: probes::under_gvisor(&RealRunner, &bottle.agent()).expect("docker inspect runs"),
     }
 }
 
@@ -567,8 +568,15 @@ fn cross_bottle_case(r: &mut Report, a: &Running, b: &Running) {
         bot_bottle::runner::shell_escape(probes::TCP_SCAN_SCRIPT),
         ips.join(" ")
     ));
+    // gVisor's interface-less stack answers EHOSTUNREACH at once (see `probes::gvisor_codes`).
+    let gvisor = probes::under_gvisor(&RealRunner, &a.agent()).expect("docker inspect runs");
+    let no_route: &[&str] = if gvisor {
+        &["ENETUNREACH", "EHOSTUNREACH"]
+    } else {
+        &["ENETUNREACH"]
+    };
     let v = probes::judge(
-        &["ENETUNREACH"],
+        no_route,
         &format!("{}\ndone\n", String::from_utf8_lossy(&scan.stdout)),
         "",
     );

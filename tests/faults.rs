@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::ops::Deref;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -152,6 +153,8 @@ impl World {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Its own process group, so a case can kill the session's `docker exec` with it.
+            .process_group(0)
             .spawn()
             .unwrap();
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -392,6 +395,8 @@ impl Started {
 
 impl Drop for Started {
     fn drop(&mut self) {
+        // SAFETY: signalling our own child's process group (what a killed step left behind).
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -433,7 +438,10 @@ fn f1(w: &World, tag: &str, step: Option<&str>) -> CaseResult {
         }
         None => {
             w.wait_sessions(&agent, 1, 240)?;
-            s.child.kill().unwrap();
+            // The whole group, as a closed terminal does: under gVisor an orphaned session
+            // `docker exec` never returns once `cleanup` removes its container.
+            // SAFETY: signalling our own child's process group.
+            unsafe { libc::kill(-(s.child.id() as libc::pid_t), libc::SIGKILL) };
             let _ = s.child.wait();
             "mid-session".to_string()
         }

@@ -232,6 +232,7 @@ fn probe_created(
     ];
     let (all_ports, common) =
         super::targets::for_bottle(runner, &bottle.names.sidecar_container, &networks);
+    let gvisor = probes::under_gvisor(runner, &agent).map_err(DockerError::from)?;
     let ctx = Context {
         all_port_targets: all_ports,
         common_port_targets: common,
@@ -240,6 +241,7 @@ fn probe_created(
         has_secret: true,
         scanner_bait: mint_token(),
         exfil_label: random_hex(48),
+        gvisor,
     };
     run_probes(
         runner,

@@ -44,6 +44,8 @@ pub struct Probe {
     pub group: &'static str,
     /// What the host does while the snippet runs.
     pub host_side: HostSide,
+    /// Codes that count as refused only when the agent runs under gVisor ([`gvisor_codes`]).
+    pub gvisor_also: Vec<&'static str>,
 }
 
 /// Work the host does while a probe's snippet runs in the agent.
@@ -78,6 +80,10 @@ pub struct Context {
     pub scanner_bait: String,
     /// A random high-entropy DNS label (for the exfiltration probe).
     pub exfil_label: String,
+    /// The agent runs under gVisor (`runsc`), read from the engine (`docker inspect`), not
+    /// from inside the bottle: its kernel answers some refusals in its own words
+    /// ([`gvisor_codes`]).
+    pub gvisor: bool,
 }
 
 /// The every-port TCP scan (perl), for callers that aim it at addresses of their own
@@ -138,7 +144,38 @@ pub fn all(ctx: &Context) -> Vec<Probe> {
     network(ctx, &mut v);
     credentials(ctx, &mut v);
     escape(&mut v);
+    if ctx.gvisor {
+        gvisor_codes(&mut v);
+    }
     v
+}
+
+/// Whether the engine runs `container` under gVisor (its `HostConfig.Runtime`).
+pub fn under_gvisor(runner: &dyn Runner, container: &str) -> Result<bool, RunError> {
+    let spec =
+        ProcessSpec::new("docker").args(["inspect", "-f", "{{.HostConfig.Runtime}}", container]);
+    let out = runner.run(&spec)?;
+    Ok(out.success() && out.stdout_str().trim() == "runsc")
+}
+
+/// What gVisor answers for a refusal that runc's kernel words differently; accepted only when
+/// the engine says the agent runs under it, never from the bottle's own report.
+///
+/// - `EHOSTUNREACH` at once for any address: the agent's sandbox is started with
+///   `--network=none`, so its network stack has no interface and nothing leaves (under runc
+///   the same code could come back from a real network, so there it still fails).
+/// - `USERNS-CREATED` (E3, through [`Probe::gvisor_also`]): a new user namespace. gVisor's kernel (the sentry) implements namespaces
+///   itself and does not load the engine's seccomp profile, so `unshare -U` succeeds; the
+///   namespace and any "root" in it exist only inside the sentry, and the host kernel never
+///   sees a namespace call (the runc run of the suite proves the seccomp refusal).
+fn gvisor_codes(v: &mut [Probe]) {
+    for p in v {
+        if p.allowed.contains(&"ENETUNREACH") {
+            p.allowed.push("EHOSTUNREACH");
+        }
+        let also = std::mem::take(&mut p.gvisor_also);
+        p.allowed.extend(also);
+    }
 }
 
 fn p(
@@ -159,6 +196,7 @@ fn p(
         needles_on_stdin: false,
         group,
         host_side: HostSide::None,
+        gvisor_also: Vec::new(),
     }
 }
 
@@ -538,30 +576,34 @@ fn escape(v: &mut Vec<Probe>) {
         "E2",
         "capabilities-and-no-new-privs",
         "no effective, permitted or ambient capability; no-new-privileges set; su fails",
-        "for k in CapEff CapPrm CapAmb; do val=$(awk -v k=\"$k:\" '$1==k{print $2}' /proc/self/status); \
+        "for k in CapEff CapPrm; do val=$(awk -v k=\"$k:\" '$1==k{print $2}' /proc/self/status); \
          [ \"$val\" = 0000000000000000 ] && echo \"obs $k NONE\" || echo \"obs $k HELD-$val\"; done\n\
          case $(uname -m) in aarch64) prctl=167 ;; *) prctl=157 ;; esac\n\
+         perl -e 'my $n=0; for my $c (0..63) { $n++ if syscall($ARGV[0], 47, 1, $c, 0, 0) == 1 } print \"obs CapAmb \", ($n ? \"HELD-$n\" : \"NONE\"), \"\\n\"' \"$prctl\"\n\
          nnp=$(perl -e 'print syscall($ARGV[0], 39, 0, 0, 0, 0)' \"$prctl\"); [ \"$nnp\" = 1 ] && echo \"obs no-new-privs SET\" || echo \"obs no-new-privs UNSET\"\n\
          bb_try su su -c id root\n\
          if command -v sudo >/dev/null; then bb_try sudo sudo -n true; fi\n"
             .to_string(),
         &["NONE", "SET", "AUTH-FAILED", "EPERM"],
     ));
-    v.push(p(
+    let mut e3 = p(
         "escape",
         "E3",
         "namespaces-mount-keyctl-bpf",
-        "unshare, mount, keyctl, add_key, bpf, perf_event_open: EPERM (ENOSYS under gVisor)",
-        "bb_try unshare-user unshare -U -r true\n\
+        "unshare, mount, keyctl, add_key, bpf, perf_event_open: EPERM (under gVisor: ENOSYS or EACCES, and a user namespace only inside its kernel)",
+        "if unshare -U -r true 2>/dev/null; then echo 'obs unshare-user USERNS-CREATED'; else bb_try unshare-user unshare -U -r true; fi\n\
          bb_try unshare-mount unshare -m true\n\
          bb_try mount-tmpfs mount -t tmpfs none /tmp\n\
          case $(uname -m) in x86_64) n='keyctl=250 add_key=248 bpf=321 unshare=272 perf_event_open=298 setns=308' ;; \
            aarch64) n='keyctl=219 add_key=217 bpf=280 unshare=97 perf_event_open=241 setns=268' ;; *) n='' ;; esac\n\
          for kv in $n; do name=${kv%=*}; nr=${kv#*=}; \
-           perl -e 'my ($name,$nr)=@ARGV; my @a = $name eq \"unshare\" ? (0x10000000) : $name eq \"bpf\" ? (5,0,0) : $name eq \"setns\" ? (0,0) : (0,-1,0,0,0); my $r=syscall($nr,@a); print \"obs $name \", ($r>=0?\"SUCCEEDED\":$!{EPERM}?\"EPERM\":$!{ENOSYS}?\"ENOSYS\":$!{EACCES}?\"EACCES\":\"ERRNO\".($!+0)), \"\\n\"' \"$name\" \"$nr\"; done\n"
+           perl -e 'my ($name,$nr)=@ARGV; my @a = $name eq \"unshare\" ? (0x10000000) : $name eq \"bpf\" ? (5,0,0) : $name eq \"setns\" ? (0,0) : (0,-1,0,0,0); my $r=syscall($nr,@a); print \"obs $name \", ($r>=0?($name eq \"unshare\"?\"USERNS-CREATED\":\"SUCCEEDED\"):(grep({ $!{$_} } sort keys %!))[0] // \"ERRNO\".($!+0)), \"\\n\"' \"$name\" \"$nr\"; done\n"
             .to_string(),
-        &["EPERM", "ENOSYS"],
-    ));
+        &["EPERM", "ENOSYS", "EACCES"],
+    );
+    // gVisor has no performance counters (ENODEV) and no setns on a non-namespace fd.
+    e3.gvisor_also = vec!["USERNS-CREATED", "ENODEV", "ENOTSUP"];
+    v.push(e3);
     v.push(p(
         "escape",
         "E4",
@@ -783,6 +825,7 @@ mod tests {
             has_secret: true,
             scanner_bait: "ghp_Q7rT2mX9vLk4Wn8Zp3Hs6Jd1Fy5Bc0Ae2Gu7".into(),
             exfil_label: "a".repeat(40),
+            gvisor: false,
         };
         let probes = all(&ctx);
         for case in [
