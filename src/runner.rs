@@ -653,7 +653,10 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
         );
-        assert!(stdout.contains("1 passed"), "the child ran the test: {stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the test: {stdout}"
+        );
         assert!(!stdout.contains("streamed-progress-line"), "{stdout}");
         assert!(stderr.contains("streamed-progress-line"), "{stderr}");
     }
