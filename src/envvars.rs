@@ -18,7 +18,7 @@ pub(crate) const SIDECAR_CONFIG_DIR: &str = "BOT_BOTTLE_SIDECAR_CONFIG_DIR";
 pub(crate) const SIDECAR_STOP_TIMEOUT: &str = "BOT_BOTTLE_SIDECAR_STOP_TIMEOUT";
 /// A published sidecar image to use instead of building one.
 pub(crate) const SIDECAR_IMAGE: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
-/// Test-only weakening of a bottle (`network`: the agent gets a normal network; `runc`: the
+/// Test-only weakening of a bottle (`network`: the agent gets a normal network, under runc; `runc`: the
 /// agent runs under runc even when gVisor is registered). Read only by debug builds (see
 /// `plan::Weakening` and decision 0035); a release build ignores it.
 pub(crate) const TEST_WEAKEN: &str = "BOT_BOTTLE_TEST_WEAKEN";

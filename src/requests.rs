@@ -479,7 +479,7 @@ fn refusal_logs() -> [String; 2] {
     [
         format!(
             "{SIDECAR_LOG_DIR}/{}",
-            crate::backend::docker::launch::EGRESS_AUDIT_LOG
+            crate::backend::docker::sidecar_config::EGRESS_AUDIT_LOG
         ),
         format!(
             "{SIDECAR_LOG_DIR}/{}",

@@ -214,7 +214,8 @@ fn stderr_tail(stderr: &[u8]) -> String {
 pub trait Runner: Send + Sync {
     /// Runs to completion with stdout and stderr captured.
     fn run(&self, spec: &ProcessSpec) -> Result<Output, RunError>;
-    /// Runs to completion with stdout/stderr inherited (build progress); stdin is null unless
+    /// Runs to completion with both its stdout and stderr on this process's stderr (build
+    /// progress, never a result, so a `--json` stdout stays clean); stdin is null unless
     /// `spec.stdin` is set. Returns the exit code (128 + signal when killed).
     fn run_streaming(&self, spec: &ProcessSpec) -> Result<i32, RunError>;
     /// Runs with all stdio inherited (`docker exec -it`). Returns the exit code.
@@ -330,7 +331,12 @@ impl RealRunner {
             Stdio3::Captured => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             }
-            Stdio3::Streaming | Stdio3::Interactive => {
+            // Progress is never a command's result: it goes to stderr, so stdout stays clean
+            // for `--json`.
+            Stdio3::Streaming => {
+                cmd.stdout(std::io::stderr()).stderr(Stdio::inherit());
+            }
+            Stdio3::Interactive => {
                 cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
             }
             Stdio3::Silent => {
@@ -620,6 +626,39 @@ mod tests {
         assert!(!out.success());
         assert_eq!(out.stdout_str(), "p|s3");
         assert_eq!(out.stderr_str(), "err\n");
+    }
+
+    /// Build progress must not land on stdout, where `doctor --json` and the like print their
+    /// result: this test runs itself again as a child that streams a command, and reads the
+    /// child's two streams.
+    #[test]
+    fn streamed_output_goes_to_stderr_not_stdout() {
+        if std::env::var_os("BB_TEST_STREAM_CHILD").is_some() {
+            let spec = ProcessSpec::new("sh").args(["-c", "echo streamed-progress-line"]);
+            assert_eq!(RealRunner.run_streaming(&spec).unwrap(), 0);
+            return;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "runner::tests::streamed_output_goes_to_stderr_not_stdout",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BB_TEST_STREAM_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran the test: {stdout}"
+        );
+        assert!(!stdout.contains("streamed-progress-line"), "{stdout}");
+        assert!(stderr.contains("streamed-progress-line"), "{stderr}");
     }
 
     #[test]

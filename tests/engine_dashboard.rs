@@ -13,7 +13,7 @@ mod engine_common;
 
 use engine_common::upstream::Upstream;
 use engine_common::world::World;
-use engine_common::{KillOnPanic, bin, build_stub_image, docker_ok};
+use engine_common::{KillOnPanic, bin, build_stub_image, docker_ok, engine_turn};
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {
@@ -70,6 +70,8 @@ impl Drop for Tmux {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
+    // One at a time: the dashboard shows every bottle on the engine, not only this home's.
+    let _turn = engine_turn();
     build_stub_image();
     let w = World::supervised("dash");
     let session = w.start_session(&w.agent, 60);
@@ -194,6 +196,7 @@ fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
     ignore = "SKIPPED: engine test; build with BOT_BOTTLE_ENGINE_TESTS=1 and a Docker engine"
 )]
 fn a_stop_from_the_dashboard_ends_the_start_that_owns_the_bottle() {
+    let _turn = engine_turn();
     build_stub_image();
     let w = World::supervised("dashstop");
     // The owning `start` on a terminal, its output kept to read how it ended.

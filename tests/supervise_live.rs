@@ -71,7 +71,7 @@ async fn approved_route_goes_live_and_expires() {
         bottle: "dev-1".into(),
         spool: spool.clone(),
         routes_file: h.routes.clone(),
-        audit_file: Some(h.audit.clone()),
+        audit_files: vec![h.audit.clone()],
         max_body: server::DEFAULT_MAX_BODY,
     };
     let srv = tokio::spawn(async move { server::serve(Listener::Tcp(listener), cfg).await });
@@ -186,7 +186,7 @@ async fn rejection_reaches_the_waiting_agent_and_changes_nothing() {
         bottle: "dev-1".into(),
         spool: spool.clone(),
         routes_file: h.routes.clone(),
-        audit_file: None,
+        audit_files: Vec::new(),
         max_body: server::DEFAULT_MAX_BODY,
     };
     let srv = tokio::spawn(async move { server::serve(Listener::Tcp(listener), cfg).await });
@@ -240,7 +240,7 @@ async fn a_once_grant_serves_one_request_and_methods_are_enforced() {
         bottle: "dev-1".into(),
         spool: spool.clone(),
         routes_file: h.routes.clone(),
-        audit_file: Some(h.audit.clone()),
+        audit_files: vec![h.audit.clone()],
         max_body: server::DEFAULT_MAX_BODY,
     };
     let srv = tokio::spawn(async move { server::serve(Listener::Tcp(listener), cfg).await });

@@ -42,13 +42,15 @@ async fn start() -> Fixture {
     .unwrap();
     let audit = dir.path().join("audit.log");
     write_audit(&audit);
+    let git_audit = dir.path().join("git-gate-audit.log");
+    write_git_audit(&git_audit);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cfg = SuperviseConfig {
         bottle: "dev-abc123".into(),
         spool: spool.clone(),
         routes_file: routes,
-        audit_file: Some(audit),
+        audit_files: vec![git_audit, audit, dir.path().join("absent.log")],
         max_body: MAX_BODY,
     };
     let server = tokio::spawn(async move {
@@ -87,6 +89,23 @@ fn write_audit(path: &Path) {
         }));
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// A refused push, in the git-gate's log, older than egress's lines.
+fn write_git_audit(path: &Path) {
+    use bot_bottle::sidecar::egress::audit::{Audit, Decision as AuditDecision};
+    let line = Audit::line(&AuditDecision {
+        time: Some("2000-01-01T00:00:00.000Z".into()),
+        host: "github.com".into(),
+        method: "PUSH".into(),
+        path: "/acme/app.git refs/heads/main".into(),
+        allowed: false,
+        layer: "git-gate".into(),
+        rule: "secret-scan:aws-access-key".into(),
+        status: 403,
+        ..AuditDecision::default()
+    });
+    std::fs::write(path, line).unwrap();
 }
 
 async fn client(addr: std::net::SocketAddr) -> RunningService<RoleClient, ClientConfig> {
@@ -271,17 +290,34 @@ async fn live_routes_and_refusals() {
             .unwrap(),
     );
     let list = refusals.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{refusals}");
-    assert_eq!(list[0]["host"], "example.com");
-    assert_eq!(list[0]["count"], 2);
-    assert_eq!(list[0]["bottle"], "dev-abc123");
-    assert_eq!(list[0]["layer"], "allowlist");
+    // Both gates' logs, oldest first (a log that does not exist is empty).
+    assert_eq!(list.len(), 2, "{refusals}");
+    assert_eq!(list[0]["layer"], "git-gate");
+    assert_eq!(list[0]["method"], "PUSH");
     assert!(
         list[0]["reason"]
             .as_str()
             .unwrap()
+            .contains("rule: secret-scan:aws-access-key"),
+        "{refusals}"
+    );
+    assert_eq!(list[1]["host"], "example.com");
+    assert_eq!(list[1]["count"], 2);
+    assert_eq!(list[1]["bottle"], "dev-abc123");
+    assert_eq!(list[1]["layer"], "allowlist");
+    assert!(
+        list[1]["reason"]
+            .as_str()
+            .unwrap()
             .contains("propose-egress-route")
     );
+    let last = json_of(
+        &call(&c, "list-refusals", json!({"limit": 1}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(last.as_array().unwrap().len(), 1, "{last}");
+    assert_eq!(last[0]["host"], "example.com", "the newest one: {last}");
     c.cancel().await.unwrap();
 }
 

@@ -41,9 +41,9 @@ enum Cmd {
         /// Egress's routes file (read for `list-routes`).
         #[arg(long, value_name = "FILE")]
         routes: PathBuf,
-        /// Egress's audit log (read for `list-refusals`).
+        /// A gate's audit log, read for `list-refusals` (repeat for each gate).
         #[arg(long, value_name = "FILE")]
-        audit_log: Option<PathBuf>,
+        audit_log: Vec<PathBuf>,
         /// The bottle's identity, named in refusal events.
         #[arg(long, default_value = "")]
         bottle: String,
@@ -110,7 +110,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 bottle,
                 spool,
                 routes_file: routes,
-                audit_file: audit_log,
+                audit_files: audit_log,
                 max_body,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -130,16 +130,17 @@ fin(m?m[1]+':'+(l?l[1]:'none'):'TLS-CLOSED')})});
 t.on('error',e=>fin('TLS-REFUSED'))});r.end();
 "#;
 
-/// Raw request bytes to the proxy (bash `/dev/tcp`); prints each status line that came back
-/// as `<status>:<layer>`, or `NO-RESPONSE`. Arguments: `<port>`, the bytes on stdin are not
-/// used: the request is in `$BB_RAW` (printf format).
+/// `bb_raw <label> <port> <request as a printf format>`: raw request bytes to a loopback port
+/// (bash `/dev/tcp`); prints the status line that came back as `<status>:<layer>`,
+/// `RESPONSES-<n>` when more than one did, or how the connection ended without one: `CLOSED`
+/// (also when the write found it already closed), `RESET`, `ECONNREFUSED`.
 pub(crate) const RAW_HTTP_SH: &str = r#"
 bb_raw() {
   bb_label=$1; bb_port=$2; bb_req=$3
-  bb_resp=$(bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$bb_port"' || exit 9; printf "$0" >&3; timeout 15 cat <&3' "$bb_req" 2>&1 | tr -d '\r')
+  bb_resp=$(bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$bb_port"' || exit 9; printf "$1" >&3; timeout 15 cat <&3' bb-raw "$bb_req" 2>&1 | tr -d '\r')
   bb_n=$(printf '%s\n' "$bb_resp" | grep -c '^HTTP/1\.[01] [0-9]')
   if [ "$bb_n" = 0 ]; then
-    case "$bb_resp" in *"Connection refused"*) echo "obs $bb_label ECONNREFUSED" ;; *"Connection reset by peer"*) echo "obs $bb_label RESET" ;; "") echo "obs $bb_label CLOSED" ;; *) echo "obs $bb_label NO-HTTP-ANSWER:$(printf %s "$bb_resp" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-50)" ;; esac
+    case "$bb_resp" in *"Connection refused"*) echo "obs $bb_label ECONNREFUSED" ;; *"Connection reset by peer"*) echo "obs $bb_label RESET" ;; "") echo "obs $bb_label CLOSED" ;; *"Broken pipe"*) echo "obs $bb_label CLOSED" ;; *) echo "obs $bb_label NO-HTTP-ANSWER:$(printf %s "$bb_resp" | tr -c 'A-Za-z0-9.:_-' _ | cut -c1-50)" ;; esac
     return
   fi
   bb_st=$(printf '%s\n' "$bb_resp" | awk '/^HTTP\/1\.[01] [0-9]/{print $2; exit}')

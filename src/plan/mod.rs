@@ -81,7 +81,9 @@ impl BackendKind {
 /// can never be weakened by a stray variable (decision 0035).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Weakening {
-    /// The agent container gets Docker's default bridge network instead of none.
+    /// The agent container gets Docker's default bridge network instead of none, under runc:
+    /// the engine starts gVisor's sandbox without a network, so under it the hole would not
+    /// open.
     Network,
     /// The agent runs under runc even when gVisor is registered.
     Runc,
@@ -322,7 +324,8 @@ fn resolve_with(
         resume: opts.resume,
         backend: opts.backend,
         runtime: match Runtime::from_probe(opts.backend, opts.gvisor) {
-            Runtime::Runsc if weakened == Some(Weakening::Runc) => Runtime::Runc,
+            // Either hole is made under runc (see [`Weakening::Network`]).
+            Runtime::Runsc if weakened.is_some() => Runtime::Runc,
             r => r,
         },
         names,

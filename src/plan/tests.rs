@@ -702,6 +702,15 @@ fn the_test_weakening_is_debug_only_and_shown() {
         assert_eq!(weak.runtime, Runtime::Runsc);
     }
     h.vars
+        .insert(crate::envvars::TEST_WEAKEN.into(), "network".into());
+    let weak = resolve(&m, "reviewer", &opts, &h).unwrap();
+    if cfg!(debug_assertions) {
+        assert_eq!(weak.weakened, Some(Weakening::Network));
+        assert_eq!(weak.runtime, Runtime::Runc, "the open network needs runc");
+    } else {
+        assert_eq!(weak.runtime, Runtime::Runsc);
+    }
+    h.vars
         .insert(crate::envvars::TEST_WEAKEN.into(), "everything".into());
     assert_eq!(resolve(&m, "reviewer", &opts, &h).unwrap().weakened, None);
 }

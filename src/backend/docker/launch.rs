@@ -22,8 +22,6 @@ use crate::state::{StateDir, TRANSCRIPT_DIR};
 /// Loopback port of the relay that forwards to egress inside the agent.
 pub(crate) const PROXY_URL: &str = "http://127.0.0.1:9099";
 pub(crate) const COMPOSE_FILE: &str = "compose.yaml";
-/// Egress's audit log in the bundle's log dir (as its argv in [`sidecar_config`] names it).
-pub(crate) const EGRESS_AUDIT_LOG: &str = "egress-audit.jsonl";
 /// Where the bundle's log dir is copied back into the state dir at session end.
 pub(crate) const LOGS_DIR: &str = "logs";
 
@@ -186,7 +184,7 @@ pub fn audit_lines(
         "exec",
         sidecar_container,
         "cat",
-        &format!("{SIDECAR_LOG_DIR}/{EGRESS_AUDIT_LOG}"),
+        &format!("{SIDECAR_LOG_DIR}/{}", sidecar_config::EGRESS_AUDIT_LOG),
     ]);
     let out = check(runner, &spec)?;
     Ok(out

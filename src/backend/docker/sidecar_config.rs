@@ -31,6 +31,8 @@ pub(crate) const GIT_GATE_STATE_DIR: &str = "/var/lib/bot-bottle/git-gate";
 pub(crate) const GIT_HTTP_SOCKET: &str = "git-http.sock";
 /// The agent's loopback port for the git-gate (see `compose::RELAY_PORTS`).
 pub(crate) const GIT_HTTP_PORT: u16 = 9420;
+/// Egress's audit log in the bundle's log dir.
+pub(crate) const EGRESS_AUDIT_LOG: &str = "egress-audit.jsonl";
 /// The git-gate's audit log in the bundle's log dir (egress's line shape).
 pub(crate) const GIT_GATE_AUDIT_LOG: &str = "git-gate-audit.jsonl";
 
@@ -152,7 +154,7 @@ pub(crate) fn egress_args(has_extra_ca: bool) -> Vec<String> {
         "--ca-key".into(),
         format!("{SIDECAR_CONFIG_DIR}/{CA_KEY_FILE}"),
         "--audit-log".into(),
-        format!("{SIDECAR_LOG_DIR}/egress-audit.jsonl"),
+        format!("{SIDECAR_LOG_DIR}/{EGRESS_AUDIT_LOG}"),
     ];
     if has_extra_ca {
         args.push("--extra-ca".into());
@@ -163,7 +165,8 @@ pub(crate) fn egress_args(has_extra_ca: bool) -> Vec<String> {
 
 /// Supervise's argv inside the bundle: the MCP server on a unix socket in the shared volume
 /// (reached by the agent only through its relay), its spool outside that volume, egress's
-/// live routes and audit log beside it.
+/// live routes and the gates' audit logs beside it (the git-gate's is absent, and read as
+/// empty, when the bottle has no repos).
 pub(crate) fn supervise_args(identity: &str) -> Vec<String> {
     vec![
         SUPERVISE_BIN.into(),
@@ -175,7 +178,9 @@ pub(crate) fn supervise_args(identity: &str) -> Vec<String> {
         "--routes".into(),
         format!("{SIDECAR_CONFIG_DIR}/{ROUTES_FILE}"),
         "--audit-log".into(),
-        format!("{SIDECAR_LOG_DIR}/egress-audit.jsonl"),
+        format!("{SIDECAR_LOG_DIR}/{EGRESS_AUDIT_LOG}"),
+        "--audit-log".into(),
+        format!("{SIDECAR_LOG_DIR}/{GIT_GATE_AUDIT_LOG}"),
         "--bottle".into(),
         identity.into(),
     ]

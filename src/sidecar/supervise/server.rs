@@ -47,8 +47,8 @@ pub struct SuperviseConfig {
     pub spool: PathBuf,
     /// Egress's live routes file.
     pub routes_file: PathBuf,
-    /// Egress's audit log, when it writes one.
-    pub audit_file: Option<PathBuf>,
+    /// The gates' audit logs (egress's, the git-gate's); a missing one reads as empty.
+    pub audit_files: Vec<PathBuf>,
     /// Largest request body accepted.
     pub max_body: usize,
 }
@@ -257,7 +257,7 @@ impl Supervise {
 
     #[tool(
         name = "list-refusals",
-        description = "List this bottle's recent egress refusals, with the reason egress gave for each."
+        description = "List this bottle's recent refusals by egress and the git-gate, with the reason the gate gave for each."
     )]
     async fn list_refusals(
         &self,
@@ -270,12 +270,16 @@ impl Supervise {
                 None,
             ));
         }
-        let text = match &self.cfg.audit_file {
-            Some(p) => refusals::read_tail(p)
-                .map_err(|e| McpError::internal_error(format!("audit log: {e}"), None))?,
-            None => String::new(),
-        };
-        json_result(&refusals::from_audit_text(&self.cfg.bottle, &text, limit))
+        let mut events = Vec::new();
+        for p in &self.cfg.audit_files {
+            let text = refusals::read_tail(p)
+                .map_err(|e| McpError::internal_error(format!("audit log: {e}"), None))?;
+            events.extend(refusals::from_audit_text(&self.cfg.bottle, &text, limit));
+        }
+        // RFC 3339 UTC times with milliseconds: text order is time order.
+        events.sort_by(|a, b| a.time.cmp(&b.time));
+        let events = events.split_off(events.len().saturating_sub(limit));
+        json_result(&events)
     }
 
     #[tool(
