@@ -803,7 +803,9 @@ fn f6_in_own_bottle(
     // Its own `start` tears it down (`cleanup` would take the neighbour too).
     started.wait(120)?;
     let left = w.settle(&agent, 10);
-    ensure(left.is_empty(), || format!("left after its start ended: {left:?}"))?;
+    ensure(left.is_empty(), || {
+        format!("left after its start ended: {left:?}")
+    })?;
     Ok(format!("{seen}; {outcome}; the neighbour enforces"))
 }
 
