@@ -407,25 +407,14 @@ fn stop(ctx: &Ctx, runner: &dyn Runner, identity: &str, backend: &str) -> anyhow
         .ok()
         .filter(crate::state::StateDir::session_running);
     if let (BackendKind::Docker, Some(state)) = (kind, owned) {
-        use crate::backend::docker::compose::{LABEL_IDENTITY, LABEL_SERVICE};
-        let ps = runner.run_checked(&docker([
-            "ps",
-            "--filter",
-            &format!("label={LABEL_IDENTITY}={identity}"),
-            "--filter",
-            &format!("label={LABEL_SERVICE}=agent"),
-            "--format",
-            "{{.Names}}",
-        ]))?;
-        let out = ps.stdout_str();
-        let agent = out.lines().map(str::trim).find(|l| !l.is_empty());
-        let agent = agent.ok_or_else(|| {
-            anyhow::anyhow!(
-                "the agent of bottle `{identity}` is not running; its `start` is ending it already"
-            )
-        })?;
+        let agent = crate::backend::docker::discover::agent_container(runner, identity)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the agent of bottle `{identity}` is not running; its `start` is ending it already"
+                )
+            })?;
         state.request_stop()?;
-        runner.run_checked(&docker(["stop", "--time", "2", agent]))?;
+        runner.run_checked(&docker(["stop", "--time", "2", &agent]))?;
         return Ok(format!(
             "stopped {identity}; its `start` saves the transcript, keeps the state and removes the bottle"
         ));
@@ -544,7 +533,7 @@ mod tests {
         let lock = state.hold_session().unwrap();
         let runner = RecordingRunner::new(|spec| {
             if spec.argv().join(" ").starts_with("docker ps") {
-                Output::ok("bot-bottle-dev-1\n")
+                Output::ok(r#"{"Names":"bot-bottle-dev-1","State":"running"}"#)
             } else {
                 Output::ok("")
             }
@@ -555,7 +544,7 @@ mod tests {
         assert_eq!(
             calls,
             [
-                "docker ps --filter label=dev.bot-bottle.identity=dev-1 --filter label=dev.bot-bottle.service=agent --format {{.Names}}",
+                "docker ps --filter label=dev.bot-bottle.identity=dev-1 --filter label=dev.bot-bottle.service=agent --format {{json .}}",
                 "docker stop --time 2 bot-bottle-dev-1"
             ],
             "nothing removed here: the owner tears down"
