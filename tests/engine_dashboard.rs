@@ -21,6 +21,46 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A private tmux server named `<name>-<pid>` running the real `bot-bottle dashboard` in
+    /// `w`'s work dir, with the test's home and engine settings; it says how the dashboard
+    /// exited and stays open.
+    fn dashboard(w: &World, name: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("{name}-{}", std::process::id()),
+        };
+        let mut env: Vec<String> = w
+            .cmd()
+            .get_envs()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
+            .collect();
+        env.push(format!(
+            "PATH={}",
+            std::env::var("PATH").unwrap_or_default()
+        ));
+        let cmd = format!(
+            "cd '{}' && {} dashboard; echo \"dashboard exited $?\"; sleep 600",
+            w.work.display(),
+            bin().display()
+        );
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-s",
+            "dash",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            "--",
+            "env",
+        ];
+        args.extend(env.iter().map(String::as_str));
+        args.extend(["sh", "-c", cmd.as_str()]);
+        let out = tmux.run(&args);
+        assert!(out.status.success(), "{out:?}");
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
@@ -89,39 +129,7 @@ fn the_dashboard_approves_for_one_minute_and_the_route_expires() {
     );
 
     // The dashboard, in tmux, with the test's home and engine settings.
-    let tmux = Tmux {
-        socket: format!("bb-dash-engine-{}", std::process::id()),
-    };
-    let mut env: Vec<String> = w
-        .cmd()
-        .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
-        .collect();
-    env.push(format!(
-        "PATH={}",
-        std::env::var("PATH").unwrap_or_default()
-    ));
-    let cmd = format!(
-        "cd '{}' && {} dashboard; echo \"dashboard exited $?\"; sleep 600",
-        w.work.display(),
-        bin().display()
-    );
-    let mut args = vec![
-        "new-session",
-        "-d",
-        "-s",
-        "dash",
-        "-x",
-        "140",
-        "-y",
-        "40",
-        "--",
-        "env",
-    ];
-    args.extend(env.iter().map(String::as_str));
-    args.extend(["sh", "-c", cmd.as_str()]);
-    let out = tmux.run(&args);
-    assert!(out.status.success(), "{out:?}");
+    let tmux = Tmux::dashboard(&w, "bb-dash-engine");
 
     let s = tmux.wait_for("route upstream.test paths /granted/", 60);
     assert!(s.contains("the dashboard test needs it"), "{s}");
@@ -227,38 +235,7 @@ fn a_stop_from_the_dashboard_ends_the_start_that_owns_the_bottle() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    let tmux = Tmux {
-        socket: format!("bb-dash-stop-engine-{}", std::process::id()),
-    };
-    let mut env: Vec<String> = w
-        .cmd()
-        .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
-        .collect();
-    env.push(format!(
-        "PATH={}",
-        std::env::var("PATH").unwrap_or_default()
-    ));
-    let cmd = format!(
-        "cd '{}' && {} dashboard; echo \"dashboard exited $?\"; sleep 600",
-        w.work.display(),
-        bin().display()
-    );
-    let mut args = vec![
-        "new-session",
-        "-d",
-        "-s",
-        "dash",
-        "-x",
-        "140",
-        "-y",
-        "40",
-        "--",
-        "env",
-    ];
-    args.extend(env.iter().map(String::as_str));
-    args.extend(["sh", "-c", cmd.as_str()]);
-    assert!(tmux.run(&args).status.success());
+    let tmux = Tmux::dashboard(&w, "bb-dash-stop-engine");
     tmux.wait_for(&format!("Refusals: {id}"), 60);
     tmux.keys(&["BTab"]);
     tmux.wait_for("a attach  s stop", 10);
