@@ -1016,11 +1016,21 @@ fn build_images_builds_every_provider_image_and_checks_a_named_sidecar() {
         position(&calls, "build -t fake-sidecar").is_none(),
         "{calls:#?}"
     );
-    // No container, network or compose call.
-    assert!(
+    // Each build is followed by the prune of the image it superseded, bot-bottle's only.
+    let prune = "docker image prune --force --filter label=dev.bot-bottle.context-hash";
+    assert_eq!(
+        calls.iter().filter(|c| c.trim_end() == prune).count(),
         calls
             .iter()
-            .all(|c| c.starts_with("docker image inspect") || c.starts_with("docker build")),
+            .filter(|c| c.starts_with("docker build"))
+            .count(),
+        "{calls:#?}"
+    );
+    // No container, network or compose call.
+    assert!(
+        calls.iter().all(|c| c.starts_with("docker image inspect")
+            || c.starts_with("docker build")
+            || c.trim_end() == prune),
         "{calls:#?}"
     );
 }

@@ -333,8 +333,22 @@ pub(crate) fn build_spec(spec: &ImageSpec, context: Vec<u8>, hash: &str) -> Proc
     p.arg("-").stdin(context)
 }
 
+/// `docker image prune` of the untagged images bot-bottle built: a rebuild moves the tag and
+/// leaves the old image (hundreds of MB) behind. Images a container still uses are kept by
+/// the engine, and nothing without the context-hash label is touched.
+pub(crate) fn prune_superseded_spec() -> ProcessSpec {
+    ProcessSpec::new(DOCKER).args([
+        "image",
+        "prune",
+        "--force",
+        "--filter",
+        &format!("label={CONTEXT_HASH_LABEL}"),
+    ])
+}
+
 /// Makes sure `spec.tag` exists and was built from exactly this context: one inspect when it
-/// was, else a build with its progress streamed to the terminal.
+/// was, else a build with its progress streamed to the terminal, then a prune of the image it
+/// replaced.
 pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus, ImageError> {
     let hash = spec.context_hash()?;
     let out = runner.run(&inspect_spec(&spec.tag))?;
@@ -360,6 +374,14 @@ pub fn ensure_image(runner: &dyn Runner, spec: &ImageSpec) -> Result<ImageStatus
             tag: spec.tag.clone(),
             code,
         });
+    }
+    // Best effort: a failed prune costs disk space, never the launch.
+    match runner.run(&prune_superseded_spec()) {
+        Ok(out) if out.success() => {}
+        Ok(out) => {
+            tracing::warn!(detail = %out.stderr_str().trim(), "pruning superseded images failed")
+        }
+        Err(e) => tracing::warn!(error = %e, "pruning superseded images failed"),
     }
     Ok(ImageStatus::Built)
 }
@@ -504,8 +526,14 @@ mod tests {
                 "{label:?}"
             );
             let calls = rec.calls_with_mode();
-            assert_eq!(calls.len(), 2);
+            assert_eq!(calls.len(), 3);
             assert_eq!(calls[0].0, Mode::Captured);
+            // the image the build superseded goes, and only images bot-bottle labelled
+            assert_eq!(calls[2], (Mode::Captured, prune_superseded_spec()));
+            assert_eq!(
+                calls[2].1.to_string(),
+                "docker image prune --force --filter label=dev.bot-bottle.context-hash"
+            );
             let (mode, build) = &calls[1];
             assert_eq!(*mode, Mode::Streaming);
             let argv = build.argv();
@@ -550,6 +578,27 @@ mod tests {
             err.to_string()
                 .contains(default_image(ProviderKind::Claude))
         );
+        // the old image stays when no new one replaced it
+        assert!(
+            !rec.calls()
+                .iter()
+                .any(|c| c.args.first().map(String::as_str) == Some("image")
+                    && c.args.get(1).map(String::as_str) == Some("prune"))
+        );
+    }
+
+    #[test]
+    fn a_failed_prune_does_not_fail_the_build() {
+        let rec = RecordingRunner::new(|s| match (s.args[0].as_str(), s.args[1].as_str()) {
+            ("build", _) => Output::ok(""),
+            (_, "prune") => Output::failed(
+                1,
+                "Error response from daemon: a prune operation is already running",
+            ),
+            _ => Output::failed(1, "no such image"),
+        });
+        assert_eq!(ensure_image(&rec, &spec()).unwrap(), ImageStatus::Built);
+        assert_eq!(rec.calls().len(), 3);
     }
 
     #[test]
