@@ -597,6 +597,8 @@ impl App {
         if ring { vec![Effect::Bell] } else { Vec::new() }
     }
 
+    /// Each mode handles its own keys: the mode is taken out here, and its handler puts back
+    /// the mode that follows (nothing, for a mode that ends).
     fn key(&mut self, key: Key) -> Vec<Effect> {
         if key == Key::CtrlC {
             return vec![Effect::Quit];
@@ -611,241 +613,288 @@ impl App {
                 choice,
                 minutes,
             } => self.lifetime_key(key, id, bottle, route, choice, minutes),
-            Mode::Edit {
-                id,
-                bottle,
-                mut form,
-            } => match key {
-                Key::Esc => Vec::new(),
-                Key::Enter => match form.route() {
-                    Ok(route) => {
-                        self.mode = Mode::Lifetime {
-                            id,
-                            bottle,
-                            route: Some(route),
-                            choice: Choice::Session,
-                            minutes: "10".into(),
-                        };
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        self.error(e);
-                        self.mode = Mode::Edit { id, bottle, form };
-                        Vec::new()
-                    }
-                },
-                k => {
-                    form.type_key(k, 3);
-                    self.mode = Mode::Edit { id, bottle, form };
-                    Vec::new()
-                }
-            },
-            Mode::Reject { id, mut reason } => match key {
-                Key::Esc => Vec::new(),
-                Key::Enter => {
-                    let note = if reason.trim().is_empty() {
-                        None
-                    } else {
-                        match validate::reason(&reason) {
-                            Ok(r) => Some(r),
-                            Err(e) => {
-                                self.error(e);
-                                self.mode = Mode::Reject { id, reason };
-                                return Vec::new();
-                            }
-                        }
-                    };
-                    self.decide(Draft {
-                        id,
-                        verdict: Verdict::Rejected,
-                        lifetime: None,
-                        route: None,
-                        note,
-                    })
-                }
-                Key::Char(c) if !c.is_control() => {
-                    reason.push(c);
-                    self.mode = Mode::Reject { id, reason };
-                    Vec::new()
-                }
-                Key::Backspace => {
-                    reason.pop();
-                    self.mode = Mode::Reject { id, reason };
-                    Vec::new()
-                }
-                _ => {
-                    self.mode = Mode::Reject { id, reason };
-                    Vec::new()
-                }
-            },
+            Mode::Edit { id, bottle, form } => self.edit_key(key, id, bottle, form),
+            Mode::Reject { id, reason } => self.reject_key(key, id, reason),
             Mode::Diff {
                 id,
                 title,
                 lines,
                 approve,
                 scroll,
-            } => {
-                let len = lines.as_ref().map_or(0, Vec::len);
-                let scroll = match key {
-                    Key::Esc | Key::Char('q') => return Vec::new(),
-                    Key::Enter | Key::Char('y') if lines.is_some() => {
-                        return match approve {
-                            Some(d) => self.decide(d),
-                            None => Vec::new(),
-                        };
-                    }
-                    Key::Down | Key::Char('j') => (scroll + 1).min(len.saturating_sub(1)),
-                    Key::Up | Key::Char('k') => scroll.saturating_sub(1),
-                    _ => scroll,
-                };
-                self.mode = Mode::Diff {
-                    id,
-                    title,
-                    lines,
-                    approve,
-                    scroll,
-                };
-                Vec::new()
-            }
-            Mode::Propose { bottle, mut form } => match key {
-                Key::Esc => Vec::new(),
-                Key::Enter => {
-                    let checked = form
-                        .route()
-                        .and_then(|r| validate::reason(&form.reason).map(|why| (r, why)));
-                    match checked {
-                        Ok((route, reason)) => {
-                            self.info(format!("asking {bottle} for route {}", route.host));
-                            vec![Effect::Propose {
-                                bottle,
-                                route,
-                                reason,
-                            }]
-                        }
-                        Err(e) => {
-                            self.error(e);
-                            self.mode = Mode::Propose { bottle, form };
-                            Vec::new()
-                        }
-                    }
-                }
-                k => {
-                    form.type_key(k, 4);
-                    self.mode = Mode::Propose { bottle, form };
-                    Vec::new()
-                }
-            },
-            Mode::PickAgent {
-                mut filter,
-                mut selected,
-            } => {
-                let n = self.filtered_agents(&filter).len();
-                match key {
-                    Key::Esc => return Vec::new(),
-                    Key::Enter => {
-                        return match self.filtered_agents(&filter).get(selected) {
-                            Some(agent) => {
-                                self.mode = Mode::PickBackend {
-                                    agent: (*agent).to_string(),
-                                    selected: 0,
-                                };
-                                Vec::new()
-                            }
-                            None => {
-                                self.error(format!("no agent matches `{filter}`"));
-                                self.mode = Mode::PickAgent { filter, selected };
-                                Vec::new()
-                            }
-                        };
-                    }
-                    Key::Down => selected = (selected + 1).min(n.saturating_sub(1)),
-                    Key::Up => selected = selected.saturating_sub(1),
-                    Key::Backspace => {
-                        filter.pop();
-                        selected = 0;
-                    }
-                    Key::Char(c) if !c.is_control() => {
-                        filter.push(c);
-                        selected = 0;
-                    }
-                    _ => {}
-                }
-                self.mode = Mode::PickAgent { filter, selected };
-                Vec::new()
-            }
-            Mode::PickBackend { agent, selected } => match key {
-                Key::Esc => {
-                    self.mode = Mode::PickAgent {
-                        filter: String::new(),
-                        selected: 0,
-                    };
-                    Vec::new()
-                }
-                Key::Enter => {
-                    let backend = BACKENDS[selected.min(BACKENDS.len() - 1)];
-                    self.mode = Mode::Preflight {
-                        agent: agent.clone(),
-                        backend,
-                        text: None,
-                    };
-                    vec![Effect::Preflight { agent, backend }]
-                }
-                Key::Down | Key::Tab => {
-                    self.mode = Mode::PickBackend {
-                        agent,
-                        selected: (selected + 1) % BACKENDS.len(),
-                    };
-                    Vec::new()
-                }
-                Key::Up | Key::BackTab => {
-                    self.mode = Mode::PickBackend {
-                        agent,
-                        selected: (selected + BACKENDS.len() - 1) % BACKENDS.len(),
-                    };
-                    Vec::new()
-                }
-                _ => {
-                    self.mode = Mode::PickBackend { agent, selected };
-                    Vec::new()
-                }
-            },
+            } => self.diff_key(key, id, title, lines, approve, scroll),
+            Mode::Propose { bottle, form } => self.propose_key(key, bottle, form),
+            Mode::PickAgent { filter, selected } => self.pick_agent_key(key, filter, selected),
+            Mode::PickBackend { agent, selected } => self.pick_backend_key(key, agent, selected),
             Mode::Preflight {
                 agent,
                 backend,
                 text,
-            } => match (key, &text) {
-                (Key::Enter | Key::Char('y'), Some(Ok(_))) => {
-                    let session = Session {
-                        title: format!("start {agent}"),
-                        args: vec![
-                            "start".into(),
-                            agent,
-                            "--backend".into(),
-                            backend.as_str().into(),
-                            "--yes".into(),
-                        ],
+            } => self.preflight_key(key, agent, backend, text),
+            Mode::ConfirmStop { identity, backend } => {
+                self.confirm_stop_key(key, identity, backend)
+            }
+        }
+    }
+
+    fn edit_key(
+        &mut self,
+        key: Key,
+        id: String,
+        bottle: String,
+        mut form: RouteForm,
+    ) -> Vec<Effect> {
+        match key {
+            Key::Esc => Vec::new(),
+            Key::Enter => match form.route() {
+                Ok(route) => {
+                    self.mode = Mode::Lifetime {
+                        id,
+                        bottle,
+                        route: Some(route),
+                        choice: Choice::Session,
+                        minutes: "10".into(),
                     };
-                    self.open(session)
-                }
-                (Key::Esc | Key::Char('n') | Key::Char('q'), _) | (Key::Enter, Some(Err(_))) => {
                     Vec::new()
                 }
-                _ => {
-                    self.mode = Mode::Preflight {
+                Err(e) => {
+                    self.error(e);
+                    self.mode = Mode::Edit { id, bottle, form };
+                    Vec::new()
+                }
+            },
+            k => {
+                form.type_key(k, 3);
+                self.mode = Mode::Edit { id, bottle, form };
+                Vec::new()
+            }
+        }
+    }
+
+    fn reject_key(&mut self, key: Key, id: String, mut reason: String) -> Vec<Effect> {
+        match key {
+            Key::Esc => Vec::new(),
+            Key::Enter => {
+                let note = if reason.trim().is_empty() {
+                    None
+                } else {
+                    match validate::reason(&reason) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            self.error(e);
+                            self.mode = Mode::Reject { id, reason };
+                            return Vec::new();
+                        }
+                    }
+                };
+                self.decide(Draft {
+                    id,
+                    verdict: Verdict::Rejected,
+                    lifetime: None,
+                    route: None,
+                    note,
+                })
+            }
+            Key::Char(c) if !c.is_control() => {
+                reason.push(c);
+                self.mode = Mode::Reject { id, reason };
+                Vec::new()
+            }
+            Key::Backspace => {
+                reason.pop();
+                self.mode = Mode::Reject { id, reason };
+                Vec::new()
+            }
+            _ => {
+                self.mode = Mode::Reject { id, reason };
+                Vec::new()
+            }
+        }
+    }
+
+    fn diff_key(
+        &mut self,
+        key: Key,
+        id: String,
+        title: String,
+        lines: Option<Vec<DiffLine>>,
+        approve: Option<Draft>,
+        scroll: usize,
+    ) -> Vec<Effect> {
+        {
+            let len = lines.as_ref().map_or(0, Vec::len);
+            let scroll = match key {
+                Key::Esc | Key::Char('q') => return Vec::new(),
+                Key::Enter | Key::Char('y') if lines.is_some() => {
+                    return match approve {
+                        Some(d) => self.decide(d),
+                        None => Vec::new(),
+                    };
+                }
+                Key::Down | Key::Char('j') => (scroll + 1).min(len.saturating_sub(1)),
+                Key::Up | Key::Char('k') => scroll.saturating_sub(1),
+                _ => scroll,
+            };
+            self.mode = Mode::Diff {
+                id,
+                title,
+                lines,
+                approve,
+                scroll,
+            };
+            Vec::new()
+        }
+    }
+
+    fn propose_key(&mut self, key: Key, bottle: String, mut form: RouteForm) -> Vec<Effect> {
+        match key {
+            Key::Esc => Vec::new(),
+            Key::Enter => {
+                let checked = form
+                    .route()
+                    .and_then(|r| validate::reason(&form.reason).map(|why| (r, why)));
+                match checked {
+                    Ok((route, reason)) => {
+                        self.info(format!("asking {bottle} for route {}", route.host));
+                        vec![Effect::Propose {
+                            bottle,
+                            route,
+                            reason,
+                        }]
+                    }
+                    Err(e) => {
+                        self.error(e);
+                        self.mode = Mode::Propose { bottle, form };
+                        Vec::new()
+                    }
+                }
+            }
+            k => {
+                form.type_key(k, 4);
+                self.mode = Mode::Propose { bottle, form };
+                Vec::new()
+            }
+        }
+    }
+
+    fn pick_agent_key(&mut self, key: Key, mut filter: String, mut selected: usize) -> Vec<Effect> {
+        {
+            let n = self.filtered_agents(&filter).len();
+            match key {
+                Key::Esc => return Vec::new(),
+                Key::Enter => {
+                    return match self.filtered_agents(&filter).get(selected) {
+                        Some(agent) => {
+                            self.mode = Mode::PickBackend {
+                                agent: (*agent).to_string(),
+                                selected: 0,
+                            };
+                            Vec::new()
+                        }
+                        None => {
+                            self.error(format!("no agent matches `{filter}`"));
+                            self.mode = Mode::PickAgent { filter, selected };
+                            Vec::new()
+                        }
+                    };
+                }
+                Key::Down => selected = (selected + 1).min(n.saturating_sub(1)),
+                Key::Up => selected = selected.saturating_sub(1),
+                Key::Backspace => {
+                    filter.pop();
+                    selected = 0;
+                }
+                Key::Char(c) if !c.is_control() => {
+                    filter.push(c);
+                    selected = 0;
+                }
+                _ => {}
+            }
+            self.mode = Mode::PickAgent { filter, selected };
+            Vec::new()
+        }
+    }
+
+    fn pick_backend_key(&mut self, key: Key, agent: String, selected: usize) -> Vec<Effect> {
+        match key {
+            Key::Esc => {
+                self.mode = Mode::PickAgent {
+                    filter: String::new(),
+                    selected: 0,
+                };
+                Vec::new()
+            }
+            Key::Enter => {
+                let backend = BACKENDS[selected.min(BACKENDS.len() - 1)];
+                self.mode = Mode::Preflight {
+                    agent: agent.clone(),
+                    backend,
+                    text: None,
+                };
+                vec![Effect::Preflight { agent, backend }]
+            }
+            Key::Down | Key::Tab => {
+                self.mode = Mode::PickBackend {
+                    agent,
+                    selected: (selected + 1) % BACKENDS.len(),
+                };
+                Vec::new()
+            }
+            Key::Up | Key::BackTab => {
+                self.mode = Mode::PickBackend {
+                    agent,
+                    selected: (selected + BACKENDS.len() - 1) % BACKENDS.len(),
+                };
+                Vec::new()
+            }
+            _ => {
+                self.mode = Mode::PickBackend { agent, selected };
+                Vec::new()
+            }
+        }
+    }
+
+    fn preflight_key(
+        &mut self,
+        key: Key,
+        agent: String,
+        backend: BackendKind,
+        text: Option<Result<String, String>>,
+    ) -> Vec<Effect> {
+        match (key, &text) {
+            (Key::Enter | Key::Char('y'), Some(Ok(_))) => {
+                let session = Session {
+                    title: format!("start {agent}"),
+                    args: vec![
+                        "start".into(),
                         agent,
-                        backend,
-                        text,
-                    };
-                    Vec::new()
-                }
-            },
-            Mode::ConfirmStop { identity, backend } => match key {
-                Key::Char('y') | Key::Char('Y') => {
-                    self.info(format!("stopping {identity}"));
-                    vec![Effect::Stop { identity, backend }]
-                }
-                _ => Vec::new(),
-            },
+                        "--backend".into(),
+                        backend.as_str().into(),
+                        "--yes".into(),
+                    ],
+                };
+                self.open(session)
+            }
+            (Key::Esc | Key::Char('n') | Key::Char('q'), _) | (Key::Enter, Some(Err(_))) => {
+                Vec::new()
+            }
+            _ => {
+                self.mode = Mode::Preflight {
+                    agent,
+                    backend,
+                    text,
+                };
+                Vec::new()
+            }
+        }
+    }
+
+    fn confirm_stop_key(&mut self, key: Key, identity: String, backend: String) -> Vec<Effect> {
+        match key {
+            Key::Char('y') | Key::Char('Y') => {
+                self.info(format!("stopping {identity}"));
+                vec![Effect::Stop { identity, backend }]
+            }
+            _ => Vec::new(),
         }
     }
 
