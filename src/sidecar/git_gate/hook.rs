@@ -9,8 +9,8 @@
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
+use crate::runner::{ProcessSpec, RealRunner, RunError, Runner};
 use crate::scan::Scanner;
 use crate::sidecar::egress::audit::{Audit, Decision};
 
@@ -88,7 +88,7 @@ pub fn pre_receive(updates: impl BufRead, out: &mut dyn Write) -> i32 {
             return 1;
         }
     };
-    match judge_and_forward(&ctx, updates, out) {
+    match judge_and_forward(&ctx, &RealRunner, updates, out) {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(out, "{PREFIX} push refused: {e}");
@@ -112,8 +112,17 @@ fn record(ctx: &Ctx, refname: &str, allowed: bool, layer: &str, rule: &str, stat
     });
 }
 
+/// Why a push is refused: the ref the audit line names, its rule, and what the agent reads.
+#[derive(Debug, PartialEq, Eq)]
+struct Refused {
+    refname: String,
+    rule: String,
+    message: String,
+}
+
 fn judge_and_forward(
     ctx: &Ctx,
+    runner: &dyn Runner,
     updates: impl BufRead,
     out: &mut dyn Write,
 ) -> Result<i32, GateError> {
@@ -124,41 +133,53 @@ fn judge_and_forward(
             .ok_or_else(|| GateError::HookContext("malformed ref update".into()))?;
         list.push(u);
     }
-    // 1. Ref policy, before anything is read from the pushed objects.
+    match judge(ctx, runner, &list)? {
+        Err(refused) => {
+            let _ = writeln!(out, "{PREFIX} push refused: {}", refused.message);
+            record(ctx, &refused.refname, false, LAYER, &refused.rule, 403);
+            Ok(1)
+        }
+        Ok(forced) => forward(ctx, runner, &list, &forced, out),
+    }
+}
+
+/// The gate's policy over one push, in order: the ref rules (before anything is read from the
+/// pushed objects), the scan of every new commit and annotated tag of the range, then
+/// gitleaks when the bundle has it (it can add a refusal, never lift one). On acceptance,
+/// which updates are non-fast-forward.
+fn judge(
+    ctx: &Ctx,
+    runner: &dyn Runner,
+    list: &[RefUpdate],
+) -> Result<Result<Vec<bool>, Refused>, GateError> {
     let mut forced = Vec::with_capacity(list.len());
-    for u in &list {
-        let ff = !u.is_create() && !u.is_delete() && is_ancestor(&ctx.env.git, &u.old, &u.new)?;
+    for u in list {
+        let ff = !u.is_create() && !u.is_delete() && is_ancestor(runner, &ctx.env.git, u)?;
         forced.push(!u.is_create() && !ff);
         if let Err(refusal) = ctx.repo.refs.judge(u, ff) {
-            let _ = writeln!(out, "{PREFIX} push refused: {}", refusal.message);
-            record(ctx, &u.name, false, LAYER, refusal.rule, 403);
-            return Ok(1);
+            return Ok(Err(Refused {
+                refname: u.name.clone(),
+                rule: refusal.rule.to_string(),
+                message: refusal.message,
+            }));
         }
     }
-    // 2. The scan of every new commit (and annotated tag) of the range.
+    let first = list.first().map(|u| u.name.clone()).unwrap_or_default();
     let news: Vec<String> = list.iter().map(|u| u.new.clone()).collect();
     let scan = RangeScan {
         git: &ctx.env.git,
         scanner: Scanner::new(),
     };
     if let Some(hit) = scan.scan(&news)? {
-        let _ = writeln!(
-            out,
-            "{PREFIX} push refused: secret scan found {hit}. Remove it from every commit of the \
-             push (rewrite the history, e.g. `git rebase -i`), then push again; nothing reached the upstream."
-        );
-        let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
-        record(
-            ctx,
-            refname,
-            false,
-            LAYER,
-            &scan_rule(hit.finding.rule),
-            403,
-        );
-        return Ok(1);
+        return Ok(Err(Refused {
+            refname: first,
+            rule: scan_rule(hit.finding.rule),
+            message: format!(
+                "secret scan found {hit}. Remove it from every commit of the push (rewrite the \
+                 history, e.g. `git rebase -i`), then push again; nothing reached the upstream."
+            ),
+        }));
     }
-    // 2b. gitleaks, when the bundle has it: it can add a refusal, never lift one.
     if let Some(program) = &ctx.gitleaks {
         let mirror = ctx.env.mirror(&ctx.repo.name);
         let report = ctx
@@ -166,46 +187,65 @@ fn judge_and_forward(
             .state
             .join(format!("gitleaks-{}.json", std::process::id()));
         if let Some(leak) = super::gitleaks::check(program, &mirror, &news, &report)? {
-            let _ = writeln!(
-                out,
-                "{PREFIX} push refused: second-opinion scan found {leak}. Remove it from every \
-                 commit of the push, then push again; nothing reached the upstream."
-            );
-            let refname = list.first().map(|u| u.name.as_str()).unwrap_or("");
-            record(ctx, refname, false, LAYER, GITLEAKS_RULE, 403);
-            return Ok(1);
+            return Ok(Err(Refused {
+                refname: first,
+                rule: GITLEAKS_RULE.into(),
+                message: format!(
+                    "second-opinion scan found {leak}. Remove it from every commit of the \
+                     push, then push again; nothing reached the upstream."
+                ),
+            }));
         }
     }
-    // 3. Forward to the upstream; its verdict is the push's verdict.
-    // `pack.window=0`: the received objects keep the deltas the agent's git already chose
-    // (reused as they are); searching for new ones again would only repeat that work.
-    let mut cmd = Command::new(&ctx.env.git);
-    cmd.envs(ctx.env.vars(&ctx.repo))
-        .args(["-c", "pack.window=0", "push", "--quiet", &ctx.repo.url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // A non-fast-forward update (allowed by the policy, or it would have stopped above) is
-    // forced only while the upstream still has what the agent replaced: never over commits
-    // the agent did not see.
-    for (u, forced) in list.iter().zip(&forced) {
+    Ok(Ok(forced))
+}
+
+/// The push of an accepted update list to the upstream, as a value.
+///
+/// `pack.window=0`: the received objects keep the deltas the agent's git already chose
+/// (reused as they are); searching for new ones again would only repeat that work. A
+/// non-fast-forward update (the policy allowed it) is forced only while the upstream still has
+/// what the agent replaced: never over commits the agent did not see.
+fn push_spec(env: &GitEnv, repo: &RepoConfig, list: &[RefUpdate], forced: &[bool]) -> ProcessSpec {
+    let mut spec = ProcessSpec::new(env.git.as_str()).args([
+        "-c",
+        "pack.window=0",
+        "push",
+        "--quiet",
+        repo.url.as_str(),
+    ]);
+    for (k, v) in env.vars(repo) {
+        spec = spec.env(k, v);
+    }
+    for (u, forced) in list.iter().zip(forced) {
         if *forced {
-            cmd.arg(format!("--force-with-lease={}:{}", u.name, u.old));
+            spec = spec.arg(format!("--force-with-lease={}:{}", u.name, u.old));
         }
     }
-    for u in &list {
-        cmd.arg(format!("{}:{}", u.new, u.name));
+    for u in list {
+        spec = spec.arg(format!("{}:{}", u.new, u.name));
     }
-    let result = cmd.output().map_err(|source| GateError::Spawn {
-        program: ctx.env.git.clone(),
-        source,
-    })?;
+    spec
+}
+
+/// Forwards the push; the upstream's verdict is the push's verdict, and what it said is passed
+/// on to the agent.
+fn forward(
+    ctx: &Ctx,
+    runner: &dyn Runner,
+    list: &[RefUpdate],
+    forced: &[bool],
+    out: &mut dyn Write,
+) -> Result<i32, GateError> {
+    let spec = push_spec(&ctx.env, &ctx.repo, list, forced);
+    let result = runner
+        .run(&spec)
+        .map_err(|e| spawn_failed(&ctx.env.git, e))?;
     let _ = out.write_all(&result.stdout);
     let _ = out.write_all(&result.stderr);
-    let refs: Vec<&str> = list.iter().map(|u| u.name.as_str()).collect();
-    if result.status.success() {
-        for r in &refs {
-            record(ctx, r, true, "upstream", "pushed", 200);
+    if result.success() {
+        for u in list {
+            record(ctx, &u.name, true, "upstream", "pushed", 200);
         }
         Ok(0)
     } else {
@@ -214,23 +254,106 @@ fn judge_and_forward(
             "{PREFIX} the upstream {} refused or could not be reached (see above); nothing was pushed",
             ctx.host
         );
-        for r in &refs {
-            record(ctx, r, false, LAYER, "upstream-refused", 502);
+        for u in list {
+            record(ctx, &u.name, false, LAYER, "upstream-refused", 502);
         }
         Ok(1)
     }
 }
 
-fn is_ancestor(git: &str, old: &str, new: &str) -> Result<bool, GateError> {
-    let status = Command::new(git)
-        .args(["merge-base", "--is-ancestor", old, new])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|source| GateError::Spawn {
-            program: git.to_string(),
-            source,
-        })?;
-    Ok(status.success())
+/// Is the update a fast-forward (`old` an ancestor of `new`)? An unknown object is not.
+fn is_ancestor(runner: &dyn Runner, git: &str, u: &RefUpdate) -> Result<bool, GateError> {
+    let spec = ProcessSpec::new(git).args(["merge-base", "--is-ancestor", &u.old, &u.new]);
+    let out = runner.run(&spec).map_err(|e| spawn_failed(git, e))?;
+    Ok(out.success())
+}
+
+fn spawn_failed(git: &str, e: RunError) -> GateError {
+    let source = match e {
+        RunError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    };
+    GateError::Spawn {
+        program: git.to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(old: char, new: char, name: &str) -> RefUpdate {
+        RefUpdate {
+            old: old.to_string().repeat(40),
+            new: new.to_string().repeat(40),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn the_push_forces_only_what_the_policy_marked_and_only_under_a_lease() {
+        let env = GitEnv {
+            git: "/usr/bin/git".into(),
+            ssh: "/usr/bin/ssh".into(),
+            state: PathBuf::from("/state"),
+        };
+        let repo = RepoConfig {
+            name: "app".into(),
+            url: "ssh://git@example.com/org/app.git".into(),
+            identity: PathBuf::from("/run/keys/app"),
+            host_key: None,
+            refs: Default::default(),
+        };
+        let list = [
+            update('a', 'b', "refs/heads/main"),
+            update('c', 'd', "refs/heads/wip"),
+        ];
+        let spec = push_spec(&env, &repo, &list, &[false, true]);
+        let argv = spec.argv();
+        assert_eq!(
+            argv[..6],
+            [
+                "/usr/bin/git",
+                "-c",
+                "pack.window=0",
+                "push",
+                "--quiet",
+                repo.url.as_str()
+            ]
+        );
+        let leases: Vec<&&str> = argv.iter().filter(|a| a.starts_with("--force")).collect();
+        assert_eq!(
+            leases,
+            [&format!("--force-with-lease=refs/heads/wip:{}", "c".repeat(40)).as_str()]
+        );
+        assert_eq!(
+            argv[argv.len() - 2..],
+            [
+                format!("{}:refs/heads/main", "b".repeat(40)).as_str(),
+                format!("{}:refs/heads/wip", "d".repeat(40)).as_str()
+            ]
+        );
+        // the upstream is reached only with the gate's own ssh settings and no prompt
+        assert_eq!(
+            spec.env.get("GIT_TERMINAL_PROMPT").map(String::as_str),
+            Some("0")
+        );
+        assert!(spec.env["GIT_SSH_COMMAND"].contains("IdentitiesOnly=yes"));
+        // nothing secret travels on argv: only the key's path is named, in the env
+        assert!(!argv.iter().any(|a| a.contains("/run/keys/app")));
+    }
+
+    #[test]
+    fn an_update_that_git_cannot_relate_is_not_a_fast_forward() {
+        let rec = crate::runner::RecordingRunner::new(|_| {
+            crate::runner::Output::failed(128, "bad object")
+        });
+        let u = update('a', 'b', "refs/heads/main");
+        assert!(!is_ancestor(&rec, "git", &u).unwrap());
+        assert_eq!(
+            rec.calls()[0].argv(),
+            ["git", "merge-base", "--is-ancestor", &u.old, &u.new]
+        );
+    }
 }

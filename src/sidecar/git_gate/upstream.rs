@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::runner::shell_escape;
+
 use super::GateError;
 use super::config::RepoConfig;
 
@@ -58,9 +60,9 @@ impl GitEnv {
             "{} -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
              -o StrictHostKeyChecking={strict} -o UserKnownHostsFile={} \
              -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=15 -o LogLevel=ERROR",
-            sh_quote(&self.ssh),
-            sh_quote(&repo.identity.display().to_string()),
-            sh_quote(&self.known_hosts(&repo.name).display().to_string()),
+            shell_escape(&self.ssh),
+            shell_escape(&repo.identity.display().to_string()),
+            shell_escape(&self.known_hosts(&repo.name).display().to_string()),
         )
     }
 
@@ -81,7 +83,7 @@ impl GitEnv {
         let hook = self.hooks_dir().join("pre-receive");
         let script = format!(
             "#!/bin/sh\nexec {} pre-receive\n",
-            sh_quote(&hook_program.display().to_string())
+            shell_escape(&hook_program.display().to_string())
         );
         std::fs::write(&hook, script).map_err(io(&hook))?;
         set_mode(&hook, 0o755).map_err(io(&hook))?;
@@ -152,11 +154,6 @@ pub(crate) fn known_hosts_line(repo: &RepoConfig, pinned: &str) -> Result<String
         format!("[{host}]:{port}")
     };
     Ok(format!("{pattern} {kind} {key}\n"))
-}
-
-/// Quote for `sh -c` (git runs `GIT_SSH_COMMAND` through the shell).
-pub(crate) fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
