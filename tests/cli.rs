@@ -330,6 +330,19 @@ fn edit_revalidates_after_save() {
         .code(1);
     let line = one_error_line(&out.get_output().stderr);
     assert!(line.contains("coder.md"), "{line}");
+    // An editor that is not installed, or that fails: one line saying what to do, exit 1.
+    for (editor, says) in [
+        ("/nonexistent/editor", "set `EDITOR`"),
+        ("false", "may be unsaved"),
+    ] {
+        let out = bb(&home, tmp.path())
+            .env("EDITOR", editor)
+            .args(["edit", "coder"])
+            .assert()
+            .code(1);
+        let line = one_error_line(&out.get_output().stderr);
+        assert!(line.contains(says), "{editor}: {line}");
+    }
 }
 
 #[test]

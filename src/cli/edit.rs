@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::runner::{ProcessSpec, RealRunner, Runner};
+
 use super::context::{home_root, load_manifest, load_manifest_for};
 use super::output::say;
 
@@ -22,16 +24,15 @@ pub(crate) fn edit(args: &super::EditArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| "vi".to_string());
     let mut words = editor.split_whitespace();
     let program = words.next().unwrap_or("vi");
-    let status = std::process::Command::new(program)
+    let spec = ProcessSpec::new(program)
         .args(words)
-        .arg(&path)
-        .status()
-        .with_context(|| {
-            format!("cannot run the editor `{program}`; set `EDITOR` to an installed editor")
-        })?;
-    if !status.success() {
+        .arg(path.display().to_string());
+    let code = RealRunner.run_interactive(&spec).with_context(|| {
+        format!("cannot run the editor `{program}`; set `EDITOR` to an installed editor")
+    })?;
+    if code != 0 {
         anyhow::bail!(
-            "the editor `{program}` exited with {status}; `{}` may be unsaved",
+            "the editor `{program}` exited with code {code}; `{}` may be unsaved",
             path.display()
         );
     }

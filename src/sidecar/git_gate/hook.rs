@@ -10,7 +10,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use crate::runner::{ProcessSpec, RealRunner, RunError, Runner};
+use crate::runner::{ProcessSpec, RealRunner, Runner};
 use crate::scan::Scanner;
 use crate::sidecar::egress::audit::{Audit, Decision};
 
@@ -240,7 +240,7 @@ fn forward(
     let spec = push_spec(&ctx.env, &ctx.repo, list, forced);
     let result = runner
         .run(&spec)
-        .map_err(|e| spawn_failed(&ctx.env.git, e))?;
+        .map_err(|e| GateError::spawn(&ctx.env.git, e))?;
     let _ = out.write_all(&result.stdout);
     let _ = out.write_all(&result.stderr);
     if result.success() {
@@ -264,19 +264,8 @@ fn forward(
 /// Is the update a fast-forward (`old` an ancestor of `new`)? An unknown object is not.
 fn is_ancestor(runner: &dyn Runner, git: &str, u: &RefUpdate) -> Result<bool, GateError> {
     let spec = ProcessSpec::new(git).args(["merge-base", "--is-ancestor", &u.old, &u.new]);
-    let out = runner.run(&spec).map_err(|e| spawn_failed(git, e))?;
+    let out = runner.run(&spec).map_err(|e| GateError::spawn(git, e))?;
     Ok(out.success())
-}
-
-fn spawn_failed(git: &str, e: RunError) -> GateError {
-    let source = match e {
-        RunError::Io { source, .. } => source,
-        other => std::io::Error::other(other.to_string()),
-    };
-    GateError::Spawn {
-        program: git.to_string(),
-        source,
-    }
 }
 
 #[cfg(test)]

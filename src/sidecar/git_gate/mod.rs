@@ -67,3 +67,17 @@ pub enum GateError {
     #[error("the pre-receive hook runs only under the gate (missing or invalid {0})")]
     HookContext(String),
 }
+
+impl GateError {
+    /// A git (or other) child that could not be started through the runner.
+    pub(crate) fn spawn(program: &str, e: crate::runner::RunError) -> GateError {
+        let source = match e {
+            crate::runner::RunError::Io { source, .. } => source,
+            other => std::io::Error::other(other.to_string()),
+        };
+        GateError::Spawn {
+            program: program.to_string(),
+            source,
+        }
+    }
+}

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::runner::shell_escape;
+use crate::runner::{ProcessSpec, RealRunner, Runner, shell_escape};
 
 use super::GateError;
 use super::config::RepoConfig;
@@ -96,16 +96,16 @@ impl GitEnv {
             std::fs::write(&kh, text).map_err(io(&kh))?;
             let mirror = self.mirror(&repo.name);
             if !mirror.join("HEAD").is_file() {
-                let out = std::process::Command::new(&self.git)
-                    .envs(self.vars(repo))
+                let mut init = ProcessSpec::new(self.git.as_str())
                     .args(["init", "--bare", "--quiet"])
-                    .arg(&mirror)
-                    .output()
-                    .map_err(|source| GateError::Spawn {
-                        program: self.git.clone(),
-                        source,
-                    })?;
-                if !out.status.success() {
+                    .arg(mirror.display().to_string());
+                for (k, v) in self.vars(repo) {
+                    init = init.env(k, v);
+                }
+                let out = RealRunner
+                    .run(&init)
+                    .map_err(|e| GateError::spawn(&self.git, e))?;
+                if !out.success() {
                     return Err(GateError::Git {
                         what: format!("git init --bare {}", mirror.display()),
                         stderr: last_line(&out.stderr),
