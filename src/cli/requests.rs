@@ -6,12 +6,18 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
+
+use crate::manifest::Manifest;
+use crate::manifest::edit::{Edit, add_route};
 
 use crate::requests::{DockerLink, Queue, RefusalCursor, decide, summary, sync};
 use crate::runner::RealRunner;
 use crate::sidecar::supervise::refusals::RefusalEvent;
 use crate::sidecar::supervise::spool::{Decision, Lifetime, Verdict, now_rfc3339};
+use crate::sidecar::supervise::validate::RouteProposal;
 
 fn queue() -> anyhow::Result<Queue> {
     Ok(Queue::open(&super::context::home_root()?)?)
@@ -159,30 +165,13 @@ fn plan_save(
     let Change::Route(route) = &entry.request.change else {
         anyhow::bail!("`--save` applies to route requests; request `{id}` is an image change");
     };
-    anyhow::ensure!(
-        route.methods.is_empty(),
-        "a bottle file's routes cannot limit methods ({}); approve with `--session` or `--for` instead",
-        route.methods.join(", ")
-    );
     let root = super::context::home_root()?;
-    let meta = crate::state::load_metadata(&root, &entry.bottle)
-        .with_context(|| format!("cannot tell which bottle file `{}` came from", entry.bottle))?;
     let manifest = super::context::load_manifest()?;
-    let bottle = manifest.bottles.get(&meta.bottle).ok_or_else(|| {
-        anyhow::anyhow!(
-            "bottle `{}` is not in this home (run from the directory the bottle started in)",
-            meta.bottle
-        )
-    })?;
-    let path = bottle.path.clone();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let edit = crate::manifest::edit::add_route(
-        &path.display().to_string(),
-        &text,
-        &route.host,
-        &route.path_prefixes,
-    )?;
+    let RouteSave {
+        path,
+        before: text,
+        edit,
+    } = route_save(&root, &manifest, &entry.bottle, route)?;
     if !edit.changed {
         super::say(&format!(
             "{} already allows this route; approving for the session",
@@ -216,6 +205,49 @@ fn plan_save(
         }
     }
     Ok(Some((path, edit.text)))
+}
+
+/// A route saved into the bottle file a running bottle was started from: the file, its text
+/// now, and the edit.
+#[derive(Debug)]
+pub(super) struct RouteSave {
+    pub(super) path: PathBuf,
+    pub(super) before: String,
+    pub(super) edit: Edit,
+}
+
+/// Works out the save of `route` for `bottle` (a running bottle's identity) without writing
+/// anything: the one place that decides whether a route can be saved to a bottle file, for
+/// `approve --save` and the dashboard.
+pub(super) fn route_save(
+    root: &Path,
+    manifest: &Manifest,
+    bottle: &str,
+    route: &RouteProposal,
+) -> anyhow::Result<RouteSave> {
+    anyhow::ensure!(
+        route.methods.is_empty(),
+        "a bottle file's routes cannot limit methods ({}); approve it for the session or for some minutes instead",
+        route.methods.join(", ")
+    );
+    let meta = crate::state::load_metadata(root, bottle)
+        .with_context(|| format!("cannot tell which bottle file `{bottle}` came from"))?;
+    let file = manifest.bottles.get(&meta.bottle).ok_or_else(|| {
+        anyhow::anyhow!(
+            "bottle `{}` is not in this home (run from the directory the bottle started in)",
+            meta.bottle
+        )
+    })?;
+    let path = file.path.clone();
+    let before = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let edit = add_route(
+        &path.display().to_string(),
+        &before,
+        &route.host,
+        &route.path_prefixes,
+    )?;
+    Ok(RouteSave { path, before, edit })
 }
 
 /// Replace the bottle file whole (written beside it, then renamed), keeping its mode.
@@ -327,5 +359,81 @@ fn refusals(args: &super::RequestsArgs) -> anyhow::Result<ExitCode> {
         }
         std::io::Write::flush(&mut std::io::stdout())?;
         std::thread::sleep(FOLLOW_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::LoadOptions;
+    use crate::state::{Metadata, StateDir};
+
+    const BEFORE: &str = "---\negress:\n  routes:\n    - host: a.test\n---\nbody\n";
+
+    /// A home with bottle `dev` and a running bottle `dev-1` started from it.
+    fn home() -> (tempfile::TempDir, Manifest) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        for d in ["bottles", "agents"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("bottles/dev.md"), BEFORE).unwrap();
+        StateDir::create(&root, "dev-1")
+            .unwrap()
+            .write_metadata(&Metadata {
+                identity: "dev-1".into(),
+                agent: "worker".into(),
+                bottle: "dev".into(),
+                cwd: root.clone(),
+                copy_cwd: false,
+                started_at: "2026-01-01T00:00:00Z".into(),
+                compose_project: "bot-bottle-dev-1".into(),
+                backend: "docker".into(),
+            })
+            .unwrap();
+        let manifest = crate::manifest::load(&LoadOptions {
+            root: root.clone(),
+            cwd: root,
+        })
+        .unwrap();
+        (tmp, manifest)
+    }
+
+    fn route(methods: &[&str]) -> RouteProposal {
+        RouteProposal {
+            host: "example.com".into(),
+            path_prefixes: vec!["/api/".into()],
+            methods: methods.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_save_is_worked_out_and_nothing_is_written() {
+        let (tmp, manifest) = home();
+        let save = route_save(tmp.path(), &manifest, "dev-1", &route(&[])).unwrap();
+        assert_eq!(save.path, tmp.path().join("bottles/dev.md"));
+        assert_eq!(save.before, BEFORE);
+        assert!(save.edit.changed);
+        assert!(
+            save.edit.text.contains("- host: example.com"),
+            "{}",
+            save.edit.text
+        );
+        assert_eq!(std::fs::read_to_string(&save.path).unwrap(), BEFORE);
+    }
+
+    #[test]
+    fn a_route_a_bottle_file_cannot_hold_is_refused() {
+        let (tmp, manifest) = home();
+        let err = route_save(tmp.path(), &manifest, "dev-1", &route(&["GET"])).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot limit methods (GET)"),
+            "{err}"
+        );
+        let err = route_save(tmp.path(), &manifest, "other-1", &route(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot tell which bottle file"),
+            "{err}"
+        );
     }
 }

@@ -271,31 +271,12 @@ fn save_target(
     bottle: &str,
     route: &RouteProposal,
 ) -> anyhow::Result<(PathBuf, String, String)> {
-    anyhow::ensure!(
-        route.methods.is_empty(),
-        "a bottle file's routes cannot limit methods ({}); approve for the session or for some minutes instead",
-        route.methods.join(", ")
-    );
-    let meta = crate::state::load_metadata(&ctx.root, bottle)
-        .with_context(|| format!("cannot tell which bottle file `{bottle}` came from"))?;
     let manifest = manifest::load(&LoadOptions {
         root: ctx.root.clone(),
         cwd: ctx.cwd.clone(),
     })?;
-    let file = manifest
-        .bottles
-        .get(&meta.bottle)
-        .ok_or_else(|| anyhow::anyhow!("bottle `{}` is not in this home", meta.bottle))?;
-    let path = file.path.clone();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let edit = crate::manifest::edit::add_route(
-        &path.display().to_string(),
-        &text,
-        &route.host,
-        &route.path_prefixes,
-    )?;
-    Ok((path, text, edit.text))
+    let save = crate::cli::requests::route_save(&ctx.root, &manifest, bottle, route)?;
+    Ok((save.path, save.before, save.edit.text))
 }
 
 /// Queue a request in the bottle as if its agent had asked (`bot-bottle-supervise submit`).
