@@ -153,22 +153,9 @@ impl Slots {
 mod tests {
     use super::*;
     use crate::manifest::{PipelockOpts, RouteAuth};
-    use std::path::PathBuf;
 
     fn host(vars: &[(&str, &str)]) -> HostEnv {
-        HostEnv {
-            vars: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            home: Some(PathBuf::from("/h")),
-            cwd: PathBuf::from("/c"),
-            now_unix: 0,
-            random_suffix: "aaaaaa".into(),
-            exe: None,
-            system_ca_dir: None,
-            cpus: 4,
-        }
+        crate::plan::testutil::host_with(vars)
     }
 
     fn route(h: &str, auth: Option<(AuthScheme, &str)>) -> Route {

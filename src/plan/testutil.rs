@@ -19,6 +19,17 @@ pub(crate) fn host() -> HostEnv {
     }
 }
 
+/// [`host`] with these variables set.
+pub(crate) fn host_with(vars: &[(&str, &str)]) -> HostEnv {
+    HostEnv {
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..host()
+    }
+}
+
 pub(crate) fn bottle(name: &str) -> Bottle {
     Bottle {
         name: name.into(),
