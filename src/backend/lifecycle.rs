@@ -236,12 +236,9 @@ mod tests {
         );
         m.root = root.to_path_buf();
         let opts = crate::plan::StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: crate::plan::BackendKind::Docker,
             gvisor: Some(false),
             resume,
+            ..crate::plan::StartOptions::fresh(crate::plan::BackendKind::Docker)
         };
         crate::plan::resolve(&m, "reviewer", &opts, &crate::plan::testutil::host()).unwrap()
     }

@@ -17,14 +17,7 @@ pub(crate) fn info(args: &super::InfoArgs) -> anyhow::Result<ExitCode> {
     let Some((agent, bottle)) = manifest.agent_and_bottle(&args.agent) else {
         return Err(unknown_agent(&manifest, &args.agent));
     };
-    let opts = StartOptions {
-        identity: None,
-        copy_cwd: false,
-        remote_control: false,
-        backend: BackendKind::Docker,
-        gvisor: None,
-        resume: false,
-    };
+    let opts = StartOptions::fresh(BackendKind::Docker);
     let plan = plan::resolve_for_info(&manifest, &args.agent, &opts, &HostEnv::from_process())?;
     let source = match agent.source {
         AgentSource::Home => "home",

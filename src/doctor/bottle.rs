@@ -169,12 +169,8 @@ pub(crate) fn plan(runner: &dyn Runner, real: &HostEnv) -> Result<Prepared, Doct
     let backend = DockerBackend::new(runner);
     let gvisor = backend.check_host(&host).ok().and_then(|c| c.gvisor);
     let opts = StartOptions {
-        identity: None,
-        copy_cwd: false,
-        remote_control: false,
-        backend: BackendKind::Docker,
         gvisor,
-        resume: false,
+        ..StartOptions::fresh(BackendKind::Docker)
     };
     let plan = plan::resolve(&m, "doctor", &opts, &host)?;
     Ok(Prepared { home, plan, token })

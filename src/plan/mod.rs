@@ -162,6 +162,21 @@ pub struct StartOptions {
     pub resume: bool,
 }
 
+impl StartOptions {
+    /// A new bottle on `backend`: no pinned identity, nothing copied in, no remote control,
+    /// the engine's gVisor support not asked yet.
+    pub(crate) fn fresh(backend: BackendKind) -> Self {
+        StartOptions {
+            identity: None,
+            copy_cwd: false,
+            remote_control: false,
+            backend,
+            gvisor: None,
+            resume: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct BottlePlan {
     /// `<agent-slug>-<random>` or the pinned (resumed) identity.

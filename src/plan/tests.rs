@@ -9,12 +9,8 @@ use crate::manifest::{AgentProvider, EnvValue, GitRepo, GitUser, PipelockOpts, R
 
 fn opts() -> StartOptions {
     StartOptions {
-        identity: None,
-        copy_cwd: false,
-        remote_control: false,
-        backend: BackendKind::Docker,
         gvisor: Some(true),
-        resume: false,
+        ..StartOptions::fresh(BackendKind::Docker)
     }
 }
 
@@ -676,12 +672,8 @@ fn the_test_weakening_is_debug_only_and_shown() {
     let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
     let mut h = host();
     let opts = StartOptions {
-        identity: None,
-        copy_cwd: false,
-        remote_control: false,
-        backend: BackendKind::Docker,
         gvisor: Some(true),
-        resume: false,
+        ..StartOptions::fresh(BackendKind::Docker)
     };
     let plain = resolve(&m, "reviewer", &opts, &h).unwrap();
     assert_eq!(plain.weakened, None);

@@ -184,14 +184,7 @@ mod tests {
 
     fn plan() -> BottlePlan {
         let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
-        let opts = StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: BackendKind::Docker,
-            gvisor: None,
-            resume: false,
-        };
+        let opts = StartOptions::fresh(BackendKind::Docker);
         let mut p = crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap();
         p.sidecar_image = SidecarImage::Named("reg/sidecars:1".into());
         p

@@ -632,12 +632,8 @@ mod tests {
         let mut m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
         m.root = root.to_path_buf();
         let opts = StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: BackendKind::Docker,
             gvisor: Some(false),
-            resume: false,
+            ..StartOptions::fresh(BackendKind::Docker)
         };
         crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap()
     }

@@ -369,12 +369,8 @@ mod tests {
         use crate::plan::testutil::{agent, bottle, host, manifest};
         let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
         let opts = crate::plan::StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: crate::plan::BackendKind::Docker,
             gvisor: Some(false),
-            resume: false,
+            ..crate::plan::StartOptions::fresh(crate::plan::BackendKind::Docker)
         };
         let mut plan = crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap();
         plan.git_upstreams = vec![upstream("ssh://git@github.com/org/proj.git")];

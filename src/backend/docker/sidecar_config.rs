@@ -274,12 +274,8 @@ mod tests {
         let mut h = host();
         h.vars.insert("GH_PAT".into(), PAT.into());
         let opts = StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: BackendKind::Docker,
             gvisor: Some(true),
-            resume: false,
+            ..StartOptions::fresh(BackendKind::Docker)
         };
         resolve(
             &manifest(vec![b], vec![agent("reviewer", "dev")]),

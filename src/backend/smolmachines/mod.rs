@@ -353,14 +353,7 @@ pub(crate) mod tests {
 
     pub(crate) fn plan() -> BottlePlan {
         let m = manifest(vec![bottle("dev")], vec![agent("reviewer", "dev")]);
-        let opts = StartOptions {
-            identity: None,
-            copy_cwd: false,
-            remote_control: false,
-            backend: BackendKind::Smolmachines,
-            gvisor: None,
-            resume: false,
-        };
+        let opts = StartOptions::fresh(BackendKind::Smolmachines);
         crate::plan::resolve(&m, "reviewer", &opts, &host()).unwrap()
     }
 
