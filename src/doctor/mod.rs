@@ -11,7 +11,7 @@ pub(crate) mod reload;
 pub(crate) mod scripts;
 pub mod targets;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::backend::docker::{ComposeCmd, docker, engine_probe};
 use crate::runner::Runner;
@@ -52,6 +52,10 @@ pub struct Row {
 /// The least free space a bottle's state needs on the home's filesystem, and the image
 /// store's, before `doctor` calls the host short of it.
 pub const MIN_FREE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Free space the engine should have for images: an agent image is about 0.9 GB and the
+/// sidecar image about 0.45 GB, and a rebuild needs room for the new one before the old goes.
+pub(crate) const ENGINE_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 fn row(probe: &str, expected: &str, seen: String, status: Status) -> Row {
     Row {
@@ -173,6 +177,7 @@ pub fn host_checks(
         ),
     });
     if engine_ok {
+        rows.push(engine_disk(runner));
         let mut missing = Vec::new();
         for tag in images {
             let ok = runner
@@ -208,6 +213,65 @@ pub fn host_checks(
         });
     }
     rows
+}
+
+const ENGINE_DISK: &str = "at least 4 GiB free for images at the engine's data root";
+
+/// The engine's data root, measured when it is on this host. Low space is a warning, not a
+/// failure: nothing is unsafe, but a build will stop with `no space left on device`.
+fn engine_disk(runner: &dyn Runner) -> Row {
+    let root = runner
+        .run(&docker(["info", "--format", "{{.DockerRootDir}}"]))
+        .ok()
+        .filter(|o| o.success())
+        .map(|o| PathBuf::from(o.stdout_str().trim()))
+        .filter(|p| p.is_absolute());
+    let Some(root) = root else {
+        return row(
+            "engine-disk",
+            ENGINE_DISK,
+            "the engine did not name its data root; not measured".into(),
+            Status::Warn,
+        );
+    };
+    if !root.is_dir() {
+        return row(
+            "engine-disk",
+            ENGINE_DISK,
+            format!(
+                "{} is not on this host (a remote engine or one in a VM); not measured",
+                root.display()
+            ),
+            Status::Warn,
+        );
+    }
+    engine_disk_row(
+        &root,
+        crate::state::free_bytes(&root).map_err(|e| e.to_string()),
+    )
+}
+
+fn engine_disk_row(root: &Path, free: Result<u64, String>) -> Row {
+    match free {
+        Ok(free) if free >= ENGINE_MIN_FREE_BYTES => row(
+            "engine-disk",
+            ENGINE_DISK,
+            format!("{} MiB free at {}", free / (1024 * 1024), root.display()),
+            Status::Pass,
+        ),
+        Ok(free) => row(
+            "engine-disk",
+            ENGINE_DISK,
+            format!(
+                "only {} MiB free at {}; an image build may fail with `no space left on device`: \
+                 `docker image prune` removes images nothing uses",
+                free / (1024 * 1024),
+                root.display()
+            ),
+            Status::Warn,
+        ),
+        Err(e) => row("engine-disk", ENGINE_DISK, e, Status::Warn),
+    }
 }
 
 /// The report as a table: probe, expected, seen, pass/fail (long cells are cut).
@@ -307,6 +371,45 @@ mod tests {
         assert_eq!(get("image-cache").status, Status::Warn);
         assert!(get("image-cache").seen.contains("agent:1"));
         assert!(!get("image-cache").seen.contains("sidecar:1"));
+        // `sha256:1` is no data root: said, not measured, and never a failure
+        assert_eq!(get("engine-disk").status, Status::Warn);
+        assert!(get("engine-disk").seen.contains("not measured"));
+    }
+
+    #[test]
+    fn the_engine_disk_is_measured_only_on_this_host_and_low_space_warns() {
+        let answer = |root: String| {
+            RecordingRunner::new(move |spec| {
+                assert_eq!(
+                    spec.argv(),
+                    ["docker", "info", "--format", "{{.DockerRootDir}}"]
+                );
+                Output::ok(format!("{root}\n"))
+            })
+        };
+        let remote = engine_disk(&answer("/nonexistent/docker-root".into()));
+        assert_eq!(remote.status, Status::Warn);
+        assert!(remote.seen.contains("not on this host"), "{}", remote.seen);
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = engine_disk(&answer(dir.path().display().to_string()));
+        assert!(
+            local.seen.contains(&dir.path().display().to_string()),
+            "{}",
+            local.seen
+        );
+        assert!(local.seen.contains("MiB free"), "{}", local.seen);
+
+        let root = Path::new("/var/lib/docker");
+        let low = engine_disk_row(root, Ok(ENGINE_MIN_FREE_BYTES - 1));
+        assert_eq!(low.status, Status::Warn);
+        assert!(low.seen.contains("docker image prune"), "{}", low.seen);
+        assert_eq!(
+            engine_disk_row(root, Ok(ENGINE_MIN_FREE_BYTES)).status,
+            Status::Pass
+        );
+        let unreadable = engine_disk_row(root, Err("permission denied".into()));
+        assert_eq!(unreadable.status, Status::Warn);
     }
 
     #[test]
