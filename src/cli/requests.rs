@@ -3,16 +3,14 @@
 //! `crate::requests`), so the queue is current.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::manifest::Manifest;
 use crate::manifest::edit::{Edit, add_route};
-
 use crate::requests::{DockerLink, Queue, RefusalCursor, decide, summary, sync};
 use crate::runner::RealRunner;
 use crate::sidecar::supervise::refusals::RefusalEvent;

@@ -152,26 +152,14 @@ pub fn host_checks(
         ),
     });
     let probe_dir = std::iter::successors(Some(home), |p| p.parent()).find(|p| p.exists());
-    rows.push(match probe_dir.map(crate::state::free_bytes) {
-        Some(Ok(free)) => row(
-            "free-space",
-            "at least 2 GiB free for state dirs",
-            format!("{} MiB free at {}", free / (1024 * 1024), home.display()),
-            if free >= MIN_FREE_BYTES {
-                Status::Pass
-            } else {
-                Status::Fail
-            },
-        ),
-        Some(Err(e)) => row(
-            "free-space",
-            "at least 2 GiB free for state dirs",
-            e.to_string(),
-            Status::Fail,
+    rows.push(match probe_dir {
+        Some(dir) => STATE_SPACE.row(
+            home,
+            crate::state::free_bytes(dir).map_err(|e| e.to_string()),
         ),
         None => row(
-            "free-space",
-            "at least 2 GiB free for state dirs",
+            STATE_SPACE.probe,
+            STATE_SPACE.expected,
             format!("no existing directory above {}", home.display()),
             Status::Fail,
         ),
@@ -215,10 +203,57 @@ pub fn host_checks(
     rows
 }
 
-const ENGINE_DISK: &str = "at least 4 GiB free for images at the engine's data root";
+/// A free-space row: `min` or more passes; less is `short`, with what to do about it.
+struct SpaceCheck {
+    probe: &'static str,
+    expected: &'static str,
+    min: u64,
+    short: Status,
+    hint: &'static str,
+}
 
-/// The engine's data root, measured when it is on this host. Low space is a warning, not a
-/// failure: nothing is unsafe, but a build will stop with `no space left on device`.
+impl SpaceCheck {
+    fn row(&self, at: &Path, free: Result<u64, String>) -> Row {
+        let (seen, status) = match free {
+            Ok(free) if free >= self.min => (
+                format!("{} MiB free at {}", free / (1024 * 1024), at.display()),
+                Status::Pass,
+            ),
+            Ok(free) => (
+                format!(
+                    "only {} MiB free at {}; {}",
+                    free / (1024 * 1024),
+                    at.display(),
+                    self.hint
+                ),
+                self.short,
+            ),
+            Err(e) => (e, self.short),
+        };
+        row(self.probe, self.expected, seen, status)
+    }
+}
+
+/// State dirs: a bottle that cannot keep its transcript must not start.
+const STATE_SPACE: SpaceCheck = SpaceCheck {
+    probe: "free-space",
+    expected: "at least 2 GiB free for state dirs",
+    min: MIN_FREE_BYTES,
+    short: Status::Fail,
+    hint: "free disk space or point BOT_BOTTLE_HOME elsewhere",
+};
+
+/// Images: nothing is unsafe when space is short, but a build stops with `no space left on
+/// device`, so it is a warning.
+const ENGINE_SPACE: SpaceCheck = SpaceCheck {
+    probe: "engine-disk",
+    expected: "at least 4 GiB free for images at the engine's data root",
+    min: ENGINE_MIN_FREE_BYTES,
+    short: Status::Warn,
+    hint: "an image build may fail with `no space left on device`: `docker image prune` removes images nothing uses",
+};
+
+/// The engine's data root, measured when it is on this host.
 fn engine_disk(runner: &dyn Runner) -> Row {
     let root = runner
         .run(&docker(["info", "--format", "{{.DockerRootDir}}"]))
@@ -226,51 +261,24 @@ fn engine_disk(runner: &dyn Runner) -> Row {
         .filter(|o| o.success())
         .map(|o| PathBuf::from(o.stdout_str().trim()))
         .filter(|p| p.is_absolute());
-    let Some(root) = root else {
-        return row(
-            "engine-disk",
-            ENGINE_DISK,
-            "the engine did not name its data root; not measured".into(),
+    let not_measured = |why: String| {
+        row(
+            ENGINE_SPACE.probe,
+            ENGINE_SPACE.expected,
+            format!("{why}; not measured"),
             Status::Warn,
-        );
+        )
     };
-    if !root.is_dir() {
-        return row(
-            "engine-disk",
-            ENGINE_DISK,
-            format!(
-                "{} is not on this host (a remote engine or one in a VM); not measured",
-                root.display()
-            ),
-            Status::Warn,
-        );
-    }
-    engine_disk_row(
-        &root,
-        crate::state::free_bytes(&root).map_err(|e| e.to_string()),
-    )
-}
-
-fn engine_disk_row(root: &Path, free: Result<u64, String>) -> Row {
-    match free {
-        Ok(free) if free >= ENGINE_MIN_FREE_BYTES => row(
-            "engine-disk",
-            ENGINE_DISK,
-            format!("{} MiB free at {}", free / (1024 * 1024), root.display()),
-            Status::Pass,
+    match root {
+        None => not_measured("the engine did not name its data root".into()),
+        Some(root) if !root.is_dir() => not_measured(format!(
+            "{} is not on this host (a remote engine or one in a VM)",
+            root.display()
+        )),
+        Some(root) => ENGINE_SPACE.row(
+            &root,
+            crate::state::free_bytes(&root).map_err(|e| e.to_string()),
         ),
-        Ok(free) => row(
-            "engine-disk",
-            ENGINE_DISK,
-            format!(
-                "only {} MiB free at {}; an image build may fail with `no space left on device`: \
-                 `docker image prune` removes images nothing uses",
-                free / (1024 * 1024),
-                root.display()
-            ),
-            Status::Warn,
-        ),
-        Err(e) => row("engine-disk", ENGINE_DISK, e, Status::Warn),
     }
 }
 
@@ -401,15 +409,24 @@ mod tests {
         assert!(local.seen.contains("MiB free"), "{}", local.seen);
 
         let root = Path::new("/var/lib/docker");
-        let low = engine_disk_row(root, Ok(ENGINE_MIN_FREE_BYTES - 1));
+        let low = ENGINE_SPACE.row(root, Ok(ENGINE_MIN_FREE_BYTES - 1));
         assert_eq!(low.status, Status::Warn);
         assert!(low.seen.contains("docker image prune"), "{}", low.seen);
         assert_eq!(
-            engine_disk_row(root, Ok(ENGINE_MIN_FREE_BYTES)).status,
+            ENGINE_SPACE.row(root, Ok(ENGINE_MIN_FREE_BYTES)).status,
             Status::Pass
         );
-        let unreadable = engine_disk_row(root, Err("permission denied".into()));
+        let unreadable = ENGINE_SPACE.row(root, Err("permission denied".into()));
         assert_eq!(unreadable.status, Status::Warn);
+        // the same figures for state dirs fail: a bottle must be able to keep its transcript
+        let home = Path::new("/home/me/.bot-bottle");
+        let short = STATE_SPACE.row(home, Ok(MIN_FREE_BYTES - 1));
+        assert_eq!(short.status, Status::Fail);
+        assert!(short.seen.contains("BOT_BOTTLE_HOME"), "{}", short.seen);
+        assert_eq!(
+            STATE_SPACE.row(home, Ok(MIN_FREE_BYTES)).status,
+            Status::Pass
+        );
     }
 
     #[test]

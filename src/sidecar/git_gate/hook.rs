@@ -113,7 +113,7 @@ fn record(ctx: &Ctx, refname: &str, allowed: bool, layer: &str, rule: &str, stat
 }
 
 /// Why a push is refused: the ref the audit line names, its rule, and what the agent reads.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Refused {
     refname: String,
     rule: String,
@@ -329,7 +329,7 @@ mod tests {
             Some("0")
         );
         assert!(spec.env["GIT_SSH_COMMAND"].contains("IdentitiesOnly=yes"));
-        // nothing secret travels on argv: only the key's path is named, in the env
+        // the identity file is named only in the ssh command, in the env
         assert!(!argv.iter().any(|a| a.contains("/run/keys/app")));
     }
 
